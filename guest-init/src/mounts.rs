@@ -1,0 +1,87 @@
+//! The filesystems PID 1 mounts before anything else runs.
+
+use nix::mount::{mount, MsFlags};
+use std::path::Path;
+
+/// One filesystem PID 1 mounts.
+struct MountSpec {
+    source: &'static str,
+    target: &'static str,
+    fstype: &'static str,
+    flags: MsFlags,
+    data: Option<&'static str>,
+}
+
+/// Errors while preparing the guest's filesystems.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mount {fstype} on {target}: {source}")]
+    Mount {
+        fstype: &'static str,
+        target: &'static str,
+        source: nix::Error,
+    },
+}
+
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// The base mounts: the root filesystem is read-only, so every writable place is a tmpfs.
+fn base_mounts(tmp_size: &'static str) -> [MountSpec; 4] {
+    [
+        MountSpec {
+            source: "proc",
+            target: "/proc",
+            fstype: "proc",
+            flags: NOSUID_NODEV_NOEXEC,
+            data: None,
+        },
+        MountSpec {
+            source: "sysfs",
+            target: "/sys",
+            fstype: "sysfs",
+            flags: NOSUID_NODEV_NOEXEC,
+            data: None,
+        },
+        MountSpec {
+            source: "devtmpfs",
+            target: "/dev",
+            fstype: "devtmpfs",
+            flags: MsFlags::MS_NOSUID,
+            data: Some("mode=0755"),
+        },
+        MountSpec {
+            source: "tmpfs",
+            target: "/tmp",
+            fstype: "tmpfs",
+            flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+            data: Some(tmp_size),
+        },
+    ]
+}
+
+/// Mounts proc, sys, dev and a size-limited tmpfs on `/tmp`.
+///
+/// A filesystem that is already mounted (the kernel may mount devtmpfs itself with
+/// `CONFIG_DEVTMPFS_MOUNT`) is not an error.
+pub fn mount_base(tmp_size: &'static str) -> Result<(), MountError> {
+    for spec in base_mounts(tmp_size) {
+        if spec.fstype == "devtmpfs" && Path::new("/dev/null").exists() {
+            continue;
+        }
+        mount(
+            Some(spec.source),
+            spec.target,
+            Some(spec.fstype),
+            spec.flags,
+            spec.data,
+        )
+        .map_err(|source| MountError::Mount {
+            fstype: spec.fstype,
+            target: spec.target,
+            source,
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Host-guest wire protocol and the Lambda Runtime API server.

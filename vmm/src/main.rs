@@ -1,0 +1,6 @@
+//! The microVM monitor.
+
+fn main() {
+    eprintln!("vmm: not yet implemented");
+    std::process::exit(2);
+}
