@@ -1,0 +1,1 @@
+//! virtio-vsock device with a Firecracker-compatible hybrid Unix-socket backend.

@@ -1,0 +1,1 @@
+//! Worker side of the data plane: sandboxes on one host (pool, jail, backends).
