@@ -1,1 +1,3 @@
 //! Worker side of the data plane: sandboxes on one host (pool, jail, backends).
+
+pub mod jail;

@@ -1,3 +1,116 @@
-//! Test Lambda function built with the `lambda_runtime` crate (filled in by the runtime issue).
+//! Test Lambda function built with the `lambda_runtime` crate from crates.io.
+//!
+//! One binary serves every test case: `_HANDLER` picks the behaviour, so the same
+//! executable can be dropped into `/var/task/bootstrap` for each scenario.
+//!
+//! Handlers:
+//! - `echo`: returns the event unchanged.
+//! - `context`: returns the invocation context and selected environment variables.
+//! - `error`: returns a typed error (`FunctionError` / "deliberate failure").
+//! - `panic`: panics inside the handler.
+//! - `sleep`: sleeps until 5 s past the invocation deadline.
+//! - `exit`: prints a line and exits the process with status 7 mid-invoke.
+//! - `log`: prints lines on stdout and stderr, then returns `"logged"`.
+//! - `big`: returns a JSON string of `event.size` bytes (quotes included).
 
-fn main() {}
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde_json::{json, Value};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let handler = std::env::var("_HANDLER").unwrap_or_default();
+    if handler == "init-fail" {
+        // Exiting before the first /next is an init-phase runtime exit.
+        eprintln!("fn-rust: failing init on purpose");
+        std::process::exit(3);
+    }
+    lambda_runtime::run(service_fn(move |event| {
+        let handler = handler.clone();
+        async move { handle(&handler, event).await }
+    }))
+    .await
+}
+
+async fn handle(handler: &str, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
+    let (payload, ctx) = event.into_parts();
+    match handler {
+        "echo" => Ok(payload),
+        "context" => Ok(json!({
+            "request_id": ctx.request_id,
+            "deadline": ctx.deadline,
+            "invoked_function_arn": ctx.invoked_function_arn,
+            "xray_trace_id": ctx.xray_trace_id,
+            "client_context_present": ctx.client_context.is_some(),
+            "identity_pool": ctx.identity.map(|i| i.identity_pool_id),
+            "env": env_snapshot(),
+            "uid": current_uid(),
+        })),
+        "error" => Err(Diagnostic {
+            error_type: "FunctionError".to_string(),
+            error_message: "deliberate failure".to_string(),
+        }),
+        "panic" => panic!("deliberate panic"),
+        "sleep" => {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let wait = ctx.deadline.saturating_sub(now_ms) + 5_000;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            Ok(json!("woke up"))
+        }
+        "exit" => {
+            println!("fn-rust: exiting mid-invoke");
+            std::process::exit(7);
+        }
+        "log" => {
+            println!("fn-rust: stdout line for {}", ctx.request_id);
+            eprintln!("fn-rust: stderr line for {}", ctx.request_id);
+            Ok(json!("logged"))
+        }
+        "big" => {
+            let size = payload.get("size").and_then(Value::as_u64).unwrap_or(0);
+            let inner = usize::try_from(size.saturating_sub(2)).unwrap_or(0);
+            Ok(Value::String("x".repeat(inner)))
+        }
+        other => Err(Diagnostic {
+            error_type: "UnknownHandler".to_string(),
+            error_message: format!("fn-rust has no handler named {other:?}"),
+        }),
+    }
+}
+
+/// The Lambda environment variables the tests check.
+fn env_snapshot() -> Value {
+    const KEYS: [&str; 16] = [
+        "_HANDLER",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "TZ",
+        "PATH",
+        "LD_LIBRARY_PATH",
+        "CUSTOM_VAR",
+    ];
+    let map = KEYS
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), Value::String(v))))
+        .collect();
+    Value::Object(map)
+}
+
+/// Real uid from /proc, so the test can check the runtime's privilege drop.
+fn current_uid() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

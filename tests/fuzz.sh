@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target of the project for a bounded time each; fails on a crash.
+#   tests/fuzz.sh [SECONDS]
+set -euo pipefail
+REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${1:-60}
+command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
+mkdir -p "$REPO_ROOT/target/fuzz-logs"
+for dir in "$REPO_ROOT"/*/fuzz; do
+    [ -f "$dir/Cargo.toml" ] || continue
+    crate=$(basename "$(dirname "$dir")")
+    for target in $(cd "$dir/.." && cargo +nightly fuzz list); do
+        log=$REPO_ROOT/target/fuzz-logs/$crate-$target.log
+        echo "--- fuzz $crate/$target for ${seconds}s (log: $log)"
+        if ! (cd "$dir/.." && cargo +nightly fuzz run "$target" -- \
+                -max_total_time="$seconds" -rss_limit_mb=2048 >"$log" 2>&1); then
+            tail -40 "$log"
+            echo "fuzz $crate/$target: FAILED" >&2
+            exit 1
+        fi
+        grep -E '^Done [0-9]+ runs|^#[0-9]+[[:space:]]+DONE' "$log" | tail -1
+    done
+done

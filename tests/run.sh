@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, as CI does: installs what a fresh Debian 12 machine lacks,
+# builds the guest images, then formatting, lints, Rust tests, Python tests against the
+# real binaries, and bounded fuzzing runs.
+#   tests/run.sh [--quick]   (--quick: no fuzzing)
+set -euo pipefail
+REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO_ROOT"
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+step() { printf '\n=== %s (%(%H:%M:%S)T)\n' "$*" -1; }
+SECONDS=0
+
+step "images (kernel, guest-init, rootfs variants)"
+image-build/build.sh
+
+step "python test environment"
+PYENV=$REPO_ROOT/target/pyenv
+[ -x "$PYENV/bin/python" ] || python3 -m venv "$PYENV"
+"$PYENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Tests must not run cargo themselves (cargo holds the build directory lock while tests
+# run), so everything they execute is built here first.
+step "build binaries the tests execute"
+cargo build --workspace --bins --quiet
+cargo build --release --quiet --target x86_64-unknown-linux-musl -p fn-rust -p integration-tests --bins
+
+step "cargo test"
+cargo test --workspace --no-fail-fast 2>&1 | tee target/cargo-test.log
+grep -q '^test result:' target/cargo-test.log || { echo "cargo test ran no test" >&2; exit 1; }
+
+step "pytest"
+PATH=$PYENV/bin:$PATH "$PYENV/bin/python" -m pytest -q tests/python
+
+if [ "$quick" = 0 ]; then
+    step "fuzzing (bounded)"
+    tests/fuzz.sh "${FUZZ_SECONDS:-60}"
+fi
+
+step "all tests passed in ${SECONDS}s"

@@ -1,0 +1,7 @@
+//! Connection state machine: one guest<->host stream connection and its flow control.
+
+mod connection;
+pub(crate) mod sys;
+mod txbuf;
+
+pub use connection::{ConnError, ConnKey, ConnState, VsockConnection};

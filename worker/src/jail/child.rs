@@ -1,0 +1,199 @@
+//! Code that runs in the cloned child between `clone` and `execve`.
+//!
+//! The parent is multi-threaded, so this side may only make raw system calls: no
+//! allocation, no locks, no Rust I/O. Every failure is reported as (step index, errno) on
+//! the error pipe and the child exits with 127.
+
+use super::plan::Step;
+use seccompiler::sock_filter;
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::ptr;
+
+/// Index reported for failures outside `steps` (waiting, fd setup, exec).
+pub const STEP_SYNC: u32 = u32::MAX;
+pub const STEP_FDS: u32 = u32::MAX - 1;
+pub const STEP_EXEC: u32 = u32::MAX - 2;
+
+/// Everything the child needs, prepared by the parent.
+pub struct ChildPlan {
+    pub steps: Vec<Step>,
+    pub seccomp: Vec<Vec<sock_filter>>,
+    pub exe: CString,
+    pub argv: Vec<*const libc::c_char>,
+    pub envp: Vec<*const libc::c_char>,
+    /// (source fd, target fd) pairs; everything else above stderr is closed at exec.
+    pub fds: Vec<(RawFd, RawFd)>,
+    /// Read end the parent writes one byte to once uid maps and cgroups are set.
+    pub sync_fd: RawFd,
+    /// Write end (CLOEXEC) for the failure report.
+    pub err_fd: RawFd,
+}
+
+/// `struct sock_fprog` for `PR_SET_SECCOMP`.
+#[repr(C)]
+struct SockFprog {
+    len: libc::c_ushort,
+    filter: *const sock_filter,
+}
+
+fn fail(plan: &ChildPlan, step: u32) -> ! {
+    // SAFETY: errno location is always valid for the calling thread.
+    let errno = unsafe { *libc::__errno_location() };
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&step.to_ne_bytes());
+    buf[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: buf is valid for 8 bytes; err_fd is our pipe's write end.
+    unsafe {
+        libc::write(plan.err_fd, buf.as_ptr().cast(), buf.len());
+        libc::_exit(127)
+    }
+}
+
+fn opt_ptr(c: &Option<CString>) -> *const libc::c_char {
+    c.as_ref().map_or(ptr::null(), |c| c.as_ptr())
+}
+
+/// Runs one step; returns false (errno set) on failure.
+fn run_step(step: &Step, plan: &ChildPlan) -> bool {
+    // SAFETY (all arms): every pointer comes from a live CString owned by `plan`, which
+    // outlives the call; the calls only read them.
+    unsafe {
+        match step {
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => {
+                libc::mount(
+                    opt_ptr(source),
+                    target.as_ptr(),
+                    opt_ptr(fstype),
+                    *flags,
+                    opt_ptr(data).cast(),
+                ) == 0
+            }
+            Step::Mkdir(p) => {
+                libc::mkdir(p.as_ptr(), 0o755) == 0 || *libc::__errno_location() == libc::EEXIST
+            }
+            Step::Touch(p) => {
+                let fd = libc::open(p.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                fd >= 0 && libc::close(fd) == 0
+            }
+            Step::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()) == 0,
+            Step::PivotRoot(root) => {
+                let dot = c".".as_ptr();
+                libc::chdir(root.as_ptr()) == 0
+                    && libc::syscall(libc::SYS_pivot_root, dot, dot) == 0
+                    && libc::umount2(dot, libc::MNT_DETACH) == 0
+                    && libc::chdir(c"/".as_ptr()) == 0
+            }
+            Step::Hostname(h) => libc::sethostname(h.as_ptr(), h.as_bytes().len()) == 0,
+            Step::LoopbackUp => loopback_up(),
+            Step::DropIds { uid, gid } => {
+                libc::setgroups(0, ptr::null()) == 0
+                    && libc::setresgid(*gid, *gid, *gid) == 0
+                    && libc::setresuid(*uid, *uid, *uid) == 0
+            }
+            Step::NoNewPrivs => libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0,
+            Step::Seccomp(i) => {
+                let Some(prog) = plan.seccomp.get(*i) else {
+                    return false;
+                };
+                let fprog = SockFprog {
+                    len: prog.len() as libc::c_ushort,
+                    filter: prog.as_ptr(),
+                };
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &fprog as *const SockFprog,
+                    0,
+                    0,
+                ) == 0
+            }
+            Step::Chdir(p) => libc::chdir(p.as_ptr()) == 0,
+        }
+    }
+}
+
+/// Sets IFF_UP on `lo` in the new network namespace.
+fn loopback_up() -> bool {
+    // SAFETY: ifreq is plain old data; zeroed is valid. The ioctls read and write only
+    // within it, and the socket fd is closed before returning.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return false;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        let ok = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) == 0
+        };
+        libc::close(sock);
+        ok
+    }
+}
+
+/// Moves the planned fds into place. Sources are first copied above every target so a
+/// source numbered like another target is not clobbered.
+fn setup_fds(plan: &ChildPlan) -> bool {
+    const HIGH: RawFd = 512;
+    let mut tmp = [0 as RawFd; 8];
+    if plan.fds.len() > tmp.len() {
+        return false;
+    }
+    for (i, (src, _)) in plan.fds.iter().enumerate() {
+        // SAFETY: fcntl on an fd we own; F_DUPFD_CLOEXEC allocates a new one.
+        let fd = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, HIGH) };
+        if fd < 0 {
+            return false;
+        }
+        tmp[i] = fd;
+    }
+    for (i, (_, target)) in plan.fds.iter().enumerate() {
+        // SAFETY: dup2 onto a small target number; the result has no CLOEXEC flag.
+        if unsafe { libc::dup2(tmp[i], *target) } < 0 {
+            return false;
+        }
+    }
+    let first_free = plan.fds.iter().map(|(_, t)| *t + 1).max().unwrap_or(3).max(3);
+    // SAFETY: marks every other fd close-on-exec (the error pipe must stay open until
+    // exec, which CLOEXEC gives); no memory is involved.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first_free as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+    }
+}
+
+/// The child's whole life: wait for the parent, set up, exec. Never returns.
+pub fn run(plan: &ChildPlan) -> ! {
+    let mut byte = 0u8;
+    // SAFETY: reading one byte into a stack variable.
+    let n = unsafe { libc::read(plan.sync_fd, (&mut byte as *mut u8).cast(), 1) };
+    if n != 1 {
+        fail(plan, STEP_SYNC);
+    }
+    for (i, step) in plan.steps.iter().enumerate() {
+        if !run_step(step, plan) {
+            fail(plan, i as u32);
+        }
+    }
+    if !setup_fds(plan) {
+        fail(plan, STEP_FDS);
+    }
+    // SAFETY: exe, argv and envp are NUL-terminated and their arrays null-terminated,
+    // all owned by `plan`.
+    unsafe { libc::execve(plan.exe.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr()) };
+    fail(plan, STEP_EXEC)
+}

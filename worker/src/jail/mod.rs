@@ -1,0 +1,491 @@
+//! Jailing a process: user, mount, PID, network, IPC and UTS namespaces; an overlay of a
+//! read-only rootfs as the root (pivot_root); code read-only at `/var/task`; tmpfs `/tmp`;
+//! cgroup limits; seccomp; an unprivileged uid.
+
+pub mod cgroup;
+mod child;
+mod plan;
+mod process;
+pub mod seccomp;
+
+pub use cgroup::{Cgroup, CgroupError, CgroupHost, CgroupLimits, CgroupVersion};
+pub use process::{Exit, JailedProcess};
+
+use plan::{cpath, cstr, mkdir_p, mount, ro_bind, PlanError, Step};
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// Lambda's sandbox user (`sbx_user1051`).
+pub const SANDBOX_UID: u32 = 993;
+/// Size of the uid/gid range mapped into each jail.
+const ID_RANGE: u32 = 65536;
+/// Device nodes bound into the jail's `/dev`.
+const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+
+/// Errors starting a jailed process.
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error("jail needs root on the host (uid maps and cgroups)")]
+    NotRoot,
+    #[error("invalid jail configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("jail setup failed at {step}: {source}")]
+    Setup { step: String, source: io::Error },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
+    let what = what.into();
+    move |source| JailError::Io { what, source }
+}
+
+/// Where the jail's stdout/stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdio {
+    Null,
+    Inherit,
+    Pipe,
+}
+
+/// The filesystem, identity and limits of one jail.
+#[derive(Debug, Clone)]
+pub struct JailConfig {
+    /// Unpacked root filesystem; the lower, read-only layer of the jail's root.
+    pub rootfs: PathBuf,
+    /// Function code, bound read-only at `/var/task`.
+    pub code: Option<PathBuf>,
+    /// Extra read-only binds (host path, absolute path inside).
+    pub ro_binds: Vec<(PathBuf, PathBuf)>,
+    /// Host directory for this jail's mount points; created and removed by the jail.
+    pub run_dir: PathBuf,
+    pub tmp_size_mib: u32,
+    pub hostname: String,
+    /// uid/gid the program runs as inside the jail.
+    pub uid: u32,
+    pub gid: u32,
+    /// First host uid/gid of the range the jail's ids map to (inside 0 = host base).
+    pub host_id_base: u32,
+    pub limits: Option<CgroupLimits>,
+    pub seccomp: bool,
+    pub loopback_up: bool,
+}
+
+/// The program to run in a jail.
+#[derive(Debug, Default)]
+pub struct JailCommand {
+    /// Path inside the jail.
+    pub exe: PathBuf,
+    /// argv[1..].
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub stdout: Option<Stdio>,
+    pub stderr: Option<Stdio>,
+    /// Descriptors handed to the program at the given numbers (3 and up).
+    pub fds: Vec<(OwnedFd, RawFd)>,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), JailError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io_err("pipe2")(io::Error::last_os_error()));
+    }
+    // SAFETY: both fds are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn open_null() -> Result<OwnedFd, JailError> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(io_err("open /dev/null"))
+}
+
+/// Rejects characters that overlayfs's option string cannot carry.
+fn overlay_safe(p: &Path) -> Result<String, JailError> {
+    let s = p
+        .to_str()
+        .ok_or_else(|| JailError::Config(format!("non-UTF-8 path {}", p.display())))?;
+    if s.contains([',', ':', '\\']) || !p.is_absolute() {
+        return Err(JailError::Config(format!(
+            "path {s:?} must be absolute without ',', ':' or '\\'"
+        )));
+    }
+    Ok(s.to_string())
+}
+
+fn filesystem_steps(cfg: &JailConfig) -> Result<Vec<Step>, JailError> {
+    let root = cfg.run_dir.join("root");
+    let scratch = cfg.run_dir.join("scratch");
+    let mut s = Vec::new();
+    s.push(mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?);
+    s.push(mount(
+        Some(Path::new("tmpfs")),
+        &scratch,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755,size=16m"),
+    )?);
+    s.push(Step::Mkdir(cpath(&scratch.join("upper"))?));
+    s.push(Step::Mkdir(cpath(&scratch.join("work"))?));
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        overlay_safe(&cfg.rootfs)?,
+        overlay_safe(&scratch.join("upper"))?,
+        overlay_safe(&scratch.join("work"))?
+    );
+    s.push(mount(
+        Some(Path::new("overlay")),
+        &root,
+        Some("overlay"),
+        0,
+        Some(&opts),
+    )?);
+    for dir in ["/proc", "/dev", "/tmp", "/var/task"] {
+        mkdir_p(&root, Path::new(dir), &mut s)?;
+    }
+    if let Some(code) = &cfg.code {
+        ro_bind(code, &root.join("var/task"), &mut s)?;
+    }
+    for (host, inside) in &cfg.ro_binds {
+        if !inside.is_absolute() || inside.components().any(|c| c.as_os_str() == "..") {
+            return Err(JailError::Config(format!("bad bind target {}", inside.display())));
+        }
+        let target = root.join(inside.strip_prefix("/").unwrap_or(inside));
+        if host.is_dir() {
+            mkdir_p(&root, inside, &mut s)?;
+        } else {
+            if let Some(parent) = inside.parent() {
+                mkdir_p(&root, parent, &mut s)?;
+            }
+            s.push(Step::Touch(cpath(&target)?));
+        }
+        ro_bind(host, &target, &mut s)?;
+    }
+    let tmp_opts = format!("size={}m,mode=1777", cfg.tmp_size_mib);
+    s.push(mount(
+        Some(Path::new("tmpfs")),
+        &root.join("tmp"),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&tmp_opts),
+    )?);
+    s.push(mount(
+        Some(Path::new("proc")),
+        &root.join("proc"),
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?);
+    dev_steps(&root, &mut s)?;
+    s.push(mount(
+        None,
+        &root,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+        None,
+    )?);
+    s.push(Step::PivotRoot(cpath(&root)?));
+    Ok(s)
+}
+
+/// A minimal `/dev`: a small tmpfs with the host's harmless character devices bound in.
+fn dev_steps(root: &Path, s: &mut Vec<Step>) -> Result<(), JailError> {
+    let dev = root.join("dev");
+    s.push(mount(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )?);
+    for name in DEVICES {
+        let target = dev.join(name);
+        s.push(Step::Touch(cpath(&target)?));
+        s.push(mount(
+            Some(&Path::new("/dev").join(name)),
+            &target,
+            None,
+            libc::MS_BIND,
+            None,
+        )?);
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        s.push(Step::Symlink {
+            target: cstr(target)?,
+            link: cpath(&dev.join(link))?,
+        });
+    }
+    Ok(())
+}
+
+fn build_plan(
+    cfg: &JailConfig,
+    cmd: &JailCommand,
+    sync_fd: RawFd,
+    err_fd: RawFd,
+) -> Result<(child::ChildPlan, Vec<CString>), JailError> {
+    let mut steps = filesystem_steps(cfg)?;
+    steps.push(Step::Hostname(cstr(&cfg.hostname)?));
+    if cfg.loopback_up {
+        steps.push(Step::LoopbackUp);
+    }
+    steps.push(Step::DropIds {
+        uid: cfg.uid,
+        gid: cfg.gid,
+    });
+    steps.push(Step::NoNewPrivs);
+    let seccomp = if cfg.seccomp {
+        seccomp::build()?.programs
+    } else {
+        Vec::new()
+    };
+    for i in 0..seccomp.len() {
+        steps.push(Step::Seccomp(i));
+    }
+    steps.push(Step::Chdir(cpath(&cmd.cwd)?));
+
+    // The strings must outlive the pointer arrays: they are returned alongside.
+    let mut strings = vec![cpath(&cmd.exe)?];
+    for a in &cmd.args {
+        strings.push(cstr(a)?);
+    }
+    let argc = strings.len();
+    for (k, v) in &cmd.env {
+        if k.contains('=') {
+            return Err(JailError::Config(format!("env name {k:?} contains '='")));
+        }
+        strings.push(cstr(&format!("{k}={v}"))?);
+    }
+    let ptrs: Vec<*const libc::c_char> = strings.iter().map(|c| c.as_ptr()).collect();
+    let mut argv = ptrs[..argc].to_vec();
+    argv.push(std::ptr::null());
+    let mut envp = ptrs[argc..].to_vec();
+    envp.push(std::ptr::null());
+    let plan = child::ChildPlan {
+        steps,
+        seccomp,
+        exe: cpath(&cmd.exe)?,
+        argv,
+        envp,
+        fds: Vec::new(),
+        sync_fd,
+        err_fd,
+    };
+    Ok((plan, strings))
+}
+
+fn describe_step(plan: &child::ChildPlan, idx: u32) -> String {
+    match idx {
+        child::STEP_SYNC => "waiting for the parent".into(),
+        child::STEP_FDS => "descriptor setup".into(),
+        child::STEP_EXEC => format!("execve {:?}", plan.exe),
+        i => plan
+            .steps
+            .get(i as usize)
+            .map_or_else(|| format!("step {i}"), |s| format!("{s:?}")),
+    }
+}
+
+fn write_id_maps(pid: i32, base: u32) -> Result<(), JailError> {
+    let map = format!("0 {base} {ID_RANGE}\n");
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{pid}/{file}");
+        fs::write(&path, &map).map_err(io_err(format!("write {path}")))?;
+    }
+    Ok(())
+}
+
+/// Starts `cmd` in a new jail described by `cfg`. Blocks for the few milliseconds the
+/// jail setup takes (call it from a blocking thread in async code).
+pub fn spawn(
+    cfg: &JailConfig,
+    cmd: JailCommand,
+    cgroups: Option<&CgroupHost>,
+) -> Result<JailedProcess, JailError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(JailError::NotRoot);
+    }
+    if cfg.uid >= ID_RANGE || cfg.gid >= ID_RANGE {
+        return Err(JailError::Config("uid/gid must be below 65536".into()));
+    }
+    if !cfg.rootfs.is_dir() {
+        return Err(JailError::Config(format!(
+            "rootfs {} is not a directory",
+            cfg.rootfs.display()
+        )));
+    }
+    if let Some(code) = &cfg.code {
+        if !code.is_dir() {
+            return Err(JailError::Config(format!("code {} is not a directory", code.display())));
+        }
+    }
+    for sub in ["root", "scratch"] {
+        fs::create_dir_all(cfg.run_dir.join(sub)).map_err(io_err("create run dir"))?;
+    }
+    let result = spawn_in_run_dir(cfg, cmd, cgroups);
+    if result.is_err() {
+        process::remove_run_dir(&cfg.run_dir);
+    }
+    result
+}
+
+fn spawn_in_run_dir(
+    cfg: &JailConfig,
+    cmd: JailCommand,
+    cgroups: Option<&CgroupHost>,
+) -> Result<JailedProcess, JailError> {
+    let cgroup = match (cgroups, &cfg.limits) {
+        (Some(host), Some(limits)) => {
+            let name = cfg
+                .run_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| JailError::Config("run dir has no UTF-8 name".into()))?;
+            Some(host.create(name, limits)?)
+        }
+        _ => None,
+    };
+    let (sync_r, sync_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (plan_base, _strings) = build_plan(cfg, &cmd, sync_r.as_raw_fd(), err_w.as_raw_fd())?;
+    let mut plan = plan_base;
+
+    let null = open_null()?;
+    let mut keep_child_side: Vec<OwnedFd> = Vec::new();
+    let mut parent_side: [Option<OwnedFd>; 2] = [None, None];
+    plan.fds.push((null.as_raw_fd(), 0));
+    for (i, mode) in [cmd.stdout, cmd.stderr].into_iter().enumerate() {
+        let target = i as RawFd + 1;
+        match mode.unwrap_or(Stdio::Inherit) {
+            Stdio::Inherit => plan.fds.push((target, target)),
+            Stdio::Null => plan.fds.push((null.as_raw_fd(), target)),
+            Stdio::Pipe => {
+                let (r, w) = pipe()?;
+                plan.fds.push((w.as_raw_fd(), target));
+                keep_child_side.push(w);
+                parent_side[i] = Some(r);
+            }
+        }
+    }
+    for (fd, target) in &cmd.fds {
+        if *target < 3 {
+            return Err(JailError::Config(format!("extra fd target {target} < 3")));
+        }
+        plan.fds.push((fd.as_raw_fd(), *target));
+    }
+
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP;
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy of the
+    // address space and runs only `child::run`, which makes raw system calls on data
+    // prepared above and never returns.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        child::run(&plan);
+    }
+    if pid < 0 {
+        return Err(io_err("clone")(io::Error::last_os_error()));
+    }
+    let pid = pid as i32;
+    drop((sync_r, err_w, keep_child_side, null, cmd.fds));
+
+    let pidfd = process::pidfd_open(pid);
+    let [stdout, stderr] = parent_side;
+    let mut proc = JailedProcess {
+        pid,
+        pidfd: match pidfd {
+            Ok(fd) => fd,
+            Err(e) => {
+                // SAFETY: kill + waitpid on our own just-cloned child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                return Err(io_err("pidfd_open")(e));
+            }
+        },
+        cgroup,
+        run_dir: cfg.run_dir.clone(),
+        stdout,
+        stderr,
+        exit: None,
+    };
+    // From here, dropping `proc` kills and reaps the child.
+    write_id_maps(pid, cfg.host_id_base)?;
+    if let Some(cg) = &proc.cgroup {
+        cg.attach(pid)?;
+    }
+    let go = [1u8];
+    // SAFETY: writing one byte from a stack buffer to our pipe.
+    if unsafe { libc::write(sync_w.as_raw_fd(), go.as_ptr().cast(), 1) } != 1 {
+        return Err(io_err("release jail child")(io::Error::last_os_error()));
+    }
+    drop(sync_w);
+    let mut report = [0u8; 8];
+    let n = read_full(&err_r, &mut report);
+    if n == 8 {
+        let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+        let _ = proc.try_wait();
+        return Err(JailError::Setup {
+            step: describe_step(&plan, step),
+            source: io::Error::from_raw_os_error(errno),
+        });
+    }
+    // EOF with nothing written: the exec succeeded and closed the CLOEXEC pipe.
+    Ok(proc)
+}
+
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled tail of `buf`.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        if n > 0 {
+            got += n as usize;
+        } else if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    got
+}
