@@ -39,7 +39,7 @@ build_rootfs() {
         provided) require_file /bin/busybox busybox-static; require_tool curl curl ;;
         python3.11) require_tool debootstrap debootstrap ;;
     esac
-    hash=$(inputs_hash "$REPO_ROOT/rootfs" "$GUEST_INIT" "$REPO_ROOT/image-build/lib.sh" \
+    hash=$(inputs_hash "variant $variant" "$REPO_ROOT/rootfs" "$GUEST_INIT" "$REPO_ROOT/image-build/lib.sh" \
         "busybox $(deb_version busybox-static)" "curl $(deb_version curl)" "e2fsprogs $(deb_version e2fsprogs)")
     if up_to_date "rootfs-$variant" "$hash" "$IMAGES_DIR/rootfs-$variant.ext4" "$IMAGES_DIR/rootfs-$variant"; then
         log "rootfs $variant: up to date (inputs $hash)"

@@ -53,23 +53,29 @@ fn provided_rootfs_has_the_lambda_layout_and_tools() {
         return;
     };
     let serial = &outcome.serial;
-    assert!(!serial.contains("MISSING"), "layout incomplete:\n{serial}");
-    assert!(serial.contains("curl 8."), "curl does not run in the guest");
-    assert!(!serial.contains("ROOT-WRITABLE"), "root must be read-only");
-    assert!(serial.contains("TMP-WRITABLE") && serial.contains("TMP-IS-TMPFS"));
+    // The command line itself is echoed, so look for whole output lines.
+    let has_line = |prefix: &str| serial.lines().any(|l| l.starts_with(prefix));
+    assert!(!has_line("MISSING"), "layout incomplete:\n{serial}");
+    assert!(has_line("curl 7.") || has_line("curl 8."), "curl does not run in the guest");
+    assert!(!has_line("ROOT-WRITABLE"), "root must be read-only");
+    assert!(has_line("TMP-WRITABLE") && has_line("TMP-IS-TMPFS"));
     assert!(serial.contains("guest-init: exec status: 0"));
 }
 
 #[test]
 fn python_rootfs_imports_awslambdaric() {
+    // No double quotes: they delimit the kernel command line parameter.
     let cmd = "PYTHONPATH=/var/runtime python3 -c 'import sys, awslambdaric; \
-               print(\"python\", sys.version.split()[0], \"awslambdaric ok\")'";
+               print(sys.version_info[:2], awslambdaric.__name__, 42 * 2)'";
     let Some(outcome) = boot("python3.11", &format!("quiet gi.exec=\"{cmd}\"")) else {
         return;
     };
     assert!(outcome.status.is_some(), "QEMU did not exit by itself");
     assert!(
-        outcome.serial.contains("python 3.11") && outcome.serial.contains("awslambdaric ok"),
+        outcome
+            .serial
+            .lines()
+            .any(|l| l.trim() == "(3, 11) awslambdaric 84"),
         "awslambdaric did not import"
     );
     assert!(outcome.serial.contains("guest-init: exec status: 0"));
