@@ -26,7 +26,10 @@ pub fn uuid_v4() -> String {
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
     let mut s = String::with_capacity(36);
-    for (i, range) in [(0..8), (8..12), (12..16), (16..20), (20..32)].into_iter().enumerate() {
+    for (i, range) in [(0..8), (8..12), (12..16), (16..20), (20..32)]
+        .into_iter()
+        .enumerate()
+    {
         if i > 0 {
             s.push('-');
         }

@@ -5,9 +5,8 @@ use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 /// `LastModified` as Lambda returns it: `2024-01-31T12:34:56.789+0000`.
-const LAMBDA_TS: &[FormatItem<'static>] = format_description!(
-    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000"
-);
+const LAMBDA_TS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000");
 
 /// SigV4 `X-Amz-Date`: `20150830T123600Z`.
 const AMZ_DATE: &[FormatItem<'static>] =

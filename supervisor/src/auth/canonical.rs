@@ -146,7 +146,10 @@ mod tests {
         assert_eq!(normalize_path("/a/./b/../c"), "/a/c");
         assert_eq!(normalize_path("//a//b/"), "/a/b/");
         assert_eq!(normalize_path("/../.."), "/");
-        assert_eq!(normalize_path("/2015-03-31/functions/"), "/2015-03-31/functions/");
+        assert_eq!(
+            normalize_path("/2015-03-31/functions/"),
+            "/2015-03-31/functions/"
+        );
     }
 
     #[test]

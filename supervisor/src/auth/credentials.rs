@@ -12,11 +12,20 @@ use crate::ids::random_bytes;
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
     #[error("reading credentials file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("credentials file {path} is not valid TOML with access_key_id and secret_access_key: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("writing credentials file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid credentials: {0}")]
     Invalid(&'static str),
 }
@@ -86,12 +95,11 @@ impl Credentials {
         let path = Self::file_path(data_dir);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let c: Credentials = toml::from_str(&text).map_err(|source| {
-                    CredentialsError::Parse {
+                let c: Credentials =
+                    toml::from_str(&text).map_err(|source| CredentialsError::Parse {
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 Ok((Self::new(c.access_key_id, c.secret_access_key)?, None))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -108,7 +116,8 @@ impl Credentials {
             path: path.to_owned(),
             source,
         };
-        let text = toml::to_string(self).map_err(|_| CredentialsError::Invalid("unserialisable"))?;
+        let text =
+            toml::to_string(self).map_err(|_| CredentialsError::Invalid("unserialisable"))?;
         // create_new + 0600 at open time: the secret is never world-readable,
         // not even briefly.
         let mut f = std::fs::OpenOptions::new()

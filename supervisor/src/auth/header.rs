@@ -31,9 +31,9 @@ fn malformed(msg: impl Into<String>) -> AuthError {
 /// SignedHeaders=host;x-amz-date, Signature=<64 hex>`.
 pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization, AuthError> {
     let value = value.trim();
-    let (algorithm, rest) = value
-        .split_once(char::is_whitespace)
-        .ok_or_else(|| malformed("expected '<algorithm> Credential=..., SignedHeaders=..., Signature=...'"))?;
+    let (algorithm, rest) = value.split_once(char::is_whitespace).ok_or_else(|| {
+        malformed("expected '<algorithm> Credential=..., SignedHeaders=..., Signature=...'")
+    })?;
     if algorithm != "AWS4-HMAC-SHA256" {
         return Err(AuthError::UnsupportedAlgorithm);
     }
@@ -59,7 +59,9 @@ pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization, AuthError
 
     let fields: Vec<&str> = credential.split('/').collect();
     let [access_key_id, date, region, service, terminator] = fields[..] else {
-        return Err(malformed("Credential must be AKID/date/region/service/aws4_request"));
+        return Err(malformed(
+            "Credential must be AKID/date/region/service/aws4_request",
+        ));
     };
     if terminator != "aws4_request" {
         return Err(malformed("credential scope must end with aws4_request"));
@@ -72,9 +74,13 @@ pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization, AuthError
     }
     let signed_headers: Vec<String> = signed.split(';').map(str::to_owned).collect();
     if signed_headers.iter().any(|h| {
-        h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
+        h.is_empty()
+            || h.bytes()
+                .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
     }) {
-        return Err(malformed("SignedHeaders must be lowercase names separated by ';'"));
+        return Err(malformed(
+            "SignedHeaders must be lowercase names separated by ';'",
+        ));
     }
     let mut sig = [0u8; 32];
     hex::decode_to_slice(signature, &mut sig)
@@ -102,6 +108,30 @@ mod tests {
         assert_eq!(p.scope(), "20150830/us-east-1/service/aws4_request");
         assert_eq!(p.signed_headers, vec!["host", "x-amz-date"]);
         assert_eq!(p.signature[0], 0x5f);
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let alphabet =
+            b"AWS4-HMAC-SHA256 Credential=/,;= SignedHeaders Signature 0123456789abcdef\xff";
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 160) as usize;
+            let s: String = (0..len)
+                .map(|i| char::from(alphabet[((x >> (i % 50)) as usize + i) % alphabet.len()]))
+                .collect();
+            let _ = parse_authorization(&s);
+        }
+        // Mutations of a valid header.
+        for i in 0..GOOD.len() {
+            let mut b = GOOD.as_bytes().to_vec();
+            b[i] = b'/';
+            let _ = parse_authorization(&String::from_utf8_lossy(&b));
+            let _ = parse_authorization(&GOOD[..i]);
+        }
     }
 
     #[test]

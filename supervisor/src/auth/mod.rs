@@ -6,7 +6,9 @@ mod header;
 mod signer;
 mod verify;
 
-pub use canonical::{canonical_query, canonical_request, canonical_uri, sha256_hex, CanonicalInput};
+pub use canonical::{
+    canonical_query, canonical_request, canonical_uri, sha256_hex, CanonicalInput,
+};
 pub use credentials::{Credentials, CredentialsError};
 pub use header::{parse_authorization, ParsedAuthorization};
 pub use signer::{sign_request, SigningRequest};
@@ -17,7 +19,9 @@ pub use verify::{Verifier, VerifyRequest};
 pub enum AuthError {
     #[error("Missing Authentication Token")]
     MissingAuthorization,
-    #[error("query-string (presigned) authentication is not supported; sign the Authorization header")]
+    #[error(
+        "query-string (presigned) authentication is not supported; sign the Authorization header"
+    )]
     QueryAuthNotSupported,
     #[error("Authorization header is malformed: {0}")]
     Malformed(String),

@@ -53,11 +53,12 @@ pub struct SigningRequest<'a> {
 
 /// Adds `x-amz-date` to `headers` (which must already hold `host`) and returns
 /// the `Authorization` value covering every header present.
-pub fn sign_request(req: &SigningRequest<'_>, headers: &mut HeaderMap) -> Result<String, AuthError> {
+pub fn sign_request(
+    req: &SigningRequest<'_>,
+    headers: &mut HeaderMap,
+) -> Result<String, AuthError> {
     let amz_date = format_amz_date(req.now);
-    let value = amz_date
-        .parse()
-        .map_err(|_| AuthError::BadDate)?;
+    let value = amz_date.parse().map_err(|_| AuthError::BadDate)?;
     headers.insert("x-amz-date", value);
     let mut signed: Vec<String> = headers.keys().map(|k| k.as_str().to_owned()).collect();
     signed.sort();

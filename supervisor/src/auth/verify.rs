@@ -6,7 +6,7 @@ use subtle::ConstantTimeEq as _;
 use time::{Duration, OffsetDateTime};
 
 use super::canonical::{canonical_request, sha256_hex, CanonicalInput};
-use super::header::parse_authorization;
+use super::header::{parse_authorization, ParsedAuthorization};
 use super::signer::{signature, signing_key, string_to_sign};
 use super::{AuthError, Credentials};
 use crate::timefmt::{format_amz_date, parse_amz_date};
@@ -29,7 +29,12 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(region: &str, service: &str, credentials: Vec<Credentials>, max_skew: Duration) -> Self {
+    pub fn new(
+        region: &str,
+        service: &str,
+        credentials: Vec<Credentials>,
+        max_skew: Duration,
+    ) -> Self {
         Self {
             region: region.to_owned(),
             service: service.to_owned(),
@@ -38,12 +43,27 @@ impl Verifier {
         }
     }
 
-    /// Verifies `req` at time `now`; returns the access key id that signed it.
-    pub fn verify(&self, req: &VerifyRequest<'_>, now: OffsetDateTime) -> Result<String, AuthError> {
-        let mut auth_values = req.headers.get_all("authorization").iter();
+    /// Everything that can be checked before the body is read: header
+    /// syntax, known key, scope and date window. Lets the server refuse
+    /// unauthenticated uploads without buffering them.
+    pub fn precheck(
+        &self,
+        headers: &HeaderMap,
+        raw_query: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthError> {
+        self.check_headers(headers, raw_query, now).map(|_| ())
+    }
+
+    fn check_headers<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        raw_query: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(ParsedAuthorization, &Credentials, &'h str), AuthError> {
+        let mut auth_values = headers.get_all("authorization").iter();
         let Some(auth) = auth_values.next() else {
-            let presigned = req
-                .raw_query
+            let presigned = raw_query
                 .is_some_and(|q| q.contains("X-Amz-Signature=") || q.contains("X-Amz-Algorithm="));
             return Err(if presigned {
                 AuthError::QueryAuthNotSupported
@@ -52,7 +72,9 @@ impl Verifier {
             });
         };
         if auth_values.next().is_some() {
-            return Err(AuthError::Malformed("more than one Authorization header".into()));
+            return Err(AuthError::Malformed(
+                "more than one Authorization header".into(),
+            ));
         }
         let auth = auth
             .to_str()
@@ -70,7 +92,7 @@ impl Verifier {
                 return Err(AuthError::UnsignedRequiredHeader(required));
             }
         }
-        let amz_date = single_header(req.headers, "x-amz-date")?;
+        let amz_date = single_header(headers, "x-amz-date")?;
         let request_time = parse_amz_date(amz_date).ok_or(AuthError::BadDate)?;
         check_scope("date", &amz_date[..8], &parsed.scope_date)?;
         check_scope("region", &self.region, &parsed.region)?;
@@ -82,6 +104,16 @@ impl Verifier {
                 skew_secs: self.max_skew.whole_seconds(),
             });
         }
+        Ok((parsed, creds, amz_date))
+    }
+
+    /// Verifies `req` at time `now`; returns the access key id that signed it.
+    pub fn verify(
+        &self,
+        req: &VerifyRequest<'_>,
+        now: OffsetDateTime,
+    ) -> Result<String, AuthError> {
+        let (parsed, creds, amz_date) = self.check_headers(req.headers, req.raw_query, now)?;
 
         let payload = sha256_hex(req.body);
         if let Some(claimed) = req.headers.get("x-amz-content-sha256") {

@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use time::{Duration, OffsetDateTime};
 
 use super::*;
-use crate::auth::signer::SigningRequest;
 use crate::auth::sign_request;
+use crate::auth::signer::SigningRequest;
 
 const AKID: &str = "AKIDEXAMPLE";
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
@@ -83,7 +83,11 @@ const VECTORS: &[Vector] = &[
         method: "GET",
         path: "/",
         query: None,
-        extra: &[("my-header1", "value2"), ("my-header1", "value2"), ("my-header1", "value1")],
+        extra: &[
+            ("my-header1", "value2"),
+            ("my-header1", "value2"),
+            ("my-header1", "value1"),
+        ],
         signed: "host;my-header1;x-amz-date",
         signature: "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea",
     },
@@ -150,7 +154,11 @@ fn one_flipped_bit_in_any_vector_is_rejected() {
         let mut sig = hex::decode(v.signature).expect("hex");
         sig[31] ^= 1;
         let r = verify_vector(v, &hex::encode(sig), b"");
-        assert!(matches!(r, Err(AuthError::SignatureMismatch)), "vector {}", v.name);
+        assert!(
+            matches!(r, Err(AuthError::SignatureMismatch)),
+            "vector {}",
+            v.name
+        );
     }
 }
 
@@ -209,12 +217,21 @@ fn scope_and_key_errors() {
         "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/eu-west-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature={}",
         v.signature
     ));
-    assert!(matches!(check(&region), Err(AuthError::ScopeMismatch { field: "region", .. })));
+    assert!(matches!(
+        check(&region),
+        Err(AuthError::ScopeMismatch {
+            field: "region",
+            ..
+        })
+    ));
     let no_host = req_with(&format!(
         "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=x-amz-date, Signature={}",
         v.signature
     ));
-    assert!(matches!(check(&no_host), Err(AuthError::UnsignedRequiredHeader("host"))));
+    assert!(matches!(
+        check(&no_host),
+        Err(AuthError::UnsignedRequiredHeader("host"))
+    ));
     let mut missing = headers_for(v, v.signature);
     missing.remove("authorization");
     let err = check(&missing).expect_err("unsigned");
@@ -225,7 +242,10 @@ fn scope_and_key_errors() {
 fn payload_hash_header_must_match_body() {
     let v = &VECTORS[1];
     let mut h = headers_for(v, v.signature);
-    h.insert("x-amz-content-sha256", HeaderValue::from_static("UNSIGNED-PAYLOAD"));
+    h.insert(
+        "x-amz-content-sha256",
+        HeaderValue::from_static("UNSIGNED-PAYLOAD"),
+    );
     let r = verifier().verify(
         &VerifyRequest {
             method: "POST",

@@ -1,0 +1,275 @@
+//! Command line, environment and TOML configuration.
+//!
+//! Precedence: command-line flag, then environment variable (clap reads
+//! both), then the `--config` file, then built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+pub const DEFAULT_REGION: &str = "us-east-1";
+pub const DEFAULT_ACCOUNT: &str = "000000000000";
+pub const DEFAULT_MAX_CLOCK_SKEW_SECS: u32 = 900;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "supervisor",
+    version,
+    about = "Lambda-compatible control plane and invoke front end for micro-VM functions",
+    long_about = "Serves the AWS Lambda API (/2015-03-31/functions...) so the AWS CLI, boto3 and other \
+                  AWS SDKs can deploy functions with --endpoint-url. Every request must carry an AWS \
+                  Signature Version 4 for service 'lambda'. Code is validated, encrypted with \
+                  AES-256-GCM and kept in the data directory together with an SQLite registry.\n\n\
+                  Every serve flag can also be set in the TOML file given by --config (same names, \
+                  e.g. data-dir = \"/var/lib/supervisor\") or through the environment variable shown."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: 127.0.0.1:9000].
+    #[arg(long, env = "SUPERVISOR_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the registry, encrypted code, keys and credentials (required).
+    #[arg(long, env = "SUPERVISOR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Access key id clients sign with. Without it (and the secret), a pair is
+    /// generated on first start and stored in DATA_DIR/credentials.toml (mode 0600).
+    #[arg(long, env = "SUPERVISOR_ACCESS_KEY_ID", value_name = "ID")]
+    pub access_key_id: Option<String>,
+    /// Secret access key matching --access-key-id.
+    #[arg(
+        long,
+        env = "SUPERVISOR_SECRET_ACCESS_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub secret_access_key: Option<String>,
+    /// Region clients must sign for; also used in ARNs [default: us-east-1].
+    #[arg(long, env = "SUPERVISOR_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+    /// 12-digit account id used in ARNs [default: 000000000000].
+    #[arg(long, env = "SUPERVISOR_ACCOUNT_ID", value_name = "ID")]
+    pub account_id: Option<String>,
+    /// File holding the 256-bit master key as 64 hex digits (mode 0600). Default:
+    /// DATA_DIR/master.key, generated on first start.
+    #[arg(long, env = "SUPERVISOR_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Where decrypted code (directories, ext4 images) is cached for sandboxes
+    /// [default: DATA_DIR/cache].
+    #[arg(long, env = "SUPERVISOR_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Largest accepted difference between X-Amz-Date and the server clock [default: 900].
+    #[arg(long, env = "SUPERVISOR_MAX_CLOCK_SKEW_SECS", value_name = "SECS")]
+    pub max_clock_skew_secs: Option<u32>,
+    /// TOML configuration file with any of the settings above.
+    #[arg(long, env = "SUPERVISOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The `--config` file: the same settings, kebab-case keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    region: Option<String>,
+    account_id: Option<String>,
+    master_key_file: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    max_clock_skew_secs: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("--data-dir (or SUPERVISOR_DATA_DIR, or data-dir in the config file) is required")]
+    NoDataDir,
+    #[error("--access-key-id and --secret-access-key must be given together")]
+    HalfCredentials,
+    #[error("invalid region '{0}': expected lowercase letters, digits and '-'")]
+    Region(String),
+    #[error("invalid account id '{0}': expected 12 digits")]
+    Account(String),
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `(access_key_id, secret_access_key)` given by the operator.
+    pub credentials: Option<(String, String)>,
+    pub region: String,
+    pub account_id: String,
+    pub master_key_file: Option<PathBuf>,
+    pub cache_dir: PathBuf,
+    pub max_clock_skew_secs: u32,
+}
+
+impl Config {
+    /// Defaults for everything except the data dir (tests, embedding).
+    pub fn with_data_dir(data_dir: &Path) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9000))),
+            data_dir: data_dir.to_owned(),
+            credentials: None,
+            region: DEFAULT_REGION.to_owned(),
+            account_id: DEFAULT_ACCOUNT.to_owned(),
+            master_key_file: None,
+            cache_dir: data_dir.join("cache"),
+            max_clock_skew_secs: DEFAULT_MAX_CLOCK_SKEW_SECS,
+        }
+    }
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .ok_or(ConfigError::NoDataDir)?;
+        let mut cfg = Config::with_data_dir(&data_dir);
+        if let Some(l) = self.listen.or(file.listen) {
+            cfg.listen = l;
+        }
+        let id = self.access_key_id.or(file.access_key_id);
+        let secret = self.secret_access_key.or(file.secret_access_key);
+        cfg.credentials = match (id, secret) {
+            (Some(i), Some(s)) => Some((i, s)),
+            (None, None) => None,
+            _ => return Err(ConfigError::HalfCredentials),
+        };
+        if let Some(r) = self.region.or(file.region) {
+            let ok = !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(ConfigError::Region(r));
+            }
+            cfg.region = r;
+        }
+        if let Some(a) = self.account_id.or(file.account_id) {
+            if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError::Account(a));
+            }
+            cfg.account_id = a;
+        }
+        cfg.master_key_file = self.master_key_file.or(file.master_key_file);
+        if let Some(c) = self.cache_dir.or(file.cache_dir) {
+            cfg.cache_dir = c;
+        }
+        if let Some(s) = self.max_clock_skew_secs.or(file.max_clock_skew_secs) {
+            cfg.max_clock_skew_secs = s;
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let file = d.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "data-dir = \"/tmp/x\"\nregion = \"eu-west-1\"\nlisten = \"127.0.0.1:1234\"\n",
+        )
+        .expect("write");
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            region: Some("ap-south-1".into()),
+            ..Default::default()
+        };
+        let c = args.resolve().expect("resolve");
+        assert_eq!(c.region, "ap-south-1");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.listen.port(), 1234);
+        assert_eq!(c.cache_dir, PathBuf::from("/tmp/x/cache"));
+        assert_eq!(c.account_id, DEFAULT_ACCOUNT);
+    }
+
+    #[test]
+    fn bad_settings_are_clear_errors() {
+        assert!(matches!(
+            ServeArgs::default().resolve(),
+            Err(ConfigError::NoDataDir)
+        ));
+        let half = ServeArgs {
+            data_dir: Some("/tmp".into()),
+            access_key_id: Some("A".into()),
+            ..Default::default()
+        };
+        assert!(matches!(half.resolve(), Err(ConfigError::HalfCredentials)));
+        let region = ServeArgs {
+            data_dir: Some("/tmp".into()),
+            region: Some("US EAST".into()),
+            ..Default::default()
+        };
+        assert!(matches!(region.resolve(), Err(ConfigError::Region(_))));
+        let d = tempfile::tempdir().expect("tempdir");
+        let file = d.path().join("c.toml");
+        std::fs::write(&file, "bogus-key = 1\n").expect("write");
+        let unknown = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(matches!(unknown.resolve(), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn cli_parses_serve() {
+        let cli = Cli::try_parse_from([
+            "supervisor",
+            "serve",
+            "--data-dir",
+            "/d",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .expect("parse");
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.data_dir, Some(PathBuf::from("/d")));
+    }
+}

@@ -1,0 +1,41 @@
+//! The Lambda function API (`/2015-03-31/functions...`).
+
+mod handlers;
+pub mod model;
+pub mod names;
+pub mod ops;
+pub mod validate;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::Supervisor;
+
+/// Control-plane routes; state and authentication are added by the caller.
+pub fn routes() -> Router<Arc<Supervisor>> {
+    use handlers::*;
+    Router::new()
+        .route(
+            "/2015-03-31/functions",
+            post(create_function).get(list_functions),
+        )
+        .route(
+            "/2015-03-31/functions/",
+            post(create_function).get(list_functions),
+        )
+        .route(
+            "/2015-03-31/functions/{name}",
+            get(get_function).delete(delete_function),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/configuration",
+            get(get_configuration).put(update_configuration),
+        )
+        .route("/2015-03-31/functions/{name}/code", put(update_code))
+        .route(
+            "/2015-03-31/functions/{name}/versions",
+            post(publish_version).get(list_versions),
+        )
+}

@@ -1,0 +1,188 @@
+//! Request and response bodies, field for field as the AWS SDKs send and
+//! expect them (PascalCase JSON).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::FunctionRecord;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FunctionCode<'a> {
+    /// Borrowed from the request body when it has no JSON escapes (the
+    /// usual case), saving a copy of up to 67 MB.
+    #[serde(borrow)]
+    pub zip_file: Option<Cow<'a, str>>,
+    #[serde(rename = "S3Bucket")]
+    pub s3_bucket: Option<String>,
+    #[serde(rename = "S3Key")]
+    pub s3_key: Option<String>,
+    pub image_uri: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct Environment {
+    pub variables: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone, Copy)]
+#[serde(rename_all = "PascalCase")]
+pub struct EphemeralStorage {
+    pub size: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateFunctionRequest<'a> {
+    pub function_name: Option<String>,
+    pub runtime: Option<String>,
+    pub role: Option<String>,
+    pub handler: Option<String>,
+    #[serde(borrow)]
+    pub code: Option<FunctionCode<'a>>,
+    pub description: Option<String>,
+    pub timeout: Option<i64>,
+    pub memory_size: Option<i64>,
+    pub environment: Option<Environment>,
+    pub ephemeral_storage: Option<EphemeralStorage>,
+    pub publish: Option<bool>,
+    pub package_type: Option<String>,
+    pub architectures: Option<Vec<String>>,
+    pub layers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateFunctionCodeRequest<'a> {
+    #[serde(borrow)]
+    pub zip_file: Option<Cow<'a, str>>,
+    #[serde(rename = "S3Bucket")]
+    pub s3_bucket: Option<String>,
+    pub image_uri: Option<String>,
+    pub publish: Option<bool>,
+    pub dry_run: Option<bool>,
+    pub revision_id: Option<String>,
+    pub architectures: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateFunctionConfigurationRequest {
+    pub role: Option<String>,
+    pub handler: Option<String>,
+    pub description: Option<String>,
+    pub timeout: Option<i64>,
+    pub memory_size: Option<i64>,
+    pub environment: Option<Environment>,
+    pub runtime: Option<String>,
+    pub ephemeral_storage: Option<EphemeralStorage>,
+    pub revision_id: Option<String>,
+    pub layers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PublishVersionRequest {
+    pub code_sha256: Option<String>,
+    pub description: Option<String>,
+    pub revision_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TracingConfig {
+    pub mode: &'static str,
+}
+
+/// `FunctionConfiguration` as returned by every read and write.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FunctionConfiguration {
+    pub function_name: String,
+    pub function_arn: String,
+    pub runtime: String,
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    pub code_size: u64,
+    pub description: String,
+    pub timeout: u32,
+    pub memory_size: u32,
+    pub last_modified: String,
+    pub code_sha256: String,
+    pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
+    pub tracing_config: TracingConfig,
+    pub revision_id: String,
+    pub state: &'static str,
+    pub last_update_status: &'static str,
+    pub package_type: &'static str,
+    pub architectures: [&'static str; 1],
+    pub ephemeral_storage: EphemeralStorage,
+}
+
+impl FunctionConfiguration {
+    pub fn from_record(r: &FunctionRecord, arn: String) -> Self {
+        Self {
+            function_name: r.name.clone(),
+            function_arn: arn,
+            runtime: r.runtime.clone(),
+            role: r.role.clone(),
+            handler: r.handler.clone(),
+            code_size: r.code_size,
+            description: r.description.clone(),
+            timeout: r.timeout,
+            memory_size: r.memory_size,
+            last_modified: r.last_modified.clone(),
+            code_sha256: r.code_sha256.clone(),
+            version: r.version.clone(),
+            environment: (!r.environment.is_empty()).then(|| Environment {
+                variables: Some(r.environment.clone()),
+            }),
+            tracing_config: TracingConfig {
+                mode: "PassThrough",
+            },
+            revision_id: r.revision_id.clone(),
+            state: "Active",
+            last_update_status: "Successful",
+            package_type: "Zip",
+            architectures: ["x86_64"],
+            ephemeral_storage: EphemeralStorage {
+                size: i64::from(r.ephemeral_storage),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CodeLocation {
+    pub repository_type: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetFunctionResponse {
+    pub configuration: FunctionConfiguration,
+    pub code: CodeLocation,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListFunctionsResponse {
+    pub functions: Vec<FunctionConfiguration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListVersionsResponse {
+    pub versions: Vec<FunctionConfiguration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}

@@ -1,0 +1,384 @@
+//! Durable registry of functions and versions in SQLite (WAL,
+//! `synchronous=FULL`): every acknowledged change has been fsynced, and each
+//! change is one transaction, so a crash never leaves half a function.
+
+mod record;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
+
+pub use record::{FunctionRecord, LATEST};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("corrupt registry record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("function already exist: {0}")]
+    AlreadyExists(String),
+    #[error("function not found: {0}")]
+    NotFound(String),
+    #[error("the function was modified concurrently; retry")]
+    Conflict,
+    #[error("invalid pagination marker")]
+    BadMarker,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS functions (
+    name TEXT PRIMARY KEY NOT NULL,
+    next_version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (function, seq)
+);
+";
+
+pub struct Registry {
+    conn: Mutex<Connection>,
+}
+
+/// One page of a listing.
+pub struct Page {
+    pub items: Vec<FunctionRecord>,
+    pub next_marker: Option<String>,
+}
+
+fn seq_of(version: &str) -> Option<i64> {
+    if version == LATEST {
+        Some(0)
+    } else {
+        version.parse::<i64>().ok().filter(|n| *n > 0)
+    }
+}
+
+fn encode_marker(name: &str, seq: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{seq}:{name}"))
+}
+
+fn decode_marker(marker: &str) -> Result<(String, i64), RegistryError> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(marker)
+        .map_err(|_| RegistryError::BadMarker)?;
+    let text = String::from_utf8(raw).map_err(|_| RegistryError::BadMarker)?;
+    let (seq, name) = text.split_once(':').ok_or(RegistryError::BadMarker)?;
+    Ok((
+        name.to_owned(),
+        seq.parse().map_err(|_| RegistryError::BadMarker)?,
+    ))
+}
+
+impl Registry {
+    pub fn open(path: &Path) -> Result<Self, RegistryError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+
+    /// Inserts a new function's `$LATEST` (and optionally version 1).
+    pub fn create(
+        &self,
+        latest: &FunctionRecord,
+        published: Option<&FunctionRecord>,
+    ) -> Result<(), RegistryError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists: bool = tx
+                .query_row(
+                    "SELECT 1 FROM functions WHERE name = ?1",
+                    [&latest.name],
+                    |_| Ok(true),
+                )
+                .optional()?
+                .unwrap_or(false);
+            if exists {
+                return Err(RegistryError::AlreadyExists(latest.name.clone()));
+            }
+            let next = if published.is_some() { 2 } else { 1 };
+            tx.execute(
+                "INSERT INTO functions (name, next_version) VALUES (?1, ?2)",
+                params![latest.name, next],
+            )?;
+            for r in std::iter::once(latest).chain(published) {
+                insert_version(&tx, r)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    pub fn get(&self, name: &str, version: &str) -> Result<Option<FunctionRecord>, RegistryError> {
+        let Some(seq) = seq_of(version) else {
+            return Ok(None);
+        };
+        self.with(|conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT record FROM versions WHERE function = ?1 AND seq = ?2",
+                    params![name, seq],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            text.map(|t| serde_json::from_str(&t).map_err(RegistryError::from))
+                .transpose()
+        })
+    }
+
+    /// Newest published version of `name`, if any.
+    pub fn latest_published(&self, name: &str) -> Result<Option<FunctionRecord>, RegistryError> {
+        self.with(|conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT record FROM versions WHERE function = ?1 AND seq > 0 ORDER BY seq DESC LIMIT 1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            text.map(|t| serde_json::from_str(&t).map_err(RegistryError::from)).transpose()
+        })
+    }
+
+    /// Lists `$LATEST` of every function (or every version with
+    /// `all_versions`), ordered by name then version.
+    pub fn list(
+        &self,
+        all_versions: bool,
+        only: Option<&str>,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, RegistryError> {
+        let limit = limit.max(1);
+        let (after_name, after_seq) = match marker {
+            Some(m) => decode_marker(m)?,
+            None => (String::new(), -1),
+        };
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT function, seq, record FROM versions
+                 WHERE (?1 OR seq = 0) AND (?2 IS NULL OR function = ?2)
+                   AND (function > ?3 OR (function = ?3 AND seq > ?4))
+                 ORDER BY function, seq LIMIT ?5",
+            )?;
+            let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(
+                params![all_versions, only, after_name, after_seq, fetch],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )?;
+            let mut items = Vec::new();
+            let mut keys = Vec::new();
+            for row in rows {
+                let (name, seq, text) = row?;
+                items.push(serde_json::from_str::<FunctionRecord>(&text)?);
+                keys.push((name, seq));
+            }
+            let next_marker = if items.len() > limit {
+                items.truncate(limit);
+                keys.get(limit - 1).map(|(n, s)| encode_marker(n, *s))
+            } else {
+                None
+            };
+            Ok(Page { items, next_marker })
+        })
+    }
+
+    /// Replaces `$LATEST` if its revision is still `expected_revision`.
+    pub fn update_latest(
+        &self,
+        new: &FunctionRecord,
+        expected_revision: &str,
+    ) -> Result<(), RegistryError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_revision(&tx, &new.name, expected_revision)?;
+            tx.execute(
+                "UPDATE versions SET record = ?3 WHERE function = ?1 AND seq = ?2",
+                params![new.name, 0, serde_json::to_string(new)?],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Next version number `publish` will assign.
+    pub fn next_version(&self, name: &str) -> Result<i64, RegistryError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT next_version FROM functions WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))
+        })
+    }
+
+    /// Records `version` (numbered `next_version`) if `$LATEST` is still at
+    /// `latest_revision` and nobody published in between.
+    pub fn publish(
+        &self,
+        version: &FunctionRecord,
+        latest_revision: &str,
+    ) -> Result<(), RegistryError> {
+        let seq = seq_of(&version.version)
+            .filter(|s| *s > 0)
+            .ok_or(RegistryError::Conflict)?;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_revision(&tx, &version.name, latest_revision)?;
+            let next: i64 = tx.query_row(
+                "SELECT next_version FROM functions WHERE name = ?1",
+                [&version.name],
+                |r| r.get(0),
+            )?;
+            if next != seq {
+                return Err(RegistryError::Conflict);
+            }
+            insert_version(&tx, version)?;
+            tx.execute(
+                "UPDATE functions SET next_version = ?2 WHERE name = ?1",
+                params![version.name, seq + 1],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Deletes a whole function; returns the code objects it referenced.
+    pub fn delete_function(&self, name: &str) -> Result<Vec<String>, RegistryError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let objects = objects_of(&tx, name, None)?;
+            let n = tx.execute("DELETE FROM functions WHERE name = ?1", [name])?;
+            if n == 0 {
+                return Err(RegistryError::NotFound(name.to_owned()));
+            }
+            tx.execute("DELETE FROM versions WHERE function = ?1", [name])?;
+            tx.commit()?;
+            Ok(objects)
+        })
+    }
+
+    /// Deletes one published version; returns its code object.
+    pub fn delete_version(&self, name: &str, version: &str) -> Result<Vec<String>, RegistryError> {
+        let seq = seq_of(version)
+            .filter(|s| *s > 0)
+            .ok_or_else(|| RegistryError::NotFound(version.to_owned()))?;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let objects = objects_of(&tx, name, Some(seq))?;
+            let n = tx.execute(
+                "DELETE FROM versions WHERE function = ?1 AND seq = ?2",
+                params![name, seq],
+            )?;
+            if n == 0 {
+                return Err(RegistryError::NotFound(format!("{name}:{version}")));
+            }
+            tx.commit()?;
+            Ok(objects)
+        })
+    }
+
+    /// Every CodeSha256 some version still references.
+    pub fn code_shas(&self) -> Result<HashSet<String>, RegistryError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT record FROM versions")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = HashSet::new();
+            for row in rows {
+                out.insert(serde_json::from_str::<FunctionRecord>(&row?)?.code_sha256);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every code object some version still references.
+    pub fn code_objects(&self) -> Result<HashSet<String>, RegistryError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT record FROM versions")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = HashSet::new();
+            for row in rows {
+                out.insert(serde_json::from_str::<FunctionRecord>(&row?)?.code_object);
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn insert_version(tx: &rusqlite::Transaction<'_>, r: &FunctionRecord) -> Result<(), RegistryError> {
+    let seq = seq_of(&r.version).ok_or(RegistryError::Conflict)?;
+    tx.execute(
+        "INSERT INTO versions (function, seq, version, record) VALUES (?1, ?2, ?3, ?4)",
+        params![r.name, seq, r.version, serde_json::to_string(r)?],
+    )?;
+    Ok(())
+}
+
+fn check_revision(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    expected: &str,
+) -> Result<(), RegistryError> {
+    let text: Option<String> = tx
+        .query_row(
+            "SELECT record FROM versions WHERE function = ?1 AND seq = 0",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let current: FunctionRecord =
+        serde_json::from_str(&text.ok_or_else(|| RegistryError::NotFound(name.to_owned()))?)?;
+    if current.revision_id == expected {
+        Ok(())
+    } else {
+        Err(RegistryError::Conflict)
+    }
+}
+
+fn objects_of(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    seq: Option<i64>,
+) -> Result<Vec<String>, RegistryError> {
+    let mut stmt =
+        tx.prepare("SELECT record FROM versions WHERE function = ?1 AND (?2 IS NULL OR seq = ?2)")?;
+    let rows = stmt.query_map(params![name, seq], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(serde_json::from_str::<FunctionRecord>(&row?)?.code_object);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

@@ -1,0 +1,125 @@
+use super::*;
+
+fn rec(name: &str, version: &str, rev: &str) -> FunctionRecord {
+    FunctionRecord {
+        name: name.into(),
+        version: version.into(),
+        runtime: "provided.al2023".into(),
+        role: "arn:aws:iam::000000000000:role/r".into(),
+        handler: None,
+        description: String::new(),
+        timeout: 3,
+        memory_size: 128,
+        environment: Default::default(),
+        ephemeral_storage: 512,
+        code_sha256: "sha".into(),
+        code_size: 1,
+        code_object: format!("obj-{name}-{version}"),
+        last_modified: "t".into(),
+        revision_id: rev.into(),
+    }
+}
+
+#[test]
+fn create_get_conflict_and_reopen() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let path = d.path().join("r.db");
+    {
+        let r = Registry::open(&path).expect("open");
+        r.create(&rec("a", LATEST, "r1"), None).expect("create");
+        assert!(matches!(
+            r.create(&rec("a", LATEST, "r1"), None),
+            Err(RegistryError::AlreadyExists(_))
+        ));
+        assert_eq!(
+            r.get("a", LATEST).expect("get"),
+            Some(rec("a", LATEST, "r1"))
+        );
+        assert_eq!(r.get("a", "1").expect("get"), None);
+        assert_eq!(r.get("a", "bogus").expect("get"), None);
+    }
+    let r = Registry::open(&path).expect("reopen");
+    assert_eq!(
+        r.get("a", LATEST).expect("get").map(|x| x.revision_id),
+        Some("r1".into())
+    );
+}
+
+#[test]
+fn publish_update_and_revision_checks() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let r = Registry::open(&d.path().join("r.db")).expect("open");
+    r.create(&rec("f", LATEST, "r1"), Some(&rec("f", "1", "v1")))
+        .expect("create");
+    assert_eq!(r.next_version("f").expect("next"), 2);
+    assert!(matches!(
+        r.update_latest(&rec("f", LATEST, "r2"), "stale"),
+        Err(RegistryError::Conflict)
+    ));
+    r.update_latest(&rec("f", LATEST, "r2"), "r1")
+        .expect("update");
+    assert!(matches!(
+        r.publish(&rec("f", "3", "v3"), "r2"),
+        Err(RegistryError::Conflict)
+    ));
+    r.publish(&rec("f", "2", "v2"), "r2").expect("publish");
+    assert_eq!(
+        r.latest_published("f").expect("lp").map(|x| x.version),
+        Some("2".into())
+    );
+    let objs = r.delete_version("f", "1").expect("delete v1");
+    assert_eq!(objs, vec!["obj-f-1".to_owned()]);
+    assert!(matches!(
+        r.delete_version("f", "1"),
+        Err(RegistryError::NotFound(_))
+    ));
+    let mut objs = r.delete_function("f").expect("delete");
+    objs.sort();
+    assert_eq!(objs, vec!["obj-f-$LATEST".to_owned(), "obj-f-2".to_owned()]);
+    assert!(r.code_objects().expect("objects").is_empty());
+    assert!(matches!(
+        r.delete_function("f"),
+        Err(RegistryError::NotFound(_))
+    ));
+}
+
+#[test]
+fn pagination_visits_everything_once() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let r = Registry::open(&d.path().join("r.db")).expect("open");
+    for i in 0..7 {
+        r.create(
+            &rec(&format!("fn{i}"), LATEST, "r"),
+            Some(&rec(&format!("fn{i}"), "1", "v")),
+        )
+        .expect("create");
+    }
+    let mut seen = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = r.list(false, None, marker.as_deref(), 3).expect("list");
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.into_iter().map(|x| x.name));
+        match page.next_marker {
+            Some(m) => marker = Some(m),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("fn{i}")).collect::<Vec<_>>());
+    let all = r.list(true, None, None, 100).expect("all");
+    assert_eq!(all.items.len(), 14);
+    let one = r
+        .list(true, Some("fn3"), None, 100)
+        .expect("versions of fn3");
+    assert_eq!(
+        one.items
+            .iter()
+            .map(|x| x.version.as_str())
+            .collect::<Vec<_>>(),
+        vec![LATEST, "1"]
+    );
+    assert!(matches!(
+        r.list(false, None, Some("!!"), 3),
+        Err(RegistryError::BadMarker)
+    ));
+}

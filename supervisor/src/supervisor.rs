@@ -1,0 +1,185 @@
+//! [`Supervisor`]: the opened data dir (keys, registry, code store) shared by
+//! every request handler.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+
+use crate::auth::{Credentials, CredentialsError, Verifier};
+use crate::codestore::master_key::MasterKeyError;
+use crate::codestore::{CodeStore, CodeStoreError, MasterKey, ZipLimits};
+use crate::config::Config;
+use crate::datadir_lock::DataDirLock;
+use crate::registry::{Registry, RegistryError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("master key {0} is missing but the data dir holds encrypted code; restore the key (or pass --master-key-file)")]
+    MissingMasterKey(PathBuf),
+    #[error(transparent)]
+    Lock(#[from] crate::datadir_lock::LockError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    MasterKey(#[from] MasterKeyError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    CodeStore(#[from] CodeStoreError),
+}
+
+/// What happened while opening, for the operator.
+#[derive(Debug, Default)]
+pub struct StartupReport {
+    /// Set when credentials were generated on this start.
+    pub generated_credentials: Option<PathBuf>,
+    pub generated_master_key: Option<PathBuf>,
+    /// Code objects left by a crash between write and commit, now removed.
+    pub orphans_removed: usize,
+}
+
+pub struct Supervisor {
+    config: Config,
+    credentials: Credentials,
+    verifier: Verifier,
+    registry: Registry,
+    store: CodeStore,
+    /// Serialises control-plane mutations so the code store and registry
+    /// change together.
+    write_lock: Mutex<()>,
+    large_bodies: tokio::sync::Semaphore,
+    _lock: DataDirLock,
+}
+
+impl Supervisor {
+    pub fn open(config: Config) -> Result<(Arc<Self>, StartupReport), SupervisorError> {
+        let mut report = StartupReport::default();
+        let dir = config.data_dir.clone();
+        let dir_err = |source| SupervisorError::DataDir {
+            path: dir.clone(),
+            source,
+        };
+        if !dir.exists() {
+            // Only a directory we create is tightened; an operator-provided
+            // one keeps its mode (keys and objects are 0600 themselves).
+            std::fs::create_dir_all(&dir).map_err(dir_err)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(dir_err)?;
+        }
+
+        let lock = DataDirLock::acquire(&dir)?;
+
+        let credentials = match &config.credentials {
+            Some((id, secret)) => Credentials::new(id.clone(), secret.clone())?,
+            None => {
+                let (c, created) = Credentials::load_or_generate(&dir)?;
+                report.generated_credentials = created;
+                c
+            }
+        };
+        let master = match &config.master_key_file {
+            Some(p) => MasterKey::load(p)?,
+            None => {
+                let path = dir.join("master.key");
+                if !path.exists() && has_code_objects(&dir.join("code")) {
+                    // A fresh key could never open the existing objects.
+                    return Err(SupervisorError::MissingMasterKey(path));
+                }
+                let (k, created) = MasterKey::load_or_generate(&path)?;
+                if created {
+                    report.generated_master_key = Some(path);
+                }
+                k
+            }
+        };
+        let registry = Registry::open(&dir.join("registry.sqlite3"))?;
+        let store = CodeStore::open(
+            &dir.join("code"),
+            &config.cache_dir,
+            master,
+            ZipLimits::default(),
+        )?;
+
+        // A crash after sealing code but before the registry commit leaves
+        // an unreferenced object; nothing can reach it, so remove it.
+        let live = registry.code_objects()?;
+        for id in store.object_ids()? {
+            if !live.contains(&id) {
+                store.remove(&id)?;
+                report.orphans_removed += 1;
+            }
+        }
+        let verifier = Verifier::new(
+            &config.region,
+            "lambda",
+            vec![credentials.clone()],
+            time::Duration::seconds(i64::from(config.max_clock_skew_secs)),
+        );
+        let sup = Arc::new(Self {
+            config,
+            credentials,
+            verifier,
+            registry,
+            store,
+            write_lock: Mutex::new(()),
+            large_bodies: tokio::sync::Semaphore::new(crate::http::LARGE_BODY_PERMITS),
+            _lock: lock,
+        });
+        Ok((sup, report))
+    }
+
+    /// The complete HTTP API: control plane + `signed` routes (e.g. invoke)
+    /// behind SigV4, and `public` routes without it (e.g. `/metrics`).
+    pub fn router(self: &Arc<Self>, signed: Router<Arc<Self>>, public: Router) -> Router {
+        crate::http::build_router(self.clone(), signed, public)
+    }
+
+    pub(crate) fn large_body_permits(&self) -> &tokio::sync::Semaphore {
+        &self.large_bodies
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+    pub fn store(&self) -> &CodeStore {
+        &self.store
+    }
+
+    pub(crate) fn write_guard(&self) -> MutexGuard<'_, ()> {
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]`.
+    pub fn function_arn(&self, name: &str, qualifier: Option<&str>) -> String {
+        let base = format!(
+            "arn:aws:lambda:{}:{}:function:{name}",
+            self.config.region, self.config.account_id
+        );
+        match qualifier {
+            Some(q) => format!("{base}:{q}"),
+            None => base,
+        }
+    }
+}
+
+fn has_code_objects(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| {
+        entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".code")))
+    })
+}
