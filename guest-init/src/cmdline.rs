@@ -51,7 +51,11 @@ mod tests {
         let line = r#"console=ttyS0 gi.exec="python3 -c 'import awslambdaric'" ro"#;
         assert_eq!(
             split_params(line),
-            vec!["console=ttyS0", "gi.exec=python3 -c 'import awslambdaric'", "ro"]
+            vec![
+                "console=ttyS0",
+                "gi.exec=python3 -c 'import awslambdaric'",
+                "ro"
+            ]
         );
     }
 

@@ -1,6 +1,9 @@
 //! guest-init entry point.
 
-use guest_init::{cmdline, mounts, power, uptime};
+use guest_init::agent::{self, Outcome};
+use guest_init::config::{Config, USAGE};
+use guest_init::link::Link;
+use guest_init::{cmdline, mounts, net, power, transport, uptime};
 use std::process::Command;
 
 /// Size of the `/tmp` tmpfs. Lambda's default ephemeral storage is 512 MiB.
@@ -15,6 +18,9 @@ fn main() {
         if let Err(e) = mounts::mount_base(TMP_SIZE) {
             eprintln!("guest-init: {e}");
         }
+        if let Err(e) = net::loopback_up() {
+            eprintln!("guest-init: bring up lo: {e}");
+        }
     }
     let since_boot = uptime::since_kernel_start()
         .map(|d| format!("{:.3} s", d.as_secs_f64()))
@@ -27,15 +33,95 @@ fn main() {
     );
 
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let status = match cmdline::value_of(&cmdline, DEBUG_EXEC_PARAM) {
-        Some(cmd) if is_pid1 => run_debug_command(&cmd),
-        _ => 0,
+    let status = if is_pid1 {
+        match cmdline::value_of(&cmdline, DEBUG_EXEC_PARAM) {
+            Some(cmd) => run_debug_command(&cmd),
+            None => run_guest(&cmdline),
+        }
+    } else {
+        run_host_process()
     };
 
     if is_pid1 {
         power::power_off();
     }
     std::process::exit(status);
+}
+
+/// PID 1: mount the function code and layers, then serve the host over vsock.
+fn run_guest(cmdline: &str) -> i32 {
+    let mut config = Config::guest_defaults();
+    if let Err(e) = config.apply_cmdline(cmdline) {
+        eprintln!("guest-init: kernel command line: {e}");
+        return 2;
+    }
+    for (device, target) in [
+        (&config.task_device, &config.task_root),
+        (&config.opt_device, &config.opt_dir),
+    ] {
+        if let Some(dev) = device {
+            if let Err(e) = mounts::mount_drive(dev, target) {
+                eprintln!("guest-init: {e}");
+            }
+        }
+    }
+    serve(config, true)
+}
+
+/// Host process: flags choose the transport; without one, just report readiness.
+fn run_host_process() -> i32 {
+    let mut config = Config::host_defaults();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return 0;
+    }
+    match config.apply_args(args) {
+        Ok(true) => serve(config, false),
+        Ok(false) => 0,
+        Err(e) => {
+            eprintln!("guest-init: {e}\n{USAGE}");
+            2
+        }
+    }
+}
+
+fn serve(config: Config, is_pid1: bool) -> i32 {
+    let stream = match transport::connect(&config.transport, config.connect_timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("guest-init: {e}");
+            return 1;
+        }
+    };
+    let link = match Link::start(stream) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("guest-init: {e}");
+            return 1;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("guest-init: tokio runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(agent::run(config, link, is_pid1)) {
+        Ok(Outcome::Shutdown) => 0,
+        Ok(Outcome::HostLost(reason)) => {
+            eprintln!("guest-init: host connection lost: {reason}");
+            1
+        }
+        Err(e) => {
+            eprintln!("guest-init: {e}");
+            1
+        }
+    }
 }
 
 /// Runs a debug command from the kernel command line and reports its exit status.

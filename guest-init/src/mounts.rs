@@ -85,3 +85,35 @@ pub fn mount_base(tmp_size: &'static str) -> Result<(), MountError> {
     }
     Ok(())
 }
+
+/// Errors mounting a function-code or layer drive.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error("mount {device} on {target}: {source}")]
+    Mount {
+        device: String,
+        target: String,
+        source: nix::Error,
+    },
+}
+
+/// Mounts a read-only ext4 drive (function code at /var/task, layers at /opt).
+/// A missing device is not an error: the VM may simply have no such drive.
+pub fn mount_drive(device: &Path, target: &Path) -> Result<bool, DriveError> {
+    if !device.exists() {
+        return Ok(false);
+    }
+    mount(
+        Some(device),
+        target,
+        Some("ext4"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        None::<&str>,
+    )
+    .map_err(|source| DriveError::Mount {
+        device: device.display().to_string(),
+        target: target.display().to_string(),
+        source,
+    })?;
+    Ok(true)
+}

@@ -2,4 +2,5 @@
 //! are, and a launcher that boots them under QEMU TCG with a vhost-user vsock backend.
 
 pub mod images;
+pub mod runtime;
 pub mod tcg;

@@ -5,16 +5,22 @@
 //!
 //! Handlers:
 //! - `echo`: returns the event unchanged.
-//! - `context`: returns the invocation context and selected environment variables.
+//! - `context`: returns the invocation context, selected environment variables, the
+//!   uid it runs as and the event itself (under `payload`).
 //! - `error`: returns a typed error (`FunctionError` / "deliberate failure").
 //! - `panic`: panics inside the handler.
 //! - `sleep`: sleeps until 5 s past the invocation deadline.
 //! - `exit`: prints a line and exits the process with status 7 mid-invoke.
+//! - `abort`: aborts the process (SIGABRT) mid-invoke.
 //! - `log`: prints lines on stdout and stderr, then returns `"logged"`.
 //! - `big`: returns a JSON string of `event.size` bytes (quotes included).
+//! - `stream`: a streamed response (`Lambda-Runtime-Function-Response-Mode: streaming`)
+//!   of three chunks.
 
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use futures_util::stream;
+use lambda_runtime::{service_fn, streaming, Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
+use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[tokio::main(flavor = "current_thread")]
@@ -24,6 +30,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         // Exiting before the first /next is an init-phase runtime exit.
         eprintln!("fn-rust: failing init on purpose");
         std::process::exit(3);
+    }
+    if handler == "stream" {
+        return lambda_runtime::run(service_fn(stream_handler)).await;
     }
     lambda_runtime::run(service_fn(move |event| {
         let handler = handler.clone();
@@ -45,6 +54,7 @@ async fn handle(handler: &str, event: LambdaEvent<Value>) -> Result<Value, Diagn
             "identity_pool": ctx.identity.map(|i| i.identity_pool_id),
             "env": env_snapshot(),
             "uid": current_uid(),
+            "payload": payload,
         })),
         "error" => Err(Diagnostic {
             error_type: "FunctionError".to_string(),
@@ -64,6 +74,7 @@ async fn handle(handler: &str, event: LambdaEvent<Value>) -> Result<Value, Diagn
             println!("fn-rust: exiting mid-invoke");
             std::process::exit(7);
         }
+        "abort" => std::process::abort(),
         "log" => {
             println!("fn-rust: stdout line for {}", ctx.request_id);
             eprintln!("fn-rust: stderr line for {}", ctx.request_id);
@@ -79,6 +90,17 @@ async fn handle(handler: &str, event: LambdaEvent<Value>) -> Result<Value, Diagn
             error_message: format!("fn-rust has no handler named {other:?}"),
         }),
     }
+}
+
+/// Streams three chunks through lambda_runtime's streaming support.
+async fn stream_handler(
+    _event: LambdaEvent<Value>,
+) -> Result<
+    streaming::Response<stream::Iter<std::vec::IntoIter<Result<&'static str, Infallible>>>>,
+    Diagnostic,
+> {
+    let chunks = vec![Ok("chunk-1 "), Ok("chunk-2 "), Ok("chunk-3")];
+    Ok(streaming::Response::from(stream::iter(chunks)))
 }
 
 /// The Lambda environment variables the tests check.
@@ -103,7 +125,11 @@ fn env_snapshot() -> Value {
     ];
     let map = KEYS
         .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), Value::String(v))))
+        .filter_map(|k| {
+            std::env::var(k)
+                .ok()
+                .map(|v| (k.to_string(), Value::String(v)))
+        })
         .collect();
     Value::Object(map)
 }

@@ -1,0 +1,215 @@
+//! The agent: Runtime API server, host link and the function's processes, driven by
+//! one current-thread tokio event loop.
+
+use crate::bootstrap::{self, BootstrapError};
+use crate::config::Config;
+use crate::environment::runtime_env;
+use crate::link::{HostEvent, Link};
+use crate::runtime_proc::{find_extensions, Launch, Proc, Processes};
+use runtime_api::protocol::{GuestMessage, HostMessage, Init, Log, LogStream, Shutdown};
+use runtime_api::server::{self, errors::error_json, FunctionInfo, Invocations};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Grace period when the host disappears without a Shutdown.
+const LOST_HOST_GRACE: Duration = Duration::from_millis(500);
+/// How long extensions get to register before the runtime starts anyway.
+const REGISTRATION_WINDOW: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("bind Runtime API on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("install SIGCHLD handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// How the agent ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The host asked for shutdown.
+    Shutdown,
+    /// The host connection ended or broke.
+    HostLost(String),
+}
+
+struct Agent {
+    config: Config,
+    api: SocketAddr,
+    inv: Arc<Invocations>,
+    link: Link,
+    procs: Processes,
+    is_pid1: bool,
+}
+
+/// Runs until Shutdown or the loss of the host connection.
+pub async fn run(config: Config, link: Link, is_pid1: bool) -> Result<Outcome, AgentError> {
+    let addr = config.runtime_api_addr;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Bind { addr, source })?;
+    let api = listener
+        .local_addr()
+        .map_err(|source| AgentError::Bind { addr, source })?;
+    let inv = Invocations::new(link.sink.clone());
+    tokio::spawn(server::serve(listener, Arc::clone(&inv)));
+    // Installed before any child exists so no exit can be missed.
+    let mut sigchld = signal(SignalKind::child()).map_err(AgentError::Signal)?;
+    let mut agent = Agent {
+        config,
+        api,
+        inv,
+        link,
+        procs: Processes::default(),
+        is_pid1,
+    };
+    let mut init_seen = false;
+
+    let outcome = loop {
+        tokio::select! {
+            event = agent.link.events.recv() => match event {
+                Some(HostEvent::Message(HostMessage::Init(init))) => {
+                    if init_seen {
+                        agent.system_log("duplicate Init ignored");
+                        continue;
+                    }
+                    init_seen = true;
+                    agent.start(&init).await;
+                }
+                Some(HostEvent::Message(HostMessage::Invoke(invoke))) => agent.inv.push_invoke(invoke),
+                Some(HostEvent::Message(HostMessage::Shutdown(s))) => {
+                    agent.shutdown(&s).await;
+                    break Outcome::Shutdown;
+                }
+                Some(HostEvent::Message(other)) => {
+                    agent.system_log(&format!("unexpected host message ignored: {other:?}"));
+                }
+                Some(HostEvent::Gone(reason)) => {
+                    agent.stop(LOST_HOST_GRACE).await;
+                    break Outcome::HostLost(reason);
+                }
+                None => {
+                    agent.stop(LOST_HOST_GRACE).await;
+                    break Outcome::HostLost("host reader ended".into());
+                }
+            },
+            _ = sigchld.recv() => agent.reap().await,
+        }
+    };
+    agent.link.flush(Duration::from_secs(2));
+    Ok(outcome)
+}
+
+impl Agent {
+    async fn reap(&mut self) {
+        self.procs.reap(&self.inv, &self.link.sink, false).await;
+    }
+
+    async fn stop(&mut self, grace: Duration) {
+        self.procs
+            .stop(&self.inv, &self.link.sink, grace, self.is_pid1)
+            .await;
+    }
+
+    async fn shutdown(&mut self, s: &Shutdown) {
+        let grace = Duration::from_millis(u64::from(s.grace_ms));
+        let deadline_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+            + u64::from(s.grace_ms);
+        self.inv.shutdown_extensions(&s.reason, deadline_ms);
+        self.stop(grace).await;
+    }
+
+    /// Init: extensions first (they register), then the runtime.
+    async fn start(&mut self, init: &Init) {
+        self.inv.set_function(FunctionInfo {
+            name: init.function_name.clone(),
+            version: init.function_version.clone(),
+            handler: init.handler.clone(),
+        });
+        let env = runtime_env(init, &self.config, self.api);
+        let (inv, sink) = (Arc::clone(&self.inv), self.link.sink.clone());
+        let (opt, task) = (self.config.opt_dir.clone(), self.config.task_root.clone());
+        let launch = |cwd| Launch {
+            env: &env,
+            cwd,
+            user: self.config.runtime_user,
+            inv: &inv,
+            sink: &sink,
+        };
+        let extensions: Vec<_> = find_extensions(&opt)
+            .into_iter()
+            .map(|(name, path)| Proc::start(&name, &path, &launch(&opt)))
+            .collect();
+        for started in extensions {
+            match started {
+                Ok(p) => self.procs.extensions.push(p),
+                Err(e) => self.fail_init(&e),
+            }
+        }
+        self.await_registration().await;
+        self.inv.close_registration();
+        let user = self.config.runtime_user;
+        let started = bootstrap::find(&self.config).and_then(|path| {
+            let launch = Launch {
+                env: &env,
+                cwd: &task,
+                user,
+                inv: &inv,
+                sink: &sink,
+            };
+            Proc::start("runtime", &path, &launch)
+        });
+        match started {
+            Ok(p) => self.procs.runtime = Some(p),
+            Err(e) => self.fail_init(&e),
+        }
+        self.reap().await;
+    }
+
+    /// Waits until every running extension has registered (bounded).
+    async fn await_registration(&mut self) {
+        if self.procs.extensions.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + REGISTRATION_WINDOW;
+        while Instant::now() < deadline {
+            self.reap().await;
+            if self.procs.unregistered(&self.inv.registered_extensions()) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.system_log("some extensions did not register in time");
+    }
+
+    fn fail_init(&self, e: &BootstrapError) {
+        let body = error_json(e.error_type(), &e.to_string());
+        self.system_log(&format!("init failed: {e}"));
+        if self
+            .inv
+            .init_error(e.error_type().to_string(), body)
+            .is_err()
+        {
+            self.system_log("init error not reported: init already ended or failed");
+        }
+    }
+
+    /// A guest-init message to the host's log stream (and the console).
+    fn system_log(&self, text: &str) {
+        eprintln!("guest-init: {text}");
+        (self.link.sink)(GuestMessage::Log(Log {
+            stream: LogStream::System,
+            request_id: None,
+            line: text.as_bytes().to_vec(),
+        }));
+    }
+}
