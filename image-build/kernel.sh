@@ -11,7 +11,7 @@ for t in make gcc flex bison bc; do require_tool "$t" "$t"; done
 require_file /usr/include/libelf.h libelf-dev
 require_file /usr/include/openssl/ssl.h libssl-dev
 
-hash=$(inputs_hash "$FRAGMENT" "$0" "$REPO_ROOT/image-build/lib.sh" "linux-source $(deb_version linux-source-6.1)" "gcc $(gcc -dumpfullversion)")
+hash=$(inputs_hash "$FRAGMENT" "$REPO_ROOT/image-build/kernel.sh" "$REPO_ROOT/image-build/lib.sh" "linux-source $(deb_version linux-source-6.1)" "gcc $(gcc -dumpfullversion)")
 if up_to_date kernel "$hash" "$IMAGES_DIR/vmlinux" "$IMAGES_DIR/bzImage"; then
     log "kernel: up to date (inputs $hash)"
     exit 0
@@ -42,6 +42,9 @@ while IFS= read -r line; do
 done <"$FRAGMENT"
 [ "$missing" = 0 ] || die "kernel config: options above could not be set (unmet dependencies?)"
 
+# Only a build from a clean tree says how long the kernel takes; an incremental one is not recorded.
+fresh=0
+[ -f "$SRC/vmlinux" ] || fresh=1
 jobs=$(nproc)
 log "kernel: building vmlinux and bzImage with $jobs jobs (a few minutes; progress every 200 objects)"
 start=$(date +%s)
@@ -53,6 +56,6 @@ cp "$SRC/vmlinux" "$IMAGES_DIR/vmlinux.tmp" && mv "$IMAGES_DIR/vmlinux.tmp" "$IM
 cp "$SRC/arch/x86/boot/bzImage" "$IMAGES_DIR/bzImage.tmp" && mv "$IMAGES_DIR/bzImage.tmp" "$IMAGES_DIR/bzImage"
 cp "$SRC/.config" "$IMAGES_DIR/kernel.config"
 elapsed=$(( $(date +%s) - start ))
-echo "$elapsed" >"$IMAGES_DIR/.kernel.build-seconds"
+[ "$fresh" = 0 ] || echo "$elapsed" >"$IMAGES_DIR/.kernel.build-seconds"
 mark_built kernel "$hash"
 log "kernel: built in ${elapsed}s: vmlinux $(stat -c %s "$IMAGES_DIR/vmlinux") B, bzImage $(stat -c %s "$IMAGES_DIR/bzImage") B"
