@@ -1,3 +1,20 @@
 //! Worker side of the data plane: sandboxes on one host (pool, jail, backends).
+//!
+//! The frontend (Invoke API, auth, registry) talks to this crate only through
+//! [`Worker::invoke`], [`Worker::metrics`] and the plain types in [`spec`], so the two
+//! can later run on different hosts.
 
+pub mod bench;
 pub mod jail;
+pub mod logfile;
+pub mod metrics;
+pub mod pool;
+pub mod report;
+pub mod sandbox;
+pub mod spec;
+
+pub use pool::{Worker, WorkerConfig};
+pub use spec::{
+    FunctionKey, FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult, Report,
+    ThrottleReason, WorkerError,
+};

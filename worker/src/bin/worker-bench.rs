@@ -1,1 +1,320 @@
-fn main() {}
+//! worker-bench: the process backend with the Rust echo function (1 KiB payloads).
+//!
+//! Measures warm invoke p50/p99 and invokes/s at 1, 8 and 32 concurrent clients, each
+//! beside a bare loopback HTTP/1.1 echo server in the same run; cold start to first
+//! response of a new function; and sandboxes per GiB of RAM. Writes JSON to stdout
+//! (and `--out FILE`).
+//!
+//! usage: worker-bench --fn-bin PATH [--images DIR] [--guest-init PATH] [--seconds N]
+//!                     [--levels 1,8,32] [--cold N] [--density N] [--out FILE]
+//!                     [--cpu proportional|unlimited]
+
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use worker::bench::{http_echo, stats};
+use worker::jail::CgroupHost;
+use worker::sandbox::process::{ProcessBackend, ProcessConfig};
+use worker::{FunctionVersionSpec, InvokeRequest, InvokeResult, Worker, WorkerConfig};
+
+const GROUP: &str = "worker-bench";
+
+struct Args {
+    images: PathBuf,
+    guest_init: Option<PathBuf>,
+    fn_bin: PathBuf,
+    seconds: f64,
+    levels: Vec<usize>,
+    cold: usize,
+    density: u32,
+    out: Option<PathBuf>,
+    cpu_unlimited: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        images: PathBuf::from("target/images"),
+        guest_init: None,
+        fn_bin: PathBuf::new(),
+        seconds: 3.0,
+        levels: vec![1, 8, 32],
+        cold: 10,
+        density: 32,
+        out: None,
+        cpu_unlimited: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--images" => a.images = val()?.into(),
+            "--guest-init" => a.guest_init = Some(val()?.into()),
+            "--fn-bin" => a.fn_bin = val()?.into(),
+            "--seconds" => a.seconds = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--levels" => {
+                a.levels = val()?
+                    .split(',')
+                    .map(|s| s.parse().map_err(|e| format!("--levels: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--cold" => a.cold = val()?.parse().map_err(|e| format!("--cold: {e}"))?,
+            "--density" => a.density = val()?.parse().map_err(|e| format!("--density: {e}"))?,
+            "--out" => a.out = Some(val()?.into()),
+            "--cpu" => {
+                a.cpu_unlimited = match val()?.as_str() {
+                    "unlimited" => true,
+                    "proportional" => false,
+                    other => {
+                        return Err(format!("--cpu {other}: expected unlimited or proportional"))
+                    }
+                }
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if !a.fn_bin.is_file() {
+        return Err("--fn-bin must name the fn-rust (musl) binary".into());
+    }
+    Ok(a)
+}
+
+fn spec(name: &str, code: &std::path::Path) -> FunctionVersionSpec {
+    FunctionVersionSpec {
+        name: name.into(),
+        version: "$LATEST".into(),
+        code_dir: Some(code.to_path_buf()),
+        code_image: None,
+        runtime: "provided.al2023".into(),
+        handler: "echo".into(),
+        memory_mib: 128,
+        timeout: Duration::from_secs(10),
+        env: vec![],
+        reserved_concurrency: None,
+    }
+}
+
+static REQ: AtomicU64 = AtomicU64::new(1);
+
+fn request(payload: &[u8]) -> InvokeRequest {
+    let n = REQ.fetch_add(1, Ordering::Relaxed);
+    InvokeRequest {
+        request_id: format!("{:08x}-0000-4000-8000-{n:012x}", std::process::id()),
+        payload: payload.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A 1 KiB JSON document.
+fn payload() -> Vec<u8> {
+    let mut p = br#"{"data":""#.to_vec();
+    p.resize(1024 - 2, b'x');
+    p.extend_from_slice(br#""}"#);
+    p
+}
+
+async fn run_worker(w: &Worker, s: &FunctionVersionSpec, c: usize, secs: f64) -> stats::RunStats {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..c)
+        .map(|_| {
+            let (w, s) = (w.clone(), s.clone());
+            tokio::spawn(async move {
+                let body = payload();
+                let (mut lat, mut errors) = (Vec::new(), 0usize);
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match w.invoke(&s, request(&body)).await {
+                        Ok(o) if o.result == InvokeResult::Success(body.clone()) => {
+                            lat.push(t.elapsed())
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    collect(c, tasks, start).await
+}
+
+async fn run_http(addr: std::net::SocketAddr, c: usize, secs: f64) -> stats::RunStats {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..c)
+        .map(|_| {
+            tokio::spawn(async move {
+                let body = payload();
+                let (mut lat, mut errors) = (Vec::new(), 0usize);
+                let Ok(mut client) = http_echo::Client::connect(addr).await else {
+                    return (lat, 1);
+                };
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match client.echo(&body).await {
+                        Ok(b) if b == body => lat.push(t.elapsed()),
+                        _ => errors += 1,
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    collect(c, tasks, start).await
+}
+
+type Samples = (Vec<Duration>, usize);
+
+async fn collect(
+    c: usize,
+    tasks: Vec<tokio::task::JoinHandle<Samples>>,
+    start: Instant,
+) -> stats::RunStats {
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        if let Ok((lat, e)) = t.await {
+            all.extend(lat);
+            errors += e;
+        }
+    }
+    stats::summarize(c, all, errors, start.elapsed())
+}
+
+/// Removes the bench's scratch directory however the run ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn bench(args: Args) -> Result<serde_json::Value, String> {
+    let run = std::env::temp_dir().join(format!("worker-bench-{}", std::process::id()));
+    let _scratch = Scratch(run.clone());
+    let code = run.join("code");
+    std::fs::create_dir_all(&code).map_err(|e| e.to_string())?;
+    for d in [&run, &code] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+    }
+    std::fs::copy(&args.fn_bin, code.join("bootstrap")).map_err(|e| format!("copy fn: {e}"))?;
+    let images = std::fs::canonicalize(&args.images).map_err(|e| format!("--images: {e}"))?;
+    let mut pcfg = ProcessConfig::from_images_dir(&images, run.join("run"));
+    if let Some(g) = &args.guest_init {
+        pcfg.guest_init = g.clone();
+    }
+    pcfg.cgroup_group = GROUP.into();
+    if args.cpu_unlimited {
+        pcfg.cpu = worker::sandbox::process::CpuPolicy::Unlimited;
+    }
+    let cpu = format!("{:?}", pcfg.cpu);
+    let backend = ProcessBackend::new(pcfg).map_err(|e| e.to_string())?;
+    let w = Worker::new(Arc::new(backend), WorkerConfig::default());
+    let echo_addr = http_echo::serve().await.map_err(|e| e.to_string())?;
+    let s = spec("bench-echo", &code);
+
+    let mut levels = Vec::new();
+    for &c in &args.levels {
+        let have = w.idle_count(&s.key());
+        if have < c {
+            w.prewarm(&s, (c - have) as u32)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        run_worker(&w, &s, c, 0.3).await; // warm-up
+        let wk = run_worker(&w, &s, c, args.seconds).await;
+        let http = run_http(echo_addr, c, args.seconds).await;
+        eprintln!("c={c}: worker p50 {:.0} us p99 {:.0} us {:.0}/s | http p50 {:.0} us p99 {:.0} us {:.0}/s",
+            wk.p50_us, wk.p99_us, wk.per_second, http.p50_us, http.p99_us, http.per_second);
+        levels.push(json!({
+            "concurrency": c,
+            "worker": wk,
+            "http_echo": http,
+            "p50_ratio": wk.p50_us / http.p50_us.max(1e-9),
+            "p99_ratio": wk.p99_us / http.p99_us.max(1e-9),
+        }));
+    }
+    w.shutdown_idle();
+
+    let mut cold = Vec::new();
+    for i in 0..args.cold {
+        let cs = spec(&format!("bench-cold-{i}"), &code);
+        let t = Instant::now();
+        let o = w
+            .invoke(&cs, request(&payload()))
+            .await
+            .map_err(|e| e.to_string())?;
+        if o.result != InvokeResult::Success(payload()) {
+            return Err(format!("cold invoke failed: {}", o.logs));
+        }
+        cold.push(t.elapsed().as_secs_f64() * 1000.0);
+        w.shutdown_idle();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let cg = CgroupHost::detect(GROUP).map_err(|e| e.to_string())?;
+    let before = cg.group_memory_current().unwrap_or(0);
+    let ds = spec("bench-density", &code);
+    w.prewarm(&ds, args.density)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = cg.group_memory_current().unwrap_or(0);
+    let per = after.saturating_sub(before) as f64 / f64::from(args.density.max(1));
+    w.shutdown_idle();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    Ok(json!({
+        "backend": "process",
+        "function": "fn-rust echo (lambda_runtime), 128 MB",
+        "payload_bytes": 1024,
+        "seconds_per_level": args.seconds,
+        "cpu_policy": cpu,
+        "levels": levels,
+        "cold_start_ms": { "median": stats::median(cold.clone()), "samples": cold },
+        "density": {
+            "sandboxes": args.density,
+            "bytes_per_sandbox": per,
+            "sandboxes_per_gib": if per > 0.0 { (1u64 << 30) as f64 / per } else { 0.0 },
+        },
+    }))
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("worker-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let out = args.out.clone();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("worker-bench: runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    match rt.block_on(bench(args)) {
+        Ok(v) => {
+            let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+            println!("{text}");
+            if let Some(p) = out {
+                if let Err(e) = std::fs::write(&p, text) {
+                    eprintln!("worker-bench: write {}: {e}", p.display());
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("worker-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}

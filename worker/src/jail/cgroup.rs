@@ -93,7 +93,9 @@ fn unescape_mount_path(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         if let (b'\\', Some(d)) = (bytes[i], octal) {
             let v = d.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
             out.push(u8::try_from(v).unwrap_or(b'?'));
@@ -177,12 +179,53 @@ impl CgroupHost {
         self.version
     }
 
+    /// Names of the sandbox cgroups that currently exist under this group.
+    pub fn sandbox_names(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.bases[0]) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
+    }
+
+    /// Removes sandbox cgroups left by a worker process that no longer exists (named
+    /// `sb-<pid>-<n>`), killing anything still inside. Returns how many were removed.
+    pub fn remove_stale(&self) -> usize {
+        let mut removed = 0;
+        for name in self.sandbox_names() {
+            if !stale_owner(&name) {
+                continue;
+            }
+            let mut cg = Cgroup {
+                version: self.version,
+                dirs: self.bases.iter().map(|b| b.join(&name)).collect(),
+                stats: StatFiles::default(),
+            };
+            cg.remove();
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Memory currently charged to all sandboxes under this group.
+    pub fn group_memory_current(&self) -> Option<u64> {
+        let file = match self.version {
+            CgroupVersion::V1 => "memory.usage_in_bytes",
+            CgroupVersion::V2 => "memory.current",
+        };
+        read(self.bases[0].join(file)).ok()?.trim().parse().ok()
+    }
+
     /// Creates the cgroup `name` for one sandbox and applies `limits`.
     pub fn create(&self, name: &str, limits: &CgroupLimits) -> Result<Cgroup, CgroupError> {
         validate_name(name)?;
         let cg = Cgroup {
             version: self.version,
             dirs: self.bases.iter().map(|b| b.join(name)).collect(),
+            stats: StatFiles::default(),
         };
         if self.version == CgroupVersion::V2 {
             for base in &self.bases {
@@ -195,10 +238,8 @@ impl CgroupHost {
                 source,
             })?;
         }
-        if let Err(e) = cg.apply(limits) {
-            cg.remove();
-            return Err(e);
-        }
+        // On error `cg` is dropped, which removes the directories.
+        cg.apply(limits)?;
         Ok(cg)
     }
 }
@@ -215,6 +256,18 @@ fn enable_v2_controllers(base: &Path) -> Result<(), CgroupError> {
         let _ = write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu");
     }
     write(&base.join("cgroup.subtree_control"), "+memory +pids +cpu")
+}
+
+/// Whether a `sb-<pid>-<n>` name belongs to a process that is gone.
+pub fn stale_owner(name: &str) -> bool {
+    let pid = name
+        .strip_prefix("sb-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    match pid {
+        Some(pid) => pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists(),
+        None => false,
+    }
 }
 
 fn validate_name(name: &str) -> Result<(), CgroupError> {
@@ -236,6 +289,39 @@ fn validate_name(name: &str) -> Result<(), CgroupError> {
 pub struct Cgroup {
     version: CgroupVersion,
     dirs: Vec<PathBuf>,
+    stats: StatFiles,
+}
+
+/// Statistics files read after every invoke.
+#[derive(Debug, Clone, Copy)]
+enum StatFile {
+    Peak,
+    Oom,
+}
+
+/// Kept open after first use and read with `pread` at offset 0 (cgroup files regenerate
+/// their content on each read from the start): one system call per read instead of three.
+#[derive(Debug, Default)]
+struct StatFiles {
+    peak: std::sync::OnceLock<Option<fs::File>>,
+    oom: std::sync::OnceLock<Option<fs::File>>,
+}
+
+impl StatFiles {
+    fn read<'b>(&self, which: StatFile, cg: &Cgroup, buf: &'b mut [u8]) -> Option<&'b str> {
+        use std::os::unix::fs::FileExt;
+        let (cell, name) = match (which, cg.version) {
+            (StatFile::Peak, CgroupVersion::V1) => (&self.peak, "memory.max_usage_in_bytes"),
+            (StatFile::Peak, CgroupVersion::V2) => (&self.peak, "memory.peak"),
+            (StatFile::Oom, CgroupVersion::V1) => (&self.oom, "memory.oom_control"),
+            (StatFile::Oom, CgroupVersion::V2) => (&self.oom, "memory.events"),
+        };
+        let file = cell
+            .get_or_init(|| fs::File::open(cg.dir("memory").join(name)).ok())
+            .as_ref()?;
+        let n = file.read_at(buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()
+    }
 }
 
 impl Cgroup {
@@ -243,7 +329,10 @@ impl Cgroup {
         match self.version {
             CgroupVersion::V2 => &self.dirs[0],
             CgroupVersion::V1 => {
-                let idx = CONTROLLERS.iter().position(|c| *c == controller).unwrap_or(0);
+                let idx = CONTROLLERS
+                    .iter()
+                    .position(|c| *c == controller)
+                    .unwrap_or(0);
                 &self.dirs[idx]
             }
         }
@@ -302,11 +391,9 @@ impl Cgroup {
 
     /// Peak memory use in bytes since creation.
     pub fn memory_peak(&self) -> Option<u64> {
-        let file = match self.version {
-            CgroupVersion::V1 => "memory.max_usage_in_bytes",
-            CgroupVersion::V2 => "memory.peak",
-        };
-        read(self.dir("memory").join(file)).ok()?.trim().parse().ok()
+        let mut buf = [0u8; 64];
+        let text = self.stats.read(StatFile::Peak, self, &mut buf)?;
+        text.trim().parse().ok()
     }
 
     /// Current memory use in bytes.
@@ -315,21 +402,35 @@ impl Cgroup {
             CgroupVersion::V1 => "memory.usage_in_bytes",
             CgroupVersion::V2 => "memory.current",
         };
-        read(self.dir("memory").join(file)).ok()?.trim().parse().ok()
+        read(self.dir("memory").join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Number of processes the kernel's OOM killer killed in this cgroup.
     pub fn oom_kills(&self) -> u64 {
-        let file = match self.version {
-            CgroupVersion::V1 => "memory.oom_control",
-            CgroupVersion::V2 => "memory.events",
-        };
-        read(self.dir("memory").join(file))
-            .ok()
+        let mut buf = [0u8; 512];
+        self.stats
+            .read(StatFile::Oom, self, &mut buf)
             .and_then(|t| {
                 t.lines().find_map(|l| {
                     let (k, v) = l.split_once(' ')?;
                     (k == "oom_kill").then(|| v.trim().parse().ok())?
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    /// How many CFS periods the group was throttled in (`nr_throttled` of `cpu.stat`).
+    pub fn cpu_throttled_periods(&self) -> u64 {
+        read(self.dir("cpu").join("cpu.stat"))
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    (k == "nr_throttled").then(|| v.trim().parse().ok())?
                 })
             })
             .unwrap_or(0)
@@ -344,7 +445,8 @@ impl Cgroup {
 
     /// Sends SIGKILL to every process in the cgroup.
     pub fn kill_all(&self) {
-        if self.version == CgroupVersion::V2 && write(&self.dirs[0].join("cgroup.kill"), "1").is_ok()
+        if self.version == CgroupVersion::V2
+            && write(&self.dirs[0].join("cgroup.kill"), "1").is_ok()
         {
             return;
         }
@@ -357,7 +459,9 @@ impl Cgroup {
 
     /// Kills what is left and removes the directories, retrying briefly while the kernel
     /// finishes tearing down exited tasks.
-    pub fn remove(&self) {
+    pub fn remove(&mut self) {
+        // Open statistics files would keep the cgroup's directory busy.
+        self.stats = StatFiles::default();
         self.kill_all();
         for dir in &self.dirs {
             for _ in 0..50 {
@@ -434,7 +538,10 @@ mod tests {
         let mi = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
         let host = CgroupHost::from_tables(mi, "0::/user.slice/x\n", "lw").unwrap();
         assert_eq!(host.version(), CgroupVersion::V2);
-        assert_eq!(host.bases, vec![PathBuf::from("/sys/fs/cgroup/user.slice/x/lw")]);
+        assert_eq!(
+            host.bases,
+            vec![PathBuf::from("/sys/fs/cgroup/user.slice/x/lw")]
+        );
     }
 
     #[test]
@@ -458,8 +565,19 @@ mod tests {
             pids_max: 4,
             cpu_millicores: None,
         };
-        assert!(matches!(host.create("../x", &limits), Err(CgroupError::BadName(_))));
+        assert!(matches!(
+            host.create("../x", &limits),
+            Err(CgroupError::BadName(_))
+        ));
         assert!(CgroupHost::from_tables(V1_MOUNTINFO, V1_SELF, "a/b").is_err());
+    }
+
+    #[test]
+    fn stale_owner_needs_a_dead_pid() {
+        assert!(!stale_owner(&format!("sb-{}-0", std::process::id())));
+        assert!(!stale_owner("sb-1-0"));
+        assert!(stale_owner("sb-4000000000-3"));
+        assert!(!stale_owner("other"));
     }
 
     #[test]

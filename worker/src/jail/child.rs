@@ -1,7 +1,8 @@
 //! Code that runs in the cloned child between `clone` and `execve`.
 //!
 //! The parent is multi-threaded, so this side may only make raw system calls: no
-//! allocation, no locks, no Rust I/O. Every failure is reported as (step index, errno) on
+//! allocation, no locks, no Rust I/O, and no libc wrappers that coordinate threads
+//! (fork, set*id). Every failure is reported as (step index, errno) on
 //! the error pipe and the child exits with 127.
 
 use super::plan::Step;
@@ -28,6 +29,8 @@ pub struct ChildPlan {
     pub sync_fd: RawFd,
     /// Write end (CLOEXEC) for the failure report.
     pub err_fd: RawFd,
+    /// Run a minimal init as PID 1 that reaps orphans, with the program as its child.
+    pub reaper: bool,
 }
 
 /// `struct sock_fprog` for `PR_SET_SECCOMP`.
@@ -56,8 +59,8 @@ fn opt_ptr(c: &Option<CString>) -> *const libc::c_char {
 
 /// Runs one step; returns false (errno set) on failure.
 fn run_step(step: &Step, plan: &ChildPlan) -> bool {
-    // SAFETY (all arms): every pointer comes from a live CString owned by `plan`, which
-    // outlives the call; the calls only read them.
+    // SAFETY: in every arm, each pointer comes from a live CString (or buffer) owned by
+    // `plan`, which outlives the call; the system calls only read them.
     unsafe {
         match step {
             Step::Mount {
@@ -79,7 +82,11 @@ fn run_step(step: &Step, plan: &ChildPlan) -> bool {
                 libc::mkdir(p.as_ptr(), 0o755) == 0 || *libc::__errno_location() == libc::EEXIST
             }
             Step::Touch(p) => {
-                let fd = libc::open(p.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                let fd = libc::open(
+                    p.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
                 fd >= 0 && libc::close(fd) == 0
             }
             Step::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()) == 0,
@@ -92,10 +99,12 @@ fn run_step(step: &Step, plan: &ChildPlan) -> bool {
             }
             Step::Hostname(h) => libc::sethostname(h.as_ptr(), h.as_bytes().len()) == 0,
             Step::LoopbackUp => loopback_up(),
+            // Raw system calls: glibc's set*id wrappers signal every thread it believes
+            // exists (copied from the parent) and wait for them forever.
             Step::DropIds { uid, gid } => {
-                libc::setgroups(0, ptr::null()) == 0
-                    && libc::setresgid(*gid, *gid, *gid) == 0
-                    && libc::setresuid(*uid, *uid, *uid) == 0
+                libc::syscall(libc::SYS_setgroups, 0usize, ptr::null::<libc::gid_t>()) == 0
+                    && libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid) == 0
+                    && libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid) == 0
             }
             Step::NoNewPrivs => libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0,
             Step::Seccomp(i) => {
@@ -132,9 +141,9 @@ fn loopback_up() -> bool {
         for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
             *dst = *src as libc::c_char;
         }
-        let ok = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+        let ok = libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut req) == 0 && {
             req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) == 0
+            libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &req) == 0
         };
         libc::close(sock);
         ok
@@ -163,7 +172,13 @@ fn setup_fds(plan: &ChildPlan) -> bool {
             return false;
         }
     }
-    let first_free = plan.fds.iter().map(|(_, t)| *t + 1).max().unwrap_or(3).max(3);
+    let first_free = plan
+        .fds
+        .iter()
+        .map(|(_, t)| *t + 1)
+        .max()
+        .unwrap_or(3)
+        .max(3);
     // SAFETY: marks every other fd close-on-exec (the error pipe must stay open until
     // exec, which CLOEXEC gives); no memory is involved.
     unsafe {
@@ -173,6 +188,33 @@ fn setup_fds(plan: &ChildPlan) -> bool {
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         ) == 0
+    }
+}
+
+/// PID 1 of the jail: holds no descriptors (so the program's pipes and sockets see EOF
+/// when it dies), reaps every orphan, and exits with the program's status, which takes
+/// the whole PID namespace down with it.
+fn reap_until(main: libc::pid_t) -> ! {
+    // SAFETY: closing our own descriptors; nothing in this process uses them any more.
+    unsafe { libc::syscall(libc::SYS_close_range, 0u32, libc::c_uint::MAX, 0u32) };
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid out pointer.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r == main {
+            let code = if libc::WIFSIGNALED(status) {
+                128 + libc::WTERMSIG(status)
+            } else {
+                libc::WEXITSTATUS(status)
+            };
+            // SAFETY: _exit never returns and needs no cleanup.
+            unsafe { libc::_exit(code) };
+        }
+        // SAFETY: errno location is valid for this thread.
+        if r < 0 && unsafe { *libc::__errno_location() } == libc::ECHILD {
+            // SAFETY: as above.
+            unsafe { libc::_exit(127) };
+        }
     }
 }
 
@@ -191,6 +233,29 @@ pub fn run(plan: &ChildPlan) -> ! {
     }
     if !setup_fds(plan) {
         fail(plan, STEP_FDS);
+    }
+    if plan.reaper {
+        // A raw fork-like clone: glibc's fork() would run its atfork handlers and take
+        // malloc locks that another thread of the worker may have held when we were
+        // cloned, deadlocking forever.
+        // SAFETY: no CLONE_VM and no new stack: the child gets a copy of this
+        // single-threaded process and continues below with raw system calls only.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::SIGCHLD as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        } as libc::pid_t;
+        if pid < 0 {
+            fail(plan, STEP_EXEC);
+        }
+        if pid > 0 {
+            reap_until(pid);
+        }
     }
     // SAFETY: exe, argv and envp are NUL-terminated and their arrays null-terminated,
     // all owned by `plan`.

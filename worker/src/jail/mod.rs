@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 mod child;
+mod layout;
 mod plan;
 mod process;
 pub mod seccomp;
@@ -11,19 +12,17 @@ pub mod seccomp;
 pub use cgroup::{Cgroup, CgroupError, CgroupHost, CgroupLimits, CgroupVersion};
 pub use process::{Exit, JailedProcess};
 
-use plan::{cpath, cstr, mkdir_p, mount, ro_bind, PlanError, Step};
+use plan::{cpath, cstr, PlanError, Step};
 use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Lambda's sandbox user (`sbx_user1051`).
 pub const SANDBOX_UID: u32 = 993;
 /// Size of the uid/gid range mapped into each jail.
 const ID_RANGE: u32 = 65536;
-/// Device nodes bound into the jail's `/dev`.
-const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
 
 /// Errors starting a jailed process.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +65,11 @@ pub struct JailConfig {
     pub code: Option<PathBuf>,
     /// Extra read-only binds (host path, absolute path inside).
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
+    /// Writable binds (host path, absolute path inside), e.g. a socket directory.
+    pub rw_binds: Vec<(PathBuf, PathBuf)>,
+    /// Extra device nodes (host path, name under the jail's /dev), e.g. a `kvm` node the
+    /// caller created for the jail's uid.
+    pub devices: Vec<(PathBuf, String)>,
     /// Host directory for this jail's mount points; created and removed by the jail.
     pub run_dir: PathBuf,
     pub tmp_size_mib: u32,
@@ -78,6 +82,9 @@ pub struct JailConfig {
     pub limits: Option<CgroupLimits>,
     pub seccomp: bool,
     pub loopback_up: bool,
+    /// Run a minimal reaper as PID 1 and the program as PID 2, so the program behaves as
+    /// an ordinary process (guest-init does VM-only setup when it is PID 1).
+    pub reaper: bool,
 }
 
 /// The program to run in a jail.
@@ -114,136 +121,13 @@ fn open_null() -> Result<OwnedFd, JailError> {
         .map_err(io_err("open /dev/null"))
 }
 
-/// Rejects characters that overlayfs's option string cannot carry.
-fn overlay_safe(p: &Path) -> Result<String, JailError> {
-    let s = p
-        .to_str()
-        .ok_or_else(|| JailError::Config(format!("non-UTF-8 path {}", p.display())))?;
-    if s.contains([',', ':', '\\']) || !p.is_absolute() {
-        return Err(JailError::Config(format!(
-            "path {s:?} must be absolute without ',', ':' or '\\'"
-        )));
-    }
-    Ok(s.to_string())
-}
-
-fn filesystem_steps(cfg: &JailConfig) -> Result<Vec<Step>, JailError> {
-    let root = cfg.run_dir.join("root");
-    let scratch = cfg.run_dir.join("scratch");
-    let mut s = Vec::new();
-    s.push(mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?);
-    s.push(mount(
-        Some(Path::new("tmpfs")),
-        &scratch,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=0755,size=16m"),
-    )?);
-    s.push(Step::Mkdir(cpath(&scratch.join("upper"))?));
-    s.push(Step::Mkdir(cpath(&scratch.join("work"))?));
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        overlay_safe(&cfg.rootfs)?,
-        overlay_safe(&scratch.join("upper"))?,
-        overlay_safe(&scratch.join("work"))?
-    );
-    s.push(mount(
-        Some(Path::new("overlay")),
-        &root,
-        Some("overlay"),
-        0,
-        Some(&opts),
-    )?);
-    for dir in ["/proc", "/dev", "/tmp", "/var/task"] {
-        mkdir_p(&root, Path::new(dir), &mut s)?;
-    }
-    if let Some(code) = &cfg.code {
-        ro_bind(code, &root.join("var/task"), &mut s)?;
-    }
-    for (host, inside) in &cfg.ro_binds {
-        if !inside.is_absolute() || inside.components().any(|c| c.as_os_str() == "..") {
-            return Err(JailError::Config(format!("bad bind target {}", inside.display())));
-        }
-        let target = root.join(inside.strip_prefix("/").unwrap_or(inside));
-        if host.is_dir() {
-            mkdir_p(&root, inside, &mut s)?;
-        } else {
-            if let Some(parent) = inside.parent() {
-                mkdir_p(&root, parent, &mut s)?;
-            }
-            s.push(Step::Touch(cpath(&target)?));
-        }
-        ro_bind(host, &target, &mut s)?;
-    }
-    let tmp_opts = format!("size={}m,mode=1777", cfg.tmp_size_mib);
-    s.push(mount(
-        Some(Path::new("tmpfs")),
-        &root.join("tmp"),
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some(&tmp_opts),
-    )?);
-    s.push(mount(
-        Some(Path::new("proc")),
-        &root.join("proc"),
-        Some("proc"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        None,
-    )?);
-    dev_steps(&root, &mut s)?;
-    s.push(mount(
-        None,
-        &root,
-        None,
-        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-        None,
-    )?);
-    s.push(Step::PivotRoot(cpath(&root)?));
-    Ok(s)
-}
-
-/// A minimal `/dev`: a small tmpfs with the host's harmless character devices bound in.
-fn dev_steps(root: &Path, s: &mut Vec<Step>) -> Result<(), JailError> {
-    let dev = root.join("dev");
-    s.push(mount(
-        Some(Path::new("tmpfs")),
-        &dev,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("mode=0755,size=64k"),
-    )?);
-    for name in DEVICES {
-        let target = dev.join(name);
-        s.push(Step::Touch(cpath(&target)?));
-        s.push(mount(
-            Some(&Path::new("/dev").join(name)),
-            &target,
-            None,
-            libc::MS_BIND,
-            None,
-        )?);
-    }
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        s.push(Step::Symlink {
-            target: cstr(target)?,
-            link: cpath(&dev.join(link))?,
-        });
-    }
-    Ok(())
-}
-
 fn build_plan(
     cfg: &JailConfig,
     cmd: &JailCommand,
     sync_fd: RawFd,
     err_fd: RawFd,
 ) -> Result<(child::ChildPlan, Vec<CString>), JailError> {
-    let mut steps = filesystem_steps(cfg)?;
+    let mut steps = layout::filesystem_steps(cfg)?;
     steps.push(Step::Hostname(cstr(&cfg.hostname)?));
     if cfg.loopback_up {
         steps.push(Step::LoopbackUp);
@@ -289,6 +173,7 @@ fn build_plan(
         fds: Vec::new(),
         sync_fd,
         err_fd,
+        reaper: cfg.reaper,
     };
     Ok((plan, strings))
 }
@@ -336,7 +221,10 @@ pub fn spawn(
     }
     if let Some(code) = &cfg.code {
         if !code.is_dir() {
-            return Err(JailError::Config(format!("code {} is not a directory", code.display())));
+            return Err(JailError::Config(format!(
+                "code {} is not a directory",
+                code.display()
+            )));
         }
     }
     for sub in ["root", "scratch"] {
@@ -455,6 +343,13 @@ fn spawn_in_run_dir(
         return Err(io_err("release jail child")(io::Error::last_os_error()));
     }
     drop(sync_w);
+    // A setup that never finishes must not hang the worker: bound it.
+    if !wait_readable(&err_r, SETUP_TIMEOUT_MS) {
+        return Err(JailError::Setup {
+            step: "setup (timed out)".into(),
+            source: io::Error::from(io::ErrorKind::TimedOut),
+        });
+    }
     let mut report = [0u8; 8];
     let n = read_full(&err_r, &mut report);
     if n == 8 {
@@ -468,6 +363,28 @@ fn spawn_in_run_dir(
     }
     // EOF with nothing written: the exec succeeded and closed the CLOEXEC pipe.
     Ok(proc)
+}
+
+/// Bound on clone-to-exec (mounts, pivot_root, seccomp): normally a few milliseconds.
+const SETUP_TIMEOUT_MS: i32 = 10_000;
+
+/// Waits until `fd` is readable (data or EOF); false on timeout.
+fn wait_readable(fd: &OwnedFd, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: polls one valid pollfd that lives on this stack frame.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if r >= 0 {
+            return r > 0;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
 }
 
 fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {

@@ -20,13 +20,19 @@ pub enum Step {
     Mkdir(CString),
     /// Creates an empty file to bind a device node onto.
     Touch(CString),
-    Symlink { target: CString, link: CString },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
     /// `chdir(new_root)`, `pivot_root(".", ".")`, detach the old root, `chdir("/")`.
     PivotRoot(CString),
     Hostname(CString),
     LoopbackUp,
     /// `setgroups([])`, `setresgid`, `setresuid`.
-    DropIds { uid: u32, gid: u32 },
+    DropIds {
+        uid: u32,
+        gid: u32,
+    },
     NoNewPrivs,
     Seccomp(usize),
     Chdir(CString),

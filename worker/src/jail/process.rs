@@ -23,6 +23,16 @@ impl std::fmt::Display for Exit {
     }
 }
 
+impl Exit {
+    /// Undoes the jail reaper's `128 + signal` exit-code encoding.
+    pub fn unreaped(self) -> Exit {
+        match self {
+            Exit::Code(c) if (129..=128 + 64).contains(&c) => Exit::Signal(c - 128),
+            other => other,
+        }
+    }
+}
+
 fn signal_name(sig: i32) -> String {
     match sig {
         libc::SIGKILL => "killed".into(),
@@ -92,7 +102,12 @@ impl JailedProcess {
             return Ok(e);
         }
         let fd = self.pidfd.try_clone()?;
-        let afd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+        // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, so it stays open and refers to
+        // the same pidfd for the AsyncFd's whole life.
+        let afd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .map_err(io::Error::from)?;
         loop {
             let mut guard = afd.readable().await?;
             if let Some(e) = self.try_wait()? {
@@ -173,5 +188,7 @@ mod tests {
     fn exit_formats_like_lambda() {
         assert_eq!(Exit::Code(1).to_string(), "exit status 1");
         assert_eq!(Exit::Signal(libc::SIGKILL).to_string(), "signal: killed");
+        assert_eq!(Exit::Code(137).unreaped(), Exit::Signal(libc::SIGKILL));
+        assert_eq!(Exit::Code(2).unreaped(), Exit::Code(2));
     }
 }

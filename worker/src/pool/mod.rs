@@ -1,0 +1,243 @@
+//! The worker manager: sandboxes per function version, one invoke at a time each,
+//! most-recently-used reuse, idle reaping, lease expiry, concurrency limits, pre-warming.
+
+mod admission;
+mod cold;
+mod idle;
+mod invoke;
+
+pub use admission::{Concurrency, Slot};
+pub use idle::{IdleEntry, IdleStack, Retire};
+
+use crate::logfile::LogFiles;
+use crate::metrics::{Metrics, SandboxCounts};
+use crate::sandbox::{Backend, Sandbox};
+use crate::spec::{FunctionKey, FunctionVersionSpec, WorkerError};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// Tunables of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Concurrent executions on this host (shared pool plus reservations).
+    pub host_concurrency: u32,
+    /// Idle sandboxes older than this (since last use) are reaped.
+    pub idle_timeout: Duration,
+    /// Maximum sandbox lifetime; Lambda recycles execution environments after ~14 h.
+    pub lease: Duration,
+    /// Bound on sandbox start plus init (Lambda's 10 s).
+    pub init_timeout: Duration,
+    pub reap_interval: Duration,
+    /// Time a sandbox gets between SIGTERM and SIGKILL when destroyed.
+    pub destroy_grace: Duration,
+    pub region: String,
+    pub account_id: String,
+    /// Directory for per-function log files; `None` keeps logs only in outcomes.
+    pub log_dir: Option<PathBuf>,
+    pub log_max_bytes: u64,
+    pub log_keep: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            host_concurrency: 1000,
+            idle_timeout: Duration::from_secs(600),
+            lease: Duration::from_secs(14 * 3600),
+            init_timeout: Duration::from_secs(10),
+            reap_interval: Duration::from_secs(5),
+            destroy_grace: Duration::from_millis(500),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            log_dir: None,
+            log_max_bytes: 10 << 20,
+            log_keep: 5,
+        }
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) concurrency: Concurrency,
+    pub(crate) idle: HashMap<FunctionKey, IdleStack<Box<dyn Sandbox>>>,
+    pub(crate) busy: u64,
+    pub(crate) starting: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) cfg: WorkerConfig,
+    pub(crate) state: Mutex<State>,
+    pub(crate) metrics: Metrics,
+    pub(crate) logs: Option<LogFiles>,
+}
+
+static NEXT_SANDBOX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Inner {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Unique per host: ids name cgroups and run directories, and several workers may
+    /// live in one process (tests) or on one host (one per process id).
+    pub(crate) fn new_sandbox_id(&self) -> String {
+        let n = NEXT_SANDBOX.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("sb-{}-{n}", std::process::id())
+    }
+
+    /// Destroys sandboxes in the background. Outside a tokio runtime (e.g. `reap` called
+    /// from plain code) they are dropped instead, which kills them without a grace period.
+    pub(crate) fn destroy_all(&self, sandboxes: Vec<Box<dyn Sandbox>>) {
+        let grace = self.cfg.destroy_grace;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                for sb in sandboxes {
+                    rt.spawn(sb.destroy(grace));
+                }
+            }
+            Err(_) => drop(sandboxes),
+        }
+    }
+}
+
+/// The worker side of the data plane for one host.
+#[derive(Clone)]
+pub struct Worker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Worker {
+    pub fn new(backend: Arc<dyn Backend>, cfg: WorkerConfig) -> Self {
+        let logs = cfg
+            .log_dir
+            .as_ref()
+            .map(|d| LogFiles::new(d, cfg.log_max_bytes, cfg.log_keep));
+        let state = State {
+            concurrency: Concurrency::new(cfg.host_concurrency),
+            idle: HashMap::new(),
+            busy: 0,
+            starting: 0,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                cfg,
+                state: Mutex::new(state),
+                metrics: Metrics::default(),
+                logs,
+            }),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    /// Prometheus text for `/metrics`.
+    pub fn metrics(&self) -> String {
+        let counts = {
+            let st = self.inner.lock();
+            SandboxCounts {
+                idle: st.idle.values().map(|s| s.len() as u64).sum(),
+                busy: st.busy,
+                starting: st.starting,
+            }
+        };
+        self.inner.metrics.render(counts)
+    }
+
+    /// Number of idle sandboxes of a function version.
+    pub fn idle_count(&self, key: &FunctionKey) -> usize {
+        self.inner.lock().idle.get(key).map_or(0, |s| s.len())
+    }
+
+    pub fn cold_starts(&self) -> u64 {
+        self.inner.metrics.cold_starts()
+    }
+
+    /// Starts `count` sandboxes for `spec` and parks them idle (pre-warmed pool).
+    pub async fn prewarm(
+        &self,
+        spec: &FunctionVersionSpec,
+        count: u32,
+    ) -> Result<u32, WorkerError> {
+        spec.validate().map_err(WorkerError::InvalidSpec)?;
+        let mut started = 0;
+        for _ in 0..count {
+            match cold::start(&self.inner, spec).await {
+                Ok(c) => {
+                    let now = Instant::now();
+                    self.inner
+                        .lock()
+                        .idle
+                        .entry(spec.key())
+                        .or_default()
+                        .push(IdleEntry {
+                            sandbox: c.sandbox,
+                            id: c.id,
+                            created: now,
+                            last_used: now,
+                        });
+                    started += 1;
+                }
+                Err(e) => return Err(WorkerError::Sandbox(e.to_string())),
+            }
+        }
+        Ok(started)
+    }
+
+    /// Retires idle sandboxes past the idle timeout or lease; returns how many.
+    pub fn reap(&self) -> usize {
+        reap(&self.inner)
+    }
+
+    /// Runs [`Worker::reap`] every `reap_interval` until the worker is dropped.
+    pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let every = self.inner.cfg.reap_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                reap(&inner);
+            }
+        })
+    }
+
+    /// Destroys every idle sandbox (busy ones are destroyed when their invoke ends
+    /// only if they fail; call this after draining traffic).
+    pub fn shutdown_idle(&self) {
+        let all: Vec<Box<dyn Sandbox>> = {
+            let mut st = self.inner.lock();
+            st.idle
+                .values_mut()
+                .flat_map(|s| s.drain_all())
+                .map(|e| e.sandbox)
+                .collect()
+        };
+        self.inner.destroy_all(all);
+    }
+}
+
+fn reap(inner: &Inner) -> usize {
+    let now = Instant::now();
+    let gone: Vec<(IdleEntry<Box<dyn Sandbox>>, Retire)> = {
+        let mut st = inner.lock();
+        let mut gone = Vec::new();
+        for stack in st.idle.values_mut() {
+            gone.extend(stack.drain_expired(now, inner.cfg.idle_timeout, inner.cfg.lease));
+        }
+        st.idle.retain(|_, s| !s.is_empty());
+        gone
+    };
+    let n = gone.len();
+    for (_, why) in &gone {
+        inner.metrics.reaped(why.as_str());
+    }
+    inner.destroy_all(gone.into_iter().map(|(e, _)| e.sandbox).collect());
+    n
+}

@@ -1,0 +1,372 @@
+//! The `microvm` backend: one VM monitor per sandbox (our `vmm`, or QEMU TCG), jailed
+//! (namespaces, pivot_root into a skeleton holding only the monitor's files, kernel,
+//! rootfs and code images, cgroup limits, unprivileged uid), with guest-init reached
+//! over hybrid vsock: it connects to CID 2 port 9000, which lands on `<uds>_9000`.
+
+use super::launcher::{self, LauncherKind, VmShape};
+use super::rootfs::RootfsMap;
+use super::session::{function_arn, init_message, Identity, Session};
+use super::stderr_tail::StderrTail;
+use super::wire::WireConn;
+use super::{Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
+use crate::jail::{self, CgroupHost, CgroupLimits, JailCommand, JailConfig, JailedProcess, Stdio};
+use crate::spec::{FunctionVersionSpec, InvokeRequest};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixListener;
+
+/// guest-init's default vsock port (`runtime_api::protocol::DEFAULT_VSOCK_PORT`).
+const GUEST_PORT: u32 = runtime_api::protocol::DEFAULT_VSOCK_PORT;
+
+#[derive(Debug, Clone)]
+pub struct MicroVmConfig {
+    pub launcher: LauncherKind,
+    /// Runtime → rootfs ext4 image.
+    pub rootfs_images: RootfsMap,
+    pub run_root: PathBuf,
+    pub host_id_base: u32,
+    pub cgroup_group: String,
+    pub vcpus: u32,
+    /// Memory the monitor itself may use on top of the guest's.
+    pub monitor_overhead_mib: u32,
+    /// Appended to the kernel command line (e.g. PVM workarounds).
+    pub extra_cmdline: String,
+    pub seccomp: bool,
+    pub identity: Identity,
+}
+
+impl MicroVmConfig {
+    pub fn from_images_dir(images_dir: &Path, run_root: PathBuf, launcher: LauncherKind) -> Self {
+        Self {
+            launcher,
+            rootfs_images: RootfsMap::from_images_dir(images_dir, true),
+            run_root,
+            host_id_base: 1_000_000,
+            cgroup_group: "lambda-worker".into(),
+            vcpus: 1,
+            monitor_overhead_mib: 256,
+            extra_cmdline: String::new(),
+            seccomp: true,
+            identity: Identity::default(),
+        }
+    }
+}
+
+pub struct MicroVmBackend {
+    cfg: MicroVmConfig,
+    cgroups: Arc<CgroupHost>,
+    skeleton: PathBuf,
+    slot: AtomicU32,
+}
+
+fn start_err(m: impl Into<String>) -> SandboxError {
+    SandboxError::Start(m.into())
+}
+
+fn chmod(p: &Path, mode: u32) -> Result<(), SandboxError> {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| start_err(format!("chmod {}: {e}", p.display())))
+}
+
+fn chown(p: &Path, id: u32) -> Result<(), SandboxError> {
+    std::os::unix::fs::chown(p, Some(id), Some(id))
+        .map_err(|e| start_err(format!("chown {}: {e}", p.display())))
+}
+
+/// The jail's lower root: only mount points and the host's merged-/usr symlinks; the
+/// monitor's binaries and libraries come from a read-only bind of /usr.
+fn make_skeleton(dir: &Path) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(dir.join("usr")).map_err(|e| start_err(format!("skeleton: {e}")))?;
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("sbin", "usr/sbin"),
+    ] {
+        let p = dir.join(link);
+        if std::fs::symlink_metadata(&p).is_err() {
+            std::os::unix::fs::symlink(target, &p)
+                .map_err(|e| start_err(format!("skeleton: {e}")))?;
+        }
+    }
+    chmod(dir, 0o755)
+}
+
+/// Builds a read-only ext4 image of a code directory (`mkfs.ext4 -d`, no mounts).
+fn build_code_image(dir: &Path, out: &Path) -> Result<(), SandboxError> {
+    let mut bytes = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| start_err(format!("code dir: {e}")))?;
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => bytes += m.len() + 4096,
+                Err(_) => {}
+            }
+        }
+    }
+    let mib = (bytes * 2 / (1 << 20)) + 16;
+    let status = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "code", "-d"])
+        .arg(dir)
+        .arg(out)
+        .arg(format!("{mib}M"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| start_err(format!("mkfs.ext4: {e}")))?;
+    if !status.success() {
+        return Err(start_err(format!("mkfs.ext4 failed: {status}")));
+    }
+    chmod(out, 0o644)
+}
+
+/// Creates `/dev/kvm` as a node owned by the jail's uid (the host node is root-only).
+fn kvm_node(path: &Path, owner: u32) -> Result<(), SandboxError> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| start_err("kvm node path has a NUL"))?;
+    let _ = std::fs::remove_file(path);
+    // SAFETY: mknod with a valid NUL-terminated path; 10:232 is /dev/kvm.
+    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(10, 232)) };
+    if r != 0 {
+        return Err(start_err(format!(
+            "mknod kvm: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    chown(path, owner)
+}
+
+impl MicroVmBackend {
+    pub fn new(cfg: MicroVmConfig) -> Result<Self, SandboxError> {
+        let needed: Vec<&PathBuf> = match &cfg.launcher {
+            LauncherKind::Vmm { binary, kernel } => vec![binary, kernel],
+            LauncherKind::QemuTcg {
+                qemu,
+                vhost_device_vsock,
+                kernel,
+            } => vec![qemu, vhost_device_vsock, kernel],
+        };
+        if let Some(missing) = needed.into_iter().find(|p| !p.is_file()) {
+            return Err(start_err(format!(
+                "{} launcher: {} not found",
+                cfg.launcher.name(),
+                missing.display()
+            )));
+        }
+        let cgroups = CgroupHost::detect(&cfg.cgroup_group)
+            .map_err(|e| start_err(format!("cgroups: {e}")))?;
+        std::fs::create_dir_all(&cfg.run_root).map_err(|e| start_err(format!("run root: {e}")))?;
+        chmod(&cfg.run_root, 0o755)?;
+        super::process::remove_stale(&cgroups, &cfg.run_root);
+        let skeleton = cfg.run_root.join("vm-skeleton");
+        make_skeleton(&skeleton)?;
+        Ok(Self {
+            cfg,
+            cgroups: Arc::new(cgroups),
+            skeleton,
+            slot: AtomicU32::new(0),
+        })
+    }
+
+    async fn start(&self, spec: &FunctionVersionSpec, id: &str) -> Result<VmSandbox, SandboxError> {
+        let rootfs = self
+            .cfg
+            .rootfs_images
+            .get(&spec.runtime)
+            .ok_or_else(|| start_err(format!("no rootfs image for runtime {:?}", spec.runtime)))?
+            .to_path_buf();
+        let files = SandboxFiles(self.cfg.run_root.join(format!("{id}.files")));
+        let _ = std::fs::remove_dir_all(&files.0);
+        std::fs::create_dir_all(files.0.join("sock"))
+            .map_err(|e| start_err(format!("sandbox dir: {e}")))?;
+        chmod(&files.0, 0o755)?;
+        let code_image = match (&spec.code_image, &spec.code_dir) {
+            (Some(img), _) => img.clone(),
+            (None, Some(dir)) => {
+                let out = files.0.join("code.ext4");
+                let dir = dir.clone();
+                let out2 = out.clone();
+                tokio::task::spawn_blocking(move || build_code_image(&dir, &out2))
+                    .await
+                    .map_err(|e| start_err(e.to_string()))??;
+                out
+            }
+            (None, None) => return Err(start_err("function has no code")),
+        };
+        let slot = self.slot.fetch_add(1, Ordering::Relaxed) % 4096;
+        let id_base = self.cfg.host_id_base + slot * 65536;
+        let jail_uid = id_base + jail::SANDBOX_UID;
+        let sock_dir = files.0.join("sock");
+        chown(&sock_dir, jail_uid)?;
+        // guest-init's connection arrives here: listen before the VM starts.
+        let guest_sock = sock_dir.join(format!("vm.vsock_{GUEST_PORT}"));
+        let listener =
+            UnixListener::bind(&guest_sock).map_err(|e| start_err(format!("bind: {e}")))?;
+        chmod(&guest_sock, 0o777)?;
+
+        let plan = self.cfg.launcher.plan(&VmShape {
+            mem_mib: spec.memory_mib,
+            vcpus: self.cfg.vcpus,
+            extra_cmdline: self.cfg.extra_cmdline.clone(),
+        });
+        let mut ro_binds = vec![
+            (PathBuf::from("/usr"), PathBuf::from("/usr")),
+            (plan.kernel.clone(), PathBuf::from(launcher::KERNEL)),
+            (rootfs, PathBuf::from(launcher::ROOTFS)),
+            (code_image, PathBuf::from(launcher::CODE)),
+        ];
+        ro_binds.extend(plan.binds.iter().cloned());
+        let mut devices = Vec::new();
+        if plan.needs_kvm {
+            let node = files.0.join("kvm");
+            kvm_node(&node, jail_uid)?;
+            devices.push((node, "kvm".to_string()));
+        }
+        let jcfg = JailConfig {
+            rootfs: self.skeleton.clone(),
+            code: None,
+            ro_binds,
+            rw_binds: vec![(sock_dir.clone(), PathBuf::from(launcher::VSOCK_DIR))],
+            devices,
+            run_dir: self.cfg.run_root.join(id),
+            tmp_size_mib: 16,
+            hostname: id.to_string(),
+            uid: jail::SANDBOX_UID,
+            gid: jail::SANDBOX_UID,
+            host_id_base: id_base,
+            limits: Some(CgroupLimits {
+                memory_bytes: u64::from(spec.memory_mib + self.cfg.monitor_overhead_mib) << 20,
+                pids_max: 256,
+                cpu_millicores: None,
+            }),
+            seccomp: self.cfg.seccomp,
+            loopback_up: false,
+            reaper: true,
+        };
+        let cmd = JailCommand {
+            exe: plan.exe.clone(),
+            args: plan.args.clone(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: PathBuf::from("/"),
+            stdout: Some(Stdio::Pipe),
+            stderr: Some(Stdio::Pipe),
+            fds: Vec::new(),
+        };
+        let cgroups = self.cgroups.clone();
+        let mut proc = tokio::task::spawn_blocking(move || jail::spawn(&jcfg, cmd, Some(&cgroups)))
+            .await
+            .map_err(|e| start_err(e.to_string()))?
+            .map_err(|e| start_err(e.to_string()))?;
+        let serial = StderrTail::spawn(proc.take_stdout());
+        let stderr = StderrTail::spawn(proc.take_stderr());
+        let stream = tokio::select! {
+            r = listener.accept() => r.map_err(|e| start_err(format!("accept: {e}")))?.0,
+            exit = proc.wait() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Err(start_err(format!(
+                    "{} exited before guest-init connected ({}): {} {}",
+                    self.cfg.launcher.name(),
+                    exit.map_or_else(|e| e.to_string(), |x| x.unreaped().to_string()),
+                    stderr.text(),
+                    serial.text(),
+                )));
+            }
+        };
+        drop(listener);
+        let conn = WireConn::handshake(stream)
+            .await
+            .map_err(|e| start_err(format!("handshake: {e}: {}", serial.text())))?;
+        Ok(VmSandbox {
+            session: Session::new(
+                conn,
+                init_message(spec, &self.cfg.identity, id),
+                function_arn(spec, &self.cfg.identity),
+            ),
+            proc: Some(proc),
+            memory_mib: spec.memory_mib,
+            _files: files,
+            _serial: serial,
+        })
+    }
+}
+
+impl Backend for MicroVmBackend {
+    fn name(&self) -> &'static str {
+        "microvm"
+    }
+
+    fn create<'a>(
+        &'a self,
+        spec: &'a FunctionVersionSpec,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>> {
+        Box::pin(async move {
+            let sb: Box<dyn Sandbox> = Box::new(self.start(spec, id).await?);
+            Ok(sb)
+        })
+    }
+}
+
+/// The sandbox's host-side files (socket dir, kvm node, built code image).
+struct SandboxFiles(PathBuf);
+
+impl Drop for SandboxFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct VmSandbox {
+    session: Session,
+    proc: Option<JailedProcess>,
+    memory_mib: u32,
+    _files: SandboxFiles,
+    _serial: StderrTail,
+}
+
+impl Sandbox for VmSandbox {
+    fn init(&mut self) -> BoxFuture<'_, Result<(), SandboxError>> {
+        Box::pin(self.session.init())
+    }
+
+    fn invoke<'a>(
+        &'a mut self,
+        req: &'a InvokeRequest,
+        deadline_ms: u64,
+    ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
+        Box::pin(self.session.invoke(req, deadline_ms))
+    }
+
+    fn take_logs(&mut self) -> Vec<LogLine> {
+        self.session.take_logs()
+    }
+
+    /// The monitor's cgroup peak, capped at the guest size (it includes the monitor).
+    fn max_memory_bytes(&self) -> Option<u64> {
+        let peak = self.proc.as_ref()?.cgroup()?.memory_peak()?;
+        Some(peak.min(u64::from(self.memory_mib) << 20))
+    }
+
+    fn oom_killed(&self) -> bool {
+        self.proc
+            .as_ref()
+            .and_then(|p| p.cgroup())
+            .is_some_and(|c| c.oom_kills() > 0)
+    }
+
+    fn destroy(mut self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let grace_ms = u32::try_from(grace.as_millis()).unwrap_or(u32::MAX);
+            self.session.shutdown(grace_ms).await;
+            if let Some(proc) = self.proc.as_mut() {
+                let _ = tokio::time::timeout(grace + Duration::from_secs(1), proc.wait()).await;
+            }
+            let proc = self.proc.take();
+            let _ = tokio::task::spawn_blocking(move || drop(proc)).await;
+        })
+    }
+}

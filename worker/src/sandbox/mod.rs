@@ -1,0 +1,83 @@
+//! The sandbox abstraction: one isolated runtime serving one invoke at a time, with
+//! backends `process` (jailed guest-init on the host) and `microvm`.
+
+pub mod launcher;
+pub mod microvm;
+pub mod process;
+pub mod rootfs;
+pub mod select;
+pub mod session;
+mod stderr_tail;
+pub mod wire;
+
+use crate::spec::{FunctionVersionSpec, InvokeRequest};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One line of function output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub request_id: Option<String>,
+    pub text: String,
+}
+
+/// What a runtime answered to an invoke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Response(Vec<u8>),
+    /// The runtime reported an error (`/invocation/{id}/error` or guest-init's own).
+    Error {
+        error_type: String,
+        body: Vec<u8>,
+    },
+}
+
+/// Failures of a sandbox. After any of them but `Rejected` the sandbox is destroyed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot start sandbox: {0}")]
+    Start(String),
+    #[error("init failed: {error_type}")]
+    Init { error_type: String, body: Vec<u8> },
+    /// The runtime process ended (`Runtime.ExitError` / `Runtime.OutOfMemory`).
+    #[error("runtime exited: {message}")]
+    Exited { error_type: String, message: String },
+    #[error("sandbox protocol error: {0}")]
+    Protocol(String),
+}
+
+/// A started sandbox.
+pub trait Sandbox: Send {
+    /// Runs the init phase. The caller bounds it in time.
+    fn init(&mut self) -> BoxFuture<'_, Result<(), SandboxError>>;
+    /// Runs one invocation. The caller bounds it with the function timeout and destroys
+    /// the sandbox when the bound is hit.
+    fn invoke<'a>(
+        &'a mut self,
+        req: &'a InvokeRequest,
+        deadline_ms: u64,
+    ) -> BoxFuture<'a, Result<Reply, SandboxError>>;
+    /// Function output received since the last call.
+    fn take_logs(&mut self) -> Vec<LogLine>;
+    /// Peak memory use so far, in bytes, when the backend can measure it.
+    fn max_memory_bytes(&self) -> Option<u64>;
+    /// Whether the kernel's OOM killer has acted in this sandbox.
+    fn oom_killed(&self) -> bool;
+    /// Stops the sandbox and releases everything it holds.
+    fn destroy(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()>;
+}
+
+/// Creates sandboxes for function versions.
+pub trait Backend: Send + Sync {
+    /// Short name for logs and metrics (`process`, `microvm`).
+    fn name(&self) -> &'static str;
+    /// Starts a sandbox (without running init). `id` is unique per worker.
+    fn create<'a>(
+        &'a self,
+        spec: &'a FunctionVersionSpec,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>>;
+}

@@ -1,0 +1,362 @@
+//! The `process` backend: guest-init started as a jailed host process (namespaces,
+//! pivot_root into the unpacked rootfs, code read-only at /var/task, cgroups, seccomp,
+//! uid 993), speaking the wire protocol over a Unix socket bound into the jail.
+
+use super::rootfs::RootfsMap;
+use super::session::{function_arn, init_message, Identity, Session};
+use super::stderr_tail::StderrTail;
+use super::wire::WireConn;
+use super::{Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
+use crate::jail::{self, CgroupHost, CgroupLimits, JailCommand, JailConfig, JailedProcess, Stdio};
+use crate::spec::{FunctionVersionSpec, InvokeRequest};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixListener;
+
+/// Where guest-init finds the socket inside the jail. Top-level, because the jail's
+/// root can only create entries in directories it owns (the overlay's root), not in
+/// the rootfs's root-owned ones.
+const SOCK_DIR_INSIDE: &str = "/.worker/sock";
+const GUEST_INIT_INSIDE: &str = "/.worker/guest-init";
+
+/// CPU share of a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuPolicy {
+    /// Lambda's rule, one vCPU per 1769 MB, never below `floor_millicores`.
+    Proportional {
+        floor_millicores: u32,
+    },
+    Unlimited,
+}
+
+impl CpuPolicy {
+    pub fn millicores(self, memory_mib: u32) -> Option<u32> {
+        match self {
+            CpuPolicy::Unlimited => None,
+            CpuPolicy::Proportional { floor_millicores } => {
+                let mc = u64::from(memory_mib) * 1000 / 1769;
+                Some(u32::try_from(mc).unwrap_or(u32::MAX).max(floor_millicores))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// Host path of the static guest-init binary.
+    pub guest_init: PathBuf,
+    /// Runtime → unpacked rootfs directory.
+    pub rootfs: RootfsMap,
+    /// Per-sandbox run directories and sockets go here (must be traversable, 0755).
+    pub run_root: PathBuf,
+    /// Host uid/gid range base for the jails' user namespaces.
+    pub host_id_base: u32,
+    /// cgroup directory name under the worker's own cgroup.
+    pub cgroup_group: String,
+    pub pids_max: u32,
+    pub cpu: CpuPolicy,
+    pub seccomp: bool,
+    pub tmp_size_mib: u32,
+    pub identity: Identity,
+}
+
+impl ProcessConfig {
+    /// Defaults for the images `image-build` writes to `images_dir`.
+    pub fn from_images_dir(images_dir: &Path, run_root: PathBuf) -> Self {
+        Self {
+            guest_init: images_dir.join("guest-init"),
+            rootfs: RootfsMap::from_images_dir(images_dir, false),
+            run_root,
+            host_id_base: 1_000_000,
+            cgroup_group: "lambda-worker".into(),
+            pids_max: 1024,
+            cpu: CpuPolicy::Proportional {
+                floor_millicores: 250,
+            },
+            seccomp: true,
+            tmp_size_mib: 512,
+            identity: Identity::default(),
+        }
+    }
+}
+
+pub struct ProcessBackend {
+    cfg: ProcessConfig,
+    cgroups: Option<Arc<CgroupHost>>,
+    /// Rotates sandboxes over distinct host uid ranges, so two sandboxes never share
+    /// a host uid.
+    slot: std::sync::atomic::AtomicU32,
+}
+
+impl ProcessBackend {
+    pub fn new(cfg: ProcessConfig) -> Result<Self, SandboxError> {
+        let cgroups = CgroupHost::detect(&cfg.cgroup_group)
+            .map_err(|e| SandboxError::Start(format!("cgroups: {e}")))?;
+        std::fs::create_dir_all(&cfg.run_root)
+            .and_then(|()| {
+                std::fs::set_permissions(&cfg.run_root, std::fs::Permissions::from_mode(0o755))
+            })
+            .map_err(|e| {
+                SandboxError::Start(format!("run root {}: {e}", cfg.run_root.display()))
+            })?;
+        remove_stale(&cgroups, &cfg.run_root);
+        if !cfg.guest_init.is_file() {
+            return Err(SandboxError::Start(format!(
+                "guest-init binary {} not found",
+                cfg.guest_init.display()
+            )));
+        }
+        Ok(Self {
+            cfg,
+            cgroups: Some(Arc::new(cgroups)),
+            slot: Default::default(),
+        })
+    }
+
+    async fn start(
+        &self,
+        spec: &FunctionVersionSpec,
+        id: &str,
+    ) -> Result<ProcessSandbox, SandboxError> {
+        let start_err = |m: String| SandboxError::Start(m);
+        let rootfs = self
+            .cfg
+            .rootfs
+            .get(&spec.runtime)
+            .ok_or_else(|| start_err(format!("no rootfs for runtime {:?}", spec.runtime)))?
+            .to_path_buf();
+        let code = spec.code_dir.clone().ok_or_else(|| {
+            start_err("the process backend needs an unpacked code directory".into())
+        })?;
+        let sock_dir = self.cfg.run_root.join(format!("{id}.sock"));
+        let _ = std::fs::remove_dir_all(&sock_dir);
+        std::fs::create_dir(&sock_dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o755))
+            })
+            .map_err(|e| start_err(format!("socket dir: {e}")))?;
+        let cleanup = SockDir(sock_dir.clone());
+        let sock = sock_dir.join("wire.sock");
+        let listener = UnixListener::bind(&sock)
+            .map_err(|e| start_err(format!("bind {}: {e}", sock.display())))?;
+        // The jailed uid must be able to connect.
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| start_err(format!("chmod socket: {e}")))?;
+
+        let jcfg = JailConfig {
+            rootfs,
+            code: Some(code),
+            ro_binds: vec![
+                (
+                    self.cfg.guest_init.clone(),
+                    PathBuf::from(GUEST_INIT_INSIDE),
+                ),
+                (sock_dir.clone(), PathBuf::from(SOCK_DIR_INSIDE)),
+            ],
+            rw_binds: Vec::new(),
+            devices: Vec::new(),
+            run_dir: self.cfg.run_root.join(id),
+            tmp_size_mib: self.cfg.tmp_size_mib,
+            hostname: "localhost".into(),
+            uid: jail::SANDBOX_UID,
+            gid: jail::SANDBOX_UID,
+            host_id_base: self.cfg.host_id_base
+                + (self.slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4096) * 65536,
+            limits: Some(CgroupLimits {
+                memory_bytes: u64::from(spec.memory_mib) << 20,
+                pids_max: self.cfg.pids_max,
+                cpu_millicores: self.cfg.cpu.millicores(spec.memory_mib),
+            }),
+            seccomp: self.cfg.seccomp,
+            loopback_up: true,
+            reaper: true,
+        };
+        let cmd = JailCommand {
+            exe: PathBuf::from(GUEST_INIT_INSIDE),
+            args: vec!["--host-uds".into(), format!("{SOCK_DIR_INSIDE}/wire.sock")],
+            env: vec![(
+                "PATH".into(),
+                "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
+            )],
+            cwd: PathBuf::from("/"),
+            stdout: Some(Stdio::Null),
+            stderr: Some(Stdio::Pipe),
+            fds: Vec::new(),
+        };
+        let cgroups = self.cgroups.clone();
+        let mut proc =
+            tokio::task::spawn_blocking(move || jail::spawn(&jcfg, cmd, cgroups.as_deref()))
+                .await
+                .map_err(|e| start_err(format!("spawn task: {e}")))?
+                .map_err(|e| start_err(e.to_string()))?;
+        let tail = StderrTail::spawn(proc.take_stderr());
+        let stream = tokio::select! {
+            r = listener.accept() => r.map_err(|e| start_err(format!("accept: {e}")))?.0,
+            exit = proc.wait() => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return Err(start_err(format!(
+                    "guest-init exited before connecting ({}): {}",
+                    exit.map_or_else(|e| e.to_string(), |x| x.unreaped().to_string()),
+                    tail.text()
+                )));
+            }
+        };
+        drop(listener);
+        let conn = WireConn::handshake(stream)
+            .await
+            .map_err(|e| start_err(format!("handshake: {e}: {}", tail.text())))?;
+        let session = Session::new(
+            conn,
+            init_message(spec, &self.cfg.identity, id),
+            function_arn(spec, &self.cfg.identity),
+        );
+        Ok(ProcessSandbox {
+            session,
+            proc: Some(proc),
+            _sock_dir: cleanup,
+            tail,
+        })
+    }
+}
+
+impl Backend for ProcessBackend {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn create<'a>(
+        &'a self,
+        spec: &'a FunctionVersionSpec,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>> {
+        Box::pin(async move {
+            let sb: Box<dyn Sandbox> = Box::new(self.start(spec, id).await?);
+            Ok(sb)
+        })
+    }
+}
+
+/// Cleans up after a worker that died without destroying its sandboxes: cgroups and
+/// run files named after a process that no longer exists.
+pub(crate) fn remove_stale(cgroups: &CgroupHost, run_root: &Path) {
+    let n = cgroups.remove_stale();
+    let mut files = 0;
+    if let Ok(entries) = std::fs::read_dir(run_root) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.split('.').next().unwrap_or_default();
+            if crate::jail::cgroup::stale_owner(id) && std::fs::remove_dir_all(e.path()).is_ok() {
+                files += 1;
+            }
+        }
+    }
+    if n + files > 0 {
+        eprintln!("worker: removed {n} stale sandbox cgroups and {files} stale run entries");
+    }
+}
+
+/// Removes the socket directory when the sandbox goes away.
+struct SockDir(PathBuf);
+
+impl Drop for SockDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct ProcessSandbox {
+    session: Session,
+    proc: Option<JailedProcess>,
+    _sock_dir: SockDir,
+    tail: StderrTail,
+}
+
+impl ProcessSandbox {
+    /// Replaces the generic "connection closed" with the process's exit status.
+    async fn explain(&mut self, err: SandboxError) -> SandboxError {
+        let SandboxError::Exited {
+            error_type,
+            message,
+        } = err
+        else {
+            return err;
+        };
+        if !message.contains("without providing a reason") {
+            return SandboxError::Exited {
+                error_type,
+                message,
+            };
+        }
+        let Some(proc) = self.proc.as_mut() else {
+            return SandboxError::Exited {
+                error_type,
+                message,
+            };
+        };
+        match tokio::time::timeout(Duration::from_millis(500), proc.wait()).await {
+            Ok(Ok(exit)) => SandboxError::Exited {
+                error_type,
+                message: format!("Runtime exited with error: {}", exit.unreaped()),
+            },
+            _ => SandboxError::Exited {
+                error_type,
+                message,
+            },
+        }
+    }
+}
+
+impl Sandbox for ProcessSandbox {
+    fn init(&mut self) -> BoxFuture<'_, Result<(), SandboxError>> {
+        Box::pin(async move {
+            match self.session.init().await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.explain(e).await),
+            }
+        })
+    }
+
+    fn invoke<'a>(
+        &'a mut self,
+        req: &'a InvokeRequest,
+        deadline_ms: u64,
+    ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
+        Box::pin(async move {
+            match self.session.invoke(req, deadline_ms).await {
+                Ok(r) => Ok(r),
+                Err(e) => Err(self.explain(e).await),
+            }
+        })
+    }
+
+    fn take_logs(&mut self) -> Vec<LogLine> {
+        self.session.take_logs()
+    }
+
+    fn max_memory_bytes(&self) -> Option<u64> {
+        self.proc.as_ref()?.cgroup()?.memory_peak()
+    }
+
+    fn oom_killed(&self) -> bool {
+        self.proc
+            .as_ref()
+            .and_then(|p| p.cgroup())
+            .is_some_and(|c| c.oom_kills() > 0)
+    }
+
+    fn destroy(mut self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let grace_ms = u32::try_from(grace.as_millis()).unwrap_or(u32::MAX);
+            self.session.shutdown(grace_ms).await;
+            if let Some(proc) = self.proc.as_mut() {
+                let _ = tokio::time::timeout(grace + Duration::from_millis(100), proc.wait()).await;
+            }
+            let proc = self.proc.take();
+            let _ = self.tail.text();
+            // Dropping kills leftovers, reaps, and removes the cgroup and run dir.
+            let _ = tokio::task::spawn_blocking(move || drop(proc)).await;
+        })
+    }
+}

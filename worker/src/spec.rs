@@ -1,0 +1,190 @@
+//! The worker's interface types: what the frontend hands the worker for one invoke and
+//! what it gets back. Plain data, so a later issue can carry them across hosts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the worker needs to run one version of a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionVersionSpec {
+    pub name: String,
+    /// `$LATEST` or a published version number.
+    pub version: String,
+    /// Unpacked code (process backend; bound read-only at `/var/task`).
+    pub code_dir: Option<PathBuf>,
+    /// ext4 image of the code (microVM backend; attached as a read-only drive).
+    pub code_image: Option<PathBuf>,
+    /// Lambda runtime identifier, e.g. `provided.al2023` or `python3.11`.
+    pub runtime: String,
+    pub handler: String,
+    pub memory_mib: u32,
+    pub timeout: Duration,
+    pub env: Vec<(String, String)>,
+    /// Reserved concurrency; `Some(0)` disables the function.
+    pub reserved_concurrency: Option<u32>,
+}
+
+/// Identifies a pool of sandboxes: sandboxes are never shared across this key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FunctionKey {
+    pub name: String,
+    pub version: String,
+}
+
+impl FunctionVersionSpec {
+    pub fn key(&self) -> FunctionKey {
+        FunctionKey {
+            name: self.name.clone(),
+            version: self.version.clone(),
+        }
+    }
+
+    /// Lambda's limits on the fields the worker relies on.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            return Err(format!("invalid function name {:?}", self.name));
+        }
+        let version_ok = self.version == "$LATEST"
+            || (!self.version.is_empty()
+                && self.version.len() <= 16
+                && self.version.bytes().all(|b| b.is_ascii_digit()));
+        if !version_ok {
+            return Err(format!("invalid version {:?}", self.version));
+        }
+        if !(128..=10240).contains(&self.memory_mib) {
+            return Err(format!(
+                "MemorySize {} outside 128..=10240",
+                self.memory_mib
+            ));
+        }
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(900) {
+            return Err(format!("Timeout {:?} outside 1..=900 s", self.timeout));
+        }
+        Ok(())
+    }
+}
+
+/// One invocation as the worker sees it (headers already parsed by the frontend).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvokeRequest {
+    pub request_id: String,
+    pub payload: Vec<u8>,
+    pub client_context: Option<String>,
+    pub cognito_identity: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+/// What the function produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvokeResult {
+    Success(Vec<u8>),
+    /// Returned with HTTP 200 and `X-Amz-Function-Error: Unhandled`; `body` is Lambda's
+    /// error JSON.
+    FunctionError {
+        error_type: String,
+        body: Vec<u8>,
+    },
+}
+
+/// Figures of the REPORT line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub duration: Duration,
+    pub billed_ms: u64,
+    pub memory_size_mb: u32,
+    pub max_memory_used_mb: u64,
+    /// Present on cold starts only.
+    pub init_duration: Option<Duration>,
+    /// `timeout` or `error` when the sandbox ended abnormally.
+    pub status: Option<&'static str>,
+}
+
+/// The result of one synchronous invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvokeOutcome {
+    pub request_id: String,
+    pub executed_version: String,
+    pub result: InvokeResult,
+    /// This invocation's log text (START, function lines, END, REPORT), for
+    /// `X-Amz-Log-Result`.
+    pub logs: String,
+    pub report: Report,
+}
+
+/// Why an invocation was refused before it ran (HTTP 429 `TooManyRequestsException`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleReason {
+    ReservedFunctionConcurrentInvocationLimitExceeded,
+    ConcurrentInvocationLimitExceeded,
+}
+
+impl ThrottleReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReservedFunctionConcurrentInvocationLimitExceeded => {
+                "ReservedFunctionConcurrentInvocationLimitExceeded"
+            }
+            Self::ConcurrentInvocationLimitExceeded => "ConcurrentInvocationLimitExceeded",
+        }
+    }
+
+    /// Lambda's message for the 429 body (the same for both reasons).
+    pub fn message(self) -> &'static str {
+        "Rate Exceeded."
+    }
+}
+
+/// Errors of the worker interface that are not function results.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("TooManyRequestsException: {}", .0.as_str())]
+    Throttled(ThrottleReason),
+    #[error("invalid function spec: {0}")]
+    InvalidSpec(String),
+    /// A sandbox could not be created (HTTP 500/502 `ServiceException`).
+    #[error("sandbox unavailable: {0}")]
+    Sandbox(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn spec() -> FunctionVersionSpec {
+        FunctionVersionSpec {
+            name: "echo".into(),
+            version: "$LATEST".into(),
+            code_dir: None,
+            code_image: None,
+            runtime: "provided.al2023".into(),
+            handler: "bootstrap".into(),
+            memory_mib: 128,
+            timeout: Duration::from_secs(3),
+            env: vec![],
+            reserved_concurrency: None,
+        }
+    }
+
+    #[test]
+    fn validates_lambda_limits() {
+        assert!(spec().validate().is_ok());
+        let mut s = spec();
+        s.name = "../etc".into();
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.version = "1a".into();
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.memory_mib = 64;
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.timeout = Duration::from_secs(901);
+        assert!(s.validate().is_err());
+    }
+}

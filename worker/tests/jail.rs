@@ -1,0 +1,304 @@
+//! The jail really applies each isolation measure: namespaces, read-only filesystems,
+//! memory, pids and CPU limits, seccomp, dropped uid.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use worker::jail::{self, CgroupHost, CgroupLimits, Exit, JailCommand, JailConfig, Stdio};
+
+/// Host prerequisites: root (uid maps, cgroups). Fails under CI, skips loudly otherwise.
+fn prerequisites_met() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "jail tests need root in CI"
+    );
+    eprintln!("SKIPPED: jail tests need root");
+    false
+}
+
+struct Fixture {
+    _dirs: Vec<tempfile::TempDir>,
+    cfg: JailConfig,
+}
+
+fn open_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    // The jail's root is an unprivileged host uid: it must traverse these directories.
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// Names double as cgroup names, so they must differ between parallel tests.
+fn unique_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("jail-{}-{n}", std::process::id())
+}
+
+/// A rootfs made of the host's /usr (merged-usr layout), so the tests need no image.
+fn fixture(limits: Option<CgroupLimits>) -> Fixture {
+    let rootfs = open_dir();
+    std::fs::create_dir(rootfs.path().join("usr")).unwrap();
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("sbin", "usr/sbin"),
+    ] {
+        std::os::unix::fs::symlink(target, rootfs.path().join(link)).unwrap();
+    }
+    let code = open_dir();
+    std::fs::write(code.path().join("handler.sh"), "echo from-code\n").unwrap();
+    std::fs::set_permissions(
+        code.path().join("handler.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let run = open_dir();
+    let cfg = JailConfig {
+        rootfs: rootfs.path().to_path_buf(),
+        code: Some(code.path().to_path_buf()),
+        ro_binds: vec![(PathBuf::from("/usr"), PathBuf::from("/usr"))],
+        rw_binds: Vec::new(),
+        devices: Vec::new(),
+        run_dir: run.path().join(unique_name()),
+        tmp_size_mib: 16,
+        hostname: "sandbox-test".into(),
+        uid: jail::SANDBOX_UID,
+        gid: jail::SANDBOX_UID,
+        host_id_base: 200_000,
+        limits,
+        seccomp: true,
+        loopback_up: true,
+        reaper: false,
+    };
+    Fixture {
+        _dirs: vec![rootfs, code, run],
+        cfg,
+    }
+}
+
+struct Output {
+    exit: Exit,
+    stdout: String,
+    stderr: String,
+    oom_kills: u64,
+    throttled: u64,
+}
+
+fn read_pipe(fd: Option<std::os::fd::OwnedFd>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(fd) = fd {
+            let _ = std::fs::File::from(fd).read_to_string(&mut s);
+        }
+        s
+    })
+}
+
+fn run_sh(cfg: &JailConfig, script: &str) -> Output {
+    let host = cfg
+        .limits
+        .map(|_| CgroupHost::detect("worker-test").expect("cgroups"));
+    let cmd = JailCommand {
+        exe: PathBuf::from("/bin/sh"),
+        args: vec!["-c".into(), script.into()],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: PathBuf::from("/var/task"),
+        stdout: Some(Stdio::Pipe),
+        stderr: Some(Stdio::Pipe),
+        fds: Vec::new(),
+    };
+    let mut p = jail::spawn(cfg, cmd, host.as_ref()).expect("spawn jail");
+    // Reads before and after the run exercise the kept-open statistics files.
+    let oom_before = p.cgroup().map_or(0, |c| c.oom_kills());
+    let out = read_pipe(p.take_stdout());
+    let err = read_pipe(p.take_stderr());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(e) = p.try_wait().unwrap() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "jailed command hung");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let oom_kills = p.cgroup().map_or(0, |c| c.oom_kills()) - oom_before;
+    let throttled = p.cgroup().map_or(0, |c| c.cpu_throttled_periods());
+    drop(p);
+    Output {
+        exit,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        oom_kills,
+        throttled,
+    }
+}
+
+#[test]
+fn namespaces_identity_and_network() {
+    if !prerequisites_met() {
+        return;
+    }
+    let f = fixture(None);
+    let o = run_sh(
+        &f.cfg,
+        "echo pid=$$; echo uid=$(id -u) gid=$(id -g); echo host=$(hostname); \
+         echo ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,); \
+         echo procs=$(ls /proc | grep -c '^[0-9]'); cat /proc/self/uid_map",
+    );
+    assert_eq!(o.exit, Exit::Code(0), "stderr: {}", o.stderr);
+    assert!(o.stdout.contains("pid=1\n"), "{}", o.stdout);
+    assert!(o.stdout.contains("uid=993 gid=993\n"), "{}", o.stdout);
+    assert!(o.stdout.contains("host=sandbox-test\n"), "{}", o.stdout);
+    assert!(o.stdout.contains("ifaces=lo,\n"), "{}", o.stdout);
+    // Only the jail's own processes are visible (sh, subshells), not the host's hundreds.
+    let procs: u32 = o
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("procs="))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(procs < 6, "{}", o.stdout);
+    assert!(o.stdout.contains("200000"), "uid map: {}", o.stdout);
+}
+
+#[test]
+fn filesystems_are_read_only_except_tmp() {
+    if !prerequisites_met() {
+        return;
+    }
+    let f = fixture(None);
+    let o = run_sh(
+        &f.cfg,
+        "cat /var/task/handler.sh; \
+         touch /var/task/new 2>/dev/null && echo task-writable; \
+         touch /new 2>/dev/null && echo root-writable; \
+         touch /usr/new 2>/dev/null && echo usr-writable; \
+         echo hi > /tmp/x && cat /tmp/x; \
+         test -e /work && echo host-visible; \
+         head -c 4 /dev/urandom | wc -c",
+    );
+    assert_eq!(o.exit, Exit::Code(0), "stderr: {}", o.stderr);
+    assert_eq!(o.stdout, "echo from-code\nhi\n4\n");
+}
+
+#[test]
+fn memory_limit_kills_a_hog() {
+    if !prerequisites_met() {
+        return;
+    }
+    let f = fixture(Some(CgroupLimits {
+        memory_bytes: 32 << 20,
+        pids_max: 64,
+        cpu_millicores: None,
+    }));
+    // `tail -n 1` keeps the whole newline-free input in memory.
+    let o = run_sh(
+        &f.cfg,
+        "head -c 200000000 /dev/zero | tail -n 1 >/dev/null; echo status=$?",
+    );
+    assert!(o.oom_kills >= 1, "no OOM kill: {} {}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("status=137"), "{}", o.stdout);
+}
+
+#[test]
+fn pids_limit_stops_fork_bombs() {
+    if !prerequisites_met() {
+        return;
+    }
+    let f = fixture(Some(CgroupLimits {
+        memory_bytes: 64 << 20,
+        pids_max: 6,
+        cpu_millicores: None,
+    }));
+    let o = run_sh(
+        &f.cfg,
+        "n=0; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 1 & n=$((n+1)); done; echo started",
+    );
+    assert!(
+        o.stderr.to_lowercase().contains("fork"),
+        "fork did not fail: out={} err={}",
+        o.stdout,
+        o.stderr
+    );
+}
+
+#[test]
+fn cpu_quota_throttles() {
+    if !prerequisites_met() {
+        return;
+    }
+    let f = fixture(Some(CgroupLimits {
+        memory_bytes: 64 << 20,
+        pids_max: 16,
+        cpu_millicores: Some(50),
+    }));
+    let o = run_sh(&f.cfg, "timeout 0.5 sh -c 'while :; do :; done'; echo end");
+    assert!(o.stdout.contains("end"), "{} {}", o.stdout, o.stderr);
+    assert!(o.throttled >= 2, "throttled periods: {}", o.throttled);
+}
+
+#[test]
+fn seccomp_blocks_namespace_creation() {
+    if !prerequisites_met() {
+        return;
+    }
+    let mut f = fixture(None);
+    let script = "unshare -U true && echo unshare-ok; exit 0";
+    f.cfg.seccomp = false;
+    let open = run_sh(&f.cfg, script);
+    assert!(
+        open.stdout.contains("unshare-ok"),
+        "control run: {} {}",
+        open.stdout,
+        open.stderr
+    );
+    f.cfg.seccomp = true;
+    let closed = run_sh(&f.cfg, script);
+    assert!(!closed.stdout.contains("unshare-ok"), "{}", closed.stdout);
+    assert!(
+        closed.stderr.contains("Operation not permitted"),
+        "{}",
+        closed.stderr
+    );
+}
+
+#[test]
+fn reaper_runs_the_program_as_pid_2_and_passes_its_status() {
+    if !prerequisites_met() {
+        return;
+    }
+    let mut f = fixture(None);
+    f.cfg.reaper = true;
+    let o = run_sh(&f.cfg, "echo pid=$$; (sleep 0.1 &); exit 7");
+    assert_eq!(o.stdout, "pid=2\n");
+    assert_eq!(o.exit, Exit::Code(7));
+}
+
+#[test]
+fn bad_config_is_an_error_not_a_panic() {
+    if !prerequisites_met() {
+        return;
+    }
+    let mut f = fixture(None);
+    f.cfg.rootfs = Path::new("/nonexistent/rootfs").to_path_buf();
+    let cmd = JailCommand {
+        exe: PathBuf::from("/bin/true"),
+        cwd: PathBuf::from("/"),
+        ..Default::default()
+    };
+    assert!(jail::spawn(&f.cfg, cmd, None).is_err());
+    let f = fixture(None);
+    let cmd = JailCommand {
+        exe: PathBuf::from("/no/such/binary"),
+        cwd: PathBuf::from("/"),
+        ..Default::default()
+    };
+    let err = jail::spawn(&f.cfg, cmd, None).unwrap_err();
+    assert!(err.to_string().contains("execve"), "{err}");
+}
