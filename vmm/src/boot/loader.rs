@@ -44,7 +44,9 @@ pub enum LoaderError {
     WrongMachine { path: PathBuf, machine: u16 },
     #[error("kernel image {path} has a malformed ELF header: {reason}")]
     BadElf { path: PathBuf, reason: &'static str },
-    #[error("kernel image {path} needs guest memory up to {end:#x} but the guest has {mem_mib} MiB")]
+    #[error(
+        "kernel image {path} needs guest memory up to {end:#x} but the guest has {mem_mib} MiB"
+    )]
     TooLarge {
         path: PathBuf,
         end: u64,
@@ -177,7 +179,11 @@ pub fn load_kernel(mem: &GuestMemory, path: &Path) -> Result<LoadedKernel, Loade
         source,
     })?;
     let format = detect(&mut file, path)?;
-    let mem_mib = mem.iter().map(|r| vm_memory::GuestMemoryRegion::len(r)).sum::<u64>() >> 20;
+    let mem_mib = mem
+        .iter()
+        .map(vm_memory::GuestMemoryRegion::len)
+        .sum::<u64>()
+        >> 20;
     let too_large = |end| LoaderError::TooLarge {
         path: path.to_owned(),
         end,
@@ -201,11 +207,13 @@ pub fn load_kernel(mem: &GuestMemory, path: &Path) -> Result<LoadedKernel, Loade
             })
         }
         Format::BzImage => {
+            // The protected-mode part lands at 1 MiB; a bzImage is never larger than that part.
+            let needed = res_end_hint(path);
+            if needed > mem_end(mem) {
+                return Err(too_large(needed));
+            }
             let res = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-                .map_err(|e| match e {
-                    linux_loader::loader::Error::Bzimage(_) => load_err(e),
-                    _ => too_large(res_end_hint(path)),
-                })?;
+                .map_err(load_err)?;
             if res.kernel_end > mem_end(mem) {
                 return Err(too_large(res.kernel_end));
             }
@@ -218,7 +226,7 @@ pub fn load_kernel(mem: &GuestMemory, path: &Path) -> Result<LoadedKernel, Loade
     }
 }
 
-/// Best-effort size for the error message when a bzImage did not fit.
+/// Upper bound of guest memory a bzImage occupies once loaded at 1 MiB.
 fn res_end_hint(path: &Path) -> u64 {
     std::fs::metadata(path)
         .map(|m| HIMEM_START + m.len())
@@ -256,7 +264,10 @@ mod tests {
         let img = elf_image(&[0xf4], 183);
         let p = write_tmp("arm.elf", &img);
         let e = load_kernel(&mem(4), &p).unwrap_err();
-        assert!(matches!(e, LoaderError::WrongMachine { machine: 183, .. }), "{e}");
+        assert!(
+            matches!(e, LoaderError::WrongMachine { machine: 183, .. }),
+            "{e}"
+        );
     }
 
     #[test]

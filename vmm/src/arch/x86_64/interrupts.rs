@@ -38,9 +38,17 @@ fn set_delivery_mode(reg: u32, mode: u32) -> u32 {
 pub fn set_lint(vcpu: &VcpuFd) -> Result<(), LapicError> {
     let mut state = vcpu.get_lapic().map_err(LapicError::Get)?;
     let lvt0 = read_reg(&state, APIC_LVT0);
-    write_reg(&mut state, APIC_LVT0, set_delivery_mode(lvt0, APIC_MODE_EXTINT));
+    write_reg(
+        &mut state,
+        APIC_LVT0,
+        set_delivery_mode(lvt0, APIC_MODE_EXTINT),
+    );
     let lvt1 = read_reg(&state, APIC_LVT1);
-    write_reg(&mut state, APIC_LVT1, set_delivery_mode(lvt1, APIC_MODE_NMI));
+    write_reg(
+        &mut state,
+        APIC_LVT1,
+        set_delivery_mode(lvt1, APIC_MODE_NMI),
+    );
     vcpu.set_lapic(&state).map_err(LapicError::Set)
 }
 

@@ -30,7 +30,10 @@ pub enum MptableError {
 }
 
 fn checksum(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |acc, b| acc.wrapping_add(*b)).wrapping_neg()
+    bytes
+        .iter()
+        .fold(0u8, |acc, b| acc.wrapping_add(*b))
+        .wrapping_neg()
 }
 
 fn processor_entry(out: &mut Vec<u8>, apic_id: u8) {
@@ -71,7 +74,14 @@ pub fn build(vcpus: u8, base: u64) -> Result<Vec<u8>, MptableError> {
     entries.push(1); // enabled
     entries.extend_from_slice(&(IOAPIC_ADDR as u32).to_le_bytes());
     for irq in 0..IOAPIC_PINS {
-        interrupt_entry(&mut entries, 3, MP_IRQ_SOURCE_TYPES_INT, irq, ioapic_id, irq);
+        interrupt_entry(
+            &mut entries,
+            3,
+            MP_IRQ_SOURCE_TYPES_INT,
+            irq,
+            ioapic_id,
+            irq,
+        );
     }
     interrupt_entry(&mut entries, 4, MP_IRQ_SOURCE_TYPES_EXTINT, 0, 0, 0);
     interrupt_entry(&mut entries, 4, MP_IRQ_SOURCE_TYPES_NMI, 0, 0xff, 1);

@@ -120,6 +120,14 @@ impl VsockHeader {
     }
 }
 
+/// Decodes the first `HDR_SIZE` bytes of `bytes`, zero-filling if it is shorter.
+pub fn parse_header_lossy(bytes: &[u8]) -> VsockHeader {
+    let mut raw = [0u8; HDR_SIZE];
+    let n = bytes.len().min(HDR_SIZE);
+    raw[..n].copy_from_slice(&bytes[..n]);
+    VsockHeader::from_bytes(&raw)
+}
+
 /// Why a descriptor chain could not be used as a packet.
 #[derive(Debug, thiserror::Error)]
 pub enum PacketError {

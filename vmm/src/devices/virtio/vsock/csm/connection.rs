@@ -116,7 +116,12 @@ impl VsockConnection {
     }
 
     /// A connection the guest opened and the host accepted: owes the guest a RESPONSE.
-    pub fn new_peer_init(stream: UnixStream, key: ConnKey, peer_cid: u64, hdr: &VsockHeader) -> Self {
+    pub fn new_peer_init(
+        stream: UnixStream,
+        key: ConnKey,
+        peer_cid: u64,
+        hdr: &VsockHeader,
+    ) -> Self {
         let mut c = Self::new(stream, key, peer_cid, ConnState::PeerInit);
         c.update_peer_credit(hdr);
         c.pending.response = true;
@@ -152,10 +157,6 @@ impl VsockConnection {
         self.key
     }
 
-    pub fn state(&self) -> ConnState {
-        self.state
-    }
-
     pub fn fd(&self) -> RawFd {
         self.stream.as_raw_fd()
     }
@@ -166,7 +167,13 @@ impl VsockConnection {
 
     pub fn has_pending_rx(&self) -> bool {
         let p = &self.pending;
-        p.rst || p.request || p.response || p.rw || p.shutdown != 0 || p.credit_update || p.credit_request
+        p.rst
+            || p.request
+            || p.response
+            || p.rw
+            || p.shutdown != 0
+            || p.credit_update
+            || p.credit_request
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -233,7 +240,7 @@ impl VsockConnection {
                 return;
             }
         }
-        if ev.contains(EventSet::HUP) {
+        if ev.contains(EventSet::HANG_UP) {
             // Both halves closed: whatever is left in the socket is still readable.
             self.host_hup = true;
             match self.state {
@@ -250,7 +257,12 @@ impl VsockConnection {
     }
 
     /// A packet from the guest addressed to this connection.
-    pub fn send_pkt(&mut self, hdr: &VsockHeader, op: Op, payload: &[u8]) -> Result<usize, ConnError> {
+    pub fn send_pkt(
+        &mut self,
+        hdr: &VsockHeader,
+        op: Op,
+        payload: &[u8],
+    ) -> Result<usize, ConnError> {
         if op == Op::Rst {
             self.kill(false);
             return Ok(0);

@@ -4,4 +4,4 @@ mod connection;
 pub(crate) mod sys;
 mod txbuf;
 
-pub use connection::{ConnError, ConnKey, ConnState, VsockConnection};
+pub use connection::{ConnError, ConnKey, VsockConnection};

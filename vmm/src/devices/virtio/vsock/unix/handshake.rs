@@ -45,10 +45,6 @@ impl Handshake {
         }
     }
 
-    pub fn stream(&self) -> &UnixStream {
-        &self.stream
-    }
-
     pub fn into_stream(self) -> UnixStream {
         self.stream
     }
@@ -109,7 +105,10 @@ mod tests {
     #[test]
     fn parses_valid_lines() {
         assert_eq!(parse_connect_line(b"CONNECT 52").unwrap(), 52);
-        assert_eq!(parse_connect_line(b"connect 4294967295\r").unwrap(), u32::MAX);
+        assert_eq!(
+            parse_connect_line(b"connect 4294967295\r").unwrap(),
+            u32::MAX
+        );
     }
 
     #[test]
@@ -151,6 +150,9 @@ mod tests {
         a.set_nonblocking(true).unwrap();
         let mut hs = Handshake::new(a);
         b.write_all(&[b'A'; 100]).unwrap();
-        assert!(matches!(hs.advance(), HandshakeStep::Failed(HandshakeError::TooLong)));
+        assert!(matches!(
+            hs.advance(),
+            HandshakeStep::Failed(HandshakeError::TooLong)
+        ));
     }
 }

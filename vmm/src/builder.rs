@@ -1,0 +1,332 @@
+//! Assembles a VM from a [`VmConfig`]: memory, kernel, devices, boot state, vCPUs.
+
+use std::fs::File;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::layout::*;
+use crate::arch::x86_64::{mptable, regs};
+use crate::boot::cmdline::{self, CmdlineSpec, MmioSlot, DEFAULT_CMDLINE};
+use crate::boot::loader::{self, LoadedKernel};
+use crate::boot::params::{self, InitrdInfo};
+use crate::config::{SerialOutConfig, VmConfig};
+use crate::devices::bus::{Bus, BusDevice};
+use crate::devices::legacy::{boot_timer::BootTimer, i8042::I8042, serial};
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::mmio::{transport::NOTIFY_OFFSET, MmioInterrupt, MmioTransport};
+use crate::devices::virtio::{GuestMemory, VirtioDevice};
+use crate::devices::EventFdTrigger;
+use crate::exit::ExitNotifier;
+use crate::exit_watcher::ExitWatcher;
+use crate::vstate::vcpu::{Vcpu, VcpuShared};
+use crate::vstate::{memory, vcpu, vm};
+
+pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    #[error(transparent)]
+    Loader(#[from] loader::LoaderError),
+    #[error("cannot read initrd {path}: {source}")]
+    Initrd {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("initrd of {0} bytes does not fit in guest memory above the kernel")]
+    InitrdTooLarge(u64),
+    #[error(transparent)]
+    Vm(#[from] vm::VmError),
+    #[error(transparent)]
+    Vcpu(#[from] vcpu::VcpuError),
+    #[error(transparent)]
+    Block(#[from] crate::devices::virtio::block::BlockError),
+    #[error("vsock device: {0}")]
+    Vsock(String),
+    #[error("too many virtio devices (IRQs {VIRTIO_IRQ_BASE}..={VIRTIO_IRQ_MAX})")]
+    TooManyDevices,
+    #[error(transparent)]
+    Bus(#[from] crate::devices::bus::BusError),
+    #[error(transparent)]
+    Transport(#[from] crate::devices::virtio::mmio::transport::TransportError),
+    #[error("registering irqfd for GSI {gsi}: {source}")]
+    Irqfd { gsi: u32, source: kvm_ioctls::Error },
+    #[error("registering ioeventfd at {addr:#x}: {source}")]
+    Ioeventfd {
+        addr: u64,
+        source: kvm_ioctls::Error,
+    },
+    #[error("KVM_GET_SUPPORTED_CPUID: {0}")]
+    Cpuid(kvm_ioctls::Error),
+    #[error("serial output {path}: {source}")]
+    SerialOut {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("event loop: {0}")]
+    EventManager(#[from] event_manager::Error),
+    #[error("eventfd: {0}")]
+    EventFd(std::io::Error),
+    #[error(transparent)]
+    Cmdline(#[from] cmdline::CmdlineError),
+    #[error("writing boot state to guest memory: {0}")]
+    BootMemory(String),
+}
+
+/// A VM ready to run.
+pub struct Vmm {
+    pub event_manager: EventManager<Subscriber>,
+    pub exit: Arc<ExitNotifier>,
+    pub vcpus: Vec<Vcpu>,
+    pub serial: Arc<Mutex<serial::SerialDevice>>,
+    pub blocks: Vec<Arc<Mutex<Block>>>,
+    pub cmdline: String,
+    // Kept alive for the life of the VM: dropping them would tear it down.
+    _kvm: Kvm,
+    _vm: VmFd,
+    _mem: GuestMemory,
+}
+
+struct Devices<'a> {
+    vm: &'a VmFd,
+    mem: &'a GuestMemory,
+    pio: Bus,
+    mmio: Bus,
+    em: EventManager<Subscriber>,
+    slots: Vec<MmioSlot>,
+}
+
+fn irqfd(vm: &VmFd, gsi: u32) -> Result<EventFd, BuildError> {
+    let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(BuildError::EventFd)?;
+    vm.register_irqfd(&evt, gsi)
+        .map_err(|source| BuildError::Irqfd { gsi, source })?;
+    Ok(evt)
+}
+
+impl Devices<'_> {
+    /// Puts a virtio device behind the next virtio-mmio window and into the event loop.
+    fn attach_virtio(
+        &mut self,
+        device: Arc<Mutex<dyn VirtioDevice>>,
+        subscriber: Subscriber,
+    ) -> Result<(), BuildError> {
+        let index = self.slots.len() as u64;
+        let irq = VIRTIO_IRQ_BASE + index as u32;
+        if irq > VIRTIO_IRQ_MAX {
+            return Err(BuildError::TooManyDevices);
+        }
+        let base = VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_SIZE;
+        let interrupt = Arc::new(MmioInterrupt::new(irqfd(self.vm, irq)?));
+        let transport = MmioTransport::new(self.mem.clone(), device, interrupt)?;
+        let addr = base + NOTIFY_OFFSET;
+        for (q, evt) in transport.queue_evts().iter().enumerate() {
+            self.vm
+                .register_ioevent(evt, &IoEventAddress::Mmio(addr), q as u32)
+                .map_err(|source| BuildError::Ioeventfd { addr, source })?;
+        }
+        let transport: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(transport));
+        self.mmio.insert(base, VIRTIO_MMIO_SIZE, transport)?;
+        self.em.add_subscriber(subscriber);
+        self.slots.push(MmioSlot {
+            base,
+            size: VIRTIO_MMIO_SIZE,
+            irq,
+        });
+        Ok(())
+    }
+}
+
+fn serial_out(cfg: &SerialOutConfig) -> Result<serial::SerialOut, BuildError> {
+    match cfg {
+        SerialOutConfig::Stdout => Ok(serial::SerialOut::stdout()),
+        SerialOutConfig::File { path, cap } => {
+            let f = File::create(path).map_err(|source| BuildError::SerialOut {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(serial::SerialOut::file(f, *cap))
+        }
+    }
+}
+
+fn load_initrd(
+    mem: &GuestMemory,
+    cfg: &VmConfig,
+    kernel: &LoadedKernel,
+) -> Result<Option<InitrdInfo>, BuildError> {
+    let Some(path) = &cfg.initrd else {
+        return Ok(None);
+    };
+    let err = |source| BuildError::Initrd {
+        path: path.clone(),
+        source,
+    };
+    let mut data = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .map_err(err)?;
+    let size = data.len() as u64;
+    let addr = params::initrd_addr(mem, kernel.kernel_end, size)
+        .ok_or(BuildError::InitrdTooLarge(size))?;
+    mem.write_slice(&data, addr)
+        .map_err(|e| BuildError::BootMemory(e.to_string()))?;
+    Ok(Some(InitrdInfo { addr, size }))
+}
+
+fn root_arg(cfg: &VmConfig) -> Option<String> {
+    let root = cfg.drives.iter().find(|d| d.is_root)?;
+    let mode = if root.read_only { "ro" } else { "rw" };
+    Some(match &root.partuuid {
+        Some(uuid) => format!("root=PARTUUID={uuid} {mode}"),
+        None => format!("root=/dev/vda {mode}"),
+    })
+}
+
+fn attach_vsock(dev: &mut Devices<'_>, cfg: &VmConfig) -> Result<(), BuildError> {
+    let Some(v) = &cfg.vsock else {
+        return Ok(());
+    };
+    let vsock = crate::devices::virtio::vsock::Vsock::new(v.cid, v.uds_path.clone())
+        .map_err(|e| BuildError::Vsock(e.to_string()))?;
+    let vsock = Arc::new(Mutex::new(vsock));
+    dev.attach_virtio(vsock.clone(), vsock)
+}
+
+fn write_boot_state(
+    mem: &GuestMemory,
+    cfg: &VmConfig,
+    kernel: &LoadedKernel,
+    initrd: Option<InitrdInfo>,
+    slots: &[MmioSlot],
+    pvm: bool,
+) -> Result<String, BuildError> {
+    let c = cmdline::build(&CmdlineSpec {
+        base: cfg.cmdline.as_deref().unwrap_or(DEFAULT_CMDLINE),
+        root: root_arg(cfg),
+        mmio: slots,
+        pvm,
+    })?;
+    linux_loader::loader::load_cmdline(mem, GuestAddress(CMDLINE_START), &c)
+        .map_err(|e| BuildError::BootMemory(format!("command line: {e}")))?;
+    let line = c
+        .as_cstring()
+        .map_err(cmdline::CmdlineError::from)?
+        .into_string()
+        .unwrap_or_default();
+    let bp = params::build_boot_params(mem, kernel.setup_header, line.len() + 1, initrd)
+        .map_err(|e| BuildError::BootMemory(e.to_string()))?;
+    params::write_boot_params(mem, bp).map_err(|e| BuildError::BootMemory(e.to_string()))?;
+    mptable::setup_mptable(mem, cfg.vcpus).map_err(|e| BuildError::BootMemory(e.to_string()))?;
+    regs::write_boot_tables(mem).map_err(|e| BuildError::BootMemory(e.to_string()))?;
+    Ok(line)
+}
+
+/// Builds everything; `signal_fd` comes from [`crate::exit_watcher::block_exit_signals`].
+pub fn build(
+    cfg: &VmConfig,
+    signal_fd: std::os::fd::OwnedFd,
+    pvm: bool,
+) -> Result<Vmm, BuildError> {
+    // Memory and kernel first: bad images fail before /dev/kvm is touched.
+    let mem = memory::create_guest_memory(cfg.mem_mib)?;
+    let kernel = loader::load_kernel(&mem, &cfg.kernel)?;
+    let initrd = load_initrd(&mem, cfg, &kernel)?;
+    let blocks = cfg
+        .drives
+        .iter()
+        .map(|d| Block::new(&d.path, d.read_only).map(|b| Arc::new(Mutex::new(b))))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let (kvm, vmfd) = vm::create_vm()?;
+    memory::register_memory(&vmfd, &mem)?;
+    let exit = Arc::new(ExitNotifier::new().map_err(BuildError::EventFd)?);
+
+    let mut dev = Devices {
+        vm: &vmfd,
+        mem: &mem,
+        pio: Bus::new(),
+        mmio: Bus::new(),
+        em: EventManager::new()?,
+        slots: Vec::new(),
+    };
+
+    let serial = Arc::new(Mutex::new(serial::SerialDevice::new(
+        EventFdTrigger(irqfd(&vmfd, SERIAL_IRQ)?),
+        serial_out(&cfg.serial_out)?,
+    )));
+    dev.pio.insert(u64::from(COM1_PORT), 8, serial.clone())?;
+    if cfg.serial_stdin {
+        dev.em
+            .add_subscriber(Arc::new(Mutex::new(serial::SerialInput::new(
+                serial.clone(),
+            ))));
+    }
+
+    let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(BuildError::EventFd)?;
+    let reset_trigger = reset_evt.try_clone().map_err(BuildError::EventFd)?;
+    let i8042 = I8042::new(
+        EventFdTrigger(reset_trigger),
+        EventFdTrigger(irqfd(&vmfd, I8042_IRQ)?),
+    );
+    dev.pio
+        .insert(u64::from(I8042_PORT), 5, Arc::new(Mutex::new(i8042)))?;
+    dev.mmio.insert(
+        BOOT_TIMER_ADDR,
+        BOOT_TIMER_SIZE,
+        Arc::new(Mutex::new(BootTimer::new(crate::logger::start_instant()))),
+    )?;
+
+    for b in &blocks {
+        dev.attach_virtio(b.clone(), b.clone())?;
+    }
+    attach_vsock(&mut dev, cfg)?;
+
+    let line = write_boot_state(&mem, cfg, &kernel, initrd, &dev.slots, pvm)?;
+    log::info!("kernel command line: {line}");
+
+    dev.em.add_subscriber(Arc::new(Mutex::new(ExitWatcher::new(
+        exit.clone(),
+        reset_evt,
+        signal_fd,
+    ))));
+
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(BuildError::Cpuid)?;
+    let shared = VcpuShared {
+        pio: Arc::new(dev.pio),
+        mmio: Arc::new(dev.mmio),
+        exit: exit.clone(),
+    };
+    let vcpus = (0..cfg.vcpus)
+        .map(|id| {
+            Vcpu::new(
+                &vmfd,
+                id,
+                cfg.vcpus,
+                &supported,
+                kernel.entry.0,
+                shared.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(Vmm {
+        event_manager: dev.em,
+        exit,
+        vcpus,
+        serial,
+        blocks,
+        cmdline: line,
+        _kvm: kvm,
+        _vm: vmfd,
+        _mem: mem,
+    })
+}

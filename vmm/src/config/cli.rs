@@ -1,0 +1,298 @@
+//! Command-line parsing (hand-rolled: a dozen options do not justify a parser dependency).
+
+use std::path::PathBuf;
+
+use super::*;
+
+pub const USAGE: &str = "\
+usage: vmm --kernel PATH [--initrd PATH] [--rootfs PATH [--rootfs-read-only]]
+           [--drive PATH[,ro]]... [--vcpus N] [--mem-mib N] [--cmdline STR]
+           [--serial-out PATH|-] [--serial-out-max-bytes N] [--serial-stdin]
+           [--vsock-cid N --vsock-uds PATH] [--log-level LEVEL] [--no-seccomp]
+       vmm --config-file vm.json [--serial-out PATH|-] [--log-level LEVEL] [--no-seccomp]
+
+Exit codes: 0 guest reboot (i8042 reset), 1 configuration/setup error, 2 vCPU error,
+3 guest triple fault, 128+N killed by signal N.";
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<VmConfig>),
+    Help,
+    Version,
+}
+
+#[derive(Default)]
+struct Raw {
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+    rootfs: Option<PathBuf>,
+    rootfs_ro: bool,
+    drives: Vec<DriveConfig>,
+    vcpus: Option<u8>,
+    mem_mib: Option<u64>,
+    cmdline: Option<String>,
+    serial_out: Option<String>,
+    serial_cap: Option<u64>,
+    serial_stdin: bool,
+    vsock_cid: Option<u64>,
+    vsock_uds: Option<PathBuf>,
+    config_file: Option<PathBuf>,
+    log_level: Option<String>,
+    no_seccomp: bool,
+}
+
+fn number<T: std::str::FromStr>(option: &'static str, v: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+        option,
+        value: v.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse_drive(v: &str) -> Result<DriveConfig, ConfigError> {
+    let (path, ro) = match v.rsplit_once(',') {
+        Some((p, "ro")) => (p, true),
+        Some((p, "rw")) => (p, false),
+        Some((_, other)) => {
+            return Err(ConfigError::Invalid {
+                option: "drive",
+                value: v.to_owned(),
+                reason: format!("unknown flag {other:?} (expected ro or rw)"),
+            })
+        }
+        None => (v, false),
+    };
+    if path.is_empty() {
+        return Err(ConfigError::Invalid {
+            option: "drive",
+            value: v.to_owned(),
+            reason: "empty path".into(),
+        });
+    }
+    Ok(DriveConfig {
+        path: path.into(),
+        read_only: ro,
+        is_root: false,
+        partuuid: None,
+    })
+}
+
+fn take_value(
+    name: &str,
+    inline: Option<String>,
+    it: &mut impl Iterator<Item = String>,
+) -> Result<String, ConfigError> {
+    inline
+        .or_else(|| it.next())
+        .ok_or_else(|| ConfigError::Usage(format!("option {name} needs a value")))
+}
+
+fn apply(
+    raw: &mut Raw,
+    name: &str,
+    v: Option<String>,
+    it: &mut impl Iterator<Item = String>,
+) -> Result<(), ConfigError> {
+    let mut val = || take_value(name, v.clone(), it);
+    match name {
+        "--kernel" => raw.kernel = Some(val()?.into()),
+        "--initrd" => raw.initrd = Some(val()?.into()),
+        "--rootfs" => raw.rootfs = Some(val()?.into()),
+        "--drive" => raw.drives.push(parse_drive(&val()?)?),
+        "--vcpus" => raw.vcpus = Some(number("vcpus", &val()?)?),
+        "--mem-mib" => raw.mem_mib = Some(number("mem-mib", &val()?)?),
+        "--cmdline" => raw.cmdline = Some(val()?),
+        "--serial-out" => raw.serial_out = Some(val()?),
+        "--serial-out-max-bytes" => raw.serial_cap = Some(number("serial-out-max-bytes", &val()?)?),
+        "--vsock-cid" => raw.vsock_cid = Some(number("vsock-cid", &val()?)?),
+        "--vsock-uds" => raw.vsock_uds = Some(val()?.into()),
+        "--config-file" => raw.config_file = Some(val()?.into()),
+        "--log-level" => raw.log_level = Some(val()?),
+        "--rootfs-read-only" | "--serial-stdin" | "--no-seccomp" if v.is_some() => {
+            return Err(ConfigError::Usage(format!("option {name} takes no value")))
+        }
+        "--rootfs-read-only" => raw.rootfs_ro = true,
+        "--serial-stdin" => raw.serial_stdin = true,
+        "--no-seccomp" => raw.no_seccomp = true,
+        other => {
+            return Err(ConfigError::Usage(format!(
+                "unknown option {other:?}\n{USAGE}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
+    let mut raw = Raw::default();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            _ => {}
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        apply(&mut raw, &name, inline, &mut it)?;
+    }
+    build(raw).map(|c| Command::Run(Box::new(c)))
+}
+
+fn serial_out(raw: &Raw) -> SerialOutConfig {
+    match raw.serial_out.as_deref() {
+        None | Some("-") => SerialOutConfig::Stdout,
+        Some(p) => SerialOutConfig::File {
+            path: p.into(),
+            cap: raw.serial_cap.unwrap_or(DEFAULT_SERIAL_CAP),
+        },
+    }
+}
+
+fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
+    let log_level = crate::logger::parse_level(raw.log_level.as_deref().unwrap_or("info"))?;
+    if let Some(path) = &raw.config_file {
+        let vm_opts = raw.kernel.is_some()
+            || raw.rootfs.is_some()
+            || !raw.drives.is_empty()
+            || raw.vcpus.is_some()
+            || raw.mem_mib.is_some()
+            || raw.cmdline.is_some()
+            || raw.vsock_cid.is_some();
+        if vm_opts {
+            return Err(ConfigError::Usage(
+                "--config-file cannot be combined with VM options (--kernel, --rootfs, ...)".into(),
+            ));
+        }
+        let mut cfg = firecracker_json::load(path)?;
+        cfg.serial_out = serial_out(&raw);
+        cfg.serial_stdin = raw.serial_stdin;
+        cfg.log_level = log_level;
+        cfg.seccomp = !raw.no_seccomp;
+        return Ok(cfg);
+    }
+    let kernel = raw.kernel.clone().ok_or(ConfigError::Missing("--kernel"))?;
+    let mut drives = Vec::new();
+    if let Some(root) = &raw.rootfs {
+        drives.push(DriveConfig {
+            path: root.clone(),
+            read_only: raw.rootfs_ro,
+            is_root: true,
+            partuuid: None,
+        });
+    } else if raw.rootfs_ro {
+        return Err(ConfigError::Usage(
+            "--rootfs-read-only needs --rootfs".into(),
+        ));
+    }
+    drives.extend(raw.drives.iter().cloned());
+    let vsock = match (raw.vsock_cid, &raw.vsock_uds) {
+        (Some(cid), Some(uds)) => Some(VsockConfig {
+            cid,
+            uds_path: uds.clone(),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Usage(
+                "--vsock-cid and --vsock-uds must be given together".into(),
+            ))
+        }
+    };
+    Ok(VmConfig {
+        kernel,
+        initrd: raw.initrd.clone(),
+        cmdline: raw.cmdline.clone(),
+        drives,
+        vcpus: raw.vcpus.unwrap_or(1),
+        mem_mib: raw.mem_mib.unwrap_or(DEFAULT_MEM_MIB),
+        serial_out: serial_out(&raw),
+        serial_stdin: raw.serial_stdin,
+        vsock,
+        log_level,
+        seccomp: !raw.no_seccomp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, ConfigError> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    fn cfg(args: &[&str]) -> VmConfig {
+        match p(args).unwrap() {
+            Command::Run(c) => *c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_command_line() {
+        let c = cfg(&[
+            "--kernel",
+            "/k",
+            "--rootfs=/r",
+            "--rootfs-read-only",
+            "--drive",
+            "/d,ro",
+            "--drive",
+            "/e",
+            "--vcpus",
+            "2",
+            "--mem-mib",
+            "256",
+            "--cmdline",
+            "console=ttyS0",
+            "--serial-out",
+            "/tmp/s",
+            "--vsock-cid",
+            "3",
+            "--vsock-uds",
+            "/tmp/v.sock",
+            "--log-level",
+            "debug",
+            "--no-seccomp",
+        ]);
+        assert_eq!(c.kernel, PathBuf::from("/k"));
+        assert_eq!(c.drives.len(), 3);
+        assert!(c.drives[0].is_root && c.drives[0].read_only);
+        assert!(c.drives[1].read_only && !c.drives[2].read_only);
+        assert_eq!((c.vcpus, c.mem_mib), (2, 256));
+        assert_eq!(
+            c.serial_out,
+            SerialOutConfig::File {
+                path: "/tmp/s".into(),
+                cap: DEFAULT_SERIAL_CAP
+            }
+        );
+        assert_eq!(c.vsock.unwrap().cid, 3);
+        assert!(!c.seccomp);
+        assert_eq!(c.log_level, log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = cfg(&["--kernel", "/k"]);
+        assert_eq!((c.vcpus, c.mem_mib, c.seccomp), (1, DEFAULT_MEM_MIB, true));
+        assert_eq!(c.serial_out, SerialOutConfig::Stdout);
+        assert!(matches!(p(&[]), Err(ConfigError::Missing("--kernel"))));
+        assert!(p(&["--kernel"]).is_err());
+        assert!(p(&["--kernel", "/k", "--vcpus", "x"]).is_err());
+        assert!(p(&["--kernel", "/k", "--vcpus", "300"]).is_err());
+        assert!(p(&["--kernel", "/k", "--bogus"]).is_err());
+        assert!(p(&["--kernel", "/k", "--vsock-cid", "3"]).is_err());
+        assert!(p(&["--kernel", "/k", "--drive", "/d,xx"]).is_err());
+        assert!(p(&["--kernel", "/k", "--log-level", "loud"]).is_err());
+        assert!(p(&["--kernel", "/k", "--no-seccomp=1"]).is_err());
+        assert!(p(&["--config-file", "/x.json", "--kernel", "/k"]).is_err());
+        assert!(matches!(p(&["--help"]).unwrap(), Command::Help));
+    }
+}

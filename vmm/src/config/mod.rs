@@ -1,0 +1,135 @@
+//! The VM description, from the command line or a Firecracker-style JSON file.
+
+pub mod cli;
+pub mod firecracker_json;
+
+use std::path::PathBuf;
+
+use crate::arch::x86_64::layout::MAX_VCPUS;
+
+pub const DEFAULT_MEM_MIB: u64 = 128;
+pub const DEFAULT_SERIAL_CAP: u64 = 64 << 20;
+/// Largest guest supported: 1 TiB (keeps size arithmetic far from overflow).
+pub const MAX_MEM_MIB: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriveConfig {
+    pub path: PathBuf,
+    pub read_only: bool,
+    pub is_root: bool,
+    pub partuuid: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialOutConfig {
+    Stdout,
+    File { path: PathBuf, cap: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    pub cid: u64,
+    pub uds_path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    /// `None`: use the default command line.
+    pub cmdline: Option<String>,
+    pub drives: Vec<DriveConfig>,
+    pub vcpus: u8,
+    pub mem_mib: u64,
+    pub serial_out: SerialOutConfig,
+    pub serial_stdin: bool,
+    pub vsock: Option<VsockConfig>,
+    pub log_level: log::LevelFilter,
+    pub seccomp: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("missing required option {0}")]
+    Missing(&'static str),
+    #[error("invalid value {value:?} for {option}: {reason}")]
+    Invalid {
+        option: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{what} {path} does not exist or is not readable: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("config file {path}: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Log(#[from] crate::logger::LevelError),
+}
+
+fn check_readable(what: &'static str, path: &PathBuf) -> Result<(), ConfigError> {
+    let err = |source| ConfigError::File {
+        what,
+        path: path.clone(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(err)?;
+    if meta.is_dir() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "is a directory",
+        )));
+    }
+    std::fs::File::open(path).map(|_| ()).map_err(err)
+}
+
+impl VmConfig {
+    /// Checks what can be checked without touching KVM.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.drives.iter().filter(|d| d.is_root).count() > 1 {
+            return Err(ConfigError::Usage("more than one root drive".into()));
+        }
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(ConfigError::Invalid {
+                option: "vcpus",
+                value: self.vcpus.to_string(),
+                reason: format!("must be between 1 and {MAX_VCPUS}"),
+            });
+        }
+        if self.mem_mib == 0 || self.mem_mib > MAX_MEM_MIB {
+            return Err(ConfigError::Invalid {
+                option: "mem-mib",
+                value: self.mem_mib.to_string(),
+                reason: format!("must be between 1 and {MAX_MEM_MIB}"),
+            });
+        }
+        if let Some(v) = &self.vsock {
+            if v.cid < 3 || v.cid > u64::from(u32::MAX) {
+                return Err(ConfigError::Invalid {
+                    option: "vsock-cid",
+                    value: v.cid.to_string(),
+                    reason: "guest CIDs start at 3 and fit in 32 bits".into(),
+                });
+            }
+        }
+        // Files last: a bad number is reported even when paths are also wrong.
+        check_readable("kernel image", &self.kernel)?;
+        if let Some(i) = &self.initrd {
+            check_readable("initrd", i)?;
+        }
+        for d in &self.drives {
+            check_readable(if d.is_root { "rootfs" } else { "drive" }, &d.path)?;
+        }
+        Ok(())
+    }
+}

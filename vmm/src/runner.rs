@@ -1,0 +1,76 @@
+//! Runs a built VM: seccomp, vCPU threads, the event loop, and orderly exit.
+
+use std::sync::{Arc, Barrier};
+
+use crate::builder::Vmm;
+use crate::exit::ExitReason;
+use crate::seccomp::{self, ThreadKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error(transparent)]
+    Vcpu(#[from] crate::vstate::vcpu::VcpuError),
+    #[error("event loop: {0}")]
+    EventLoop(event_manager::Error),
+}
+
+fn log_metrics(vmm: &Vmm) {
+    let blocks: Vec<_> = vmm
+        .blocks
+        .iter()
+        .map(|b| {
+            b.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .metrics
+                .to_json()
+        })
+        .collect();
+    let all = serde_json::json!({
+        "vmm": crate::metrics::VMM_METRICS.to_json(),
+        "block": blocks,
+    });
+    log::info!("metrics: {all}");
+}
+
+/// Runs until an exit reason is reported. Threads are left running: the caller exits the
+/// process right away, which is what stops them.
+pub fn run(mut vmm: Vmm, use_seccomp: bool) -> Result<ExitReason, RunError> {
+    let (main_filter, vcpu_filter) = if use_seccomp {
+        (
+            Some(seccomp::compile(ThreadKind::Main)?),
+            Some(seccomp::compile(ThreadKind::Vcpu)?),
+        )
+    } else {
+        log::warn!("seccomp is DISABLED (--no-seccomp): use this only for debugging");
+        (None, None)
+    };
+
+    let start = Arc::new(Barrier::new(vmm.vcpus.len() + 1));
+    for vcpu in vmm.vcpus.drain(..) {
+        vcpu.spawn(vcpu_filter.clone(), start.clone())?;
+    }
+    if let Some(f) = &main_filter {
+        seccomp::install(f)?;
+    }
+    // Every thread has its filter now; let the guest run.
+    start.wait();
+
+    let reason = loop {
+        if let Some(r) = vmm.exit.reason() {
+            break r;
+        }
+        vmm.event_manager.run().map_err(RunError::EventLoop)?;
+    };
+    match &reason {
+        ExitReason::Reset => log::info!("VMM exiting: {reason}"),
+        _ => log::warn!("VMM exiting: {reason}"),
+    }
+    // A vCPU blocked writing to a full stdout pipe may hold the serial lock; do not wait.
+    if let Ok(mut s) = vmm.serial.try_lock() {
+        s.flush();
+    }
+    log_metrics(&vmm);
+    Ok(reason)
+}
