@@ -97,7 +97,15 @@ pub fn require<T>(what: &str, found: Result<T, String>) -> Option<T> {
 /// Creates an ext4 image holding `dir`'s files (`mkfs.ext4 -d`: no mounts, no root).
 pub fn make_ext4_image(dir: &Path, image: &Path, size_mib: u64) -> Result<(), String> {
     let status = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-O", "^has_journal", "-E", "root_owner=0:0", "-d"])
+        .args([
+            "-q",
+            "-F",
+            "-O",
+            "^has_journal",
+            "-E",
+            "root_owner=0:0",
+            "-d",
+        ])
         .arg(dir)
         .arg(image)
         .arg(format!("{size_mib}M"))

@@ -294,7 +294,11 @@ impl Drop for TcgVm {
     }
 }
 
-fn spawn_reader(pipe: impl std::io::Read + Send + 'static, console: Arc<Console>, prefix: &'static str) {
+fn spawn_reader(
+    pipe: impl std::io::Read + Send + 'static,
+    console: Arc<Console>,
+    prefix: &'static str,
+) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut line = Vec::new();
@@ -314,7 +318,10 @@ fn wait_for_path(path: &Path, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     while !path.exists() {
         if Instant::now() >= deadline {
-            return Err(format!("{} did not appear within {timeout:?}", path.display()));
+            return Err(format!(
+                "{} did not appear within {timeout:?}",
+                path.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }

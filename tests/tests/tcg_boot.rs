@@ -15,7 +15,10 @@ fn boot(variant: &str, extra_cmdline: &str) -> Option<integration_tests::tcg::Tc
     let config = TcgConfig::new(images.bzimage(), rootfs).cmdline(extra_cmdline);
     let vm = TcgVm::spawn(&config).expect("start QEMU");
     let outcome = vm.wait(BOOT_TIMEOUT);
-    eprintln!("--- serial ({variant}, {:?}) ---\n{}", outcome.elapsed, outcome.serial);
+    eprintln!(
+        "--- serial ({variant}, {:?}) ---\n{}",
+        outcome.elapsed, outcome.serial
+    );
     Some(outcome)
 }
 
@@ -56,7 +59,10 @@ fn provided_rootfs_has_the_lambda_layout_and_tools() {
     // The command line itself is echoed, so look for whole output lines.
     let has_line = |prefix: &str| serial.lines().any(|l| l.starts_with(prefix));
     assert!(!has_line("MISSING"), "layout incomplete:\n{serial}");
-    assert!(has_line("curl 7.") || has_line("curl 8."), "curl does not run in the guest");
+    assert!(
+        has_line("curl 7.") || has_line("curl 8."),
+        "curl does not run in the guest"
+    );
     assert!(!has_line("ROOT-WRITABLE"), "root must be read-only");
     assert!(has_line("TMP-WRITABLE") && has_line("TMP-IS-TMPFS"));
     assert!(serial.contains("guest-init: exec status: 0"));

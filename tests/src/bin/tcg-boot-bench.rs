@@ -39,7 +39,10 @@ fn main() -> Result<(), String> {
         let vm = TcgVm::spawn(&config)?;
         let started = std::time::Instant::now();
         if !vm.wait_for_serial(" ready: pid=1 ", Duration::from_secs(60)) {
-            return Err(format!("run {run}: no banner within 60 s:\n{}", vm.serial()));
+            return Err(format!(
+                "run {run}: no banner within 60 s:\n{}",
+                vm.serial()
+            ));
         }
         let wall = started.elapsed().as_secs_f64() * 1e3;
         let outcome = vm.wait(Duration::from_secs(30));
