@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::dataplane::{DataPlaneArgs, DataPlaneConfig, DataPlaneFile};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_ACCOUNT: &str = "000000000000";
@@ -35,6 +37,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the API server until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Start a supervisor on an embedded default (data dir under the user's cache
+    /// dir, auto isolation), deploy a sample shell function, invoke it, print the
+    /// response and the REPORT line, and stop.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Debug, Args, Default)]
@@ -74,9 +80,12 @@ pub struct ServeArgs {
     /// Largest accepted difference between X-Amz-Date and the server clock [default: 900].
     #[arg(long, env = "SUPERVISOR_MAX_CLOCK_SKEW_SECS", value_name = "SECS")]
     pub max_clock_skew_secs: Option<u32>,
-    /// TOML configuration file with any of the settings above.
+    /// TOML configuration file with any of the settings above (data-plane keys go
+    /// in a `[data-plane]` table).
     #[arg(long, env = "SUPERVISOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub data_plane: DataPlaneArgs,
 }
 
 /// The `--config` file: the same settings, kebab-case keys.
@@ -92,6 +101,8 @@ struct FileConfig {
     master_key_file: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     max_clock_skew_secs: Option<u32>,
+    #[serde(default)]
+    data_plane: DataPlaneFile,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +125,8 @@ pub enum ConfigError {
     Region(String),
     #[error("invalid account id '{0}': expected 12 digits")]
     Account(String),
+    #[error("{0}")]
+    DataPlane(String),
 }
 
 /// Fully resolved settings.
@@ -128,6 +141,7 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     pub cache_dir: PathBuf,
     pub max_clock_skew_secs: u32,
+    pub data_plane: DataPlaneConfig,
 }
 
 impl Config {
@@ -144,6 +158,7 @@ impl Config {
             master_key_file: None,
             cache_dir: data_dir.join("cache"),
             max_clock_skew_secs: DEFAULT_MAX_CLOCK_SKEW_SECS,
+            data_plane: DataPlaneConfig::defaults(),
         }
     }
 }
@@ -200,6 +215,10 @@ impl ServeArgs {
         if let Some(s) = self.max_clock_skew_secs.or(file.max_clock_skew_secs) {
             cfg.max_clock_skew_secs = s;
         }
+        cfg.data_plane = self
+            .data_plane
+            .resolve(file.data_plane)
+            .map_err(ConfigError::DataPlane)?;
         Ok(cfg)
     }
 }
@@ -269,7 +288,9 @@ mod tests {
             "127.0.0.1:0",
         ])
         .expect("parse");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
         assert_eq!(args.data_dir, Some(PathBuf::from("/d")));
     }
 }

@@ -1,16 +1,20 @@
 //! The supervisor: Lambda-compatible control plane (function API, SigV4,
-//! encrypted code store, durable registry) and the shared HTTP server the
-//! invoke path plugs into.
+//! encrypted code store, durable registry), the Invoke API front end, and the
+//! wiring to the worker that runs sandboxes.
 
 pub mod auth;
 pub mod codestore;
 pub mod config;
 pub mod control;
 mod datadir_lock;
+pub mod dataplane;
+pub mod demo;
 pub mod http;
 pub mod ids;
+pub mod invoke;
 mod prepare;
 pub mod registry;
+pub mod serve;
 mod supervisor;
 pub mod timefmt;
 

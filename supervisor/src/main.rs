@@ -1,8 +1,7 @@
-//! `supervisor serve ...`: see `supervisor --help`.
+//! `supervisor serve ...` and `supervisor demo`: see `supervisor --help`.
 
 use clap::Parser as _;
 use supervisor::config::{Cli, Command};
-use supervisor::Supervisor;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -10,17 +9,29 @@ fn main() -> std::process::ExitCode {
         .with_target(false)
         .init();
     let Cli { command } = Cli::parse();
-    let Command::Serve(args) = command;
-    let result = args
-        .resolve()
-        .map_err(|e| e.to_string())
-        .and_then(|config| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("starting runtime: {e}"))?
-                .block_on(run(config))
-        });
+    // Blocking-pool threads are kept instead of exiting after 10 s idle: the worker
+    // clones jail children from a threaded process, and thread creation/exit racing
+    // with a clone is what can leave a child stuck on a glibc-internal lock.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("supervisor: starting runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        Command::Serve(args) => args
+            .resolve()
+            .map_err(|e| e.to_string())
+            .and_then(|config| runtime.block_on(serve(config))),
+        Command::Demo(args) => runtime.block_on(supervisor::demo::run(args)),
+    };
+    // Do not wait forever for blocking tasks (e.g. a sandbox that never started).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(3));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -30,38 +41,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(config: supervisor::config::Config) -> Result<(), String> {
-    let listen = config.listen;
-    let (sup, report) = Supervisor::open(config).map_err(|e| e.to_string())?;
-    if let Some(path) = &report.generated_credentials {
-        eprintln!(
-            "supervisor: generated access key {} ; credentials stored in {} (mode 0600)",
-            sup.credentials().access_key_id,
-            path.display()
-        );
-    }
-    if let Some(path) = &report.generated_master_key {
-        eprintln!(
-            "supervisor: generated master key in {} (mode 0600); back it up",
-            path.display()
-        );
-    }
-    if report.orphans_removed > 0 {
-        tracing::info!(
-            count = report.orphans_removed,
-            "removed code objects left by an interrupted write"
-        );
-    }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("binding {listen}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+async fn serve(config: supervisor::config::Config) -> Result<(), String> {
+    let prepared = supervisor::serve::prepare(config).await?;
     // Tests and scripts wait for this exact line.
-    eprintln!("supervisor: listening on http://{bound}");
-    let router = sup.router(axum::Router::new(), axum::Router::new());
-    supervisor::http::serve(listener, router, shutdown_signal())
-        .await
-        .map_err(|e| format!("server: {e}"))?;
+    eprintln!("supervisor: listening on http://{}", prepared.addr);
+    prepared.run(shutdown_signal()).await?;
     eprintln!("supervisor: shut down cleanly");
     Ok(())
 }

@@ -23,7 +23,7 @@ type Sup = State<Arc<Supervisor>>;
 /// Lambda returns at most 50 items per page whatever MaxItems says.
 const PAGE_CAP: usize = 50;
 
-fn query_map(raw: Option<&str>) -> HashMap<String, String> {
+pub(crate) fn query_map(raw: Option<&str>) -> HashMap<String, String> {
     raw.unwrap_or_default()
         .split('&')
         .filter(|p| !p.is_empty())

@@ -1,6 +1,6 @@
 //! The Lambda function API (`/2015-03-31/functions...`).
 
-mod handlers;
+pub(crate) mod handlers;
 pub mod model;
 pub mod names;
 pub mod ops;

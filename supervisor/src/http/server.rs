@@ -61,8 +61,11 @@ async fn authenticate(State(sup): State<Arc<Supervisor>>, req: Request, next: Ne
         Ok(req) => next.run(req).await,
         Err(e) => e.into_response(),
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-amzn-RequestId", v);
+    // Handlers that mint their own id (Invoke: it is the function's request id) keep it.
+    if !resp.headers().contains_key("x-amzn-requestid") {
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-amzn-RequestId", v);
+        }
     }
     resp
 }

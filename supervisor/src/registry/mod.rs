@@ -2,10 +2,12 @@
 //! `synchronous=FULL`): every acknowledged change has been fsynced, and each
 //! change is one transaction, so a crash never leaves half a function.
 
+mod concurrency;
 mod record;
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use base64::Engine as _;
@@ -41,10 +43,16 @@ CREATE TABLE IF NOT EXISTS versions (
     record TEXT NOT NULL,
     PRIMARY KEY (function, seq)
 );
+CREATE TABLE IF NOT EXISTS concurrency (
+    function TEXT PRIMARY KEY NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    reserved INTEGER NOT NULL
+);
 ";
 
 pub struct Registry {
     conn: Mutex<Connection>,
+    /// Bumped after every committed change, so readers can cache safely.
+    generation: AtomicU64,
 }
 
 /// One page of a listing.
@@ -87,7 +95,18 @@ impl Registry {
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// Changes committed so far by this process. A value read before a lookup that
+    /// is still current later proves the looked-up data has not changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     fn with<T>(
@@ -126,6 +145,7 @@ impl Registry {
                 insert_version(&tx, r)?;
             }
             tx.commit()?;
+            self.bump();
             Ok(())
         })
     }
@@ -224,6 +244,7 @@ impl Registry {
                 params![new.name, 0, serde_json::to_string(new)?],
             )?;
             tx.commit()?;
+            self.bump();
             Ok(())
         })
     }
@@ -268,6 +289,7 @@ impl Registry {
                 params![version.name, seq + 1],
             )?;
             tx.commit()?;
+            self.bump();
             Ok(())
         })
     }
@@ -283,6 +305,7 @@ impl Registry {
             }
             tx.execute("DELETE FROM versions WHERE function = ?1", [name])?;
             tx.commit()?;
+            self.bump();
             Ok(objects)
         })
     }
@@ -303,6 +326,7 @@ impl Registry {
                 return Err(RegistryError::NotFound(format!("{name}:{version}")));
             }
             tx.commit()?;
+            self.bump();
             Ok(objects)
         })
     }

@@ -123,3 +123,30 @@ fn pagination_visits_everything_once() {
         Err(RegistryError::BadMarker)
     ));
 }
+
+#[test]
+fn reserved_concurrency_persists_and_dies_with_the_function() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let path = d.path().join("r.db");
+    {
+        let r = Registry::open(&path).expect("open");
+        assert!(matches!(
+            r.set_reserved_concurrency("nope", 3),
+            Err(RegistryError::NotFound(_))
+        ));
+        r.create(&rec("a", LATEST, "r1"), None).expect("create");
+        r.set_reserved_concurrency("a", 3).expect("set");
+        r.set_reserved_concurrency("a", 5).expect("overwrite");
+    }
+    let r = Registry::open(&path).expect("reopen");
+    assert_eq!(r.reserved_concurrency("a").expect("get"), Some(5));
+    assert_eq!(
+        r.all_reserved_concurrency().expect("all").get("a"),
+        Some(&5)
+    );
+    r.delete_reserved_concurrency("a").expect("delete");
+    assert_eq!(r.reserved_concurrency("a").expect("get"), None);
+    r.set_reserved_concurrency("a", 1).expect("set");
+    r.delete_function("a").expect("delete fn");
+    assert_eq!(r.reserved_concurrency("a").expect("get"), None);
+}

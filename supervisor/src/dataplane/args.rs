@@ -1,0 +1,176 @@
+//! `supervisor serve` flags (and `[data-plane]` config-file keys) for the data plane.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use super::config::{parse_isolation, DataPlaneConfig, LauncherChoice, Prewarm};
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct DataPlaneArgs {
+    /// Sandbox isolation: microvm, process (jailed guest-init on the host) or auto
+    /// (microvm when KVM can run guests) [default: auto].
+    #[arg(long, env = "SUPERVISOR_ISOLATION", value_name = "MODE")]
+    pub isolation: Option<String>,
+    /// VM launcher for microvm sandboxes: vmm (ours, KVM) or qemu-tcg [default: vmm].
+    #[arg(long, env = "SUPERVISOR_VM_LAUNCHER", value_name = "LAUNCHER")]
+    pub vm_launcher: Option<String>,
+    /// Our VMM binary [default: `vmm` beside this executable].
+    #[arg(long, env = "SUPERVISOR_VMM_BINARY", value_name = "FILE")]
+    pub vmm_binary: Option<PathBuf>,
+    /// QEMU for the qemu-tcg launcher [default: qemu-system-x86_64 on PATH].
+    #[arg(long, env = "SUPERVISOR_QEMU", value_name = "FILE")]
+    pub qemu: Option<PathBuf>,
+    /// vhost-device-vsock for the qemu-tcg launcher [default: <repo>/target/tools/bin/vhost-device-vsock].
+    #[arg(long, env = "SUPERVISOR_VHOST_DEVICE_VSOCK", value_name = "FILE")]
+    pub vhost_device_vsock: Option<PathBuf>,
+    /// Guest kernel [default: IMAGES_DIR/vmlinux for vmm, IMAGES_DIR/bzImage for qemu-tcg].
+    #[arg(long, env = "SUPERVISOR_KERNEL", value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// Extra guest kernel command line.
+    #[arg(long, env = "SUPERVISOR_VM_CMDLINE", value_name = "ARGS")]
+    pub vm_cmdline: Option<String>,
+    /// Directory with guest-init, rootfs-* and kernels [default: $LAMBDA_IMAGES_DIR or <repo>/target/images].
+    #[arg(long, env = "LAMBDA_IMAGES_DIR", value_name = "DIR")]
+    pub images_dir: Option<PathBuf>,
+    /// Per-sandbox run directories [default: a fresh directory under $TMPDIR].
+    #[arg(long, env = "SUPERVISOR_RUN_DIR", value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Idle sandboxes are reaped after this many seconds [default: 600].
+    #[arg(long, env = "SUPERVISOR_IDLE_TIMEOUT_SECS", value_name = "SECS")]
+    pub idle_timeout_secs: Option<f64>,
+    /// Maximum sandbox lifetime in seconds [default: 50400 = 14 h].
+    #[arg(long, env = "SUPERVISOR_SANDBOX_LEASE_SECS", value_name = "SECS")]
+    pub sandbox_lease_secs: Option<f64>,
+    /// Concurrent executions on this host [default: 1000].
+    #[arg(long, env = "SUPERVISOR_HOST_CONCURRENCY", value_name = "N")]
+    pub host_concurrency: Option<u32>,
+    /// Pre-warmed sandboxes, FUNCTION[:VERSION]=COUNT (repeatable).
+    #[arg(long, value_name = "FUNCTION[:VERSION]=COUNT")]
+    pub prewarm: Vec<String>,
+    /// Delay before the first retry of a failed Event invocation in ms; the second
+    /// waits twice as long [default: 60000].
+    #[arg(long, env = "SUPERVISOR_EVENT_RETRY_BASE_MS", value_name = "MS")]
+    pub event_retry_base_ms: Option<u64>,
+    /// Bound on sandbox start plus init in seconds [default: 10, Lambda's limit]; raise it
+    /// only for slow launchers such as qemu-tcg.
+    #[arg(long, env = "SUPERVISOR_INIT_TIMEOUT_SECS", value_name = "SECS")]
+    pub init_timeout_secs: Option<f64>,
+}
+
+/// The `[data-plane]` table of the `--config` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DataPlaneFile {
+    isolation: Option<String>,
+    vm_launcher: Option<String>,
+    vmm_binary: Option<PathBuf>,
+    qemu: Option<PathBuf>,
+    vhost_device_vsock: Option<PathBuf>,
+    kernel: Option<PathBuf>,
+    vm_cmdline: Option<String>,
+    images_dir: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+    idle_timeout_secs: Option<f64>,
+    sandbox_lease_secs: Option<f64>,
+    host_concurrency: Option<u32>,
+    #[serde(default)]
+    prewarm: Vec<String>,
+    event_retry_base_ms: Option<u64>,
+    init_timeout_secs: Option<f64>,
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("--{name} must be a positive number of seconds, got {v}"))
+}
+
+impl DataPlaneArgs {
+    /// Flag (or environment) over file over default.
+    pub fn resolve(self, file: DataPlaneFile) -> Result<DataPlaneConfig, String> {
+        let mut c = DataPlaneConfig::defaults();
+        if let Some(i) = self.isolation.or(file.isolation) {
+            c.isolation = parse_isolation(&i)?;
+        }
+        if let Some(l) = self.vm_launcher.or(file.vm_launcher) {
+            c.launcher = l.parse::<LauncherChoice>().map_err(|e| e.to_string())?;
+        }
+        c.vmm_binary = self.vmm_binary.or(file.vmm_binary);
+        if let Some(q) = self.qemu.or(file.qemu) {
+            c.qemu = q;
+        }
+        c.vhost_device_vsock = self.vhost_device_vsock.or(file.vhost_device_vsock);
+        c.kernel = self.kernel.or(file.kernel);
+        c.vm_cmdline = self.vm_cmdline.or(file.vm_cmdline).unwrap_or_default();
+        if let Some(d) = self.images_dir.or(file.images_dir) {
+            c.images_dir = d;
+        }
+        c.run_dir = self.run_dir.or(file.run_dir);
+        if let Some(s) = self.idle_timeout_secs.or(file.idle_timeout_secs) {
+            c.idle_timeout = secs("idle-timeout-secs", s)?;
+        }
+        if let Some(s) = self.sandbox_lease_secs.or(file.sandbox_lease_secs) {
+            c.lease = secs("sandbox-lease-secs", s)?;
+        }
+        if let Some(n) = self.host_concurrency.or(file.host_concurrency) {
+            if n == 0 {
+                return Err("--host-concurrency must be at least 1".into());
+            }
+            c.host_concurrency = n;
+        }
+        let prewarm = if self.prewarm.is_empty() {
+            file.prewarm
+        } else {
+            self.prewarm
+        };
+        c.prewarm = prewarm
+            .iter()
+            .map(|p| p.parse::<Prewarm>().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        if let Some(ms) = self.event_retry_base_ms.or(file.event_retry_base_ms) {
+            c.event_retry_base = Duration::from_millis(ms);
+        }
+        if let Some(s) = self.init_timeout_secs.or(file.init_timeout_secs) {
+            c.init_timeout = secs("init-timeout-secs", s)?;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use worker::sandbox::select::Isolation;
+
+    #[test]
+    fn flags_beat_file_and_bad_values_are_errors() {
+        let file: DataPlaneFile =
+            toml::from_str("isolation = \"microvm\"\nhost-concurrency = 7\nprewarm = [\"f=2\"]\n")
+                .expect("toml");
+        let args = DataPlaneArgs {
+            isolation: Some("process".into()),
+            idle_timeout_secs: Some(1.5),
+            ..Default::default()
+        };
+        let c = args.resolve(file).expect("resolve");
+        assert_eq!(c.isolation, Isolation::Process);
+        assert_eq!(c.host_concurrency, 7);
+        assert_eq!(c.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(c.prewarm.len(), 1);
+        let bad = DataPlaneArgs {
+            idle_timeout_secs: Some(-1.0),
+            ..Default::default()
+        };
+        assert!(bad.resolve(DataPlaneFile::default()).is_err());
+        let bad = DataPlaneArgs {
+            vm_launcher: Some("firecracker".into()),
+            ..Default::default()
+        };
+        assert!(bad.resolve(DataPlaneFile::default()).is_err());
+        assert!(toml::from_str::<DataPlaneFile>("bogus = 1").is_err());
+    }
+}

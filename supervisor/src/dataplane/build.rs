@@ -1,0 +1,213 @@
+//! Builds the [`Worker`] a supervisor drives from its data-plane settings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use worker::sandbox::launcher::LauncherKind;
+use worker::sandbox::microvm::{MicroVmBackend, MicroVmConfig};
+use worker::sandbox::process::{ProcessBackend, ProcessConfig};
+use worker::sandbox::select::{self, Isolation};
+use worker::sandbox::session::Identity;
+use worker::sandbox::Backend;
+use worker::{Worker, WorkerConfig};
+
+use super::config::{DataPlaneConfig, LauncherChoice};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    #[error("{backend} backend: {reason}")]
+    Backend {
+        backend: &'static str,
+        reason: String,
+    },
+    #[error("{what} not found at {path} ({hint})")]
+    Missing {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+    #[error("run dir {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How the worker wants code handed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeForm {
+    /// Unpacked directory (process backend).
+    Directory,
+    /// Read-only ext4 image (microVM backend).
+    Image,
+}
+
+/// A started worker plus what the frontend needs to know about it.
+pub struct DataPlane {
+    pub worker: Worker,
+    pub code_form: CodeForm,
+    /// The one log line saying which isolation is used and why.
+    pub selection: String,
+    pub run_dir: PathBuf,
+    /// The run dir was made for this process (and is removed at shutdown).
+    pub owns_run_dir: bool,
+}
+
+impl DataPlane {
+    /// Wraps an already constructed worker (embedding, tests with other backends).
+    pub fn from_worker(worker: Worker, code_form: CodeForm, run_dir: PathBuf) -> Self {
+        Self {
+            worker,
+            code_form,
+            selection: "isolation: embedded worker".to_owned(),
+            run_dir,
+            owns_run_dir: false,
+        }
+    }
+}
+
+/// Everything the builder needs beyond [`DataPlaneConfig`].
+pub struct BuildContext<'a> {
+    pub config: &'a DataPlaneConfig,
+    pub region: &'a str,
+    pub account_id: &'a str,
+    /// Per-function log files (rotated) go here.
+    pub log_dir: PathBuf,
+}
+
+fn require(
+    what: &'static str,
+    path: PathBuf,
+    hint: &'static str,
+) -> Result<PathBuf, DataPlaneError> {
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(DataPlaneError::Missing { what, path, hint })
+    }
+}
+
+fn which(program: &std::path::Path) -> PathBuf {
+    if program.components().count() > 1 {
+        return program.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| program.to_path_buf())
+}
+
+fn launcher(cfg: &DataPlaneConfig) -> Result<LauncherKind, DataPlaneError> {
+    const IMAGES_HINT: &str = "build the images or pass --images-dir / --kernel";
+    match cfg.launcher {
+        LauncherChoice::Vmm => {
+            let binary = match &cfg.vmm_binary {
+                Some(b) => b.clone(),
+                None => std::env::current_exe()
+                    .ok()
+                    .and_then(|e| e.parent().map(|d| d.join("vmm")))
+                    .unwrap_or_else(|| PathBuf::from("vmm")),
+            };
+            let kernel = cfg
+                .kernel
+                .clone()
+                .unwrap_or_else(|| cfg.images_dir.join("vmlinux"));
+            Ok(LauncherKind::Vmm {
+                binary: require("vmm binary", binary, "build it or pass --vmm-binary")?,
+                kernel: require("guest kernel", kernel, IMAGES_HINT)?,
+            })
+        }
+        LauncherChoice::QemuTcg => {
+            let daemon = cfg.vhost_device_vsock.clone().unwrap_or_else(|| {
+                super::config::repo_root().join("target/tools/bin/vhost-device-vsock")
+            });
+            let kernel = cfg
+                .kernel
+                .clone()
+                .unwrap_or_else(|| cfg.images_dir.join("bzImage"));
+            Ok(LauncherKind::QemuTcg {
+                qemu: require("qemu", which(&cfg.qemu), "apt-get install qemu-system-x86")?,
+                vhost_device_vsock: require(
+                    "vhost-device-vsock",
+                    daemon,
+                    "cargo install vhost-device-vsock or pass --vhost-device-vsock",
+                )?,
+                kernel: require("guest kernel", kernel, IMAGES_HINT)?,
+            })
+        }
+    }
+}
+
+fn backend_err(backend: &'static str) -> impl Fn(worker::sandbox::SandboxError) -> DataPlaneError {
+    move |e| DataPlaneError::Backend {
+        backend,
+        reason: e.to_string(),
+    }
+}
+
+/// Resolves `auto`, creates the backend and the worker, and starts its reaper.
+/// Must run inside a Tokio runtime.
+pub fn build(ctx: &BuildContext<'_>) -> Result<DataPlane, DataPlaneError> {
+    let cfg = ctx.config;
+    let (isolation, selection) = select::resolve(cfg.isolation);
+    let owns_run_dir = cfg.run_dir.is_none();
+    let run_dir = cfg.run_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("lambda-supervisor-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&run_dir).map_err(|source| DataPlaneError::RunDir {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let identity = Identity {
+        region: ctx.region.to_owned(),
+        account_id: ctx.account_id.to_owned(),
+    };
+    let (backend, code_form): (Arc<dyn Backend>, CodeForm) = match isolation {
+        Isolation::MicroVm => {
+            let mut mc =
+                MicroVmConfig::from_images_dir(&cfg.images_dir, run_dir.clone(), launcher(cfg)?);
+            mc.identity = identity;
+            mc.extra_cmdline = cfg.vm_cmdline.clone();
+            let b = MicroVmBackend::new(mc).map_err(backend_err("microvm"))?;
+            (Arc::new(b), CodeForm::Image)
+        }
+        // `resolve` never returns Auto; treat it as process to stay total.
+        Isolation::Process | Isolation::Auto => {
+            let mut pc = ProcessConfig::from_images_dir(&cfg.images_dir, run_dir.clone());
+            pc.identity = identity;
+            require(
+                "guest-init binary",
+                pc.guest_init.clone(),
+                "build the images or set --images-dir / LAMBDA_IMAGES_DIR",
+            )?;
+            let b = ProcessBackend::new(pc).map_err(backend_err("process"))?;
+            (Arc::new(b), CodeForm::Directory)
+        }
+    };
+    let wc = WorkerConfig {
+        host_concurrency: cfg.host_concurrency,
+        idle_timeout: cfg.idle_timeout,
+        lease: cfg.lease,
+        init_timeout: cfg.init_timeout,
+        reap_interval: (cfg.idle_timeout / 4).clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(5),
+        ),
+        region: ctx.region.to_owned(),
+        account_id: ctx.account_id.to_owned(),
+        log_dir: Some(ctx.log_dir.clone()),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(backend, wc);
+    // The reaper stops on its own once the worker is dropped.
+    drop(worker.spawn_reaper());
+    Ok(DataPlane {
+        worker,
+        code_form,
+        selection,
+        run_dir,
+        owns_run_dir,
+    })
+}

@@ -1,0 +1,166 @@
+//! Data-plane settings of `supervisor serve`: isolation backend, VM launcher,
+//! images, pool tunables, pre-warming and asynchronous-invoke retries.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use worker::sandbox::select::Isolation;
+
+/// Lambda recycles execution environments after about 14 hours.
+pub const DEFAULT_LEASE_SECS: u64 = 14 * 3600;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
+pub const DEFAULT_HOST_CONCURRENCY: u32 = 1000;
+/// Lambda waits about a minute before the first retry of a failed event, two before the second.
+pub const DEFAULT_EVENT_RETRY_BASE_MS: u64 = 60_000;
+
+/// Which program runs a microVM sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LauncherChoice {
+    /// Our `vmm` on KVM.
+    Vmm,
+    /// QEMU TCG with vhost-device-vsock (no KVM needed; slow, for tests).
+    QemuTcg,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneArgError {
+    #[error("invalid launcher {0:?}: expected vmm or qemu-tcg")]
+    Launcher(String),
+    #[error("invalid --prewarm {0:?}: expected FUNCTION[:VERSION]=COUNT")]
+    Prewarm(String),
+}
+
+impl FromStr for LauncherChoice {
+    type Err = DataPlaneArgError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "vmm" => Ok(Self::Vmm),
+            "qemu-tcg" => Ok(Self::QemuTcg),
+            other => Err(DataPlaneArgError::Launcher(other.to_owned())),
+        }
+    }
+}
+
+/// `--prewarm name[:version]=count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prewarm {
+    pub function: String,
+    pub version: Option<String>,
+    pub count: u32,
+}
+
+impl FromStr for Prewarm {
+    type Err = DataPlaneArgError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || DataPlaneArgError::Prewarm(s.to_owned());
+        let (target, count) = s.rsplit_once('=').ok_or_else(bad)?;
+        let count: u32 = count.parse().map_err(|_| bad())?;
+        let (function, version) = match target.split_once(':') {
+            Some((f, v)) => (f, Some(v.to_owned())),
+            None => (target, None),
+        };
+        if function.is_empty() || count == 0 || count > 1000 {
+            return Err(bad());
+        }
+        Ok(Self {
+            function: function.to_owned(),
+            version,
+            count,
+        })
+    }
+}
+
+/// Resolved data-plane settings.
+#[derive(Debug, Clone)]
+pub struct DataPlaneConfig {
+    pub isolation: Isolation,
+    pub launcher: LauncherChoice,
+    /// Our VMM binary [default: `vmm` beside the supervisor executable].
+    pub vmm_binary: Option<PathBuf>,
+    pub qemu: PathBuf,
+    pub vhost_device_vsock: Option<PathBuf>,
+    /// Guest kernel [default: `vmlinux` (vmm) or `bzImage` (QEMU) in the images dir].
+    pub kernel: Option<PathBuf>,
+    /// Extra guest kernel command line (e.g. PVM workarounds).
+    pub vm_cmdline: String,
+    pub images_dir: PathBuf,
+    /// Per-sandbox run directories [default: a fresh dir under the system temp dir].
+    pub run_dir: Option<PathBuf>,
+    pub idle_timeout: Duration,
+    pub lease: Duration,
+    pub host_concurrency: u32,
+    pub prewarm: Vec<Prewarm>,
+    /// Delay before the first retry of a failed asynchronous invocation; doubled for the second.
+    pub event_retry_base: Duration,
+    /// Bound on sandbox start plus the runtime's init (Lambda: 10 s).
+    pub init_timeout: Duration,
+}
+
+impl DataPlaneConfig {
+    pub fn defaults() -> Self {
+        Self {
+            isolation: Isolation::Auto,
+            launcher: LauncherChoice::Vmm,
+            vmm_binary: None,
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            vhost_device_vsock: None,
+            kernel: None,
+            vm_cmdline: String::new(),
+            images_dir: default_images_dir(),
+            run_dir: None,
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            lease: Duration::from_secs(DEFAULT_LEASE_SECS),
+            host_concurrency: DEFAULT_HOST_CONCURRENCY,
+            prewarm: Vec::new(),
+            event_retry_base: Duration::from_millis(DEFAULT_EVENT_RETRY_BASE_MS),
+            init_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The workspace root this binary was built from.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `$LAMBDA_IMAGES_DIR`, else `<repo>/target/images`.
+pub fn default_images_dir() -> PathBuf {
+    match std::env::var_os("LAMBDA_IMAGES_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => repo_root().join("target").join("images"),
+    }
+}
+
+/// Parses `microvm|process|auto` into the worker's type.
+pub fn parse_isolation(s: &str) -> Result<Isolation, String> {
+    s.parse::<Isolation>().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prewarm_and_launcher() {
+        let p: Prewarm = "echo:3=2".parse().expect("prewarm");
+        assert_eq!(p.function, "echo");
+        assert_eq!(p.version.as_deref(), Some("3"));
+        assert_eq!(p.count, 2);
+        let p: Prewarm = "echo=1".parse().expect("prewarm");
+        assert_eq!(p.version, None);
+        for bad in ["echo", "=1", "echo=0", "echo=x", "echo=5000"] {
+            assert!(bad.parse::<Prewarm>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            "qemu-tcg".parse::<LauncherChoice>().ok(),
+            Some(LauncherChoice::QemuTcg)
+        );
+        assert!("firecracker".parse::<LauncherChoice>().is_err());
+        assert_eq!(parse_isolation("process"), Ok(Isolation::Process));
+        assert!(parse_isolation("vm").is_err());
+    }
+}

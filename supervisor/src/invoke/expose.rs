@@ -1,0 +1,117 @@
+//! Makes cached plaintext code reachable for jailed sandboxes.
+//!
+//! The code cache lives under the data dir, which stays 0700 (it holds the
+//! registry with environment variables). Jails run as unprivileged host uids that
+//! cannot traverse it, so each code revision is mirrored once into the sandbox run
+//! dir (0755) - hard links where the filesystem allows, copies otherwise - and the
+//! worker is given the mirror.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("exposing code {path} to sandboxes: {source}")]
+pub struct ExposeError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn err(path: &Path) -> impl FnOnce(std::io::Error) -> ExposeError + '_ {
+    move |source| ExposeError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Mirrors `src` (a code directory or image file) as `root/<name of src>` and
+/// returns that path. Idempotent; concurrent callers race benignly via rename.
+pub fn expose(src: &Path, root: &Path) -> Result<PathBuf, ExposeError> {
+    let name = src.file_name().ok_or_else(|| ExposeError {
+        path: src.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
+    })?;
+    let dest = root.join(name);
+    if dest.exists() {
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(root).map_err(err(root))?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).map_err(err(root))?;
+    let tmp = root.join(format!(".tmp-{}", crate::ids::random_hex::<8>()));
+    let made = mirror(src, &tmp).and_then(|()| std::fs::rename(&tmp, &dest).map_err(err(&dest)));
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        // Another caller may have won the rename.
+        if dest.exists() {
+            return Ok(dest);
+        }
+        return Err(e);
+    }
+    Ok(dest)
+}
+
+fn mirror(src: &Path, dst: &Path) -> Result<(), ExposeError> {
+    let meta = std::fs::symlink_metadata(src).map_err(err(src))?;
+    if meta.is_symlink() {
+        let target = std::fs::read_link(src).map_err(err(src))?;
+        return std::os::unix::fs::symlink(target, dst).map_err(err(dst));
+    }
+    if meta.is_dir() {
+        std::fs::create_dir(dst).map_err(err(dst))?;
+        for entry in std::fs::read_dir(src).map_err(err(src))? {
+            let entry = entry.map_err(err(src))?;
+            mirror(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+        return std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755))
+            .map_err(err(dst));
+    }
+    if std::fs::hard_link(src, dst).is_err() {
+        std::fs::copy(src, dst).map_err(err(dst))?;
+    }
+    // Readable by the jail's uid; executables stay executable.
+    let mode = if meta.permissions().mode() & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    };
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode)).map_err(err(dst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_trees_and_files_once() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let src = d.path().join("private/abc");
+        std::fs::create_dir_all(src.join("lib")).expect("mkdir");
+        std::fs::write(src.join("bootstrap"), "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(
+            src.join("bootstrap"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+        std::fs::write(src.join("lib/data.txt"), "x").expect("write");
+        std::os::unix::fs::symlink("lib/data.txt", src.join("link")).expect("symlink");
+        let root = d.path().join("exposed");
+        let out = expose(&src, &root).expect("expose");
+        assert_eq!(out, root.join("abc"));
+        let mode = std::fs::metadata(out.join("bootstrap"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(
+            std::fs::read_to_string(out.join("link")).expect("read"),
+            "x"
+        );
+        assert_eq!(expose(&src, &root).expect("again"), out);
+        let img = d.path().join("private/code.ext4");
+        std::fs::write(&img, "img").expect("write");
+        assert_eq!(
+            std::fs::read(expose(&img, &root).expect("file")).expect("read"),
+            b"img"
+        );
+    }
+}

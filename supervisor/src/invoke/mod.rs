@@ -1,0 +1,239 @@
+//! The Invoke API (`POST /2015-03-31/functions/{name}/invocations`), reserved
+//! concurrency, asynchronous invocations and `/metrics`: the frontend half of the
+//! data plane. It reaches sandboxes only through [`worker::Worker::invoke`] and
+//! [`worker::Worker::metrics`], so the worker can later live on another host.
+
+mod concurrency;
+pub mod events;
+pub mod eventstream;
+mod expose;
+mod handler;
+pub mod headers;
+pub mod metrics;
+mod response;
+mod spec;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post, put};
+use axum::{Extension, Router};
+use worker::{InvokeOutcome, InvokeRequest, ThrottleReason, WorkerError};
+
+use crate::control::names::FunctionRef;
+use crate::dataplane::DataPlane;
+use crate::http::ApiError;
+use crate::Supervisor;
+use events::EventQueue;
+use metrics::FrontMetrics;
+use spec::Specs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeSetupError {
+    #[error(transparent)]
+    Events(#[from] events::store::EventStoreError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+}
+
+/// Why a synchronous run did not produce an outcome.
+#[derive(Debug)]
+pub enum RunError {
+    /// Not found, bad request, code unpacking failure: answered as is.
+    Api(ApiError),
+    Throttled(ThrottleReason),
+    /// The worker could not create a sandbox.
+    Sandbox(String),
+}
+
+impl From<ApiError> for RunError {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<WorkerError> for RunError {
+    fn from(e: WorkerError) -> Self {
+        match e {
+            WorkerError::Throttled(r) => Self::Throttled(r),
+            WorkerError::InvalidSpec(m) => {
+                Self::Api(ApiError::service(format!("invalid function spec: {m}")))
+            }
+            WorkerError::Sandbox(m) => Self::Sandbox(m),
+        }
+    }
+}
+
+/// Shared state of the invoke path.
+pub struct InvokeService {
+    sup: Arc<Supervisor>,
+    /// The worker, or why none could be started (the control plane still serves).
+    plane: Result<DataPlane, String>,
+    specs: Arc<Specs>,
+    metrics: FrontMetrics,
+    events: EventQueue,
+}
+
+impl InvokeService {
+    pub fn new(
+        sup: Arc<Supervisor>,
+        plane: Result<DataPlane, String>,
+    ) -> Result<Arc<Self>, InvokeSetupError> {
+        let specs = Arc::new(Specs::default());
+        specs.load_reserved(sup.registry().all_reserved_concurrency()?);
+        let events = EventQueue::open(
+            &sup.config().data_dir.join("events.sqlite3"),
+            sup.config().data_plane.event_retry_base,
+        )?;
+        Ok(Arc::new(Self {
+            sup,
+            plane,
+            specs,
+            metrics: FrontMetrics::default(),
+            events,
+        }))
+    }
+
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.sup
+    }
+
+    pub fn plane(&self) -> Option<&DataPlane> {
+        self.plane.as_ref().ok()
+    }
+
+    /// The worker, if the data plane started.
+    pub fn worker(&self) -> Option<&worker::Worker> {
+        self.plane.as_ref().ok().map(|p| &p.worker)
+    }
+
+    /// Routes behind SigV4 (merged into the control plane's router).
+    pub fn signed_routes(self: &Arc<Self>) -> Router<Arc<Supervisor>> {
+        Router::new()
+            .route(
+                "/2015-03-31/functions/{name}/invocations",
+                post(handler::invoke),
+            )
+            .route(
+                "/2021-11-15/functions/{name}/response-streaming-invocations",
+                post(handler::invoke_stream),
+            )
+            .route(
+                "/2017-10-31/functions/{name}/concurrency",
+                put(concurrency::put).delete(concurrency::delete),
+            )
+            .route(
+                "/2019-09-30/functions/{name}/concurrency",
+                get(concurrency::get),
+            )
+            .layer(Extension(self.clone()))
+    }
+
+    /// Routes without authentication: `/metrics` for scrapers.
+    pub fn public_routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/metrics", get(handler::metrics))
+            .layer(Extension(self.clone()))
+    }
+
+    /// Starts the event runner and the configured pre-warming.
+    pub fn start_background(self: &Arc<Self>) {
+        events::spawn_runner(self.clone());
+        let prewarm = self.sup.config().data_plane.prewarm.clone();
+        if prewarm.is_empty() {
+            return;
+        }
+        let svc = self.clone();
+        tokio::spawn(async move {
+            for p in prewarm {
+                let f = FunctionRef {
+                    name: p.function.clone(),
+                    qualifier: p.version.clone(),
+                };
+                match svc.prewarm(&f, p.count).await {
+                    Ok(n) => {
+                        tracing::info!(function = %p.function, started = n, "pre-warmed sandboxes")
+                    }
+                    Err(e) => {
+                        tracing::error!(function = %p.function, error = %e, "pre-warming failed")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Starts `count` idle sandboxes for `f` (the `--prewarm` pool).
+    pub async fn prewarm(&self, f: &FunctionRef, count: u32) -> Result<u32, String> {
+        let resolved = self.resolve(f).await.map_err(|e| e.to_string())?;
+        let w = self.plane.as_ref().map_err(Clone::clone)?;
+        w.worker
+            .prewarm(&resolved, count)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Registry lookup and code preparation on the blocking pool.
+    async fn resolve(&self, f: &FunctionRef) -> Result<worker::FunctionVersionSpec, ApiError> {
+        let plane = self
+            .plane
+            .as_ref()
+            .map_err(|why| ApiError::service(format!("the data plane is not running: {why}")))?;
+        if let Some(spec) = self.specs.current(&self.sup, f) {
+            return Ok(spec);
+        }
+        let form = plane.code_form;
+        let exposed_root = plane.run_dir.join("code");
+        let sup = self.sup.clone();
+        let f2 = f.clone();
+        let specs = self.specs.clone();
+        // Code preparation (first use of a revision) decrypts and unpacks, and the
+        // registry read takes a mutex held across fsyncs: both stay off async threads.
+        let resolved =
+            tokio::task::spawn_blocking(move || specs.resolve(&sup, &f2, form, &exposed_root))
+                .await
+                .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
+        if resolved.revised {
+            // The worker keys sandboxes by (function, version) only, so idle sandboxes
+            // of a replaced $LATEST would otherwise serve the new revision.
+            plane.worker.shutdown_idle();
+        }
+        Ok(resolved.spec)
+    }
+
+    /// Whether `f` names an existing version (DryRun, Event).
+    async fn exists(&self, f: &FunctionRef) -> Result<(), ApiError> {
+        let sup = self.sup.clone();
+        let f = f.clone();
+        tokio::task::spawn_blocking(move || Specs::record(&sup, &f).map(drop))
+            .await
+            .map_err(|e| ApiError::service(format!("internal task failed: {e}")))?
+    }
+
+    /// One synchronous invocation through the worker.
+    pub async fn run(
+        &self,
+        f: &FunctionRef,
+        req: InvokeRequest,
+    ) -> Result<InvokeOutcome, RunError> {
+        let spec = self.resolve(f).await?;
+        let plane = self
+            .plane
+            .as_ref()
+            .map_err(|why| ApiError::service(format!("the data plane is not running: {why}")))?;
+        let out = plane.worker.invoke(&spec, req).await;
+        if !self.specs.is_current(f, &spec) {
+            // This invoke's sandbox went back to the idle pool under the same
+            // (function, version) key after a newer revision was resolved.
+            plane.worker.shutdown_idle();
+        }
+        Ok(out?)
+    }
+
+    pub(crate) fn metrics_text(&self) -> String {
+        let depth = self.events.depth();
+        let mut text = self.metrics.render(depth);
+        if let Some(w) = self.worker() {
+            text.push_str(&w.metrics());
+        }
+        text
+    }
+}

@@ -1,0 +1,85 @@
+//! Reserved concurrency per function (PutFunctionConcurrency), stored beside the
+//! function so DeleteFunction drops it in the same transaction (ON DELETE CASCADE).
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension as _, TransactionBehavior};
+
+use super::{Registry, RegistryError};
+
+impl Registry {
+    /// Sets `name`'s reserved concurrency; the function must exist.
+    pub fn set_reserved_concurrency(&self, name: &str, reserved: u32) -> Result<(), RegistryError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM functions WHERE name = ?1",
+                    [name],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !exists {
+                return Err(RegistryError::NotFound(name.to_owned()));
+            }
+            tx.execute(
+                "INSERT INTO concurrency (function, reserved) VALUES (?1, ?2)
+                 ON CONFLICT(function) DO UPDATE SET reserved = excluded.reserved",
+                params![name, reserved],
+            )?;
+            tx.commit()?;
+            self.bump();
+            Ok(())
+        })
+    }
+
+    /// Removes the reservation; the function must exist.
+    pub fn delete_reserved_concurrency(&self, name: &str) -> Result<(), RegistryError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM functions WHERE name = ?1",
+                    [name],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !exists {
+                return Err(RegistryError::NotFound(name.to_owned()));
+            }
+            tx.execute("DELETE FROM concurrency WHERE function = ?1", [name])?;
+            tx.commit()?;
+            self.bump();
+            Ok(())
+        })
+    }
+
+    /// `None` when the function has no reservation.
+    pub fn reserved_concurrency(&self, name: &str) -> Result<Option<u32>, RegistryError> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT reserved FROM concurrency WHERE function = ?1",
+                    [name],
+                    |r| r.get::<_, u32>(0),
+                )
+                .optional()?)
+        })
+    }
+
+    /// Every reservation (loaded once at start into the invoke path's cache).
+    pub fn all_reserved_concurrency(&self) -> Result<HashMap<String, u32>, RegistryError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT function, reserved FROM concurrency")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (f, n) = row?;
+                out.insert(f, n);
+            }
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! Starting a complete supervisor (control plane, data plane, event runner) on a
+//! listener; shared by `supervisor serve` and `supervisor demo`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::dataplane::{self, BuildContext};
+use crate::invoke::InvokeService;
+use crate::Supervisor;
+
+/// Time idle sandboxes get to stop after the server has drained.
+const SANDBOX_STOP_GRACE: Duration = Duration::from_millis(700);
+
+/// An opened supervisor with its invoke service, ready to serve.
+pub struct Prepared {
+    pub sup: Arc<Supervisor>,
+    pub invoke: Arc<InvokeService>,
+    pub listener: tokio::net::TcpListener,
+    pub addr: SocketAddr,
+}
+
+/// Opens the data dir, starts the worker and binds the listener. Prints the
+/// operator messages (generated keys, isolation choice).
+pub async fn prepare(config: Config) -> Result<Prepared, String> {
+    warm_blocking_pool().await;
+    let listen = config.listen;
+    let (sup, report) = Supervisor::open(config).map_err(|e| e.to_string())?;
+    if let Some(path) = &report.generated_credentials {
+        eprintln!(
+            "supervisor: generated access key {} ; credentials stored in {} (mode 0600)",
+            sup.credentials().access_key_id,
+            path.display()
+        );
+    }
+    if let Some(path) = &report.generated_master_key {
+        eprintln!(
+            "supervisor: generated master key in {} (mode 0600); back it up",
+            path.display()
+        );
+    }
+    if report.orphans_removed > 0 {
+        tracing::info!(
+            count = report.orphans_removed,
+            "removed code objects left by an interrupted write"
+        );
+    }
+    let cfg = sup.config();
+    let plane = dataplane::build(&BuildContext {
+        config: &cfg.data_plane,
+        region: &cfg.region,
+        account_id: &cfg.account_id,
+        log_dir: cfg.data_dir.join("logs"),
+    });
+    let plane = match plane {
+        Ok(p) => {
+            eprintln!("supervisor: {}", p.selection);
+            Ok(p)
+        }
+        Err(e) => {
+            eprintln!(
+                "supervisor: data plane unavailable, Invoke will answer ServiceException: {e}"
+            );
+            Err(e.to_string())
+        }
+    };
+    let invoke = InvokeService::new(sup.clone(), plane).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("binding {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok(Prepared {
+        sup,
+        invoke,
+        listener,
+        addr,
+    })
+}
+
+/// Blocking-pool threads started up front (and kept: see the runtime's keep-alive).
+const BLOCKING_THREADS: usize = 24;
+
+/// Starts the blocking pool's threads now. The worker clones jail children from
+/// blocking threads and the child calls glibc's setgroups/setres[ug]id, which wait
+/// forever if another thread was mid-`pthread_create` at clone time. With the
+/// threads created here and kept alive, later spawns rarely create threads.
+async fn warm_blocking_pool() {
+    // Overlapping sleeps (not a barrier: a runtime with fewer blocking threads would
+    // deadlock on one) make the pool start that many threads.
+    let tasks: Vec<_> = (0..BLOCKING_THREADS)
+        .map(|_| tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(30))))
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+impl Prepared {
+    /// Serves until `shutdown` resolves, then drains requests and stops idle sandboxes.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        self.invoke.start_background();
+        let router = self
+            .sup
+            .router(self.invoke.signed_routes(), self.invoke.public_routes());
+        crate::http::serve(self.listener, router, shutdown)
+            .await
+            .map_err(|e| format!("server: {e}"))?;
+        if let Some(w) = self.invoke.worker() {
+            w.shutdown_idle();
+            tokio::time::sleep(SANDBOX_STOP_GRACE).await;
+        }
+        if let Some(plane) = self.invoke.plane() {
+            if plane.owns_run_dir {
+                // Best effort: a sandbox still stopping may keep a mount busy.
+                let _ = std::fs::remove_dir_all(&plane.run_dir);
+            }
+        }
+        Ok(())
+    }
+}
