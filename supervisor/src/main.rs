@@ -9,12 +9,8 @@ fn main() -> std::process::ExitCode {
         .with_target(false)
         .init();
     let Cli { command } = Cli::parse();
-    // Blocking-pool threads are kept instead of exiting after 10 s idle: the worker
-    // clones jail children from a threaded process, and thread creation/exit racing
-    // with a clone is what can leave a child stuck on a glibc-internal lock.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
         .build()
     {
         Ok(r) => r,

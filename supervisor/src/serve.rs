@@ -25,7 +25,6 @@ pub struct Prepared {
 /// Opens the data dir, starts the worker and binds the listener. Prints the
 /// operator messages (generated keys, isolation choice).
 pub async fn prepare(config: Config) -> Result<Prepared, String> {
-    warm_blocking_pool().await;
     let listen = config.listen;
     let (sup, report) = Supervisor::open(config).map_err(|e| e.to_string())?;
     if let Some(path) = &report.generated_credentials {
@@ -77,24 +76,6 @@ pub async fn prepare(config: Config) -> Result<Prepared, String> {
         listener,
         addr,
     })
-}
-
-/// Blocking-pool threads started up front (and kept: see the runtime's keep-alive).
-const BLOCKING_THREADS: usize = 24;
-
-/// Starts the blocking pool's threads now. The worker clones jail children from
-/// blocking threads and the child calls glibc's setgroups/setres[ug]id, which wait
-/// forever if another thread was mid-`pthread_create` at clone time. With the
-/// threads created here and kept alive, later spawns rarely create threads.
-async fn warm_blocking_pool() {
-    // Overlapping sleeps (not a barrier: a runtime with fewer blocking threads would
-    // deadlock on one) make the pool start that many threads.
-    let tasks: Vec<_> = (0..BLOCKING_THREADS)
-        .map(|_| tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(30))))
-        .collect();
-    for t in tasks {
-        let _ = t.await;
-    }
 }
 
 impl Prepared {
