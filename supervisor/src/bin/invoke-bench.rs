@@ -366,32 +366,5 @@ fn main() {
         }
     };
     let out = args.out.clone();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_keep_alive(Duration::from_secs(3600))
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("invoke-bench: runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(v) => {
-            let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-            println!("{text}");
-            if let Some(p) = out {
-                if let Err(e) = std::fs::write(&p, text) {
-                    eprintln!("invoke-bench: writing {}: {e}", p.display());
-                    std::process::exit(1);
-                }
-            }
-        }
-        Err(e) => {
-            eprintln!("invoke-bench: {e}");
-            std::process::exit(1);
-        }
-    }
-    rt.shutdown_timeout(Duration::from_secs(3));
+    worker::bench::report::run_and_report("invoke-bench", out, run(args));
 }

@@ -292,29 +292,5 @@ fn main() {
         }
     };
     let out = args.out.clone();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("worker-bench: runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    match rt.block_on(bench(args)) {
-        Ok(v) => {
-            let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-            println!("{text}");
-            if let Some(p) = out {
-                if let Err(e) = std::fs::write(&p, text) {
-                    eprintln!("worker-bench: write {}: {e}", p.display());
-                }
-            }
-        }
-        Err(e) => {
-            eprintln!("worker-bench: {e}");
-            std::process::exit(1);
-        }
-    }
+    worker::bench::report::run_and_report("worker-bench", out, bench(args));
 }
