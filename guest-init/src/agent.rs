@@ -73,8 +73,8 @@ pub async fn run(config: Config, link: Link, is_pid1: bool) -> Result<Outcome, A
 
     let outcome = loop {
         tokio::select! {
-            event = agent.link.events.recv() => match event {
-                Some(HostEvent::Message(HostMessage::Init(init))) => {
+            event = agent.link.reader.next() => match event {
+                HostEvent::Message(HostMessage::Init(init)) => {
                     if init_seen {
                         agent.system_log("duplicate Init ignored");
                         continue;
@@ -82,21 +82,17 @@ pub async fn run(config: Config, link: Link, is_pid1: bool) -> Result<Outcome, A
                     init_seen = true;
                     agent.start(&init).await;
                 }
-                Some(HostEvent::Message(HostMessage::Invoke(invoke))) => agent.inv.push_invoke(invoke),
-                Some(HostEvent::Message(HostMessage::Shutdown(s))) => {
+                HostEvent::Message(HostMessage::Invoke(invoke)) => agent.inv.push_invoke(invoke),
+                HostEvent::Message(HostMessage::Shutdown(s)) => {
                     agent.shutdown(&s).await;
                     break Outcome::Shutdown;
                 }
-                Some(HostEvent::Message(other)) => {
+                HostEvent::Message(other) => {
                     agent.system_log(&format!("unexpected host message ignored: {other:?}"));
                 }
-                Some(HostEvent::Gone(reason)) => {
+                HostEvent::Gone(reason) => {
                     agent.stop(LOST_HOST_GRACE).await;
                     break Outcome::HostLost(reason);
-                }
-                None => {
-                    agent.stop(LOST_HOST_GRACE).await;
-                    break Outcome::HostLost("host reader ended".into());
                 }
             },
             _ = sigchld.recv() => agent.reap().await,

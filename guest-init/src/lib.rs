@@ -11,6 +11,7 @@ pub mod cmdline;
 pub mod config;
 pub mod environment;
 pub mod exit_status;
+pub mod host_reader;
 pub mod link;
 pub mod logs;
 pub mod mounts;

@@ -1,12 +1,14 @@
-//! The host link: one thread reads frames from the host, one writes frames to it.
+//! The host link: frames from the host are read on the agent's event loop
+//! ([`HostReader`]); a writer thread sends large or queued frames to it.
 //!
-//! The rest of guest-init sees an async stream of [`HostEvent`]s and a [`Sink`].
+//! The rest of guest-init sees an async source of [`HostEvent`]s and a [`Sink`].
 //! Small frames (up to 64 KiB) are written directly by the calling thread when nothing
 //! is queued, which saves a thread hand-off on every invocation; larger frames, and
 //! anything sent while the queue is not empty, go through the writer thread so a
 //! multi-megabyte payload never holds up the Runtime API server. Each thread's frames
 //! stay in order: a thread only writes directly when none of its frames are queued.
 
+use crate::host_reader::HostReader;
 use crate::transport::HostStream;
 use runtime_api::protocol::messages::Message;
 use runtime_api::protocol::{GuestConnection, GuestMessage, HostMessage, WireError};
@@ -15,7 +17,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc as tmpsc;
 
 /// What arrives from the host.
 #[derive(Debug)]
@@ -35,7 +36,7 @@ enum Outgoing {
 
 pub struct Link {
     pub sink: Sink,
-    pub events: tmpsc::UnboundedReceiver<HostEvent>,
+    pub reader: HostReader,
     out: mpsc::Sender<Outgoing>,
 }
 
@@ -45,14 +46,19 @@ pub enum LinkError {
     Handshake(#[from] WireError),
     #[error("starting host I/O thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("registering the host connection with the event loop: {0}")]
+    Register(std::io::Error),
 }
 
 impl Link {
-    /// Performs the Hello exchange and starts the I/O threads.
+    /// Performs the Hello exchange and starts the writer thread. Must be called
+    /// inside the tokio runtime that will run the agent (the reader registers with it).
     pub fn start(stream: HostStream) -> Result<Self, LinkError> {
         let agent = format!("guest-init {}", env!("CARGO_PKG_VERSION"));
         let conn = GuestConnection::handshake(stream, &agent)?;
-        let (mut rx, tx) = conn.into_split();
+        let (rx, tx) = conn.into_split();
+        let (read_half, pending, reply) = rx.into_parts();
+        let reader = HostReader::new(read_half, pending, reply).map_err(LinkError::Register)?;
 
         let (out, out_rx) = mpsc::channel::<Outgoing>();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -78,23 +84,6 @@ impl Link {
                 }
             })?;
 
-        let (ev_tx, events) = tmpsc::unbounded_channel();
-        std::thread::Builder::new()
-            .name("host-reader".into())
-            .spawn(move || loop {
-                match rx.recv() {
-                    Ok(msg) => {
-                        if ev_tx.send(HostEvent::Message(msg)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = ev_tx.send(HostEvent::Gone(e.to_string()));
-                        break;
-                    }
-                }
-            })?;
-
         let frames = out.clone();
         let sink: Sink = Arc::new(move |msg| {
             if msg.size_hint() <= DIRECT_MAX && queued.load(Ordering::Acquire) == 0 {
@@ -107,7 +96,7 @@ impl Link {
             // The writer only goes away when the connection is dead: same as above.
             let _ = frames.send(Outgoing::Frame(msg));
         });
-        Ok(Self { sink, events, out })
+        Ok(Self { sink, reader, out })
     }
 
     /// Waits (bounded) until every frame queued so far has been written.

@@ -94,13 +94,6 @@ fn serve(config: Config, is_pid1: bool) -> i32 {
             return 1;
         }
     };
-    let link = match Link::start(stream) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("guest-init: {e}");
-            return 1;
-        }
-    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -108,6 +101,14 @@ fn serve(config: Config, is_pid1: bool) -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("guest-init: tokio runtime: {e}");
+            return 1;
+        }
+    };
+    // The link's reader registers with the runtime, so it starts inside it.
+    let link = match rt.block_on(async { Link::start(stream) }) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("guest-init: {e}");
             return 1;
         }
     };

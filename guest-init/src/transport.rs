@@ -77,6 +77,15 @@ impl Write for HostStream {
     }
 }
 
+impl AsRawFd for HostStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            HostStream::Unix(s) => s.as_raw_fd(),
+            HostStream::Vsock(s) => s.0.as_raw_fd(),
+        }
+    }
+}
+
 impl Transport for HostStream {
     fn try_clone_transport(&self) -> io::Result<Self> {
         Ok(match self {

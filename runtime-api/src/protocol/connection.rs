@@ -122,6 +122,13 @@ impl<M: Message, R: Message, S: Transport> Receiver<M, R, S> {
         }
     }
 
+    /// Takes the receiver apart for an event-driven reader: the stream, the bytes
+    /// already read past the last frame, and the sender that answers violations.
+    pub fn into_parts(self) -> (S, Vec<u8>, Sender<R, S>) {
+        let pending = self.reader.buffer().to_vec();
+        (self.reader.into_inner(), pending, self.reply)
+    }
+
     /// Reports `err` to the peer (if it is the peer's fault) and closes the stream.
     fn fail(&self, err: &WireError) {
         if let Some(p) = err.to_protocol_error() {

@@ -155,11 +155,18 @@ impl Invocations {
         };
         // Mark it in flight before handing it over so a fast /response finds it.
         self.begin(st, &invoke);
-        let event = invoke_event(&invoke);
+        // Built only when someone listens: the JSON maps cost allocations per invoke.
+        let event = st
+            .extensions
+            .values()
+            .any(|e| e.subs.invoke)
+            .then(|| invoke_event(&invoke));
         match waiter.send(invoke) {
             Ok(()) => {
-                for ext in st.extensions.values_mut().filter(|e| e.subs.invoke) {
-                    ext.deliver(event.clone());
+                if let Some(event) = event {
+                    for ext in st.extensions.values_mut().filter(|e| e.subs.invoke) {
+                        ext.deliver(event.clone());
+                    }
                 }
             }
             Err(invoke) => {
