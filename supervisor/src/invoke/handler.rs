@@ -55,14 +55,13 @@ pub async fn invoke(
     resp
 }
 
-async fn handle(
+/// The function (name, ARN or partial ARN plus `Qualifier`) and the parsed invoke headers.
+fn target(
     svc: &InvokeService,
     raw_name: &str,
     query: Option<&str>,
     headers: &HeaderMap,
-    body: Bytes,
-    request_id: &str,
-) -> Result<Response, ApiError> {
+) -> Result<(FunctionRef, headers::InvokeHeaders), ApiError> {
     let cfg = svc.sup.config();
     let query = query_map(query);
     let f = resolve(
@@ -71,7 +70,18 @@ async fn handle(
         &cfg.region,
         &cfg.account_id,
     )?;
-    let h = headers::parse(headers)?;
+    Ok((f, headers::parse(headers)?))
+}
+
+async fn handle(
+    svc: &InvokeService,
+    raw_name: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+    request_id: &str,
+) -> Result<Response, ApiError> {
+    let (f, h) = target(svc, raw_name, query, headers)?;
     let payload = headers::check_payload(h.invocation_type, &body)?;
     drop(body);
     match h.invocation_type {
@@ -146,15 +156,7 @@ async fn handle_stream(
     body: Bytes,
     request_id: &str,
 ) -> Result<Response, ApiError> {
-    let cfg = svc.sup.config();
-    let query = query_map(query);
-    let f = resolve(
-        raw_name,
-        query.get("Qualifier").map(String::as_str),
-        &cfg.region,
-        &cfg.account_id,
-    )?;
-    let h = headers::parse(headers)?;
+    let (f, h) = target(svc, raw_name, query, headers)?;
     if h.invocation_type == InvocationType::Event {
         return Err(ApiError::invalid(
             "InvokeWithResponseStream supports the RequestResponse and DryRun invocation types",

@@ -68,6 +68,11 @@ impl JailedProcess {
         self.cgroup.as_ref()
     }
 
+    /// True once the kernel's OOM killer has killed something in the sandbox's cgroup.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup().is_some_and(|c| c.oom_kills() > 0)
+    }
+
     /// Takes the read end of the stdout pipe (when requested with `Stdio::Pipe`).
     pub fn take_stdout(&mut self) -> Option<OwnedFd> {
         self.stdout.take()

@@ -352,10 +352,7 @@ impl Sandbox for VmSandbox {
     }
 
     fn oom_killed(&self) -> bool {
-        self.proc
-            .as_ref()
-            .and_then(|p| p.cgroup())
-            .is_some_and(|c| c.oom_kills() > 0)
+        self.proc.as_ref().is_some_and(JailedProcess::oom_killed)
     }
 
     fn destroy(mut self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
