@@ -3,6 +3,7 @@
 //! rootfs and code images, cgroup limits, unprivileged uid), with guest-init reached
 //! over hybrid vsock: it connects to CID 2 port 9000, which lands on `<uds>_9000`.
 
+use super::dir_guard::DirGuard;
 use super::launcher::{self, LauncherKind, VmShape};
 use super::rootfs::RootfsMap;
 use super::session::{function_arn, init_message, Identity, Session};
@@ -179,7 +180,7 @@ impl MicroVmBackend {
             .get(&spec.runtime)
             .ok_or_else(|| start_err(format!("no rootfs image for runtime {:?}", spec.runtime)))?
             .to_path_buf();
-        let files = SandboxFiles(self.cfg.run_root.join(format!("{id}.files")));
+        let files = DirGuard(self.cfg.run_root.join(format!("{id}.files")));
         let _ = std::fs::remove_dir_all(&files.0);
         std::fs::create_dir_all(files.0.join("sock"))
             .map_err(|e| start_err(format!("sandbox dir: {e}")))?;
@@ -311,20 +312,12 @@ impl Backend for MicroVmBackend {
     }
 }
 
-/// The sandbox's host-side files (socket dir, kvm node, built code image).
-struct SandboxFiles(PathBuf);
-
-impl Drop for SandboxFiles {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub struct VmSandbox {
     session: Session,
     proc: Option<JailedProcess>,
     memory_mib: u32,
-    _files: SandboxFiles,
+    /// Socket dir, kvm node and built code image.
+    _files: DirGuard,
     _serial: StderrTail,
 }
 

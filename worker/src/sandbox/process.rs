@@ -2,6 +2,7 @@
 //! pivot_root into the unpacked rootfs, code read-only at /var/task, cgroups, seccomp,
 //! uid 993), speaking the wire protocol over a Unix socket bound into the jail.
 
+use super::dir_guard::DirGuard;
 use super::rootfs::RootfsMap;
 use super::session::{function_arn, init_message, Identity, Session};
 use super::stderr_tail::StderrTail;
@@ -137,7 +138,7 @@ impl ProcessBackend {
                 std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o755))
             })
             .map_err(|e| start_err(format!("socket dir: {e}")))?;
-        let cleanup = SockDir(sock_dir.clone());
+        let cleanup = DirGuard(sock_dir.clone());
         let sock = sock_dir.join("wire.sock");
         let listener = UnixListener::bind(&sock)
             .map_err(|e| start_err(format!("bind {}: {e}", sock.display())))?;
@@ -257,19 +258,10 @@ pub(crate) fn remove_stale(cgroups: &CgroupHost, run_root: &Path) {
     }
 }
 
-/// Removes the socket directory when the sandbox goes away.
-struct SockDir(PathBuf);
-
-impl Drop for SockDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub struct ProcessSandbox {
     session: Session,
     proc: Option<JailedProcess>,
-    _sock_dir: SockDir,
+    _sock_dir: DirGuard,
     tail: StderrTail,
 }
 
