@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target of the project for a bounded time each; fails on a crash.
 #   tests/fuzz.sh [SECONDS]
+# Targets are found, not listed: every <crate>/fuzz with a Cargo.toml (vmm: vsock_device;
+# runtime-api: decode_frame; supervisor: zip_check, sigv4_parse), SECONDS each.
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-60}

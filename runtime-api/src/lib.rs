@@ -7,5 +7,10 @@
 
 pub mod protocol;
 
+/// Largest streamed response body: Lambda's documented default for response streaming
+/// is 200 MB (raised from 20 MB in July 2025). guest-init cuts a longer stream off, and
+/// the worker enforces the same bound on what it receives.
+pub const MAX_STREAMED_RESPONSE_BYTES: usize = 200 * 1024 * 1024;
+
 #[cfg(feature = "server")]
 pub mod server;

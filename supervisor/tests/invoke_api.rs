@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{Cursor, Write as _};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
@@ -20,6 +20,7 @@ use supervisor::invoke::InvokeService;
 use supervisor::Supervisor;
 use tower::ServiceExt as _;
 use worker::sandbox::{Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
+use worker::spec::ChunkSink;
 use worker::{FunctionVersionSpec, InvokeRequest, Worker, WorkerConfig};
 
 const AK: &str = "AKIAINVOKETEST000000";
@@ -79,6 +80,42 @@ impl Sandbox for Scripted {
                         .into_bytes(),
                 )),
                 _ => Ok(Reply::Response(req.payload.clone())),
+            }
+        })
+    }
+
+    /// Streaming handlers write through `chunks`; the others answer as `invoke` does.
+    fn invoke_streaming<'a>(
+        &'a mut self,
+        req: &'a InvokeRequest,
+        deadline_ms: u64,
+        chunks: ChunkSink,
+    ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
+        Box::pin(async move {
+            let pause = Duration::from_millis(600);
+            match self.handler.as_str() {
+                "stream" => {
+                    let _ = chunks.send(b"one ".to_vec()).await;
+                    tokio::time::sleep(pause).await;
+                    let _ = chunks.send(b"two".to_vec()).await;
+                    Ok(Reply::Streamed)
+                }
+                "stream-fail" => {
+                    let _ = chunks.send(b"partial ".to_vec()).await;
+                    tokio::time::sleep(pause).await;
+                    Ok(Reply::Error {
+                        error_type: "StreamFailure".into(),
+                        body:
+                            br#"{"errorType":"StreamFailure","errorMessage":"failed mid-stream"}"#
+                                .to_vec(),
+                    })
+                }
+                "stream-hang" => {
+                    let _ = chunks.send(b"partial ".to_vec()).await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(Reply::Streamed)
+                }
+                _ => self.invoke(req, deadline_ms).await,
             }
         })
     }
@@ -529,4 +566,149 @@ async fn response_stream_frames_payload_then_completion() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+/// One eventstream message as received: when its last byte arrived (since the request
+/// was sent), its `:event-type` and its payload.
+struct StreamEvent {
+    at: Duration,
+    kind: String,
+    payload: Vec<u8>,
+}
+
+/// Sends an InvokeWithResponseStream request and reads the body frame by frame, noting
+/// when each event arrived.
+async fn stream_events(
+    env: &Env,
+    name: &str,
+    extra: &[(&'static str, &str)],
+) -> (StatusCode, Vec<StreamEvent>) {
+    let uri = format!("/2021-11-15/functions/{name}/response-streaming-invocations");
+    let sent = Instant::now();
+    let resp = env
+        .router
+        .clone()
+        .oneshot(signed("POST", &uri, extra, b"{}".to_vec()))
+        .await
+        .expect("infallible");
+    let status = resp.status();
+    if status != StatusCode::OK {
+        return (status, Vec::new());
+    }
+    let mut body = resp.into_body();
+    let (mut buf, mut events) = (Vec::new(), Vec::new());
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            buf.extend_from_slice(&data);
+        }
+        while buf.len() >= 12 {
+            let total = u32::from_be_bytes(buf[0..4].try_into().expect("len")) as usize;
+            if buf.len() < total {
+                break;
+            }
+            let hlen = u32::from_be_bytes(buf[4..8].try_into().expect("len")) as usize;
+            let msg: Vec<u8> = buf.drain(..total).collect();
+            // The first header is `:event-type` (name, type 7, u16 length, value).
+            let nlen = msg[12] as usize;
+            assert_eq!(&msg[13..13 + nlen], b":event-type");
+            let vlen = u16::from_be_bytes([msg[14 + nlen], msg[15 + nlen]]) as usize;
+            let kind = String::from_utf8_lossy(&msg[16 + nlen..16 + nlen + vlen]).into_owned();
+            events.push(StreamEvent {
+                at: sent.elapsed(),
+                kind,
+                payload: msg[12 + hlen..total - 4].to_vec(),
+            });
+        }
+    }
+    assert!(buf.is_empty(), "a partial message was left over");
+    (status, events)
+}
+
+fn complete_of(events: &[StreamEvent]) -> serde_json::Value {
+    let last = events.last().expect("events");
+    assert_eq!(last.kind, "InvokeComplete");
+    serde_json::from_slice(&last.payload).expect("json")
+}
+
+fn payload_of(events: &[StreamEvent]) -> Vec<u8> {
+    events
+        .iter()
+        .filter(|e| e.kind == "PayloadChunk")
+        .flat_map(|e| e.payload.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_stream_delivers_chunks_as_they_are_written() {
+    let env = env_with(true);
+    create(&env, "st", "stream", 3).await;
+    let (status, events) = stream_events(&env, "st", &[("x-amz-log-type", "Tail")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(payload_of(&events), b"one two");
+    assert_eq!(events[0].kind, "PayloadChunk");
+    assert_eq!(events[0].payload, b"one ");
+    let done = events.last().expect("events").at;
+    // The function pauses 600 ms between its two chunks.
+    assert!(
+        done >= events[0].at + Duration::from_millis(400),
+        "first chunk at {:?}, InvokeComplete at {done:?}",
+        events[0].at
+    );
+    let complete = complete_of(&events);
+    assert!(complete.get("ErrorCode").is_none(), "{complete}");
+    let logs = base64::engine::general_purpose::STANDARD
+        .decode(complete["LogResult"].as_str().expect("LogResult"))
+        .expect("base64");
+    assert!(String::from_utf8_lossy(&logs).contains("REPORT RequestId"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_stream_errors_end_with_invoke_complete() {
+    let env = env_with(true);
+    create(&env, "sf", "stream-fail", 3).await;
+    let (status, events) = stream_events(&env, "sf", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(payload_of(&events), b"partial ");
+    let complete = complete_of(&events);
+    assert_eq!(complete["ErrorCode"], "StreamFailure");
+    assert!(complete["ErrorDetails"]
+        .as_str()
+        .expect("details")
+        .contains("failed mid-stream"));
+    assert!(complete.get("LogResult").is_none());
+
+    create(&env, "sh", "stream-hang", 1).await;
+    let (_, events) = stream_events(&env, "sh", &[("x-amz-log-type", "Tail")]).await;
+    assert_eq!(payload_of(&events), b"partial ");
+    assert!(
+        events[0].at < Duration::from_millis(900),
+        "{:?}",
+        events[0].at
+    );
+    let complete = complete_of(&events);
+    assert_eq!(complete["ErrorCode"], "Sandbox.Timedout");
+    assert!(complete["ErrorDetails"]
+        .as_str()
+        .expect("details")
+        .contains("Task timed out after 1.00 seconds"));
+    let logs = base64::engine::general_purpose::STANDARD
+        .decode(complete["LogResult"].as_str().expect("LogResult"))
+        .expect("base64");
+    assert!(String::from_utf8_lossy(&logs).contains("Status: timeout"));
+
+    // Refused before anything ran: an HTTP error, not a stream.
+    let r = send(
+        &env,
+        signed(
+            "PUT",
+            "/2017-10-31/functions/sf/concurrency",
+            &[],
+            br#"{"ReservedConcurrentExecutions":0}"#.to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let (status, events) = stream_events(&env, "sf", &[]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(events.is_empty());
 }

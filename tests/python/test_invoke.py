@@ -283,9 +283,15 @@ def test_dry_run_and_event_status_codes(client, rust_echo):
     assert r["StatusCode"] == 204
     r = client.invoke(FunctionName=rust_echo, InvocationType="Event", Payload=b'{"e": 1}')
     assert r["StatusCode"] == 202
+    # Lambda's asynchronous limit is 1 MB (1,048,576 bytes) since October 2025.
+    at_limit = b'"' + b"x" * (1_048_576 - 2) + b'"'
+    r = client.invoke(FunctionName=rust_echo, InvocationType="Event", Payload=at_limit)
+    assert r["StatusCode"] == 202
     with pytest.raises(ClientError) as e:
-        client.invoke(FunctionName=rust_echo, InvocationType="Event", Payload=b'"' + b"x" * 262_144 + b'"')
+        client.invoke(FunctionName=rust_echo, InvocationType="Event", Payload=at_limit + b" ")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
     assert e.value.response["Error"]["Code"] == "RequestTooLargeException"
+    assert "limit 1048576 bytes" in e.value.response["Error"]["Message"]
 
 
 def test_invoke_needs_a_valid_signature(server, rust_echo):

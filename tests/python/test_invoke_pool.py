@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from invoke_harness import deploy, has_init_duration, invoke, start_supervisor
-from supervisor_harness import Supervisor
+from invoke_harness import (FUNCTIONS, deploy, has_init_duration, invoke, json_body, metric_value,
+                            metrics, start_supervisor)
+from supervisor_harness import ROLE, Supervisor, make_zip
 
 try:
     from botocore.exceptions import ClientError
@@ -82,5 +83,46 @@ def test_host_concurrency_limit_throttles_unreserved_functions(tmp_path):
         assert results.count("ok") >= 1
         assert "ConcurrentInvocationLimitExceeded" in results, results
         assert set(results) <= {"ok", "ConcurrentInvocationLimitExceeded"}, results
+    finally:
+        sup.stop()
+
+
+def replying_shell_zip(reply):
+    """The shell runtime with a handler that answers `reply`."""
+    boot = (FUNCTIONS / "shell" / "bootstrap").read_bytes()
+    fn = f"handler() {{\n  printf '\"%s\"' '{reply}'\n}}\n"
+    return make_zip({"bootstrap": (boot, 0o755), "function.sh": fn.encode()})
+
+
+def test_updating_one_function_keeps_the_others_warm(tmp_path):
+    sup = start_supervisor(tmp_path / "data")
+    try:
+        client = sup.client()
+        deploy(client, "stays-warm", "rust", "echo")
+        client.create_function(FunctionName="updated", Runtime="provided.al2023", Role=ROLE,
+                               Handler="function.handler", Timeout=10,
+                               Code={"ZipFile": replying_shell_zip("v1")})
+        for name in ("stays-warm", "updated"):
+            _, _, logs = invoke(client, name, LogType="Tail")
+            assert has_init_duration(logs), logs
+        _, body, logs = invoke(client, "updated", LogType="Tail")
+        assert json_body(body) == "v1" and not has_init_duration(logs), logs
+
+        client.update_function_code(FunctionName="updated", ZipFile=replying_shell_zip("v2"))
+        _, body, logs = invoke(client, "stays-warm", b'{"still": "warm"}', LogType="Tail")
+        assert json.loads(body) == {"still": "warm"}
+        assert not has_init_duration(logs), f"another function's update made it cold:\n{logs}"
+        _, body, logs = invoke(client, "updated", LogType="Tail")
+        assert json_body(body) == "v2"
+        assert has_init_duration(logs), logs
+        # The v1 sandbox was stopped at once rather than left to the idle timeout.
+        assert metric_value(metrics(sup), "worker_sandboxes_reaped_total", reason="stale") == 1
+        assert metric_value(metrics(sup), "worker_sandboxes", state="idle") == 2
+
+        client.update_function_configuration(FunctionName="stays-warm", MemorySize=256)
+        _, _, logs = invoke(client, "updated", LogType="Tail")
+        assert not has_init_duration(logs), logs
+        _, _, logs = invoke(client, "stays-warm", LogType="Tail")
+        assert has_init_duration(logs) and "Memory Size: 256 MB" in logs, logs
     finally:
         sup.stop()

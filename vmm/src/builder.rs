@@ -20,6 +20,7 @@ use crate::devices::bus::{Bus, BusDevice};
 use crate::devices::legacy::{boot_timer::BootTimer, i8042::I8042, serial};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::{transport::NOTIFY_OFFSET, MmioInterrupt, MmioTransport};
+use crate::devices::virtio::vsock::{Vsock, VsockMetrics};
 use crate::devices::virtio::{GuestMemory, VirtioDevice};
 use crate::devices::EventFdTrigger;
 use crate::exit::ExitNotifier;
@@ -70,6 +71,11 @@ pub enum BuildError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("metrics file {path}: {source}")]
+    MetricsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("event loop: {0}")]
     EventManager(#[from] event_manager::Error),
     #[error("eventfd: {0}")]
@@ -87,6 +93,10 @@ pub struct Vmm {
     pub vcpus: Vec<Vcpu>,
     pub serial: Arc<Mutex<serial::SerialDevice>>,
     pub blocks: Vec<Arc<Mutex<Block>>>,
+    /// The vsock device's counters, when one is attached.
+    pub vsock_metrics: Option<Arc<VsockMetrics>>,
+    /// `--metrics-path`, opened before seccomp so that exit only needs write(2).
+    pub metrics_out: Option<File>,
     pub cmdline: String,
     // Kept alive for the life of the VM: dropping them would tear it down.
     _kvm: Kvm,
@@ -189,14 +199,33 @@ fn root_arg(cfg: &VmConfig) -> Option<String> {
     })
 }
 
-fn attach_vsock(dev: &mut Devices<'_>, cfg: &VmConfig) -> Result<(), BuildError> {
+/// Attaches the vsock device if configured; returns its counters for the exit report.
+fn attach_vsock(
+    dev: &mut Devices<'_>,
+    cfg: &VmConfig,
+) -> Result<Option<Arc<VsockMetrics>>, BuildError> {
     let Some(v) = &cfg.vsock else {
-        return Ok(());
+        return Ok(None);
     };
-    let vsock = crate::devices::virtio::vsock::Vsock::new(v.cid, v.uds_path.clone())
-        .map_err(|e| BuildError::Vsock(e.to_string()))?;
+    let vsock =
+        Vsock::new(v.cid, v.uds_path.clone()).map_err(|e| BuildError::Vsock(e.to_string()))?;
+    let metrics = vsock.metrics();
     let vsock = Arc::new(Mutex::new(vsock));
-    dev.attach_virtio(vsock.clone(), vsock)
+    dev.attach_virtio(vsock.clone(), vsock)?;
+    Ok(Some(metrics))
+}
+
+/// Creates (truncates) the metrics file now, so a bad path fails before the guest runs.
+fn metrics_out(cfg: &VmConfig) -> Result<Option<File>, BuildError> {
+    let Some(path) = &cfg.metrics_path else {
+        return Ok(None);
+    };
+    File::create(path)
+        .map(Some)
+        .map_err(|source| BuildError::MetricsFile {
+            path: path.clone(),
+            source,
+        })
 }
 
 fn write_boot_state(
@@ -238,6 +267,7 @@ pub fn build(
     let mem = memory::create_guest_memory(cfg.mem_mib)?;
     let kernel = loader::load_kernel(&mem, &cfg.kernel)?;
     let initrd = load_initrd(&mem, cfg, &kernel)?;
+    let metrics_out = metrics_out(cfg)?;
     let blocks = cfg
         .drives
         .iter()
@@ -286,7 +316,7 @@ pub fn build(
     for b in &blocks {
         dev.attach_virtio(b.clone(), b.clone())?;
     }
-    attach_vsock(&mut dev, cfg)?;
+    let vsock_metrics = attach_vsock(&mut dev, cfg)?;
 
     let line = write_boot_state(&mem, cfg, &kernel, initrd, &dev.slots, pvm)?;
     log::info!("kernel command line: {line}");
@@ -324,6 +354,8 @@ pub fn build(
         vcpus,
         serial,
         blocks,
+        vsock_metrics,
+        metrics_out,
         cmdline: line,
         _kvm: kvm,
         _vm: vmfd,

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::devices::virtio::vsock::VsockMetrics;
+
 /// Per-block-device counters.
 #[derive(Debug, Default)]
 pub struct BlockMetrics {
@@ -79,5 +81,65 @@ impl VmmMetrics {
             "serial_errors": get(&self.serial_errors),
             "mmio_transport_invalid": get(&self.mmio_transport_invalid),
         })
+    }
+}
+
+/// The vsock device's counters as a JSON object, one key per counter.
+pub fn vsock_json(m: &VsockMetrics) -> serde_json::Value {
+    let fields = m
+        .snapshot()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), serde_json::Value::from(value)));
+    serde_json::Value::Object(fields.collect())
+}
+
+/// What the VMM reports at exit: VMM-wide counters, one object per block device in
+/// attach order, and the vsock device's counters when one is attached.
+pub fn exit_report(
+    vmm: &VmmMetrics,
+    blocks: &[&BlockMetrics],
+    vsock: Option<&VsockMetrics>,
+) -> serde_json::Value {
+    let mut report = serde_json::json!({
+        "vmm": vmm.to_json(),
+        "block": blocks.iter().map(|b| b.to_json()).collect::<Vec<_>>(),
+    });
+    if let (Some(v), Some(obj)) = (vsock, report.as_object_mut()) {
+        obj.insert("vsock".into(), vsock_json(v));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_report_has_vsock_counters_only_with_a_vsock_device() {
+        let vmm = VmmMetrics::default();
+        add(&vmm.unhandled_mmio, 2);
+        let block = BlockMetrics::default();
+        add(&block.read_bytes, 4096);
+        let vsock = VsockMetrics::default();
+        add(&vsock.tx_packets, 7);
+        add(&vsock.rx_bytes, 1500);
+        inc(&vsock.conns_added);
+        inc(&vsock.rst_sent);
+
+        let r = exit_report(&vmm, &[&block], Some(&vsock));
+        assert_eq!(r["vmm"]["unhandled_mmio"], 2);
+        assert_eq!(r["block"][0]["read_bytes"], 4096);
+        let v = r["vsock"].as_object().expect("vsock object");
+        assert_eq!(v["tx_packets"], 7);
+        assert_eq!(v["rx_bytes"], 1500);
+        assert_eq!(v["conns_added"], 1);
+        assert_eq!(v["rst_sent"], 1);
+        assert_eq!(v["drop_bad_len"], 0);
+        // Every counter of the device is exported, none invented.
+        assert_eq!(v.len(), vsock.snapshot().len());
+
+        let r = exit_report(&vmm, &[], None);
+        assert!(r.get("vsock").is_none(), "{r}");
+        assert_eq!(r["block"].as_array().map(Vec::len), Some(0));
     }
 }

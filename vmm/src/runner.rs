@@ -1,9 +1,11 @@
 //! Runs a built VM: seccomp, vCPU threads, the event loop, and orderly exit.
 
+use std::io::Write;
 use std::sync::{Arc, Barrier};
 
 use crate::builder::Vmm;
 use crate::exit::ExitReason;
+use crate::metrics;
 use crate::seccomp::{self, ThreadKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,22 +18,22 @@ pub enum RunError {
     EventLoop(event_manager::Error),
 }
 
-fn log_metrics(vmm: &Vmm) {
+/// Logs the exit report and, with `--metrics-path`, writes it there as one JSON line.
+fn report_metrics(vmm: &mut Vmm) {
     let blocks: Vec<_> = vmm
         .blocks
         .iter()
-        .map(|b| {
-            b.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .metrics
-                .to_json()
-        })
+        .map(|b| b.lock().unwrap_or_else(|p| p.into_inner()).metrics.clone())
         .collect();
-    let all = serde_json::json!({
-        "vmm": crate::metrics::VMM_METRICS.to_json(),
-        "block": blocks,
-    });
+    let blocks: Vec<&metrics::BlockMetrics> = blocks.iter().map(|b| b.as_ref()).collect();
+    let all = metrics::exit_report(&metrics::VMM_METRICS, &blocks, vmm.vsock_metrics.as_deref());
     log::info!("metrics: {all}");
+    if let Some(f) = vmm.metrics_out.as_mut() {
+        // Formatted first: File is unbuffered, and writeln! would write piece by piece.
+        if let Err(e) = f.write_all(format!("{all}\n").as_bytes()) {
+            log::warn!("writing the metrics file: {e}");
+        }
+    }
 }
 
 /// Runs until an exit reason is reported. Threads are left running: the caller exits the
@@ -71,6 +73,6 @@ pub fn run(mut vmm: Vmm, use_seccomp: bool) -> Result<ExitReason, RunError> {
     if let Ok(mut s) = vmm.serial.try_lock() {
         s.flush();
     }
-    log_metrics(&vmm);
+    report_metrics(&mut vmm);
     Ok(reason)
 }

@@ -79,6 +79,17 @@ fn missing_rootfs_and_drive() {
 }
 
 #[test]
+fn unwritable_metrics_path() {
+    let d = tmpdir("nometrics");
+    let k = write_guest(&d, "g.elf", &TinyProgram::new().spin().elf());
+    let o = run(
+        &["--kernel", &k, "--metrics-path", "/nonexistent/m.json"],
+        T,
+    );
+    assert_clean_error(&o, "metrics file /nonexistent/m.json");
+}
+
+#[test]
 fn unknown_json_field() {
     let d = tmpdir("json");
     let cfg = d.join("vm.json");

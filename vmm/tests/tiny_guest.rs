@@ -14,6 +14,15 @@ fn kvm() -> bool {
     require(kvm_usable())
 }
 
+/// The exit metrics report the VMM logs (`metrics: {json}`).
+fn logged_metrics(stderr: &str) -> serde_json::Value {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.split_once("metrics: ").map(|(_, j)| j))
+        .unwrap_or_else(|| panic!("no metrics line in: {stderr}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("metrics line {line:?}: {e}"))
+}
+
 #[test]
 fn serial_output_and_i8042_reset_exit_cleanly() {
     if !kvm() {
@@ -34,6 +43,19 @@ fn serial_output_and_i8042_reset_exit_cleanly() {
         o.stderr
     );
     assert!(!o.stderr.contains("panicked"));
+}
+
+#[test]
+fn no_vsock_key_without_a_vsock_device() {
+    if !kvm() {
+        return;
+    }
+    let d = tmpdir("novsock");
+    let k = write_guest(&d, "g.elf", &TinyProgram::new().reset().elf());
+    let o = run(&["--kernel", &k, "--mem-mib", "16"], T);
+    assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
+    let m = logged_metrics(&o.stderr);
+    assert!(m.get("vmm").is_some() && m.get("vsock").is_none(), "{m}");
 }
 
 #[test]
@@ -195,6 +217,7 @@ fn vsock_device_is_attached_with_its_own_mmio_slot() {
     let disk = d.join("disk.img");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let uds = d.join("v.sock");
+    let metrics_file = d.join("metrics.json");
     let o = run(
         &[
             "--kernel",
@@ -207,6 +230,8 @@ fn vsock_device_is_attached_with_its_own_mmio_slot() {
             "3",
             "--vsock-uds",
             uds.to_str().unwrap(),
+            "--metrics-path",
+            metrics_file.to_str().unwrap(),
         ],
         T,
     );
@@ -219,6 +244,24 @@ fn vsock_device_is_attached_with_its_own_mmio_slot() {
         "{}",
         o.stderr
     );
+    // The exit report has the vsock counters; this guest has no driver, so no traffic.
+    let m = logged_metrics(&o.stderr);
+    let v = m["vsock"].as_object().unwrap_or_else(|| panic!("{m}"));
+    for key in [
+        "tx_packets",
+        "tx_bytes",
+        "rx_packets",
+        "rx_bytes",
+        "conns_open",
+    ] {
+        assert_eq!(v.get(key).and_then(|x| x.as_u64()), Some(0), "{key}: {m}");
+    }
+    assert_eq!(m["block"].as_array().map(Vec::len), Some(1), "{m}");
+    // --metrics-path gets the same report as one JSON line.
+    let text = std::fs::read_to_string(&metrics_file).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    let from_file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(from_file, m);
 }
 
 #[test]
@@ -279,4 +322,18 @@ fn vsock_host_connection_survives_seccomp() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let o = finish(child, T);
     assert_eq!(o.code, Some(143), "stderr: {}", o.stderr);
+    // The host connection shows up in the vsock counters of the exit report: accepted,
+    // then timed out waiting for a guest that never answers. No driver, so no packets
+    // either way (and the RST for the guest stays queued, keeping the connection open).
+    let m = logged_metrics(&o.stderr);
+    let v = &m["vsock"];
+    for (key, want) in [
+        ("conns_added", 1),
+        ("conns_timed_out", 1),
+        ("tx_packets", 0),
+        ("rx_packets", 0),
+        ("drop_bad_len", 0),
+    ] {
+        assert_eq!(v[key].as_u64(), Some(want), "{key}: {m}");
+    }
 }

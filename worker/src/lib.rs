@@ -1,8 +1,8 @@
 //! Worker side of the data plane: sandboxes on one host (pool, jail, backends).
 //!
 //! The frontend (Invoke API, auth, registry) talks to this crate only through
-//! [`Worker::invoke`], [`Worker::metrics`] and the plain types in [`spec`], so the two
-//! can later run on different hosts.
+//! [`Worker::invoke`], [`Worker::invoke_streaming`], [`Worker::metrics`] and the plain
+//! types in [`spec`], so the two can later run on different hosts.
 
 pub mod bench;
 pub mod jail;

@@ -22,6 +22,10 @@ pub struct FunctionVersionSpec {
     pub env: Vec<(String, String)>,
     /// Reserved concurrency; `Some(0)` disables the function.
     pub reserved_concurrency: Option<u32>,
+    /// Code and configuration revision of this version (the registry's RevisionId):
+    /// a sandbox started for one revision never serves another. Empty when the caller
+    /// does not track revisions.
+    pub revision: String,
 }
 
 /// Identifies a pool of sandboxes: sandboxes are never shared across this key.
@@ -29,6 +33,7 @@ pub struct FunctionVersionSpec {
 pub struct FunctionKey {
     pub name: String,
     pub version: String,
+    pub revision: String,
 }
 
 impl FunctionVersionSpec {
@@ -36,6 +41,7 @@ impl FunctionVersionSpec {
         FunctionKey {
             name: self.name.clone(),
             version: self.version.clone(),
+            revision: self.revision.clone(),
         }
     }
 
@@ -80,16 +86,25 @@ pub struct InvokeRequest {
     pub trace_id: Option<String>,
 }
 
+/// Receives a streamed invocation's response bytes, in order, as the function writes
+/// them ([`crate::Worker::invoke_streaming`]). Plain bytes over a bounded channel, so a
+/// link between hosts can carry it later; a full channel holds the function's writes
+/// back, as a slow reader does in Lambda.
+pub type ChunkSink = tokio::sync::mpsc::Sender<Vec<u8>>;
+
+/// Largest streamed response (shared with guest-init). Past it the invoke ends with
+/// `Function.ResponseSizeTooLarge`.
+pub const MAX_STREAMED_RESPONSE_BYTES: u64 = runtime_api::MAX_STREAMED_RESPONSE_BYTES as u64;
+
 /// What the function produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InvokeResult {
+    /// The payload; empty after [`crate::Worker::invoke_streaming`], which hands every
+    /// byte to the sink instead.
     Success(Vec<u8>),
     /// Returned with HTTP 200 and `X-Amz-Function-Error: Unhandled`; `body` is Lambda's
     /// error JSON.
-    FunctionError {
-        error_type: String,
-        body: Vec<u8>,
-    },
+    FunctionError { error_type: String, body: Vec<u8> },
 }
 
 /// Figures of the REPORT line.
@@ -168,6 +183,7 @@ mod tests {
             timeout: Duration::from_secs(3),
             env: vec![],
             reserved_concurrency: None,
+            revision: String::new(),
         }
     }
 

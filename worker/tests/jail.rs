@@ -76,6 +76,7 @@ fn fixture(limits: Option<CgroupLimits>) -> Fixture {
         seccomp: true,
         loopback_up: true,
         reaper: false,
+        cpus: Vec::new(),
     };
     Fixture {
         _dirs: vec![rootfs, code, run],
@@ -278,6 +279,26 @@ fn reaper_runs_the_program_as_pid_2_and_passes_its_status() {
     let o = run_sh(&f.cfg, "echo pid=$$; (sleep 0.1 &); exit 7");
     assert_eq!(o.stdout, "pid=2\n");
     assert_eq!(o.exit, Exit::Code(7));
+}
+
+#[test]
+fn placement_confines_the_program_and_its_children_to_the_given_cpus() {
+    if !prerequisites_met() {
+        return;
+    }
+    let own = jail::cpus::own_affinity().unwrap();
+    let last = *own.last().unwrap();
+    let mut f = fixture(None);
+    f.cfg.reaper = true;
+    f.cfg.cpus = vec![last];
+    // The program (PID 2 under the reaper) and a child it forks.
+    let o = run_sh(
+        &f.cfg,
+        "grep Cpus_allowed_list /proc/self/status; sh -c 'grep Cpus_allowed_list /proc/self/status'",
+    );
+    assert_eq!(o.exit, Exit::Code(0), "{}", o.stderr);
+    let want = format!("Cpus_allowed_list:\t{last}\n");
+    assert_eq!(o.stdout, want.repeat(2));
 }
 
 #[test]

@@ -118,6 +118,7 @@ async fn shell_function_in_a_tcg_microvm() {
         timeout: Duration::from_secs(30),
         env: vec![],
         reserved_concurrency: None,
+        revision: String::new(),
     };
     let req = |id: &str, p: &str| InvokeRequest {
         request_id: id.into(),

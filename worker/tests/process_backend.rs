@@ -86,6 +86,7 @@ fn spec(name: &str, code: &std::path::Path, handler: &str) -> FunctionVersionSpe
         timeout: Duration::from_secs(3),
         env: vec![("GREETING".into(), "hi".into())],
         reserved_concurrency: None,
+        revision: String::new(),
     }
 }
 

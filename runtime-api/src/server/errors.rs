@@ -4,8 +4,8 @@ use serde_json::json;
 
 /// Largest buffered response (and error body) Lambda accepts from a runtime.
 pub const MAX_RESPONSE_BYTES: usize = 6_291_556;
-/// Largest streamed response body (Lambda's default streaming limit, 20 MiB).
-pub const MAX_STREAM_BYTES: usize = 20 * 1024 * 1024;
+/// Largest streamed response body.
+pub const MAX_STREAM_BYTES: usize = crate::MAX_STREAMED_RESPONSE_BYTES;
 
 /// An error answered to the runtime (or extension) over HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

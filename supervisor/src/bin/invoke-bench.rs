@@ -7,7 +7,11 @@
 //! pre-warming). Writes JSON to stdout (and `--out FILE`). Needs root and the images.
 //!
 //! usage: invoke-bench --fn-bin PATH [--images DIR] [--seconds N] [--levels 1,8,32]
-//!                     [--cold N] [--density N] [--out FILE]
+//!                     [--cold N] [--density N] [--memory MB] [--out FILE]
+//!
+//! `--memory` (default 128) sets the functions' MemorySize, and with it their CPU share
+//! (one vCPU per 1,769 MB, at least 0.25): at 128 MB one busy sandbox is held to a
+//! quarter of a CPU, which bounds the 1-client rate; 1769 measures the path unthrottled.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +38,7 @@ struct Args {
     levels: Vec<usize>,
     cold: usize,
     density: u32,
+    memory_mb: u32,
     out: Option<PathBuf>,
 }
 
@@ -45,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         levels: vec![1, 8, 32],
         cold: 10,
         density: 32,
+        memory_mb: 128,
         out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -62,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--cold" => a.cold = val()?.parse().map_err(|e| format!("--cold: {e}"))?,
             "--density" => a.density = val()?.parse().map_err(|e| format!("--density: {e}"))?,
+            "--memory" => a.memory_mb = val()?.parse().map_err(|e| format!("--memory: {e}"))?,
             "--out" => a.out = Some(val()?.into()),
             other => return Err(format!("unknown flag {other}")),
         }
@@ -198,10 +205,10 @@ async fn one(addr: SocketAddr, raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
         .map_err(|e| e.to_string())
 }
 
-async fn create(addr: SocketAddr, name: &str, zip_b64: &str) -> Result<(), String> {
+async fn create(addr: SocketAddr, name: &str, zip_b64: &str, memory_mb: u32) -> Result<(), String> {
     let body = json!({
         "FunctionName": name, "Runtime": "provided.al2023", "Handler": "echo",
-        "Role": "arn:aws:iam::000000000000:role/bench", "MemorySize": 128,
+        "Role": "arn:aws:iam::000000000000:role/bench", "MemorySize": memory_mb,
         "Code": {"ZipFile": zip_b64},
     })
     .to_string();
@@ -258,7 +265,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_of(
         &std::fs::read(&args.fn_bin).map_err(|e| e.to_string())?,
     )?);
-    create(addr, "bench-echo", &zip_b64).await?;
+    create(addr, "bench-echo", &zip_b64, args.memory_mb).await?;
     let payload = json!({ "data": "x".repeat(1024 - 12) }).to_string();
     let invoke = Arc::new(signed(
         addr,
@@ -302,7 +309,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let mut cold = Vec::new();
     for i in 0..args.cold {
         let name = format!("bench-cold-{i}");
-        create(addr, &name, &zip_b64).await?;
+        create(addr, &name, &zip_b64, args.memory_mb).await?;
         let raw = signed(
             addr,
             "POST",
@@ -317,7 +324,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     }
 
     let density = {
-        create(addr, "bench-density", &zip_b64).await?;
+        create(addr, "bench-density", &zip_b64, args.memory_mb).await?;
         let before = mem_available_kib();
         let started = match svc
             .prewarm(
@@ -350,6 +357,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let _ = server.await;
     Ok(json!({
         "benchmark": "invoke-bench (HTTP + SigV4 + worker + process sandbox, Rust echo, 1 KiB)",
+        "memory_mb": args.memory_mb,
         "levels": levels,
         "cold_start_ms_median": stats::median(cold.clone()),
         "cold_start_ms": cold,

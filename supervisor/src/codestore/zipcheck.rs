@@ -10,6 +10,13 @@ use std::io::{Cursor, Read};
 
 use zip::ZipArchive;
 
+/// Longest path component Linux file systems accept (NAME_MAX).
+pub const MAX_NAME_COMPONENT: usize = 255;
+/// Longest normalised entry path. Extraction prefixes the sandbox's code directory,
+/// and the whole must stay under PATH_MAX (4096) or it fails with ENAMETOOLONG long
+/// after the upload was accepted.
+pub const MAX_ENTRY_PATH: usize = 2048;
+
 /// Lambda's documented limits plus our zip-bomb guards.
 #[derive(Debug, Clone)]
 pub struct ZipLimits {
@@ -31,7 +38,8 @@ impl Default for ZipLimits {
             max_entries: 20_000,
             max_ratio: 250,
             ratio_min_size: 1024 * 1024,
-            max_symlink_target: 4096,
+            // symlink(2) takes a NUL-terminated target shorter than PATH_MAX (4096).
+            max_symlink_target: 4095,
         }
     }
 }
@@ -54,6 +62,11 @@ pub enum ZipError {
     ParentTraversal(String),
     #[error("Zip entry name {0:?} is invalid")]
     BadName(String),
+    #[error(
+        "Zip entry name '{prefix}...' is too long ({len} bytes; at most {MAX_ENTRY_PATH}, \
+         and {MAX_NAME_COMPONENT} per path component)"
+    )]
+    NameTooLong { prefix: String, len: usize },
     #[error("Zip entry '{0}' appears more than once or conflicts with another entry")]
     Duplicate(String),
     #[error("Zip entry '{0}' is encrypted")]
@@ -122,7 +135,16 @@ fn normalise_name(raw: &str) -> Result<String, ZipError> {
     if parts.is_empty() {
         return Err(ZipError::BadName(raw.to_owned()));
     }
-    Ok(parts.join("/"))
+    let path = parts.join("/");
+    if path.len() > MAX_ENTRY_PATH || parts.iter().any(|p| p.len() > MAX_NAME_COMPONENT) {
+        // The name can be 64 KiB long: quote only its start.
+        let prefix: String = raw.chars().take(64).collect();
+        return Err(ZipError::NameTooLong {
+            prefix,
+            len: raw.len(),
+        });
+    }
+    Ok(path)
 }
 
 fn corrupt(name: &str, e: impl std::fmt::Display) -> ZipError {
@@ -198,6 +220,10 @@ pub fn validate(zip: &[u8], limits: &ZipLimits) -> Result<ZipPlan, ZipError> {
                 .take(limits.max_symlink_target + 1)
                 .read_to_string(&mut target)
                 .map_err(|e| corrupt(&raw, e))?;
+            // The data may be longer than the entry declared.
+            if target.len() as u64 > limits.max_symlink_target {
+                return Err(corrupt(&raw, "symlink target too long"));
+            }
             if target.is_empty() || target.contains('\0') {
                 return Err(corrupt(&raw, "empty or invalid symlink target"));
             }

@@ -115,6 +115,35 @@ fn rejects_traversal_absolute_and_bad_names() {
     ));
 }
 
+/// Found by the `zip_check` fuzz target: these passed validation, then extraction
+/// failed with ENAMETOOLONG.
+#[test]
+fn rejects_names_and_link_targets_the_file_system_cannot_hold() {
+    let long_part = "a".repeat(MAX_NAME_COMPONENT + 1);
+    let r = check(&[E::F(&long_part, b"x", 0o644)]);
+    assert!(matches!(r, Err(ZipError::NameTooLong { .. })), "{r:?}");
+    let deep = vec!["d".repeat(200); 12].join("/");
+    assert!(deep.len() > MAX_ENTRY_PATH);
+    let r = check(&[E::F(&deep, b"x", 0o644)]);
+    assert!(matches!(r, Err(ZipError::NameTooLong { .. })), "{r:?}");
+    // The error quotes only the start of a long name.
+    let msg = r.map(|_| ()).unwrap_err().to_string();
+    assert!(msg.len() < 300, "{msg}");
+
+    // Right at the limits is fine.
+    let part = "b".repeat(MAX_NAME_COMPONENT);
+    let at_limit = [part.as_str(); 8].join("/");
+    assert!(at_limit.len() <= MAX_ENTRY_PATH);
+    assert!(check(&[E::F(&at_limit, b"x", 0o644)]).is_ok());
+
+    // symlink(2) refuses targets of PATH_MAX (4096) bytes.
+    let target = "t/".repeat(2048);
+    let r = check(&[E::L("l", &target), E::F("t", b"x", 0o644)]);
+    assert!(matches!(r, Err(ZipError::Corrupt { .. })), "{r:?}");
+    let r = check(&[E::L("l", &target[..4095]), E::D("t/")]);
+    assert!(r.is_ok(), "{r:?}");
+}
+
 #[test]
 fn rejects_escaping_symlinks_including_chains() {
     assert!(matches!(

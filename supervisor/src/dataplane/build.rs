@@ -12,6 +12,8 @@ use worker::sandbox::Backend;
 use worker::{Worker, WorkerConfig};
 
 use super::config::{DataPlaneConfig, LauncherChoice};
+use super::sweep;
+use crate::datadir_lock::{DataDirLock, LockError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
@@ -31,6 +33,8 @@ pub enum DataPlaneError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("run dir: {0}")]
+    RunDirLock(#[from] LockError),
 }
 
 /// How the worker wants code handed to it.
@@ -51,6 +55,9 @@ pub struct DataPlane {
     pub run_dir: PathBuf,
     /// The run dir was made for this process (and is removed at shutdown).
     pub owns_run_dir: bool,
+    /// Held while this process lives, so a startup sweep elsewhere (even from another
+    /// pid namespace) never takes this run dir for a dead supervisor's.
+    _run_dir_lock: Option<DataDirLock>,
 }
 
 impl DataPlane {
@@ -62,6 +69,7 @@ impl DataPlane {
             selection: "isolation: embedded worker".to_owned(),
             run_dir,
             owns_run_dir: false,
+            _run_dir_lock: None,
         }
     }
 }
@@ -153,39 +161,21 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<DataPlane, DataPlaneError> {
     let cfg = ctx.config;
     let (isolation, selection) = select::resolve(cfg.isolation);
     let owns_run_dir = cfg.run_dir.is_none();
-    let run_dir = cfg.run_dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("lambda-supervisor-{}", std::process::id()))
-    });
+    let run_dir = cfg.run_dir.clone().unwrap_or_else(sweep::default_run_dir);
     std::fs::create_dir_all(&run_dir).map_err(|source| DataPlaneError::RunDir {
         path: run_dir.clone(),
         source,
     })?;
-    let identity = Identity {
-        region: ctx.region.to_owned(),
-        account_id: ctx.account_id.to_owned(),
+    let run_dir_lock = if owns_run_dir {
+        Some(DataDirLock::acquire(&run_dir)?)
+    } else {
+        None
     };
-    let (backend, code_form): (Arc<dyn Backend>, CodeForm) = match isolation {
-        Isolation::MicroVm => {
-            let mut mc =
-                MicroVmConfig::from_images_dir(&cfg.images_dir, run_dir.clone(), launcher(cfg)?);
-            mc.identity = identity;
-            mc.extra_cmdline = cfg.vm_cmdline.clone();
-            let b = MicroVmBackend::new(mc).map_err(backend_err("microvm"))?;
-            (Arc::new(b), CodeForm::Image)
-        }
-        // `resolve` never returns Auto; treat it as process to stay total.
-        Isolation::Process | Isolation::Auto => {
-            let mut pc = ProcessConfig::from_images_dir(&cfg.images_dir, run_dir.clone());
-            pc.identity = identity;
-            require(
-                "guest-init binary",
-                pc.guest_init.clone(),
-                "build the images or set --images-dir / LAMBDA_IMAGES_DIR",
-            )?;
-            let b = ProcessBackend::new(pc).map_err(backend_err("process"))?;
-            (Arc::new(b), CodeForm::Directory)
-        }
-    };
+    let backend = make_backend(ctx, isolation, &run_dir);
+    // After the backend started: it has killed and removed the sandbox cgroups of dead
+    // workers, so nothing of theirs still runs from these dirs.
+    sweep_temp_dir();
+    let (backend, code_form) = backend?;
     let wc = WorkerConfig {
         host_concurrency: cfg.host_concurrency,
         idle_timeout: cfg.idle_timeout,
@@ -209,5 +199,55 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<DataPlane, DataPlaneError> {
         selection,
         run_dir,
         owns_run_dir,
+        _run_dir_lock: run_dir_lock,
     })
+}
+
+/// Creates the sandbox backend `isolation` names.
+fn make_backend(
+    ctx: &BuildContext<'_>,
+    isolation: Isolation,
+    run_dir: &std::path::Path,
+) -> Result<(Arc<dyn Backend>, CodeForm), DataPlaneError> {
+    let cfg = ctx.config;
+    let identity = Identity {
+        region: ctx.region.to_owned(),
+        account_id: ctx.account_id.to_owned(),
+    };
+    Ok(match isolation {
+        Isolation::MicroVm => {
+            let mut mc =
+                MicroVmConfig::from_images_dir(&cfg.images_dir, run_dir.to_owned(), launcher(cfg)?);
+            mc.identity = identity;
+            mc.extra_cmdline = cfg.vm_cmdline.clone();
+            let b = MicroVmBackend::new(mc).map_err(backend_err("microvm"))?;
+            (Arc::new(b), CodeForm::Image)
+        }
+        // `resolve` never returns Auto; treat it as process to stay total.
+        Isolation::Process | Isolation::Auto => {
+            let mut pc = ProcessConfig::from_images_dir(&cfg.images_dir, run_dir.to_owned());
+            pc.identity = identity;
+            require(
+                "guest-init binary",
+                pc.guest_init.clone(),
+                "build the images or set --images-dir / LAMBDA_IMAGES_DIR",
+            )?;
+            let b = ProcessBackend::new(pc).map_err(backend_err("process"))?;
+            (Arc::new(b), CodeForm::Directory)
+        }
+    })
+}
+
+/// Removes the temp-dir run dirs of supervisors that are gone (see [`sweep`]).
+fn sweep_temp_dir() {
+    let swept = sweep::sweep_stale_run_dirs(&std::env::temp_dir());
+    if !swept.removed.is_empty() {
+        tracing::info!(
+            count = swept.removed.len(),
+            "removed run dirs left by supervisors that are gone"
+        );
+    }
+    for e in &swept.failed {
+        tracing::warn!(error = %e, "could not remove a stale run dir");
+    }
 }

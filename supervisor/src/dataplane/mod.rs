@@ -4,6 +4,7 @@
 pub mod args;
 mod build;
 pub mod config;
+pub mod sweep;
 
 pub use args::{DataPlaneArgs, DataPlaneFile};
 pub use build::{build, BuildContext, CodeForm, DataPlane, DataPlaneError};

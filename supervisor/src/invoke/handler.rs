@@ -1,4 +1,5 @@
-//! `POST /2015-03-31/functions/{name}/invocations` and `GET /metrics`.
+//! `POST /2015-03-31/functions/{name}/invocations` and `GET /metrics`
+//! (InvokeWithResponseStream is in `stream`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,23 +41,25 @@ pub async fn invoke(
     let kind = headers::parse(&headers)
         .map(|h| h.invocation_type)
         .unwrap_or(InvocationType::RequestResponse);
-    let resp = match handle(&svc, &name, q.as_deref(), &headers, body, &request_id).await {
-        Ok(r) => r,
-        Err(e) => {
-            let mut r = e.into_response();
-            if let Ok(v) = request_id.parse() {
-                r.headers_mut().insert("x-amzn-requestid", v);
-            }
-            r
-        }
-    };
+    let resp = handle(&svc, &name, q.as_deref(), &headers, body, &request_id)
+        .await
+        .unwrap_or_else(|e| error_response(e, &request_id));
     svc.metrics
         .request(kind_label(kind), resp.status().as_u16(), started.elapsed());
     resp
 }
 
+/// An API error answered with the invoke's request id, as Lambda does.
+pub(super) fn error_response(e: ApiError, request_id: &str) -> Response {
+    let mut r = e.into_response();
+    if let Ok(v) = request_id.parse() {
+        r.headers_mut().insert("x-amzn-requestid", v);
+    }
+    r
+}
+
 /// The function (name, ARN or partial ARN plus `Qualifier`) and the parsed invoke headers.
-fn target(
+pub(super) fn target(
     svc: &InvokeService,
     raw_name: &str,
     query: Option<&str>,
@@ -120,76 +123,6 @@ async fn handle(
             };
             sync(svc, &f, req, h.tail_logs).await
         }
-    }
-}
-
-/// `POST /2021-11-15/functions/{name}/response-streaming-invocations`.
-pub async fn invoke_stream(
-    Extension(svc): Svc,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let started = Instant::now();
-    let request_id = uuid_v4();
-    let resp = match handle_stream(&svc, &name, q.as_deref(), &headers, body, &request_id).await {
-        Ok(r) => r,
-        Err(e) => {
-            let mut r = e.into_response();
-            if let Ok(v) = request_id.parse() {
-                r.headers_mut().insert("x-amzn-requestid", v);
-            }
-            r
-        }
-    };
-    svc.metrics
-        .request("ResponseStream", resp.status().as_u16(), started.elapsed());
-    resp
-}
-
-async fn handle_stream(
-    svc: &InvokeService,
-    raw_name: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: Bytes,
-    request_id: &str,
-) -> Result<Response, ApiError> {
-    let (f, h) = target(svc, raw_name, query, headers)?;
-    if h.invocation_type == InvocationType::Event {
-        return Err(ApiError::invalid(
-            "InvokeWithResponseStream supports the RequestResponse and DryRun invocation types",
-        ));
-    }
-    let payload = headers::check_payload(h.invocation_type, &body)?;
-    drop(body);
-    if h.invocation_type == InvocationType::DryRun {
-        svc.exists(&f).await?;
-        return Ok(response::dry_run(request_id));
-    }
-    let req = InvokeRequest {
-        request_id: request_id.to_owned(),
-        payload,
-        client_context: h.client_context,
-        cognito_identity: None,
-        trace_id: h.trace_id,
-    };
-    match svc.run(&f, req).await {
-        Ok(out) => {
-            if let InvokeResult::FunctionError { error_type, .. } = &out.result {
-                svc.metrics.function_error(error_type);
-            }
-            Ok(response::event_stream(out, h.tail_logs))
-        }
-        Err(RunError::Throttled(reason)) => {
-            svc.metrics.throttle(reason.as_str());
-            Ok(response::throttled(reason, request_id))
-        }
-        Err(RunError::Api(e)) => Err(e),
-        Err(RunError::Sandbox(m)) => Err(ApiError::service(format!(
-            "could not start an execution environment: {m}"
-        ))),
     }
 }
 

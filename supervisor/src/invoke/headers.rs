@@ -8,8 +8,9 @@ use crate::http::{ApiError, ErrorKind};
 /// Synchronous request and response payloads (Lambda: 6 MB each way).
 pub const MAX_SYNC_REQUEST_BYTES: usize = 6_291_456;
 pub const MAX_SYNC_RESPONSE_BYTES: usize = 6_291_556;
-/// Asynchronous (`Event`) payloads.
-pub const MAX_EVENT_REQUEST_BYTES: usize = 262_144;
+/// Asynchronous (`Event`) request payloads: 1 MB (Lambda raised it from 256 KB in
+/// October 2025), counted like the synchronous limit, on the request body.
+pub const MAX_EVENT_REQUEST_BYTES: usize = 1_048_576;
 /// `X-Amz-Client-Context`, base64-encoded.
 pub const MAX_CLIENT_CONTEXT_BYTES: usize = 3583;
 /// `X-Amz-Log-Result` carries the tail of the logs.
@@ -188,12 +189,16 @@ mod tests {
         at_limit.push(b' ');
         let e = check_payload(kind, &at_limit).expect_err("too large");
         assert_eq!(e.kind, ErrorKind::RequestTooLarge);
-        let e = check_payload(
-            InvocationType::Event,
-            &vec![b' '; MAX_EVENT_REQUEST_BYTES + 1],
-        )
-        .expect_err("event too large");
+        let mut event = vec![b' '; MAX_EVENT_REQUEST_BYTES];
+        event[0] = b'1';
+        assert!(check_payload(InvocationType::Event, &event).is_ok());
+        event.push(b' ');
+        let e = check_payload(InvocationType::Event, &event).expect_err("event too large");
         assert_eq!(e.kind, ErrorKind::RequestTooLarge);
+        assert_eq!(
+            e.message,
+            "1048577 byte payload is too large for the Event invocation type (limit 1048576 bytes)"
+        );
         assert_eq!(check_payload(kind, b"").expect("empty"), b"{}");
         assert_eq!(
             check_payload(kind, b"{not json").expect_err("json").kind,

@@ -1,7 +1,8 @@
 //! The Invoke API (`POST /2015-03-31/functions/{name}/invocations`), reserved
 //! concurrency, asynchronous invocations and `/metrics`: the frontend half of the
-//! data plane. It reaches sandboxes only through [`worker::Worker::invoke`] and
-//! [`worker::Worker::metrics`], so the worker can later live on another host.
+//! data plane. It reaches sandboxes only through [`worker::Worker::invoke`],
+//! [`worker::Worker::invoke_streaming`] and [`worker::Worker::metrics`], so the worker
+//! can later live on another host.
 
 mod concurrency;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod headers;
 pub mod metrics;
 mod response;
 mod spec;
+mod stream;
 
 use std::sync::Arc;
 
@@ -115,7 +117,7 @@ impl InvokeService {
             )
             .route(
                 "/2021-11-15/functions/{name}/response-streaming-invocations",
-                post(handler::invoke_stream),
+                post(stream::invoke_stream),
             )
             .route(
                 "/2017-10-31/functions/{name}/concurrency",
@@ -192,9 +194,11 @@ impl InvokeService {
                 .await
                 .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
         if resolved.revised {
-            // The worker keys sandboxes by (function, version) only, so idle sandboxes
-            // of a replaced $LATEST would otherwise serve the new revision.
-            plane.worker.shutdown_idle();
+            // Sandboxes are keyed by revision too, so the old ones would never serve
+            // again: stop them now instead of at the idle timeout. Other functions'
+            // sandboxes stay warm.
+            let s = &resolved.spec;
+            plane.worker.retire_stale(&s.name, &s.version, &s.revision);
         }
         Ok(resolved.spec)
     }
@@ -220,12 +224,26 @@ impl InvokeService {
             .as_ref()
             .map_err(|why| ApiError::service(format!("the data plane is not running: {why}")))?;
         let out = plane.worker.invoke(&spec, req).await;
-        if !self.specs.is_current(f, &spec) {
-            // This invoke's sandbox went back to the idle pool under the same
-            // (function, version) key after a newer revision was resolved.
-            plane.worker.shutdown_idle();
-        }
+        self.retire_if_superseded(plane, f, &spec);
         Ok(out?)
+    }
+
+    /// After an invoke of `spec`, whose sandbox is idle again.
+    fn retire_if_superseded(
+        &self,
+        plane: &DataPlane,
+        f: &FunctionRef,
+        spec: &worker::FunctionVersionSpec,
+    ) {
+        if let Some(current) = self.specs.current_revision(f) {
+            if current != spec.revision {
+                // A newer revision was resolved while this invoke ran: its sandbox
+                // parked under the old revision, where nothing will pick it again.
+                plane
+                    .worker
+                    .retire_stale(&spec.name, &spec.version, &current);
+            }
+        }
     }
 
     pub(crate) fn metrics_text(&self) -> String {

@@ -53,45 +53,43 @@ pub fn outcome(out: InvokeOutcome, tail_logs: bool) -> Response {
     resp
 }
 
-/// InvokeWithResponseStream: the function's bytes as `PayloadChunk` events, then
-/// `InvokeComplete` (with the error, if any, and the log tail). The worker returns
-/// whole payloads, so the stream is framed after the function finished.
-pub fn event_stream(out: InvokeOutcome, tail_logs: bool) -> Response {
-    use super::eventstream::event;
-    const CHUNK: usize = 64 * 1024;
-    let mut body = Vec::new();
-    let mut complete = serde_json::Map::new();
-    match &out.result {
-        InvokeResult::Success(p) => {
-            for c in p.chunks(CHUNK) {
-                body.extend(event("PayloadChunk", "application/octet-stream", c));
-            }
-        }
-        InvokeResult::FunctionError {
-            error_type,
-            body: b,
-        } => {
-            complete.insert("ErrorCode".into(), error_type.clone().into());
-            complete.insert(
-                "ErrorDetails".into(),
-                String::from_utf8_lossy(b).into_owned().into(),
-            );
-        }
-    }
-    if tail_logs {
-        complete.insert("LogResult".into(), log_tail(&out.logs).into());
-    }
-    let done = serde_json::Value::Object(complete).to_string();
-    body.extend(event("InvokeComplete", "application/json", done.as_bytes()));
-    let mut resp = (StatusCode::OK, Body::from(body)).into_response();
+/// InvokeWithResponseStream: 200 with the eventstream `body` (`PayloadChunk` events,
+/// then `InvokeComplete`).
+pub fn event_stream(body: Body, request_id: &str, executed_version: &str) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
     header(
         &mut resp,
         "content-type",
         "application/vnd.amazon.eventstream",
     );
-    header(&mut resp, "x-amz-executed-version", &out.executed_version);
-    header(&mut resp, "x-amzn-requestid", &out.request_id);
+    header(&mut resp, "x-amz-executed-version", executed_version);
+    header(&mut resp, "x-amzn-requestid", request_id);
     resp
+}
+
+/// The `InvokeComplete` event's JSON: `ErrorCode` and `ErrorDetails` for a function
+/// error, `ServiceException` when there is no outcome, and `LogResult` when asked for.
+pub fn invoke_complete(done: Result<&InvokeOutcome, &str>, tail_logs: bool) -> Vec<u8> {
+    let mut complete = serde_json::Map::new();
+    match done {
+        Ok(out) => {
+            if let InvokeResult::FunctionError { error_type, body } = &out.result {
+                complete.insert("ErrorCode".into(), error_type.clone().into());
+                complete.insert(
+                    "ErrorDetails".into(),
+                    String::from_utf8_lossy(body).into_owned().into(),
+                );
+            }
+            if tail_logs {
+                complete.insert("LogResult".into(), log_tail(&out.logs).into());
+            }
+        }
+        Err(why) => {
+            complete.insert("ErrorCode".into(), "ServiceException".into());
+            complete.insert("ErrorDetails".into(), why.into());
+        }
+    }
+    serde_json::Value::Object(complete).to_string().into_bytes()
 }
 
 /// 429 `TooManyRequestsException` with Lambda's `Reason`.
@@ -175,6 +173,28 @@ mod tests {
             enforce_response_limit(ok),
             InvokeResult::Success(_)
         ));
+    }
+
+    #[test]
+    fn invoke_complete_carries_the_error_and_the_log_tail() {
+        let json = |b: Vec<u8>| -> serde_json::Value { serde_json::from_slice(&b).expect("json") };
+        let ok = out(InvokeResult::Success(Vec::new()));
+        assert_eq!(json(invoke_complete(Ok(&ok), false)), serde_json::json!({}));
+        assert_eq!(
+            json(invoke_complete(Ok(&ok), true))["LogResult"],
+            "U1RBUlQKRU5EClJFUE9SVAo="
+        );
+        let failed = out(InvokeResult::FunctionError {
+            error_type: "Sandbox.Timedout".into(),
+            body: br#"{"errorType":"Sandbox.Timedout"}"#.to_vec(),
+        });
+        let c = json(invoke_complete(Ok(&failed), false));
+        assert_eq!(c["ErrorCode"], "Sandbox.Timedout");
+        assert_eq!(c["ErrorDetails"], r#"{"errorType":"Sandbox.Timedout"}"#);
+        assert!(c.get("LogResult").is_none());
+        let c = json(invoke_complete(Err("worker gone"), true));
+        assert_eq!(c["ErrorCode"], "ServiceException");
+        assert_eq!(c["ErrorDetails"], "worker gone");
     }
 
     #[test]

@@ -92,15 +92,11 @@ impl Specs {
         Some(spec)
     }
 
-    /// Whether `used` is still the spec cached for `f` (reservations aside): false once
-    /// a newer revision has been resolved while an invoke of `used` ran.
-    pub fn is_current(&self, f: &FunctionRef, used: &FunctionVersionSpec) -> bool {
+    /// The revision cached for `f`: differs from the one an invoke used once a newer
+    /// revision was resolved while that invoke ran.
+    pub fn current_revision(&self, f: &FunctionRef) -> Option<String> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get(&Self::key(f)).is_none_or(|c| {
-            let mut cached = c.spec.clone();
-            cached.reserved_concurrency = used.reserved_concurrency;
-            cached == *used
-        })
+        cache.get(&Self::key(f)).map(|c| c.revision_id.clone())
     }
 
     /// Blocking: registry lookup and, for a new revision, code preparation.
@@ -164,6 +160,7 @@ impl Specs {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             reserved_concurrency: reserved,
+            revision: record.revision_id.clone(),
         };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
             key,

@@ -8,8 +8,10 @@ pub const USAGE: &str = "\
 usage: vmm --kernel PATH [--initrd PATH] [--rootfs PATH [--rootfs-read-only]]
            [--drive PATH[,ro]]... [--vcpus N] [--mem-mib N] [--cmdline STR]
            [--serial-out PATH|-] [--serial-out-max-bytes N] [--serial-stdin]
-           [--vsock-cid N --vsock-uds PATH] [--log-level LEVEL] [--no-seccomp]
-       vmm --config-file vm.json [--serial-out PATH|-] [--log-level LEVEL] [--no-seccomp]
+           [--vsock-cid N --vsock-uds PATH] [--metrics-path FILE] [--log-level LEVEL]
+           [--no-seccomp]
+       vmm --config-file vm.json [--serial-out PATH|-] [--metrics-path FILE]
+           [--log-level LEVEL] [--no-seccomp]
 
 Exit codes: 0 guest reboot (i8042 reset), 1 configuration/setup error, 2 vCPU error,
 3 guest triple fault, 128+N killed by signal N.";
@@ -37,6 +39,7 @@ struct Raw {
     serial_stdin: bool,
     vsock_cid: Option<u64>,
     vsock_uds: Option<PathBuf>,
+    metrics_path: Option<PathBuf>,
     config_file: Option<PathBuf>,
     log_level: Option<String>,
     no_seccomp: bool,
@@ -110,6 +113,7 @@ fn apply(
         "--serial-out-max-bytes" => raw.serial_cap = Some(number("serial-out-max-bytes", &val()?)?),
         "--vsock-cid" => raw.vsock_cid = Some(number("vsock-cid", &val()?)?),
         "--vsock-uds" => raw.vsock_uds = Some(val()?.into()),
+        "--metrics-path" => raw.metrics_path = Some(val()?.into()),
         "--config-file" => raw.config_file = Some(val()?.into()),
         "--log-level" => raw.log_level = Some(val()?),
         "--rootfs-read-only" | "--serial-stdin" | "--no-seccomp" if v.is_some() => {
@@ -173,6 +177,9 @@ fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
         let mut cfg = firecracker_json::load(path)?;
         cfg.serial_out = serial_out(&raw);
         cfg.serial_stdin = raw.serial_stdin;
+        if raw.metrics_path.is_some() {
+            cfg.metrics_path = raw.metrics_path.clone();
+        }
         cfg.log_level = log_level;
         cfg.seccomp = !raw.no_seccomp;
         return Ok(cfg);
@@ -214,6 +221,7 @@ fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
         serial_out: serial_out(&raw),
         serial_stdin: raw.serial_stdin,
         vsock,
+        metrics_path: raw.metrics_path.clone(),
         log_level,
         seccomp: !raw.no_seccomp,
     })
@@ -257,6 +265,7 @@ mod tests {
             "3",
             "--vsock-uds",
             "/tmp/v.sock",
+            "--metrics-path=/tmp/m.json",
             "--log-level",
             "debug",
             "--no-seccomp",
@@ -274,6 +283,7 @@ mod tests {
             }
         );
         assert_eq!(c.vsock.unwrap().cid, 3);
+        assert_eq!(c.metrics_path, Some(PathBuf::from("/tmp/m.json")));
         assert!(!c.seccomp);
         assert_eq!(c.log_level, log::LevelFilter::Debug);
     }
@@ -283,6 +293,8 @@ mod tests {
         let c = cfg(&["--kernel", "/k"]);
         assert_eq!((c.vcpus, c.mem_mib, c.seccomp), (1, DEFAULT_MEM_MIB, true));
         assert_eq!(c.serial_out, SerialOutConfig::Stdout);
+        assert_eq!(c.metrics_path, None);
+        assert!(p(&["--kernel", "/k", "--metrics-path"]).is_err());
         assert!(matches!(p(&[]), Err(ConfigError::Missing("--kernel"))));
         assert!(p(&["--kernel"]).is_err());
         assert!(p(&["--kernel", "/k", "--vcpus", "x"]).is_err());

@@ -62,6 +62,13 @@ pub struct Vsock {
     pub vsock_id: Option<String>,
 }
 
+/// Firecracker's metrics section; here the file gets one report, written at exit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub metrics_path: PathBuf,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FirecrackerConfig {
@@ -78,7 +85,7 @@ pub struct FirecrackerConfig {
     #[serde(default)]
     pub logger: Option<serde_json::Value>,
     #[serde(default)]
-    pub metrics: Option<serde_json::Value>,
+    pub metrics: Option<Metrics>,
     #[serde(default)]
     pub balloon: Option<serde_json::Value>,
     #[serde(rename = "mmds-config", default)]
@@ -99,7 +106,6 @@ fn unsupported(path: &Path, reason: impl Into<String>) -> ConfigError {
 fn warn_ignored(fc: &FirecrackerConfig) {
     let ignored = [
         ("logger", fc.logger.is_some()),
-        ("metrics", fc.metrics.is_some()),
         ("mmds-config", fc.mmds_config.is_some()),
         ("cpu-config", fc.cpu_config.is_some()),
     ];
@@ -172,6 +178,7 @@ pub fn convert(path: &Path, fc: FirecrackerConfig) -> Result<VmConfig, ConfigErr
             cid: v.guest_cid,
             uds_path: v.uds_path,
         }),
+        metrics_path: fc.metrics.map(|m| m.metrics_path),
         log_level: log::LevelFilter::Info,
         seccomp: true,
     })
@@ -270,5 +277,18 @@ mod tests {
         assert_eq!((c.vcpus, c.mem_mib), (1, DEFAULT_MEM_MIB));
         assert!(c.drives.is_empty());
         assert!(c.cmdline.is_none());
+        assert!(c.metrics_path.is_none());
+    }
+
+    #[test]
+    fn metrics_section_sets_the_metrics_file() {
+        let with = FC_EXAMPLE.replace(
+            "\"metrics\": null",
+            "\"metrics\": {\"metrics_path\": \"/run/m.json\"}",
+        );
+        let c = parse_str(path(), &with).unwrap();
+        assert_eq!(c.metrics_path, Some(PathBuf::from("/run/m.json")));
+        let bad = FC_EXAMPLE.replace("\"metrics\": null", "\"metrics\": {\"path\": \"/m\"}");
+        assert!(parse_str(path(), &bad).is_err());
     }
 }

@@ -44,6 +44,8 @@ pub struct VmConfig {
     pub serial_out: SerialOutConfig,
     pub serial_stdin: bool,
     pub vsock: Option<VsockConfig>,
+    /// Where to write the exit metrics report (one JSON line) besides the log.
+    pub metrics_path: Option<PathBuf>,
     pub log_level: log::LevelFilter,
     pub seccomp: bool,
 }

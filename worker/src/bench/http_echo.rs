@@ -9,33 +9,41 @@ use tokio::net::{TcpListener, TcpStream};
 /// Largest header block accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// Where the body of the HTTP message at the start of `buf` lies (`start..end`), once
+/// its head is complete; `None` while more head bytes are needed.
+pub(crate) fn message_bounds(buf: &[u8]) -> io::Result<Option<(usize, usize)>> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if buf.len() > MAX_HEAD {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "head too large"));
+        }
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..end])
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "non-UTF-8 head"))?;
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    Ok(Some((end + 4, end + 4 + len)))
+}
+
 /// Reads one HTTP message (head + Content-Length body) from `s`, using `buf` as carry-over
 /// storage. Returns the body, or `None` at a clean end of stream.
 async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Vec<u8>>> {
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end])
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "non-UTF-8 head"))?;
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            let total = end + 4 + len;
+        if let Some((start, total)) = message_bounds(buf)? {
             while buf.len() < total {
                 if s.read_buf(buf).await? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
-            let body = buf[end + 4..total].to_vec();
+            let body = buf[start..total].to_vec();
             buf.drain(..total);
             return Ok(Some(body));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "head too large"));
         }
         if s.read_buf(buf).await? == 0 {
             return if buf.is_empty() {

@@ -1,20 +1,23 @@
 //! worker-bench: the process backend with the Rust echo function (1 KiB payloads).
 //!
 //! Measures warm invoke p50/p99 and invokes/s at 1, 8 and 32 concurrent clients, each
-//! beside a bare loopback HTTP/1.1 echo server in the same run; cold start to first
+//! beside a bare loopback HTTP/1.1 echo server and the invoke topology's floor
+//! (`bench::floor`: the same three processes and exchanges with no logic) in the same run; cold start to first
 //! response of a new function; and sandboxes per GiB of RAM. Writes JSON to stdout
 //! (and `--out FILE`).
 //!
 //! usage: worker-bench --fn-bin PATH [--images DIR] [--guest-init PATH] [--seconds N]
 //!                     [--levels 1,8,32] [--cold N] [--density N] [--out FILE]
-//!                     [--cpu proportional|unlimited]
+//!                     [--cpu proportional|unlimited] [--no-cpu-placement]
+//!                     [--no-seccomp] (diagnostic: what the jail's filter costs)
+//!                     [--memory MB] (default 128; sets the CPU share under `proportional`)
 
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use worker::bench::{http_echo, stats};
+use worker::bench::{floor, http_echo, stats};
 use worker::jail::CgroupHost;
 use worker::sandbox::process::{ProcessBackend, ProcessConfig};
 use worker::{FunctionVersionSpec, InvokeRequest, InvokeResult, Worker, WorkerConfig};
@@ -31,6 +34,9 @@ struct Args {
     density: u32,
     out: Option<PathBuf>,
     cpu_unlimited: bool,
+    place_cpus: bool,
+    seccomp: bool,
+    memory_mb: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +50,9 @@ fn parse_args() -> Result<Args, String> {
         density: 32,
         out: None,
         cpu_unlimited: false,
+        place_cpus: true,
+        seccomp: true,
+        memory_mb: 128,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,6 +80,9 @@ fn parse_args() -> Result<Args, String> {
                     }
                 }
             }
+            "--no-cpu-placement" => a.place_cpus = false,
+            "--no-seccomp" => a.seccomp = false,
+            "--memory" => a.memory_mb = val()?.parse().map_err(|e| format!("--memory: {e}"))?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -80,7 +92,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn spec(name: &str, code: &std::path::Path) -> FunctionVersionSpec {
+fn spec(name: &str, code: &std::path::Path, memory_mib: u32) -> FunctionVersionSpec {
     FunctionVersionSpec {
         name: name.into(),
         version: "$LATEST".into(),
@@ -88,19 +100,22 @@ fn spec(name: &str, code: &std::path::Path) -> FunctionVersionSpec {
         code_image: None,
         runtime: "provided.al2023".into(),
         handler: "echo".into(),
-        memory_mib: 128,
+        memory_mib,
         timeout: Duration::from_secs(10),
         env: vec![],
         reserved_concurrency: None,
+        revision: String::new(),
     }
 }
 
 static REQ: AtomicU64 = AtomicU64::new(1);
 
 fn request(payload: &[u8]) -> InvokeRequest {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
     let n = REQ.fetch_add(1, Ordering::Relaxed);
     InvokeRequest {
-        request_id: format!("{:08x}-0000-4000-8000-{n:012x}", std::process::id()),
+        request_id: format!("{pid:08x}-0000-4000-8000-{n:012x}"),
         payload: payload.to_vec(),
         ..Default::default()
     }
@@ -210,11 +225,16 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
     if args.cpu_unlimited {
         pcfg.cpu = worker::sandbox::process::CpuPolicy::Unlimited;
     }
+    pcfg.place_cpus = args.place_cpus;
+    pcfg.seccomp = args.seccomp;
     let cpu = format!("{:?}", pcfg.cpu);
     let backend = ProcessBackend::new(pcfg).map_err(|e| e.to_string())?;
     let w = Worker::new(Arc::new(backend), WorkerConfig::default());
     let echo_addr = http_echo::serve().await.map_err(|e| e.to_string())?;
-    let s = spec("bench-echo", &code);
+    let s = spec("bench-echo", &code, args.memory_mb);
+    let placer = args
+        .place_cpus
+        .then(worker::jail::cpus::CpuPlacer::from_own_affinity);
 
     let mut levels = Vec::new();
     for &c in &args.levels {
@@ -227,21 +247,46 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
         run_worker(&w, &s, c, 0.3).await; // warm-up
         let wk = run_worker(&w, &s, c, args.seconds).await;
         let http = run_http(echo_addr, c, args.seconds).await;
-        eprintln!("c={c}: worker p50 {:.0} us p99 {:.0} us {:.0}/s | http p50 {:.0} us p99 {:.0} us {:.0}/s",
-            wk.p50_us, wk.p99_us, wk.per_second, http.p50_us, http.p99_us, http.per_second);
+        let mut setup = floor::FloorSetup {
+            dir: &run,
+            placer: placer.as_ref(),
+            runtime: None,
+        };
+        let fl = floor::run(&setup, c, args.seconds, &payload())
+            .await
+            .map_err(|e| format!("floor: {e}"))?;
+        setup.runtime = Some(&args.fn_bin);
+        let flr = floor::run(&setup, c, args.seconds, &payload())
+            .await
+            .map_err(|e| format!("floor with the function: {e}"))?;
+        eprintln!(
+            "c={c}: worker p50 {:.0} us p99 {:.0} us {:.0}/s",
+            wk.p50_us, wk.p99_us, wk.per_second
+        );
+        for (name, r) in [("http echo", &http), ("floor", &fl), ("floor+fn", &flr)] {
+            eprintln!(
+                "      {name}: p50 {:.0} us p99 {:.0} us {:.0}/s",
+                r.p50_us, r.p99_us, r.per_second
+            );
+        }
         levels.push(json!({
             "concurrency": c,
             "worker": wk,
             "http_echo": http,
+            "floor": fl,
+            "floor_with_function": flr,
             "p50_ratio": wk.p50_us / http.p50_us.max(1e-9),
             "p99_ratio": wk.p99_us / http.p99_us.max(1e-9),
+            "p50_ratio_to_floor": wk.p50_us / fl.p50_us.max(1e-9),
+            "p99_ratio_to_floor": wk.p99_us / fl.p99_us.max(1e-9),
+            "p50_ratio_to_floor_with_function": wk.p50_us / flr.p50_us.max(1e-9),
         }));
     }
     w.shutdown_idle();
 
     let mut cold = Vec::new();
     for i in 0..args.cold {
-        let cs = spec(&format!("bench-cold-{i}"), &code);
+        let cs = spec(&format!("bench-cold-{i}"), &code, args.memory_mb);
         let t = Instant::now();
         let o = w
             .invoke(&cs, request(&payload()))
@@ -257,7 +302,7 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
 
     let cg = CgroupHost::detect(GROUP).map_err(|e| e.to_string())?;
     let before = cg.group_memory_current().unwrap_or(0);
-    let ds = spec("bench-density", &code);
+    let ds = spec("bench-density", &code, 128);
     w.prewarm(&ds, args.density)
         .await
         .map_err(|e| e.to_string())?;
@@ -269,10 +314,13 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
 
     Ok(json!({
         "backend": "process",
-        "function": "fn-rust echo (lambda_runtime), 128 MB",
+        "function": "fn-rust echo (lambda_runtime)",
+        "memory_mb": args.memory_mb,
         "payload_bytes": 1024,
         "seconds_per_level": args.seconds,
         "cpu_policy": cpu,
+        "cpu_placement": args.place_cpus,
+        "seccomp": args.seccomp,
         "levels": levels,
         "cold_start_ms": { "median": stats::median(cold.clone()), "samples": cold },
         "density": {
@@ -284,6 +332,7 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
 }
 
 fn main() {
+    floor::maybe_run_child();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

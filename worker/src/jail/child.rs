@@ -29,6 +29,8 @@ pub struct ChildPlan {
     pub sync_fd: RawFd,
     /// Write end (CLOEXEC) for the failure report.
     pub err_fd: RawFd,
+    /// pidfd (CLOEXEC) of the worker process; negative for none.
+    pub parent_pidfd: RawFd,
     /// Run a minimal init as PID 1 that reaps orphans, with the program as its child.
     pub reaper: bool,
 }
@@ -218,12 +220,46 @@ fn reap_until(main: libc::pid_t) -> ! {
     }
 }
 
+/// Waits for the parent's go byte; false if the worker process died first. EOF on the
+/// sync pipe alone cannot tell: a jail cloned concurrently by another thread holds a
+/// copy of its write end until it execs, so after a kill -9 two such children would wait
+/// for each other forever, holding copies of the worker's sockets that keep running
+/// sandboxes from seeing their host go away.
+fn wait_for_go(plan: &ChildPlan) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd: plan.sync_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        // poll ignores a negative fd.
+        libc::pollfd {
+            fd: plan.parent_pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: polls the two pollfds of this stack frame.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // SAFETY: errno location is always valid for the calling thread.
+        if r < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
+            continue;
+        }
+        if r < 0 || fds[0].revents != 0 {
+            let mut byte = 0u8;
+            // SAFETY: reading one byte into a stack variable.
+            return unsafe { libc::read(plan.sync_fd, (&mut byte as *mut u8).cast(), 1) } == 1;
+        }
+        if fds[1].revents != 0 {
+            return false;
+        }
+    }
+}
+
 /// The child's whole life: wait for the parent, set up, exec. Never returns.
 pub fn run(plan: &ChildPlan) -> ! {
-    let mut byte = 0u8;
-    // SAFETY: reading one byte into a stack variable.
-    let n = unsafe { libc::read(plan.sync_fd, (&mut byte as *mut u8).cast(), 1) };
-    if n != 1 {
+    if !wait_for_go(plan) {
         fail(plan, STEP_SYNC);
     }
     for (i, step) in plan.steps.iter().enumerate() {

@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 mod child;
+pub mod cpus;
 mod layout;
 mod plan;
 mod process;
@@ -85,6 +86,8 @@ pub struct JailConfig {
     /// Run a minimal reaper as PID 1 and the program as PID 2, so the program behaves as
     /// an ordinary process (guest-init does VM-only setup when it is PID 1).
     pub reaper: bool,
+    /// Host CPUs the jail runs on (see `cpus`); empty leaves the affinity alone.
+    pub cpus: Vec<usize>,
 }
 
 /// The program to run in a jail.
@@ -173,6 +176,7 @@ fn build_plan(
         fds: Vec::new(),
         sync_fd,
         err_fd,
+        parent_pidfd: -1,
         reaper: cfg.reaper,
     };
     Ok((plan, strings))
@@ -257,6 +261,9 @@ fn spawn_in_run_dir(
     let (err_r, err_w) = pipe()?;
     let (plan_base, _strings) = build_plan(cfg, &cmd, sync_r.as_raw_fd(), err_w.as_raw_fd())?;
     let mut plan = plan_base;
+    // Lets the child notice that this process died before releasing it (child::run).
+    let parent = process::pidfd_open(std::process::id() as i32).map_err(io_err("pidfd_open"))?;
+    plan.parent_pidfd = parent.as_raw_fd();
 
     let null = open_null()?;
     let mut keep_child_side: Vec<OwnedFd> = Vec::new();
@@ -336,6 +343,10 @@ fn spawn_in_run_dir(
     write_id_maps(pid, cfg.host_id_base)?;
     if let Some(cg) = &proc.cgroup {
         cg.attach(pid)?;
+    }
+    if !cfg.cpus.is_empty() {
+        // Before the child runs anything: everything it forks inherits the set.
+        cpus::set_affinity(pid, &cfg.cpus).map_err(io_err("sched_setaffinity"))?;
     }
     let go = [1u8];
     // SAFETY: writing one byte from a stack buffer to our pipe.

@@ -16,6 +16,8 @@ pub struct IdleEntry<S> {
 pub enum Retire {
     Idle,
     Lease,
+    /// Started for a code or configuration revision that has since been replaced.
+    Stale,
 }
 
 impl Retire {
@@ -23,6 +25,7 @@ impl Retire {
         match self {
             Retire::Idle => "idle",
             Retire::Lease => "lease",
+            Retire::Stale => "stale",
         }
     }
 }

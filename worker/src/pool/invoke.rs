@@ -1,12 +1,12 @@
-//! One synchronous invocation: admission, warm pick or cold start, the bounded invoke,
-//! error mapping, logs and release.
+//! One synchronous invocation (buffered or streamed): admission, warm pick or cold
+//! start, the bounded invoke, error mapping, logs and release.
 
 use super::cold::{self, ColdStartError};
 use super::{IdleEntry, Inner, Slot, Worker};
 use crate::report;
 use crate::sandbox::{LogLine, Reply, Sandbox, SandboxError};
 use crate::spec::{
-    FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult, Report, WorkerError,
+    ChunkSink, FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult, Report, WorkerError,
 };
 use std::fmt::Write;
 use std::sync::Arc;
@@ -100,6 +100,28 @@ impl Worker {
         spec: &FunctionVersionSpec,
         req: InvokeRequest,
     ) -> Result<InvokeOutcome, WorkerError> {
+        self.run(spec, req, None).await
+    }
+
+    /// Runs one invocation whose response bytes go to `chunks` as the function writes
+    /// them (InvokeWithResponseStream); a buffered response goes there whole. The
+    /// outcome follows, as from [`Worker::invoke`], with an empty `Success` payload;
+    /// `chunks` is closed before it returns.
+    pub async fn invoke_streaming(
+        &self,
+        spec: &FunctionVersionSpec,
+        req: InvokeRequest,
+        chunks: ChunkSink,
+    ) -> Result<InvokeOutcome, WorkerError> {
+        self.run(spec, req, Some(chunks)).await
+    }
+
+    async fn run(
+        &self,
+        spec: &FunctionVersionSpec,
+        req: InvokeRequest,
+        chunks: Option<ChunkSink>,
+    ) -> Result<InvokeOutcome, WorkerError> {
         spec.validate().map_err(WorkerError::InvalidSpec)?;
         let permit = self.admit(spec)?;
         let inner = &self.inner;
@@ -126,12 +148,22 @@ impl Worker {
         let mut sb = checked.sandbox;
         let deadline = epoch_ms() + spec.timeout.as_millis() as u64;
         let start = Instant::now();
-        let res = tokio::time::timeout(spec.timeout, sb.invoke(&req, deadline)).await;
+        let call = match &chunks {
+            None => sb.invoke(&req, deadline),
+            Some(c) => sb.invoke_streaming(&req, deadline, c.clone()),
+        };
+        let res = tokio::time::timeout(spec.timeout, call).await;
         let duration = start.elapsed();
         let rid = &req.request_id;
         let ending = match res {
             Ok(Ok(Reply::Response(p))) => Ending {
                 result: InvokeResult::Success(p),
+                keep: true,
+                status: None,
+                extra_log: None,
+            },
+            Ok(Ok(Reply::Streamed)) => Ending {
+                result: InvokeResult::Success(Vec::new()),
                 keep: true,
                 status: None,
                 extra_log: None,
@@ -174,7 +206,7 @@ impl Worker {
         };
         // A process of the sandbox was OOM-killed even if the runtime survived (cgroup v1
         // kills one task): like v2's memory.oom.group, the sandbox is done for.
-        let ending = if ending.keep && sb.oom_killed() {
+        let mut ending = if ending.keep && sb.oom_killed() {
             Ending {
                 result: exit_result(rid, "Runtime.OutOfMemory", "signal: killed", true),
                 keep: false,
@@ -199,6 +231,13 @@ impl Worker {
         }
         drop(busy);
         drop(permit);
+        if let (Some(c), InvokeResult::Success(p)) = (chunks, &mut ending.result) {
+            // A buffered response (the runtime did not stream) goes as one chunk, after
+            // the sandbox is released, so a slow reader holds nothing back.
+            if !p.is_empty() {
+                let _ = c.send(std::mem::take(p)).await;
+            }
+        }
 
         let rep = Report {
             duration,

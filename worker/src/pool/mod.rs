@@ -63,6 +63,32 @@ pub(crate) struct State {
     pub(crate) idle: HashMap<FunctionKey, IdleStack<Box<dyn Sandbox>>>,
     pub(crate) busy: u64,
     pub(crate) starting: u64,
+    /// The current revision of each (function, version) whose revision was replaced
+    /// ([`Worker::retire_stale`]); idle sandboxes of any other revision are retired.
+    pub(crate) current_revision: HashMap<(String, String), String>,
+}
+
+impl State {
+    fn is_stale(&self, key: &FunctionKey) -> bool {
+        self.current_revision
+            .get(&(key.name.clone(), key.version.clone()))
+            .is_some_and(|current| *current != key.revision)
+    }
+
+    /// Removes the idle sandboxes of replaced revisions.
+    fn take_stale(&mut self) -> Vec<IdleEntry<Box<dyn Sandbox>>> {
+        let stale: Vec<FunctionKey> = self
+            .idle
+            .keys()
+            .filter(|k| self.is_stale(k))
+            .cloned()
+            .collect();
+        stale
+            .iter()
+            .filter_map(|k| self.idle.remove(k))
+            .flat_map(|mut s| s.drain_all())
+            .collect()
+    }
 }
 
 pub(crate) struct Inner {
@@ -119,6 +145,7 @@ impl Worker {
             idle: HashMap::new(),
             busy: 0,
             starting: 0,
+            current_revision: HashMap::new(),
         };
         Self {
             inner: Arc::new(Inner {
@@ -188,7 +215,8 @@ impl Worker {
         Ok(started)
     }
 
-    /// Retires idle sandboxes past the idle timeout or lease; returns how many.
+    /// Retires idle sandboxes past the idle timeout or lease, or of a replaced revision;
+    /// returns how many.
     pub fn reap(&self) -> usize {
         reap(&self.inner)
     }
@@ -206,6 +234,27 @@ impl Worker {
                 reap(&inner);
             }
         })
+    }
+
+    /// Makes `current` the revision of `name`/`version` and stops that version's idle
+    /// sandboxes of any other revision; other functions and versions stay warm. A
+    /// sandbox of an older revision that is busy now parks under its own revision's key
+    /// when released, so it is never reused, and the next reap (or call) stops it.
+    /// Returns how many sandboxes were stopped.
+    pub fn retire_stale(&self, name: &str, version: &str, current: &str) -> usize {
+        let gone = {
+            let mut st = self.inner.lock();
+            st.current_revision
+                .insert((name.to_owned(), version.to_owned()), current.to_owned());
+            st.take_stale()
+        };
+        let n = gone.len();
+        for _ in 0..n {
+            self.inner.metrics.reaped(Retire::Stale.as_str());
+        }
+        self.inner
+            .destroy_all(gone.into_iter().map(|e| e.sandbox).collect());
+        n
     }
 
     /// Destroys every idle sandbox (busy ones are destroyed when their invoke ends
@@ -227,7 +276,11 @@ fn reap(inner: &Inner) -> usize {
     let now = Instant::now();
     let gone: Vec<(IdleEntry<Box<dyn Sandbox>>, Retire)> = {
         let mut st = inner.lock();
-        let mut gone = Vec::new();
+        let mut gone: Vec<_> = st
+            .take_stale()
+            .into_iter()
+            .map(|e| (e, Retire::Stale))
+            .collect();
         for stack in st.idle.values_mut() {
             gone.extend(stack.drain_expired(now, inner.cfg.idle_timeout, inner.cfg.lease));
         }

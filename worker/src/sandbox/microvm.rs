@@ -10,8 +10,9 @@ use super::session::{function_arn, init_message, Identity, Session};
 use super::stderr_tail::StderrTail;
 use super::wire::WireConn;
 use super::{Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
+use crate::jail::cpus::{CpuLease, CpuPlacer};
 use crate::jail::{self, CgroupHost, CgroupLimits, JailCommand, JailConfig, JailedProcess, Stdio};
-use crate::spec::{FunctionVersionSpec, InvokeRequest};
+use crate::spec::{ChunkSink, FunctionVersionSpec, InvokeRequest};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -37,12 +38,14 @@ pub struct MicroVmConfig {
     pub extra_cmdline: String,
     pub seccomp: bool,
     pub identity: Identity,
+    /// Confine each monitor to `vcpus` host CPUs (see `jail::cpus`). Off for the QEMU
+    /// TCG test launcher, whose emulation threads want every CPU.
+    pub place_cpus: bool,
 }
 
 impl MicroVmConfig {
     pub fn from_images_dir(images_dir: &Path, run_root: PathBuf, launcher: LauncherKind) -> Self {
         Self {
-            launcher,
             rootfs_images: RootfsMap::from_images_dir(images_dir, true),
             run_root,
             host_id_base: 1_000_000,
@@ -52,6 +55,8 @@ impl MicroVmConfig {
             extra_cmdline: String::new(),
             seccomp: true,
             identity: Identity::default(),
+            place_cpus: matches!(launcher, LauncherKind::Vmm { .. }),
+            launcher,
         }
     }
 }
@@ -61,6 +66,7 @@ pub struct MicroVmBackend {
     cgroups: Arc<CgroupHost>,
     skeleton: PathBuf,
     slot: AtomicU32,
+    placer: CpuPlacer,
 }
 
 fn start_err(m: impl Into<String>) -> SandboxError {
@@ -170,6 +176,7 @@ impl MicroVmBackend {
             cgroups: Arc::new(cgroups),
             skeleton,
             slot: AtomicU32::new(0),
+            placer: CpuPlacer::from_own_affinity(),
         })
     }
 
@@ -227,6 +234,11 @@ impl MicroVmBackend {
             kvm_node(&node, jail_uid)?;
             devices.push((node, "kvm".to_string()));
         }
+        let cpus = if self.cfg.place_cpus {
+            self.placer.lease(self.cfg.vcpus as usize)
+        } else {
+            None
+        };
         let jcfg = JailConfig {
             rootfs: self.skeleton.clone(),
             code: None,
@@ -247,6 +259,7 @@ impl MicroVmBackend {
             seccomp: self.cfg.seccomp,
             loopback_up: false,
             reaper: true,
+            cpus: cpus.as_ref().map(|l| l.cpus().to_vec()).unwrap_or_default(),
         };
         let cmd = JailCommand {
             exe: plan.exe.clone(),
@@ -291,6 +304,7 @@ impl MicroVmBackend {
             memory_mib: spec.memory_mib,
             _files: files,
             _serial: serial,
+            _cpus: cpus,
         })
     }
 }
@@ -319,6 +333,8 @@ pub struct VmSandbox {
     /// Socket dir, kvm node and built code image.
     _files: DirGuard,
     _serial: StderrTail,
+    /// Returned to the placer when the sandbox goes.
+    _cpus: Option<CpuLease>,
 }
 
 impl Sandbox for VmSandbox {
@@ -332,6 +348,15 @@ impl Sandbox for VmSandbox {
         deadline_ms: u64,
     ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
         Box::pin(self.session.invoke(req, deadline_ms))
+    }
+
+    fn invoke_streaming<'a>(
+        &'a mut self,
+        req: &'a InvokeRequest,
+        deadline_ms: u64,
+        chunks: ChunkSink,
+    ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
+        Box::pin(self.session.invoke_streaming(req, deadline_ms, chunks))
     }
 
     fn take_logs(&mut self) -> Vec<LogLine> {

@@ -3,15 +3,17 @@
 
 mod dir_guard;
 pub mod launcher;
+pub(crate) mod lean_stream;
 pub mod microvm;
 pub mod process;
 pub mod rootfs;
 pub mod select;
 pub mod session;
 mod stderr_tail;
+mod streamed;
 pub mod wire;
 
-use crate::spec::{FunctionVersionSpec, InvokeRequest};
+use crate::spec::{ChunkSink, FunctionVersionSpec, InvokeRequest};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -29,6 +31,9 @@ pub struct LogLine {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Response(Vec<u8>),
+    /// A streamed response, complete: its bytes went to the chunk sink as they came
+    /// ([`Sandbox::invoke_streaming`]).
+    Streamed,
     /// The runtime reported an error (`/invocation/{id}/error` or guest-init's own).
     Error {
         error_type: String,
@@ -61,6 +66,18 @@ pub trait Sandbox: Send {
         req: &'a InvokeRequest,
         deadline_ms: u64,
     ) -> BoxFuture<'a, Result<Reply, SandboxError>>;
+    /// Like `invoke`, but a streamed response goes to `chunks` as the runtime writes it
+    /// and ends as [`Reply::Streamed`]; a buffered one still comes back whole. By
+    /// default a sandbox cannot stream and answers as `invoke` does.
+    fn invoke_streaming<'a>(
+        &'a mut self,
+        req: &'a InvokeRequest,
+        deadline_ms: u64,
+        chunks: ChunkSink,
+    ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
+        drop(chunks);
+        self.invoke(req, deadline_ms)
+    }
     /// Function output received since the last call.
     fn take_logs(&mut self) -> Vec<LogLine>;
     /// Peak memory use so far, in bytes, when the backend can measure it.

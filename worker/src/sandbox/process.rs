@@ -8,8 +8,9 @@ use super::session::{function_arn, init_message, Identity, Session};
 use super::stderr_tail::StderrTail;
 use super::wire::WireConn;
 use super::{Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
+use crate::jail::cpus::{vcpus_for_memory, CpuLease, CpuPlacer};
 use crate::jail::{self, CgroupHost, CgroupLimits, JailCommand, JailConfig, JailedProcess, Stdio};
-use crate::spec::{FunctionVersionSpec, InvokeRequest};
+use crate::spec::{ChunkSink, FunctionVersionSpec, InvokeRequest};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct ProcessConfig {
     pub seccomp: bool,
     pub tmp_size_mib: u32,
     pub identity: Identity,
+    /// Confine each sandbox to its vCPU share of host CPUs (see `jail::cpus`).
+    pub place_cpus: bool,
 }
 
 impl ProcessConfig {
@@ -79,6 +82,7 @@ impl ProcessConfig {
             seccomp: true,
             tmp_size_mib: 512,
             identity: Identity::default(),
+            place_cpus: true,
         }
     }
 }
@@ -89,6 +93,7 @@ pub struct ProcessBackend {
     /// Rotates sandboxes over distinct host uid ranges, so two sandboxes never share
     /// a host uid.
     slot: std::sync::atomic::AtomicU32,
+    placer: CpuPlacer,
 }
 
 impl ProcessBackend {
@@ -113,6 +118,7 @@ impl ProcessBackend {
             cfg,
             cgroups: Some(Arc::new(cgroups)),
             slot: Default::default(),
+            placer: CpuPlacer::from_own_affinity(),
         })
     }
 
@@ -146,6 +152,11 @@ impl ProcessBackend {
         std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777))
             .map_err(|e| start_err(format!("chmod socket: {e}")))?;
 
+        let cpus: Option<CpuLease> = if self.cfg.place_cpus {
+            self.placer.lease(vcpus_for_memory(spec.memory_mib))
+        } else {
+            None
+        };
         let jcfg = JailConfig {
             rootfs,
             code: Some(code),
@@ -173,6 +184,7 @@ impl ProcessBackend {
             seccomp: self.cfg.seccomp,
             loopback_up: true,
             reaper: true,
+            cpus: cpus.as_ref().map(|l| l.cpus().to_vec()).unwrap_or_default(),
         };
         let cmd = JailCommand {
             exe: PathBuf::from(GUEST_INIT_INSIDE),
@@ -218,6 +230,7 @@ impl ProcessBackend {
             proc: Some(proc),
             _sock_dir: cleanup,
             tail,
+            _cpus: cpus,
         })
     }
 }
@@ -263,6 +276,8 @@ pub struct ProcessSandbox {
     proc: Option<JailedProcess>,
     _sock_dir: DirGuard,
     tail: StderrTail,
+    /// Returned to the placer when the sandbox goes.
+    _cpus: Option<CpuLease>,
 }
 
 impl ProcessSandbox {
@@ -317,6 +332,24 @@ impl Sandbox for ProcessSandbox {
     ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
         Box::pin(async move {
             match self.session.invoke(req, deadline_ms).await {
+                Ok(r) => Ok(r),
+                Err(e) => Err(self.explain(e).await),
+            }
+        })
+    }
+
+    fn invoke_streaming<'a>(
+        &'a mut self,
+        req: &'a InvokeRequest,
+        deadline_ms: u64,
+        chunks: ChunkSink,
+    ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
+        Box::pin(async move {
+            match self
+                .session
+                .invoke_streaming(req, deadline_ms, chunks)
+                .await
+            {
                 Ok(r) => Ok(r),
                 Err(e) => Err(self.explain(e).await),
             }

@@ -2,10 +2,12 @@
 //! time, collecting the runtime's log lines. Shared by every backend, since the process
 //! and microVM backends both end up with a Unix stream to guest-init.
 
+use super::streamed::{is_cut_off, StreamedBody};
 use super::wire::WireConn;
 use super::{LogLine, Reply, SandboxError};
-use crate::spec::{FunctionVersionSpec, InvokeRequest};
+use crate::spec::{ChunkSink, FunctionVersionSpec, InvokeRequest, MAX_STREAMED_RESPONSE_BYTES};
 use runtime_api::protocol::{GuestMessage, HostMessage, Init, Invoke, Shutdown, WireError};
+use std::time::Duration;
 
 /// Region and account used to build ARNs and log names.
 #[derive(Debug, Clone)]
@@ -57,18 +59,25 @@ pub fn function_arn(spec: &FunctionVersionSpec, id: &Identity) -> String {
     )
 }
 
+/// How long a cut-off stream waits for guest-init to report the runtime's exit.
+const EXIT_REPORT_GRACE: Duration = Duration::from_millis(500);
+
+/// The message for a runtime gone without a word; backends that can see the process
+/// replace it with the exit status.
+pub(super) const NO_REASON: &str = "Runtime exited without providing a reason";
+
 fn wire_err(e: WireError) -> SandboxError {
     match e {
         WireError::Closed | WireError::Io(_) => SandboxError::Exited {
             error_type: "Runtime.ExitError".into(),
-            message: "Runtime exited without providing a reason".into(),
+            message: NO_REASON.into(),
         },
         other => SandboxError::Protocol(other.to_string()),
     }
 }
 
 /// Error types guest-init uses for a dead runtime; the sandbox cannot serve again.
-fn is_fatal(error_type: &str) -> bool {
+pub(super) fn is_fatal(error_type: &str) -> bool {
     matches!(error_type, "Runtime.ExitError" | "Runtime.OutOfMemory")
 }
 
@@ -123,10 +132,32 @@ impl Session {
         }
     }
 
+    /// Runs one invocation. A streamed response is gathered into `Reply::Response`.
     pub async fn invoke(
         &mut self,
         req: &InvokeRequest,
         deadline_ms: u64,
+    ) -> Result<Reply, SandboxError> {
+        let body = StreamedBody::new(None, MAX_STREAMED_RESPONSE_BYTES);
+        self.invoke_into(req, deadline_ms, body).await
+    }
+
+    /// Runs one invocation, handing a streamed response to `chunks` as it arrives.
+    pub async fn invoke_streaming(
+        &mut self,
+        req: &InvokeRequest,
+        deadline_ms: u64,
+        chunks: ChunkSink,
+    ) -> Result<Reply, SandboxError> {
+        let body = StreamedBody::new(Some(chunks), MAX_STREAMED_RESPONSE_BYTES);
+        self.invoke_into(req, deadline_ms, body).await
+    }
+
+    async fn invoke_into(
+        &mut self,
+        req: &InvokeRequest,
+        deadline_ms: u64,
+        mut body: StreamedBody,
     ) -> Result<Reply, SandboxError> {
         let msg = HostMessage::Invoke(Invoke {
             request_id: req.request_id.clone(),
@@ -138,7 +169,6 @@ impl Session {
             payload: req.payload.clone(),
         });
         self.conn.send(&msg).await.map_err(wire_err)?;
-        let mut streamed: Option<Vec<u8>> = None;
         loop {
             match self.conn.recv().await.map_err(wire_err)? {
                 GuestMessage::Log(l) => self.log(l),
@@ -157,24 +187,16 @@ impl Session {
                         body: e.body,
                     });
                 }
-                GuestMessage::StreamStart(s) if s.request_id == req.request_id => {
-                    streamed = Some(Vec::new());
-                }
+                GuestMessage::StreamStart(s) if s.request_id == req.request_id => {}
                 GuestMessage::StreamChunk(c) if c.request_id == req.request_id => {
-                    streamed
-                        .get_or_insert_with(Vec::new)
-                        .extend_from_slice(&c.data);
+                    body.push(c.data).await;
                 }
                 GuestMessage::StreamEnd(s) if s.request_id == req.request_id => {
-                    return Ok(match s.error_type {
-                        Some(t) => Reply::Error {
-                            body: s.error_body.map(String::into_bytes).unwrap_or_else(|| {
-                                crate::report::error_body(&t, "streamed response failed")
-                            }),
-                            error_type: t,
-                        },
-                        None => Reply::Response(streamed.take().unwrap_or_default()),
-                    });
+                    let cut_off = is_cut_off(&s);
+                    return match body.finish(s) {
+                        Err(e) if cut_off => Err(self.exit_after_cut_off(e).await),
+                        reply => reply,
+                    };
                 }
                 GuestMessage::RuntimeExited(r) => {
                     return Err(SandboxError::Exited {
@@ -197,6 +219,32 @@ impl Session {
         }
     }
 
+    /// After a streamed body was cut off: guest-init usually reports the runtime's exit
+    /// right after, and its exit status is the better error. The sandbox is retired
+    /// either way, so abandoning the read after the grace leaves nothing out of step.
+    async fn exit_after_cut_off(&mut self, cut_off: SandboxError) -> SandboxError {
+        let exit = async {
+            loop {
+                match self.conn.recv().await {
+                    Ok(GuestMessage::Log(l)) => self.log(l),
+                    Ok(GuestMessage::RuntimeExited(r)) => {
+                        return Some(SandboxError::Exited {
+                            error_type: r.error_type,
+                            message: r.message,
+                        })
+                    }
+                    Ok(_) => {}
+                    Err(_) => return None,
+                }
+            }
+        };
+        tokio::time::timeout(EXIT_REPORT_GRACE, exit)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(cut_off)
+    }
+
     /// Asks guest-init to stop the runtime (SIGTERM, then SIGKILL after `grace_ms`).
     pub async fn shutdown(&mut self, grace_ms: u32) {
         let _ = self
@@ -206,5 +254,129 @@ impl Session {
                 grace_ms,
             }))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime_api::protocol::{
+        GuestConnection, RuntimeExited, StreamChunk, StreamEnd, StreamStart,
+    };
+    use std::os::unix::net::UnixStream;
+
+    fn chunk(data: &[u8]) -> GuestMessage {
+        GuestMessage::StreamChunk(StreamChunk {
+            request_id: "r".into(),
+            data: data.to_vec(),
+        })
+    }
+
+    fn end(error_type: Option<&str>) -> GuestMessage {
+        GuestMessage::StreamEnd(StreamEnd {
+            request_id: "r".into(),
+            error_type: error_type.map(str::to_owned),
+            error_body: None,
+        })
+    }
+
+    /// A session whose guest side runs `script` on a thread: for each Invoke, the
+    /// frames to send, each after waiting for one `go` when it is `None`.
+    async fn session_with_guest(
+        script: Vec<Vec<Option<GuestMessage>>>,
+        go: std::sync::mpsc::Receiver<()>,
+    ) -> (Session, std::thread::JoinHandle<()>) {
+        let (host, guest) = UnixStream::pair().expect("socketpair");
+        let thread = std::thread::spawn(move || {
+            let mut conn = GuestConnection::handshake(guest, "guest-test").expect("hello");
+            for frames in script {
+                let Ok(HostMessage::Invoke(_)) = conn.recv() else {
+                    return;
+                };
+                for f in frames {
+                    match f {
+                        Some(m) => conn.send(&m).expect("send"),
+                        None => go.recv().expect("go"),
+                    }
+                }
+            }
+        });
+        host.set_nonblocking(true).expect("nonblocking");
+        let host = tokio::net::UnixStream::from_std(host).expect("tokio stream");
+        let conn = WireConn::handshake(host).await.expect("handshake");
+        (Session::new(conn, Init::default(), "arn".into()), thread)
+    }
+
+    fn req() -> InvokeRequest {
+        InvokeRequest {
+            request_id: "r".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_reach_the_sink_while_the_stream_is_open() {
+        let start = GuestMessage::StreamStart(StreamStart {
+            request_id: "r".into(),
+            content_type: "text/plain".into(),
+        });
+        let (go_tx, go_rx) = std::sync::mpsc::channel();
+        let (mut session, guest) = session_with_guest(
+            vec![
+                vec![
+                    Some(start.clone()),
+                    Some(chunk(b"one ")),
+                    None,
+                    Some(chunk(b"two")),
+                    Some(end(None)),
+                ],
+                vec![
+                    Some(start),
+                    Some(chunk(b"a")),
+                    Some(chunk(b"b")),
+                    Some(end(None)),
+                ],
+                vec![
+                    Some(chunk(b"cut")),
+                    Some(end(Some("Runtime.TruncatedResponse"))),
+                    Some(GuestMessage::RuntimeExited(RuntimeExited {
+                        error_type: "Runtime.ExitError".into(),
+                        message: "Runtime exited with error: exit status 7".into(),
+                    })),
+                ],
+            ],
+            go_rx,
+        )
+        .await;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let reader = async {
+            // The guest sends "two" only after "one " arrived here.
+            let first = rx.recv().await;
+            go_tx.send(()).expect("go");
+            (first, rx.recv().await, rx.recv().await)
+        };
+        let r = req();
+        let (reply, (first, second, closed)) =
+            tokio::join!(session.invoke_streaming(&r, 0, tx), reader);
+        assert_eq!(reply, Ok(Reply::Streamed));
+        assert_eq!(first.as_deref(), Some(&b"one "[..]));
+        assert_eq!(second.as_deref(), Some(&b"two"[..]));
+        assert_eq!(closed, None, "the sink closes with the invoke");
+        // Without a sink the same frames are gathered.
+        assert_eq!(
+            session.invoke(&r, 0).await,
+            Ok(Reply::Response(b"ab".to_vec()))
+        );
+        // A body cut off mid-stream retires the sandbox, with the exit status that
+        // guest-init reports after it.
+        let (tx, _rx) = tokio::sync::mpsc::channel(4);
+        assert_eq!(
+            session.invoke_streaming(&r, 0, tx).await,
+            Err(SandboxError::Exited {
+                error_type: "Runtime.ExitError".into(),
+                message: "Runtime exited with error: exit status 7".into(),
+            })
+        );
+        guest.join().expect("guest thread");
     }
 }

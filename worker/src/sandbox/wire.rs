@@ -1,16 +1,20 @@
-//! Async framing of the host-guest protocol over a tokio stream (the `runtime-api` crate
+//! Async framing of the host-guest protocol over a Unix stream (the `runtime-api` crate
 //! ships blocking endpoints; the worker multiplexes many sandboxes on a few threads).
 
+use super::lean_stream::LeanUnixStream;
 use runtime_api::protocol::{decode, encode, GuestMessage, Hello, HostMessage, WireError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use std::io;
 
 /// Identifies the worker in the Hello exchange.
 const AGENT: &str = concat!("lambda-worker ", env!("CARGO_PKG_VERSION"));
+/// Initial read buffer.
+const READ_CHUNK: usize = 16 * 1024;
+/// Buffer capacity kept between frames; more is freed once a large frame was consumed.
+const KEEP_CAPACITY: usize = 256 * 1024;
 
 /// One connection to guest-init.
 pub struct WireConn {
-    stream: UnixStream,
+    stream: LeanUnixStream,
     buf: Vec<u8>,
     start: usize,
     pub peer_agent: String,
@@ -18,10 +22,11 @@ pub struct WireConn {
 
 impl WireConn {
     /// Waits for guest-init's Hello and answers with ours.
-    pub async fn handshake(stream: UnixStream) -> Result<Self, WireError> {
+    pub async fn handshake(stream: tokio::net::UnixStream) -> Result<Self, WireError> {
+        let stream = LeanUnixStream::new(stream)?;
         let mut conn = Self {
             stream,
-            buf: Vec::with_capacity(16 * 1024),
+            buf: Vec::with_capacity(READ_CHUNK),
             start: 0,
             peer_agent: String::new(),
         };
@@ -48,8 +53,14 @@ impl WireConn {
             if let Some((msg, used)) = decode::<GuestMessage>(&self.buf[self.start..])? {
                 self.start += used;
                 if self.start == self.buf.len() {
-                    self.buf.clear();
                     self.start = 0;
+                    if self.buf.capacity() > KEEP_CAPACITY {
+                        // A multi-megabyte response passed: an idle sandbox should not
+                        // keep its buffer for hours.
+                        self.buf = Vec::with_capacity(READ_CHUNK);
+                    } else {
+                        self.buf.clear();
+                    }
                 }
                 return match msg {
                     GuestMessage::ProtocolError(p) => Err(WireError::Peer(p)),
@@ -60,13 +71,11 @@ impl WireConn {
                 self.buf.drain(..self.start);
                 self.start = 0;
             }
-            self.buf.reserve(16 * 1024);
-            let n = self.stream.read_buf(&mut self.buf).await?;
-            if n == 0 {
+            if self.stream.read_into(&mut self.buf).await? == 0 {
                 return Err(if self.buf.is_empty() {
                     WireError::Closed
                 } else {
-                    std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()
+                    io::Error::from(io::ErrorKind::UnexpectedEof).into()
                 });
             }
         }

@@ -16,11 +16,20 @@
 //! - `big`: returns a JSON string of `event.size` bytes (quotes included).
 //! - `stream`: a streamed response (`Lambda-Runtime-Function-Response-Mode: streaming`)
 //!   of three chunks.
+//! - `stream-slow`: streams `chunk-1 `, sleeps 1 s, streams `chunk-2`.
+//! - `stream-exit`: streams `chunk-1 `, then exits with status 7 mid-stream.
+//! - `stream-hang`: streams `chunk-1 `, then sleeps until 5 s past the deadline.
+//! - `stream-error`: a hand-written runtime loop (not `lambda_runtime`, whose mid-stream
+//!   errors end up in the body) that streams `partial ` and then ends the response with
+//!   the `Lambda-Runtime-Function-Error-Type` / `-Body` trailers.
 
-use futures_util::stream;
+mod raw_stream;
+
+use futures_util::stream::{self, Stream};
 use lambda_runtime::{service_fn, streaming, Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[tokio::main(flavor = "current_thread")]
@@ -33,6 +42,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     }
     if handler == "stream" {
         return lambda_runtime::run(service_fn(stream_handler)).await;
+    }
+    if handler == "stream-error" {
+        return raw_stream::serve().map_err(Into::into);
+    }
+    if handler.starts_with("stream-") {
+        return lambda_runtime::run(service_fn(move |event| {
+            let handler = handler.clone();
+            async move { paced_stream_handler(&handler, event) }
+        }))
+        .await;
     }
     lambda_runtime::run(service_fn(move |event| {
         let handler = handler.clone();
@@ -62,11 +81,7 @@ async fn handle(handler: &str, event: LambdaEvent<Value>) -> Result<Value, Diagn
         }),
         "panic" => panic!("deliberate panic"),
         "sleep" => {
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            let wait = ctx.deadline.saturating_sub(now_ms) + 5_000;
+            let wait = ctx.deadline.saturating_sub(now_ms()) + 5_000;
             tokio::time::sleep(Duration::from_millis(wait)).await;
             Ok(json!("woke up"))
         }
@@ -101,6 +116,64 @@ async fn stream_handler(
 > {
     let chunks = vec![Ok("chunk-1 "), Ok("chunk-2 "), Ok("chunk-3")];
     Ok(streaming::Response::from(stream::iter(chunks)))
+}
+
+/// One step of a paced stream.
+enum Step {
+    Chunk(&'static str),
+    Sleep(Duration),
+    Exit(i32),
+}
+
+type PacedStream = Pin<Box<dyn Stream<Item = Result<&'static str, Infallible>> + Send>>;
+
+/// Streams chunks with pauses (or an exit) between them, as the handler name says.
+fn paced_stream_handler(
+    handler: &str,
+    event: LambdaEvent<Value>,
+) -> Result<streaming::Response<PacedStream>, Diagnostic> {
+    let steps = match handler {
+        "stream-slow" => vec![
+            Step::Chunk("chunk-1 "),
+            Step::Sleep(Duration::from_secs(1)),
+            Step::Chunk("chunk-2"),
+        ],
+        "stream-exit" => vec![
+            Step::Chunk("chunk-1 "),
+            Step::Sleep(Duration::from_millis(300)),
+            Step::Exit(7),
+        ],
+        "stream-hang" => vec![
+            Step::Chunk("chunk-1 "),
+            Step::Sleep(Duration::from_millis(
+                event.context.deadline.saturating_sub(now_ms()) + 5_000,
+            )),
+        ],
+        other => {
+            return Err(Diagnostic {
+                error_type: "UnknownHandler".to_string(),
+                error_message: format!("fn-rust has no handler named {other:?}"),
+            })
+        }
+    };
+    let chunks = stream::unfold(steps.into_iter(), |mut steps| async move {
+        loop {
+            match steps.next()? {
+                Step::Chunk(c) => return Some((Ok(c), steps)),
+                Step::Sleep(d) => tokio::time::sleep(d).await,
+                Step::Exit(code) => std::process::exit(code),
+            }
+        }
+    });
+    let chunks: PacedStream = Box::pin(chunks);
+    Ok(streaming::Response::from(chunks))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The Lambda environment variables the tests check.
