@@ -281,6 +281,24 @@ pub struct ProcessSandbox {
 }
 
 impl ProcessSandbox {
+    /// One invoke (streamed to `chunks` when given), with a dead runtime's exit status
+    /// in the error.
+    async fn invoke_explained(
+        &mut self,
+        req: &InvokeRequest,
+        deadline_ms: u64,
+        chunks: Option<ChunkSink>,
+    ) -> Result<Reply, SandboxError> {
+        let result = match chunks {
+            None => self.session.invoke(req, deadline_ms).await,
+            Some(c) => self.session.invoke_streaming(req, deadline_ms, c).await,
+        };
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
     /// Replaces the generic "connection closed" with the process's exit status.
     async fn explain(&mut self, err: SandboxError) -> SandboxError {
         let SandboxError::Exited {
@@ -330,12 +348,7 @@ impl Sandbox for ProcessSandbox {
         req: &'a InvokeRequest,
         deadline_ms: u64,
     ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
-        Box::pin(async move {
-            match self.session.invoke(req, deadline_ms).await {
-                Ok(r) => Ok(r),
-                Err(e) => Err(self.explain(e).await),
-            }
-        })
+        Box::pin(self.invoke_explained(req, deadline_ms, None))
     }
 
     fn invoke_streaming<'a>(
@@ -344,16 +357,7 @@ impl Sandbox for ProcessSandbox {
         deadline_ms: u64,
         chunks: ChunkSink,
     ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
-        Box::pin(async move {
-            match self
-                .session
-                .invoke_streaming(req, deadline_ms, chunks)
-                .await
-            {
-                Ok(r) => Ok(r),
-                Err(e) => Err(self.explain(e).await),
-            }
-        })
+        Box::pin(self.invoke_explained(req, deadline_ms, Some(chunks)))
     }
 
     fn take_logs(&mut self) -> Vec<LogLine> {
