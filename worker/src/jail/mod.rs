@@ -345,8 +345,14 @@ fn spawn_in_run_dir(
         cg.attach(pid)?;
     }
     if !cfg.cpus.is_empty() {
-        // Before the child runs anything: everything it forks inherits the set.
-        cpus::set_affinity(pid, &cfg.cpus).map_err(io_err("sched_setaffinity"))?;
+        // Before the child runs anything: everything it forks inherits the set. Placement
+        // is a hint: if the host's CPU set changed under us, run unplaced.
+        if let Err(e) = cpus::set_affinity(pid, &cfg.cpus) {
+            eprintln!(
+                "worker: jail {pid}: CPU placement {:?} not applied: {e}",
+                cfg.cpus
+            );
+        }
     }
     let go = [1u8];
     // SAFETY: writing one byte from a stack buffer to our pipe.
