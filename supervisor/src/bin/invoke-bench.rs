@@ -185,15 +185,7 @@ async fn load(
             (samples, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        if let Ok((s, e)) = t.await {
-            all.extend(s);
-            errors += e;
-        }
-    }
-    stats::summarize(clients, all, errors, started.elapsed())
+    stats::collect(clients, tasks, started).await
 }
 
 async fn one(addr: SocketAddr, raw: &[u8]) -> Result<(u16, Vec<u8>), String> {

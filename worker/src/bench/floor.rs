@@ -278,12 +278,5 @@ pub async fn run(
             })
         })
         .collect();
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        if let Ok((lat, e)) = t.await {
-            all.extend(lat);
-            errors += e;
-        }
-    }
-    Ok(stats::summarize(c, all, errors, start.elapsed()))
+    Ok(stats::collect(c, tasks, start).await)
 }

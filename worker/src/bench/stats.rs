@@ -22,6 +22,25 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Latencies and error count of one client task.
+pub type Samples = (Vec<Duration>, usize);
+
+/// Awaits the client tasks of one run and summarises their samples.
+pub async fn collect(
+    concurrency: usize,
+    tasks: Vec<tokio::task::JoinHandle<Samples>>,
+    start: std::time::Instant,
+) -> RunStats {
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        if let Ok((lat, e)) = t.await {
+            all.extend(lat);
+            errors += e;
+        }
+    }
+    summarize(concurrency, all, errors, start.elapsed())
+}
+
 pub fn summarize(
     concurrency: usize,
     mut samples: Vec<Duration>,

@@ -151,7 +151,7 @@ async fn run_worker(w: &Worker, s: &FunctionVersionSpec, c: usize, secs: f64) ->
             })
         })
         .collect();
-    collect(c, tasks, start).await
+    stats::collect(c, tasks, start).await
 }
 
 async fn run_http(addr: std::net::SocketAddr, c: usize, secs: f64) -> stats::RunStats {
@@ -176,24 +176,7 @@ async fn run_http(addr: std::net::SocketAddr, c: usize, secs: f64) -> stats::Run
             })
         })
         .collect();
-    collect(c, tasks, start).await
-}
-
-type Samples = (Vec<Duration>, usize);
-
-async fn collect(
-    c: usize,
-    tasks: Vec<tokio::task::JoinHandle<Samples>>,
-    start: Instant,
-) -> stats::RunStats {
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        if let Ok((lat, e)) = t.await {
-            all.extend(lat);
-            errors += e;
-        }
-    }
-    stats::summarize(c, all, errors, start.elapsed())
+    stats::collect(c, tasks, start).await
 }
 
 /// Removes the bench's scratch directory however the run ends.

@@ -9,7 +9,7 @@ use super::rootfs::RootfsMap;
 use super::session::{function_arn, init_message, Identity, Session};
 use super::stderr_tail::StderrTail;
 use super::wire::WireConn;
-use super::{Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
+use super::{stop_jailed, Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
 use crate::jail::cpus::{CpuLease, CpuPlacer};
 use crate::jail::{self, CgroupHost, CgroupLimits, JailCommand, JailConfig, JailedProcess, Stdio};
 use crate::spec::{ChunkSink, FunctionVersionSpec, InvokeRequest};
@@ -375,13 +375,8 @@ impl Sandbox for VmSandbox {
 
     fn destroy(mut self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
         Box::pin(async move {
-            let grace_ms = u32::try_from(grace.as_millis()).unwrap_or(u32::MAX);
-            self.session.shutdown(grace_ms).await;
-            if let Some(proc) = self.proc.as_mut() {
-                let _ = tokio::time::timeout(grace + Duration::from_secs(1), proc.wait()).await;
-            }
             let proc = self.proc.take();
-            let _ = tokio::task::spawn_blocking(move || drop(proc)).await;
+            stop_jailed(&mut self.session, proc, grace, Duration::from_secs(1)).await;
         })
     }
 }

@@ -99,3 +99,20 @@ pub trait Backend: Send + Sync {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>>;
 }
+
+/// Stops a jailed sandbox: asks guest-init to stop the runtime, waits up to
+/// `grace + margin` for the jailed process, then drops it on a blocking thread (which
+/// kills leftovers, reaps, and removes the cgroup and run dir).
+pub(crate) async fn stop_jailed(
+    session: &mut session::Session,
+    mut proc: Option<crate::jail::JailedProcess>,
+    grace: Duration,
+    margin: Duration,
+) {
+    let grace_ms = u32::try_from(grace.as_millis()).unwrap_or(u32::MAX);
+    session.shutdown(grace_ms).await;
+    if let Some(p) = proc.as_mut() {
+        let _ = tokio::time::timeout(grace + margin, p.wait()).await;
+    }
+    let _ = tokio::task::spawn_blocking(move || drop(proc)).await;
+}

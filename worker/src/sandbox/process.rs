@@ -7,7 +7,7 @@ use super::rootfs::RootfsMap;
 use super::session::{function_arn, init_message, Identity, Session};
 use super::stderr_tail::StderrTail;
 use super::wire::WireConn;
-use super::{Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
+use super::{stop_jailed, Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
 use crate::jail::cpus::{vcpus_for_memory, CpuLease, CpuPlacer};
 use crate::jail::{self, CgroupHost, CgroupLimits, JailCommand, JailConfig, JailedProcess, Stdio};
 use crate::spec::{ChunkSink, FunctionVersionSpec, InvokeRequest};
@@ -229,7 +229,7 @@ impl ProcessBackend {
             session,
             proc: Some(proc),
             _sock_dir: cleanup,
-            tail,
+            _stderr: tail,
             _cpus: cpus,
         })
     }
@@ -275,7 +275,7 @@ pub struct ProcessSandbox {
     session: Session,
     proc: Option<JailedProcess>,
     _sock_dir: DirGuard,
-    tail: StderrTail,
+    _stderr: StderrTail,
     /// Returned to the placer when the sandbox goes.
     _cpus: Option<CpuLease>,
 }
@@ -374,15 +374,8 @@ impl Sandbox for ProcessSandbox {
 
     fn destroy(mut self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
         Box::pin(async move {
-            let grace_ms = u32::try_from(grace.as_millis()).unwrap_or(u32::MAX);
-            self.session.shutdown(grace_ms).await;
-            if let Some(proc) = self.proc.as_mut() {
-                let _ = tokio::time::timeout(grace + Duration::from_millis(100), proc.wait()).await;
-            }
             let proc = self.proc.take();
-            let _ = self.tail.text();
-            // Dropping kills leftovers, reaps, and removes the cgroup and run dir.
-            let _ = tokio::task::spawn_blocking(move || drop(proc)).await;
+            stop_jailed(&mut self.session, proc, grace, Duration::from_millis(100)).await;
         })
     }
 }
