@@ -7,7 +7,7 @@
 
 pub mod agent;
 pub mod bootstrap;
-pub mod cmdline;
+pub use pid1::cmdline;
 pub mod config;
 pub mod environment;
 pub mod exit_status;

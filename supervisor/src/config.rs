@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// in a `[data-plane]` table).
     #[arg(long, env = "SUPERVISOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// When credentials are generated (first start), print the secret access key too,
+    /// once, on stderr (an appliance's console); otherwise only where it is stored.
+    #[arg(long)]
+    pub announce_generated_credentials: bool,
     #[command(flatten)]
     pub data_plane: DataPlaneArgs,
 }
@@ -141,6 +145,8 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     pub cache_dir: PathBuf,
     pub max_clock_skew_secs: u32,
+    /// Print generated secrets once on stderr (`--announce-generated-credentials`).
+    pub announce_generated_credentials: bool,
     pub data_plane: DataPlaneConfig,
 }
 
@@ -158,6 +164,7 @@ impl Config {
             master_key_file: None,
             cache_dir: data_dir.join("cache"),
             max_clock_skew_secs: DEFAULT_MAX_CLOCK_SKEW_SECS,
+            announce_generated_credentials: false,
             data_plane: DataPlaneConfig::defaults(),
         }
     }
@@ -215,6 +222,7 @@ impl ServeArgs {
         if let Some(s) = self.max_clock_skew_secs.or(file.max_clock_skew_secs) {
             cfg.max_clock_skew_secs = s;
         }
+        cfg.announce_generated_credentials = self.announce_generated_credentials;
         cfg.data_plane = self
             .data_plane
             .resolve(file.data_plane)

@@ -26,13 +26,24 @@ pub struct Prepared {
 /// operator messages (generated keys, isolation choice).
 pub async fn prepare(config: Config) -> Result<Prepared, String> {
     let listen = config.listen;
+    let announce = config.announce_generated_credentials;
     let (sup, report) = Supervisor::open(config).map_err(|e| e.to_string())?;
     if let Some(path) = &report.generated_credentials {
-        eprintln!(
-            "supervisor: generated access key {} ; credentials stored in {} (mode 0600)",
-            sup.credentials().access_key_id,
-            path.display()
-        );
+        let c = sup.credentials();
+        if announce {
+            eprintln!(
+                "supervisor: generated credentials (shown once): access key id {} secret access key {} ; stored in {} (mode 0600)",
+                c.access_key_id,
+                c.secret_access_key,
+                path.display()
+            );
+        } else {
+            eprintln!(
+                "supervisor: generated access key {} ; credentials stored in {} (mode 0600)",
+                c.access_key_id,
+                path.display()
+            );
+        }
     }
     if let Some(path) = &report.generated_master_key {
         eprintln!(

@@ -274,7 +274,7 @@ pub fn build(
         .map(|d| Block::new(&d.path, d.read_only).map(|b| Arc::new(Mutex::new(b))))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let (kvm, vmfd) = vm::create_vm()?;
+    let (kvm, vmfd) = vm::create_vm(cfg.kvm_fd)?;
     memory::register_memory(&vmfd, &mem)?;
     let exit = Arc::new(ExitNotifier::new().map_err(BuildError::EventFd)?);
 

@@ -9,9 +9,12 @@ usage: vmm --kernel PATH [--initrd PATH] [--rootfs PATH [--rootfs-read-only]]
            [--drive PATH[,ro]]... [--vcpus N] [--mem-mib N] [--cmdline STR]
            [--serial-out PATH|-] [--serial-out-max-bytes N] [--serial-stdin]
            [--vsock-cid N --vsock-uds PATH] [--metrics-path FILE] [--log-level LEVEL]
-           [--no-seccomp]
+           [--kvm-fd N] [--no-seccomp]
        vmm --config-file vm.json [--serial-out PATH|-] [--metrics-path FILE]
-           [--log-level LEVEL] [--no-seccomp]
+           [--log-level LEVEL] [--kvm-fd N] [--no-seccomp]
+
+--kvm-fd N: use the already open /dev/kvm inherited as descriptor N (a jail then
+needs no /dev/kvm node).
 
 Exit codes: 0 guest reboot (i8042 reset), 1 configuration/setup error, 2 vCPU error,
 3 guest triple fault, 128+N killed by signal N.";
@@ -42,6 +45,7 @@ struct Raw {
     metrics_path: Option<PathBuf>,
     config_file: Option<PathBuf>,
     log_level: Option<String>,
+    kvm_fd: Option<i32>,
     no_seccomp: bool,
 }
 
@@ -116,6 +120,7 @@ fn apply(
         "--metrics-path" => raw.metrics_path = Some(val()?.into()),
         "--config-file" => raw.config_file = Some(val()?.into()),
         "--log-level" => raw.log_level = Some(val()?),
+        "--kvm-fd" => raw.kvm_fd = Some(number("kvm-fd", &val()?)?),
         "--rootfs-read-only" | "--serial-stdin" | "--no-seccomp" if v.is_some() => {
             return Err(ConfigError::Usage(format!("option {name} takes no value")))
         }
@@ -182,6 +187,7 @@ fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
         }
         cfg.log_level = log_level;
         cfg.seccomp = !raw.no_seccomp;
+        cfg.kvm_fd = raw.kvm_fd;
         return Ok(cfg);
     }
     let kernel = raw.kernel.clone().ok_or(ConfigError::Missing("--kernel"))?;
@@ -224,6 +230,7 @@ fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
         metrics_path: raw.metrics_path.clone(),
         log_level,
         seccomp: !raw.no_seccomp,
+        kvm_fd: raw.kvm_fd,
     })
 }
 
@@ -268,6 +275,8 @@ mod tests {
             "--metrics-path=/tmp/m.json",
             "--log-level",
             "debug",
+            "--kvm-fd",
+            "7",
             "--no-seccomp",
         ]);
         assert_eq!(c.kernel, PathBuf::from("/k"));
@@ -285,6 +294,7 @@ mod tests {
         assert_eq!(c.vsock.unwrap().cid, 3);
         assert_eq!(c.metrics_path, Some(PathBuf::from("/tmp/m.json")));
         assert!(!c.seccomp);
+        assert_eq!(c.kvm_fd, Some(7));
         assert_eq!(c.log_level, log::LevelFilter::Debug);
     }
 

@@ -181,6 +181,7 @@ pub fn convert(path: &Path, fc: FirecrackerConfig) -> Result<VmConfig, ConfigErr
         metrics_path: fc.metrics.map(|m| m.metrics_path),
         log_level: log::LevelFilter::Info,
         seccomp: true,
+        kvm_fd: None,
     })
 }
 

@@ -48,6 +48,9 @@ pub struct VmConfig {
     pub metrics_path: Option<PathBuf>,
     pub log_level: log::LevelFilter,
     pub seccomp: bool,
+    /// An already open `/dev/kvm` inherited from the parent (`--kvm-fd`), so a jailed
+    /// VMM needs no device node in its jail.
+    pub kvm_fd: Option<i32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,31 @@ fn check_readable(what: &'static str, path: &PathBuf) -> Result<(), ConfigError>
     std::fs::File::open(path).map(|_| ()).map_err(err)
 }
 
+/// `--kvm-fd` must name an open `/dev/kvm` (character device 10:232) above stderr.
+fn check_kvm_fd(fd: i32) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::Invalid {
+        option: "kvm-fd",
+        value: fd.to_string(),
+        reason: reason.to_owned(),
+    };
+    if fd < 3 {
+        return Err(bad("must be 3 or above"));
+    }
+    // SAFETY: fstat only writes into the zeroed stat buffer it is given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: see above; an fd that is not open makes fstat fail with EBADF.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(bad(&std::io::Error::last_os_error().to_string()));
+    }
+    let is_kvm = st.st_mode & libc::S_IFMT == libc::S_IFCHR
+        && libc::major(st.st_rdev) == 10
+        && libc::minor(st.st_rdev) == 232;
+    if !is_kvm {
+        return Err(bad("not an open /dev/kvm"));
+    }
+    Ok(())
+}
+
 impl VmConfig {
     /// Checks what can be checked without touching KVM.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -123,6 +151,9 @@ impl VmConfig {
                     reason: "guest CIDs start at 3 and fit in 32 bits".into(),
                 });
             }
+        }
+        if let Some(fd) = self.kvm_fd {
+            check_kvm_fd(fd)?;
         }
         // Files last: a bad number is reported even when paths are also wrong.
         check_readable("kernel image", &self.kernel)?;

@@ -77,13 +77,28 @@ pub fn vcpu() -> Result<Vec<Allow>, seccompiler::BackendError> {
             )?,
         ],
     ));
-    // F_DUPFD_CLOEXEC: cloning queue eventfds when the driver activates a virtio device;
-    // F_GETFD: std validates an fd before closing it when a vCPU thread ends.
+    // F_DUPFD_CLOEXEC: cloning queue eventfds when the driver activates a virtio device
+    // (musl follows it with F_SETFD FD_CLOEXEC); F_GETFD: std validates an fd before
+    // closing it when a vCPU thread ends.
     v.push((
         libc::SYS_fcntl,
         vec![
             arg_eq(1, libc::F_DUPFD_CLOEXEC as u64)?,
             arg_eq(1, libc::F_GETFD as u64)?,
+            SeccompRule::new(vec![
+                SeccompCondition::new(
+                    1,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    libc::F_SETFD as u64,
+                )?,
+                SeccompCondition::new(
+                    2,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    libc::FD_CLOEXEC as u64,
+                )?,
+            ])?,
         ],
     ));
     Ok(v)
@@ -128,9 +143,10 @@ pub fn main_thread() -> Result<Vec<Allow>, seccompiler::BackendError> {
     v.push((
         libc::SYS_ioctl,
         vec![
-            arg_eq(1, libc::FIONBIO)?,
-            arg_eq(1, libc::FIONREAD)?,
-            arg_eq(1, libc::TCGETS)?,
+            // The request constants are i32 on musl and u64 on glibc.
+            arg_eq(1, libc::FIONBIO as u64)?,
+            arg_eq(1, libc::FIONREAD as u64)?,
+            arg_eq(1, libc::TCGETS as u64)?,
         ],
     ));
     Ok(v)

@@ -19,10 +19,23 @@ pub enum VmError {
     IrqChip(kvm_ioctls::Error),
     #[error("KVM_CREATE_PIT2: {0}")]
     Pit(kvm_ioctls::Error),
+    #[error("KVM API version {0}, expected 12")]
+    ApiVersion(i32),
 }
 
-pub fn create_vm() -> Result<(Kvm, VmFd), VmError> {
-    let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+/// Opens `/dev/kvm`, or takes over `inherited` (`--kvm-fd`, checked by the config to be
+/// an open `/dev/kvm`), and creates the VM.
+pub fn create_vm(inherited: Option<i32>) -> Result<(Kvm, VmFd), VmError> {
+    let kvm = match inherited {
+        // SAFETY: the descriptor is an open /dev/kvm (VmConfig::validate checked its
+        // device number) that nothing else in this process uses or closes: the VMM takes
+        // ownership of it here, once.
+        Some(fd) => unsafe { <Kvm as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+        None => Kvm::new().map_err(VmError::OpenKvm)?,
+    };
+    if kvm.get_api_version() != 12 {
+        return Err(VmError::ApiVersion(kvm.get_api_version()));
+    }
     let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
     // The identity map page must come before the TSS, which then takes the 3 pages after it.
     vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)

@@ -13,6 +13,8 @@ pub const VSOCK_DIR: &str = "/run/vm";
 pub const VSOCK_UDS: &str = "/run/vm/vm.vsock";
 /// The guest's CID.
 pub const GUEST_CID: u32 = 3;
+/// Descriptor number of the open `/dev/kvm` the worker hands our `vmm` (`--kvm-fd`).
+pub const KVM_FD: i32 = 3;
 
 /// Kernel command line shared by all launchers: read-only root, guest-init as init.
 pub const BASE_CMDLINE: &str = "console=ttyS0 root=/dev/vda ro rootfstype=ext4 panic=-1 quiet";
@@ -47,6 +49,7 @@ pub struct LaunchPlan {
     pub binds: Vec<(PathBuf, PathBuf)>,
     /// Host kernel image bound at [`KERNEL`].
     pub kernel: PathBuf,
+    /// The monitor gets an open `/dev/kvm` as [`KVM_FD`].
     pub needs_kvm: bool,
 }
 
@@ -80,6 +83,8 @@ impl LauncherKind {
                         VSOCK_UDS.into(),
                         "--serial-out".into(),
                         "-".into(),
+                        "--kvm-fd".into(),
+                        KVM_FD.to_string(),
                     ])
                     .collect();
                 LaunchPlan {
@@ -150,6 +155,7 @@ mod tests {
         assert!(joined.contains("--vsock-uds /run/vm/vm.vsock"));
         assert!(joined.contains("--drive /vm/code.ext4,ro"));
         assert!(joined.contains("reboot=k gi.port=9000"));
+        assert!(joined.contains("--kvm-fd 3"));
     }
 
     #[test]

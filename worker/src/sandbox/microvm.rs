@@ -131,20 +131,15 @@ fn build_code_image(dir: &Path, out: &Path) -> Result<(), SandboxError> {
     chmod(out, 0o644)
 }
 
-/// Creates `/dev/kvm` as a node owned by the jail's uid (the host node is root-only).
-fn kvm_node(path: &Path, owner: u32) -> Result<(), SandboxError> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| start_err("kvm node path has a NUL"))?;
-    let _ = std::fs::remove_file(path);
-    // SAFETY: mknod with a valid NUL-terminated path; 10:232 is /dev/kvm.
-    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(10, 232)) };
-    if r != 0 {
-        return Err(start_err(format!(
-            "mknod kvm: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    chown(path, owner)
+/// Opens the host's `/dev/kvm` for one monitor, which inherits it as [`launcher::KVM_FD`]:
+/// the jail then needs no device node (and its run dir may be on a `nodev` mount).
+fn open_kvm() -> Result<std::os::fd::OwnedFd, SandboxError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(std::os::fd::OwnedFd::from)
+        .map_err(|e| start_err(format!("cannot open /dev/kvm: {e}")))
 }
 
 impl MicroVmBackend {
@@ -228,11 +223,9 @@ impl MicroVmBackend {
             (code_image, PathBuf::from(launcher::CODE)),
         ];
         ro_binds.extend(plan.binds.iter().cloned());
-        let mut devices = Vec::new();
+        let mut fds = Vec::new();
         if plan.needs_kvm {
-            let node = files.0.join("kvm");
-            kvm_node(&node, jail_uid)?;
-            devices.push((node, "kvm".to_string()));
+            fds.push((open_kvm()?, launcher::KVM_FD));
         }
         let cpus = if self.cfg.place_cpus {
             self.placer.lease(self.cfg.vcpus as usize)
@@ -244,7 +237,7 @@ impl MicroVmBackend {
             code: None,
             ro_binds,
             rw_binds: vec![(sock_dir.clone(), PathBuf::from(launcher::VSOCK_DIR))],
-            devices,
+            devices: Vec::new(),
             run_dir: self.cfg.run_root.join(id),
             tmp_size_mib: 16,
             hostname: id.to_string(),
@@ -268,7 +261,7 @@ impl MicroVmBackend {
             cwd: PathBuf::from("/"),
             stdout: Some(Stdio::Pipe),
             stderr: Some(Stdio::Pipe),
-            fds: Vec::new(),
+            fds,
         };
         let cgroups = self.cgroups.clone();
         let mut proc = tokio::task::spawn_blocking(move || jail::spawn(&jcfg, cmd, Some(&cgroups)))
@@ -330,7 +323,7 @@ pub struct VmSandbox {
     session: Session,
     proc: Option<JailedProcess>,
     memory_mib: u32,
-    /// Socket dir, kvm node and built code image.
+    /// Socket dir and built code image.
     _files: DirGuard,
     _serial: StderrTail,
     /// Returned to the placer when the sandbox goes.

@@ -1,7 +1,7 @@
 //! Parsing of the kernel command line (`/proc/cmdline`).
 //!
 //! The kernel hands unknown `key=value` parameters to init as environment variables but
-//! its quoting rules differ between versions, so guest-init reads `/proc/cmdline` itself.
+//! its quoting rules differ between versions, so our PID 1 programs read `/proc/cmdline` themselves.
 
 /// Splits a kernel command line into parameters, honouring double quotes the way the
 /// kernel does: a quoted section may contain spaces and the quotes are removed.
