@@ -165,10 +165,12 @@ fn run(
     dev: &Path,
     ok: impl Fn(i32) -> bool,
 ) -> Result<(), DataDiskError> {
-    let status = cmd.status().map_err(|source| DataDiskError::Io {
-        dev: dev.to_owned(),
-        source,
-    })?;
+    let status = crate::service::with_clean_signals(cmd)
+        .status()
+        .map_err(|source| DataDiskError::Io {
+            dev: dev.to_owned(),
+            source,
+        })?;
     match status.code() {
         Some(c) if ok(c) => Ok(()),
         _ => Err(DataDiskError::Tool {

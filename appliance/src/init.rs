@@ -75,7 +75,7 @@ pub fn run() -> ! {
     if let Err(e) = set.thread_block() {
         log(format!("blocking signals: {e}"));
     }
-    let signals = match SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC) {
+    let signals = match SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
         Ok(s) => s,
         Err(e) => {
             log(format!(

@@ -125,7 +125,9 @@ pub fn interfaces(sys_class_net: &Path) -> Vec<String> {
 }
 
 fn ip(args: &[&str]) -> bool {
-    match Command::new(BUSYBOX).arg("ip").args(args).status() {
+    let mut cmd = Command::new(BUSYBOX);
+    cmd.arg("ip").args(args);
+    match crate::service::with_clean_signals(&mut cmd).status() {
         Ok(s) if s.success() => true,
         Ok(s) => {
             log(format!("ip {}: {s}", args.join(" ")));

@@ -7,6 +7,25 @@ use std::time::{Duration, Instant};
 
 use crate::console::log;
 
+/// Children start with no signal blocked. PID 1 blocks the signals it reads through
+/// its signalfd, and a blocked mask is inherited across exec: without this the
+/// supervisor would never see the SIGTERM that asks it to stop.
+pub fn with_clean_signals(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: runs in the forked child before exec and only calls sigemptyset and
+    // sigprocmask, which are async-signal-safe and touch only the stack-local set.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// How to (re)start one service.
 pub struct Service {
     pub name: String,
@@ -44,7 +63,7 @@ impl Service {
         if self.pid.is_some() || self.next_start.is_none_or(|t| t > now) {
             return;
         }
-        let spawned = (self.make)().and_then(|mut c| c.spawn());
+        let spawned = (self.make)().and_then(|mut c| with_clean_signals(&mut c).spawn());
         match spawned {
             Ok(child) => {
                 self.pid = Some(child.id() as i32);
@@ -120,6 +139,22 @@ pub fn reap_all() -> Vec<(i32, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_start_with_no_signal_blocked() {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+        let mut blocked = SigSet::empty();
+        blocked.add(Signal::SIGTERM);
+        let mut old = SigSet::empty();
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut old))
+            .unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "grep SigBlk /proc/self/status"]);
+        let out = with_clean_signals(&mut cmd).output().unwrap();
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.trim(), "SigBlk:\t0000000000000000", "{text}");
+    }
 
     #[test]
     fn backs_off_after_failures_and_resets_after_a_healthy_run() {

@@ -2,6 +2,7 @@
 //! one current-thread tokio event loop.
 
 use crate::bootstrap::{self, BootstrapError};
+use crate::clock;
 use crate::config::Config;
 use crate::environment::runtime_env;
 use crate::link::{HostEvent, Link};
@@ -10,12 +11,14 @@ use runtime_api::protocol::{GuestMessage, HostMessage, Init, Log, LogStream, Shu
 use runtime_api::server::{self, errors::error_json, FunctionInfo, Invocations};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Grace period when the host disappears without a Shutdown.
 const LOST_HOST_GRACE: Duration = Duration::from_millis(500);
+/// A guest clock this close to the host's is left alone (no step under the runtime).
+const CLOCK_TOLERANCE: Duration = Duration::from_millis(20);
 /// How long extensions get to register before the runtime starts anyway.
 const REGISTRATION_WINDOW: Duration = Duration::from_secs(10);
 
@@ -82,7 +85,11 @@ pub async fn run(config: Config, link: Link, is_pid1: bool) -> Result<Outcome, A
                     init_seen = true;
                     agent.start(&init).await;
                 }
-                HostEvent::Message(HostMessage::Invoke(invoke)) => agent.inv.push_invoke(invoke),
+                HostEvent::Message(HostMessage::Invoke(mut invoke)) => {
+                    invoke.deadline_ms =
+                        clock::rebase_deadline(invoke.deadline_ms, invoke.host_now_ms, clock::now_ms());
+                    agent.inv.push_invoke(invoke)
+                }
                 HostEvent::Message(HostMessage::Shutdown(s)) => {
                     agent.shutdown(&s).await;
                     break Outcome::Shutdown;
@@ -115,17 +122,20 @@ impl Agent {
 
     async fn shutdown(&mut self, s: &Shutdown) {
         let grace = Duration::from_millis(u64::from(s.grace_ms));
-        let deadline_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-            + u64::from(s.grace_ms);
+        let deadline_ms = clock::now_ms() + u64::from(s.grace_ms);
         self.inv.shutdown_extensions(&s.reason, deadline_ms);
         self.stop(grace).await;
     }
 
     /// Init: extensions first (they register), then the runtime.
     async fn start(&mut self, init: &Init) {
+        if self.is_pid1 {
+            match clock::sync_to_host(init.host_now_ms, CLOCK_TOLERANCE) {
+                Ok(0) => {}
+                Ok(step) => self.system_log(&format!("clock stepped {step} ms to the host's")),
+                Err(e) => self.system_log(&format!("cannot set the clock: {e}")),
+            }
+        }
         self.inv.set_function(FunctionInfo {
             name: init.function_name.clone(),
             version: init.function_version.clone(),
@@ -165,7 +175,13 @@ impl Agent {
             Proc::start("runtime", &path, &launch)
         });
         match started {
-            Ok(p) => self.procs.runtime = Some(p),
+            Ok(p) => {
+                self.procs.runtime = Some(p);
+                // Only in a VM is the kernel's OOM count the function's own.
+                if self.is_pid1 {
+                    self.procs.oom_kills_at_start = crate::runtime_proc::oom_kills();
+                }
+            }
             Err(e) => self.fail_init(&e),
         }
         self.reap().await;

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod bootstrap;
+pub mod clock;
 pub use pid1::cmdline;
 pub mod config;
 pub mod environment;

@@ -9,7 +9,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use runtime_api::protocol::{GuestMessage, Log, LogStream};
-use runtime_api::server::{Invocations, Sink};
+use runtime_api::server::{Invocations, Sink, EXIT_ERROR, OUT_OF_MEMORY};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -109,6 +109,23 @@ pub fn find_extensions(opt_dir: &Path) -> Vec<(String, PathBuf)> {
 pub struct Processes {
     pub runtime: Option<Proc>,
     pub extensions: Vec<Proc>,
+    /// The kernel's OOM-kill count when the runtime started, in a VM (where this
+    /// kernel is the function's own): a higher count at its exit means
+    /// `Runtime.OutOfMemory`.
+    pub oom_kills_at_start: Option<u64>,
+}
+
+/// `oom_kill` from /proc/vmstat: how many processes the kernel's OOM killer ended.
+pub fn oom_kills() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/vmstat").ok()?;
+    parse_oom_kills(&text)
+}
+
+fn parse_oom_kills(vmstat: &str) -> Option<u64> {
+    vmstat
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl Processes {
@@ -160,7 +177,12 @@ impl Processes {
             {
                 rt.exited = true;
                 rt.drain_logs().await;
-                inv.runtime_exited(&exit_status::runtime_exit_message(&desc), quiet);
+                let oom = self
+                    .oom_kills_at_start
+                    .zip(oom_kills())
+                    .is_some_and(|(before, now)| now > before);
+                let error_type = if oom { OUT_OF_MEMORY } else { EXIT_ERROR };
+                inv.runtime_exited(error_type, &exit_status::runtime_exit_message(&desc), quiet);
             } else if let Some(ext) = self
                 .extensions
                 .iter_mut()
@@ -200,5 +222,16 @@ impl Processes {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_oom_kill_counter() {
+        assert_eq!(parse_oom_kills("pgfault 10\noom_kill 3\nx 1\n"), Some(3));
+        assert_eq!(parse_oom_kills("pgfault 10\n"), None);
     }
 }

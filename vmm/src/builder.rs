@@ -10,12 +10,13 @@ use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::arch::x86_64::cpuid::{self, CpuidOptions};
 use crate::arch::x86_64::layout::*;
-use crate::arch::x86_64::{mptable, regs};
+use crate::arch::x86_64::{mptable, regs, xsave_probe};
 use crate::boot::cmdline::{self, CmdlineSpec, MmioSlot, DEFAULT_CMDLINE};
 use crate::boot::loader::{self, LoadedKernel};
 use crate::boot::params::{self, InitrdInfo};
-use crate::config::{SerialOutConfig, VmConfig};
+use crate::config::{SerialOutConfig, VmConfig, XsaveMode};
 use crate::devices::bus::{Bus, BusDevice};
 use crate::devices::legacy::{boot_timer::BootTimer, i8042::I8042, serial};
 use crate::devices::virtio::block::Block;
@@ -257,6 +258,48 @@ fn write_boot_state(
     Ok(line)
 }
 
+/// Whether the guest can have XSAVE on this host (`--xsave`, probed for `auto`).
+pub fn xsave_usable(
+    kvm: &Kvm,
+    supported: &kvm_bindings::CpuId,
+    mode: XsaveMode,
+    pvm: bool,
+) -> bool {
+    match mode {
+        XsaveMode::On => true,
+        XsaveMode::Off => false,
+        // PVM already boots with `noxsave` on the command line.
+        XsaveMode::Auto if pvm => true,
+        XsaveMode::Auto => match xsave_probe::xcr0_tracked(kvm, supported) {
+            Ok(tracked) => tracked,
+            Err(e) => {
+                log::warn!("xsave probe failed ({e}); leaving XSAVE on");
+                true
+            }
+        },
+    }
+}
+
+/// The CPUID table every vCPU starts from: KVM's supported one with the VMM's choices.
+fn guest_cpuid(kvm: &Kvm, cfg: &VmConfig, pvm: bool) -> Result<kvm_bindings::CpuId, BuildError> {
+    let mut cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(BuildError::Cpuid)?;
+    let xsave = xsave_usable(kvm, &cpuid, cfg.xsave, pvm);
+    if !xsave {
+        log::warn!(
+            "this host's KVM does not see the guest's XSETBV (nested under an emulator?): \
+             the guest gets no XSAVE or AVX"
+        );
+    }
+    let opts = CpuidOptions {
+        tsc_deadline: kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
+        xsave,
+    };
+    cpuid::normalize(&mut cpuid, opts, cpuid::host_brand());
+    Ok(cpuid)
+}
+
 /// Builds everything; `signal_fd` comes from [`crate::exit_watcher::block_exit_signals`].
 pub fn build(
     cfg: &VmConfig,
@@ -327,9 +370,7 @@ pub fn build(
         signal_fd,
     ))));
 
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(BuildError::Cpuid)?;
+    let supported = guest_cpuid(&kvm, cfg, pvm)?;
     let shared = VcpuShared {
         pio: Arc::new(dev.pio),
         mmio: Arc::new(dev.mmio),

@@ -13,6 +13,7 @@ pub mod exit;
 pub mod exit_watcher;
 pub mod logger;
 pub mod metrics;
+pub mod probe;
 pub mod pvm;
 pub mod runner;
 pub mod seccomp;

@@ -20,6 +20,14 @@ fn main() {
             println!("vmm {}", env!("CARGO_PKG_VERSION"));
             return;
         }
+        Ok(Command::ProbeHost { kvm_fd }) => {
+            vmm::logger::init(log::LevelFilter::Warn);
+            match vmm::probe::host(kvm_fd) {
+                Ok(json) => println!("{json}"),
+                Err(e) => fail(e),
+            }
+            return;
+        }
         Err(e) => fail(e),
     };
     vmm::logger::init(cfg.log_level);

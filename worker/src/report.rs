@@ -40,6 +40,28 @@ pub fn report_line(request_id: &str, r: &Report) -> String {
     }
     if let Some(status) = r.status {
         let _ = write!(s, "Status: {status}\t");
+        if let Some(t) = &r.error_type {
+            let _ = write!(s, "Error Type: {t}\t");
+        }
+    }
+    s.push('\n');
+    s
+}
+
+/// `INIT_REPORT Init Duration: 10000.09 ms\tPhase: init\tStatus: timeout` for a failed
+/// init (Lambda writes none for one that succeeds).
+pub fn init_report_line(
+    init: Duration,
+    phase: &str,
+    status: &str,
+    error_type: Option<&str>,
+) -> String {
+    let mut s = format!(
+        "INIT_REPORT Init Duration: {:.2} ms\tPhase: {phase}\tStatus: {status}\t",
+        ms(init)
+    );
+    if let Some(t) = error_type {
+        let _ = write!(s, "Error Type: {t}\t");
     }
     s.push('\n');
     s
@@ -126,6 +148,7 @@ mod tests {
             max_memory_used_mb: 18,
             init_duration: Some(Duration::from_micros(120_560)),
             status: None,
+            error_type: None,
         };
         assert_eq!(
             report_line("abc", &r),
@@ -140,6 +163,21 @@ mod tests {
         let line = report_line("abc", &warm);
         assert!(!line.contains("Init Duration"));
         assert!(line.ends_with("Status: timeout\t\n"));
+        let crashed = Report {
+            status: Some("error"),
+            error_type: Some("Runtime.ExitError".into()),
+            ..warm
+        };
+        assert!(report_line("abc", &crashed)
+            .ends_with("Status: error\tError Type: Runtime.ExitError\t\n"));
+        assert_eq!(
+            init_report_line(Duration::from_millis(10_000), "init", "timeout", None),
+            "INIT_REPORT Init Duration: 10000.00 ms\tPhase: init\tStatus: timeout\t\n"
+        );
+        assert_eq!(
+            init_report_line(Duration::from_millis(5), "invoke", "error", Some("Runtime.ExitError")),
+            "INIT_REPORT Init Duration: 5.00 ms\tPhase: invoke\tStatus: error\tError Type: Runtime.ExitError\t\n"
+        );
     }
 
     #[test]

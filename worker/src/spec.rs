@@ -118,6 +118,8 @@ pub struct Report {
     pub init_duration: Option<Duration>,
     /// `timeout` or `error` when the sandbox ended abnormally.
     pub status: Option<&'static str>,
+    /// With `status` `error`: what failed (`Runtime.ExitError`, ...).
+    pub error_type: Option<String>,
 }
 
 /// The result of one synchronous invocation.

@@ -61,7 +61,7 @@ fn fixture(limits: Option<CgroupLimits>) -> Fixture {
     .unwrap();
     let run = open_dir();
     let cfg = JailConfig {
-        rootfs: rootfs.path().to_path_buf(),
+        rootfs: Some(rootfs.path().to_path_buf()),
         code: Some(code.path().to_path_buf()),
         ro_binds: vec![(PathBuf::from("/usr"), PathBuf::from("/usr"))],
         rw_binds: Vec::new(),
@@ -307,7 +307,7 @@ fn bad_config_is_an_error_not_a_panic() {
         return;
     }
     let mut f = fixture(None);
-    f.cfg.rootfs = Path::new("/nonexistent/rootfs").to_path_buf();
+    f.cfg.rootfs = Some(Path::new("/nonexistent/rootfs").to_path_buf());
     let cmd = JailCommand {
         exe: PathBuf::from("/bin/true"),
         cwd: PathBuf::from("/"),

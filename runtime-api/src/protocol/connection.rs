@@ -283,7 +283,7 @@ impl<S: Transport> GuestConnection<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::{write_frame, HEADER_LEN, MAGIC};
+    use crate::protocol::frame::{write_frame, HEADER_LEN, MAGIC, VERSION};
     use crate::protocol::messages::{error_code, Response};
     use std::thread;
 
@@ -335,11 +335,11 @@ mod tests {
         let (h, mut g) = UnixStream::pair().unwrap();
         let host = thread::spawn(move || HostConnection::accept(h, "host"));
         // A Hello from a future protocol version.
-        let mut frame = vec![MAGIC[0], MAGIC[1], 2, 0x01, 0, 0, 0, 0];
+        let mut frame = vec![MAGIC[0], MAGIC[1], VERSION + 1, 0x01, 0, 0, 0, 0];
         frame.truncate(HEADER_LEN);
         g.write_all(&frame).unwrap();
         let err = host.join().unwrap().err().unwrap();
-        assert!(matches!(err, WireError::UnsupportedVersion(2)));
+        assert!(matches!(err, WireError::UnsupportedVersion(v) if v == VERSION + 1));
         let reply: HostMessage = read_frame(&mut g).unwrap();
         let HostMessage::ProtocolError(p) = reply else {
             panic!("expected ProtocolError, got {reply:?}")
@@ -379,7 +379,9 @@ mod tests {
         write_frame(&mut g, &GuestMessage::Hello(Hello { agent: "g".into() })).unwrap();
         let _hello: HostMessage = read_frame(&mut g).unwrap();
         // A Response whose request-id length claims more bytes than the body has.
-        let frame = [MAGIC[0], MAGIC[1], 1, 0x12, 4, 0, 0, 0, 0xff, 0xff, 0, 0];
+        let frame = [
+            MAGIC[0], MAGIC[1], VERSION, 0x12, 4, 0, 0, 0, 0xff, 0xff, 0, 0,
+        ];
         g.write_all(&frame).unwrap();
         assert!(matches!(host.join().unwrap(), Err(WireError::Decode(_))));
         let reply: HostMessage = read_frame(&mut g).unwrap();

@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 
 pub const MAGIC: [u8; 2] = *b"LR";
 /// The only protocol version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 8;
 /// Largest accepted body: a 6 MB payload plus generous room for metadata.
 pub const MAX_BODY_LEN: u32 = 8 * 1024 * 1024;
@@ -217,10 +217,12 @@ mod tests {
                 log_stream: "s".into(),
                 initialization_type: "on-demand".into(),
                 env: vec![("K".into(), "V".into())],
+                host_now_ms: 1_699_999_999_000,
             }),
             HostMessage::Invoke(Invoke {
                 request_id: "id".into(),
                 deadline_ms: 1_700_000_000_000,
+                host_now_ms: 1_699_999_997_000,
                 invoked_function_arn: "arn:aws:lambda:us-east-1:123456789012:function:f".into(),
                 trace_id: Some("Root=1-abc".into()),
                 client_context: None,

@@ -47,14 +47,21 @@ pub struct Init {
     pub initialization_type: String,
     /// The function's own environment variables, applied over Lambda's defaults.
     pub env: Vec<(String, String)>,
+    /// The host's wall clock when it sent this, in milliseconds since the Unix epoch: a
+    /// guest (PID 1 in a VM) sets its own clock from it before starting the runtime.
+    pub host_now_ms: u64,
 }
 
 /// One invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Invoke {
     pub request_id: String,
-    /// Absolute deadline in milliseconds since the Unix epoch.
+    /// Absolute deadline in milliseconds since the Unix epoch, on the host's clock.
     pub deadline_ms: u64,
+    /// The host's wall clock when it sent this: the guest gives the runtime the deadline
+    /// as `its own now + (deadline_ms - host_now_ms)`, so a guest clock that lags or
+    /// drifts never lengthens the time a function sees.
+    pub host_now_ms: u64,
     pub invoked_function_arn: String,
     pub trace_id: Option<String>,
     pub client_context: Option<String>,
@@ -255,10 +262,12 @@ impl Message for HostMessage {
                 e.str(&i.log_stream);
                 e.str(&i.initialization_type);
                 e.pairs(&i.env);
+                e.u64(i.host_now_ms);
             }
             HostMessage::Invoke(i) => {
                 e.str(&i.request_id);
                 e.u64(i.deadline_ms);
+                e.u64(i.host_now_ms);
                 e.str(&i.invoked_function_arn);
                 e.opt_str(i.trace_id.as_deref());
                 e.opt_str(i.client_context.as_deref());
@@ -290,10 +299,12 @@ impl Message for HostMessage {
                 log_stream: d.string("init.log_stream")?,
                 initialization_type: d.string("init.initialization_type")?,
                 env: d.pairs("init.env")?,
+                host_now_ms: d.u64("init.host_now_ms")?,
             }),
             kind::INVOKE => HostMessage::Invoke(Invoke {
                 request_id: d.string("invoke.request_id")?,
                 deadline_ms: d.u64("invoke.deadline_ms")?,
+                host_now_ms: d.u64("invoke.host_now_ms")?,
                 invoked_function_arn: d.string("invoke.invoked_function_arn")?,
                 trace_id: d.opt_string("invoke.trace_id")?,
                 client_context: d.opt_string("invoke.client_context")?,

@@ -13,7 +13,7 @@ mod reply;
 pub mod state;
 
 pub use errors::{ApiError, MAX_RESPONSE_BYTES, MAX_STREAM_BYTES};
-pub use state::{FunctionInfo, Invocations, LogTag, Sink};
+pub use state::{FunctionInfo, Invocations, LogTag, Sink, EXIT_ERROR, OUT_OF_MEMORY};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;

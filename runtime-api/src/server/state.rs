@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
-const EXIT_ERROR: &str = "Runtime.ExitError";
+/// The error type of a runtime that exited on its own.
+pub const EXIT_ERROR: &str = "Runtime.ExitError";
+/// The error type of a runtime the kernel's OOM killer ended.
+pub const OUT_OF_MEMORY: &str = "Runtime.OutOfMemory";
 
 /// Where frames for the host go (guest-init hands them to its writer thread).
 pub type Sink = Arc<dyn Fn(GuestMessage) + Send + Sync>;
@@ -41,7 +44,8 @@ struct State {
     registration_closed: bool,
     function: FunctionInfo,
     /// Why the runtime is gone, for invocations that arrive afterwards.
-    exit_message: Option<String>,
+    /// (error type, message) of a runtime that exited.
+    exit_message: Option<(String, String)>,
     /// The init error sent to the host, repeated for invocations after a failed init.
     init_error: Option<InitError>,
 }
@@ -181,14 +185,14 @@ impl Invocations {
     /// will ever serve it, so it is answered at once with that error.
     pub fn push_invoke(&self, invoke: Invoke) {
         let mut st = self.lock();
-        if let Some(message) = &st.exit_message {
+        if let Some((error_type, message)) = &st.exit_message {
             let body = super::errors::error_json(
-                EXIT_ERROR,
+                error_type,
                 &format!("RequestId: {} Error: {message}", invoke.request_id),
             );
             (self.sink)(GuestMessage::InvokeError(InvokeError {
                 request_id: invoke.request_id,
-                error_type: EXIT_ERROR.to_string(),
+                error_type: error_type.clone(),
                 body,
             }));
             return;
@@ -261,41 +265,42 @@ impl Invocations {
         (self.sink)(msg);
     }
 
-    /// The runtime process ended. Fails whatever it left unfinished with
-    /// `Runtime.ExitError` and, unless `quiet` (shutdown in progress), tells the host.
-    pub fn runtime_exited(&self, message: &str, quiet: bool) {
+    /// The runtime process ended. Fails whatever it left unfinished with `error_type`
+    /// (`Runtime.ExitError`, or `Runtime.OutOfMemory` when the kernel's OOM killer
+    /// took it) and, unless `quiet` (shutdown in progress), tells the host.
+    pub fn runtime_exited(&self, error_type: &str, message: &str, quiet: bool) {
         let mut st = self.lock();
         if st.exited {
             return;
         }
         st.exited = true;
         st.waiter = None;
-        st.exit_message = Some(message.to_string());
-        const EXIT: &str = EXIT_ERROR;
+        st.exit_message = Some((error_type.to_owned(), message.to_owned()));
+        let exit = error_type;
         match st.current.take() {
             Some(c) if !c.responded => {
                 let body = super::errors::error_json(
-                    EXIT,
+                    exit,
                     &format!("RequestId: {} Error: {message}", c.request_id),
                 );
                 (self.sink)(GuestMessage::InvokeError(InvokeError {
                     request_id: c.request_id,
-                    error_type: EXIT.to_string(),
+                    error_type: exit.to_string(),
                     body,
                 }));
             }
             Some(c) if c.stream_open => {
                 (self.sink)(GuestMessage::StreamEnd(StreamEnd {
                     request_id: c.request_id,
-                    error_type: Some(EXIT.to_string()),
+                    error_type: Some(exit.to_string()),
                     error_body: Some(message.to_string()),
                 }));
             }
             _ if !st.init_done && !st.init_failed => {
                 st.init_failed = true;
-                let body = super::errors::error_json(EXIT, &format!("Error: {message}"));
+                let body = super::errors::error_json(exit, &format!("Error: {message}"));
                 (self.sink)(GuestMessage::InitError(InitError {
-                    error_type: EXIT.to_string(),
+                    error_type: exit.to_string(),
                     body,
                 }));
             }
@@ -303,19 +308,19 @@ impl Invocations {
         }
         for invoke in std::mem::take(&mut st.queue) {
             let body = super::errors::error_json(
-                EXIT,
+                exit,
                 &format!("RequestId: {} Error: {message}", invoke.request_id),
             );
             (self.sink)(GuestMessage::InvokeError(InvokeError {
                 request_id: invoke.request_id,
-                error_type: EXIT.to_string(),
+                error_type: exit.to_string(),
                 body,
             }));
         }
         self.set_tag(None);
         if !quiet {
             (self.sink)(GuestMessage::RuntimeExited(RuntimeExited {
-                error_type: EXIT.to_string(),
+                error_type: exit.to_string(),
                 message: message.to_string(),
             }));
         }
@@ -495,7 +500,11 @@ mod tests {
         let (inv, log) = recorder();
         inv.push_invoke(invoke("r"));
         let _ = next_now(&inv);
-        inv.runtime_exited("Runtime exited with error: exit status 7", false);
+        inv.runtime_exited(
+            EXIT_ERROR,
+            "Runtime exited with error: exit status 7",
+            false,
+        );
         let log = log.lock().unwrap();
         let GuestMessage::InvokeError(e) = &log[1] else {
             panic!("expected InvokeError, got {log:?}")
@@ -516,7 +525,11 @@ mod tests {
         inv.init_error("Runtime.Custom".into(), b"{}".to_vec())
             .unwrap();
         assert!(inv.init_error("X".into(), vec![]).is_err());
-        inv.runtime_exited("Runtime exited with error: exit status 1", false);
+        inv.runtime_exited(
+            EXIT_ERROR,
+            "Runtime exited with error: exit status 1",
+            false,
+        );
         let log = log.lock().unwrap();
         assert_eq!(
             log.len(),
@@ -530,7 +543,11 @@ mod tests {
     fn invokes_after_exit_or_failed_init_are_answered_at_once() {
         let (inv, log) = recorder();
         inv.push_invoke(invoke("queued"));
-        inv.runtime_exited("Runtime exited with error: exit status 2", false);
+        inv.runtime_exited(
+            EXIT_ERROR,
+            "Runtime exited with error: exit status 2",
+            false,
+        );
         inv.push_invoke(invoke("late"));
         let log = log.lock().unwrap();
         let ids: Vec<&str> = log

@@ -32,7 +32,8 @@ pub struct DataPlaneArgs {
     /// Extra guest kernel command line.
     #[arg(long, env = "SUPERVISOR_VM_CMDLINE", value_name = "ARGS")]
     pub vm_cmdline: Option<String>,
-    /// Directory with guest-init, rootfs-* and kernels [default: $LAMBDA_IMAGES_DIR or <repo>/target/images].
+    /// Directory with guest-init, rootfs-* and kernels [default: $LAMBDA_IMAGES_DIR, else
+    /// ../share/lambda-microvm/images beside this binary, else <build tree>/target/images].
     #[arg(long, env = "LAMBDA_IMAGES_DIR", value_name = "DIR")]
     pub images_dir: Option<PathBuf>,
     /// Per-sandbox run directories [default: a fresh directory under $TMPDIR].

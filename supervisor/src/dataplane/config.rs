@@ -127,11 +127,27 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// `$LAMBDA_IMAGES_DIR`, else `<repo>/target/images`.
+/// Where an installation keeps the guest images, relative to the supervisor binary
+/// (`/usr/bin/supervisor` -> `/usr/share/lambda-microvm/images`, as in the appliance).
+pub const INSTALLED_IMAGES: &str = "../share/lambda-microvm/images";
+
+/// `$LAMBDA_IMAGES_DIR`; else the installed images beside this binary; else, for a
+/// binary run from its build tree, `<repo>/target/images`.
 pub fn default_images_dir() -> PathBuf {
-    match std::env::var_os("LAMBDA_IMAGES_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => repo_root().join("target").join("images"),
+    if let Some(d) = std::env::var_os("LAMBDA_IMAGES_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let installed = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(INSTALLED_IMAGES)));
+    images_dir_from(installed, repo_root().join("target").join("images"))
+}
+
+fn images_dir_from(installed: Option<PathBuf>, build_tree: PathBuf) -> PathBuf {
+    match installed {
+        Some(i) if i.is_dir() => i,
+        Some(i) if !build_tree.is_dir() => i,
+        _ => build_tree,
     }
 }
 
@@ -143,6 +159,26 @@ pub fn parse_isolation(s: &str) -> Result<Isolation, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn installed_images_win_over_the_build_tree() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let installed = d.path().join("share/lambda-microvm/images");
+        let tree = d.path().join("target/images");
+        // Neither exists: the installed path, so errors name where images belong.
+        assert_eq!(
+            images_dir_from(Some(installed.clone()), tree.clone()),
+            installed
+        );
+        std::fs::create_dir_all(&tree).expect("mkdir");
+        assert_eq!(images_dir_from(Some(installed.clone()), tree.clone()), tree);
+        std::fs::create_dir_all(&installed).expect("mkdir");
+        assert_eq!(
+            images_dir_from(Some(installed.clone()), tree.clone()),
+            installed
+        );
+        assert_eq!(images_dir_from(None, tree.clone()), tree);
+    }
 
     #[test]
     fn parses_prewarm_and_launcher() {

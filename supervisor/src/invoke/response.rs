@@ -137,6 +137,7 @@ mod tests {
                 max_memory_used_mb: 10,
                 init_duration: None,
                 status: None,
+                error_type: None,
             },
         }
     }

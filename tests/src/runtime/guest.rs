@@ -351,6 +351,7 @@ pub fn invoke(payload: impl Into<Vec<u8>>, timeout_ms: u64) -> Invoke {
     Invoke {
         request_id: request_id(),
         deadline_ms: now_ms() + timeout_ms,
+        host_now_ms: now_ms(),
         invoked_function_arn: TEST_ARN.into(),
         trace_id: Some(
             "Root=1-5e1b4151-5ac6c58f3b1e9d7a2e5d4c3b;Parent=1234567890abcdef;Sampled=1".into(),
@@ -380,6 +381,7 @@ pub fn init(handler: &str, env: &[(&str, String)]) -> Init {
         log_stream: "2026/11/27/[$LATEST]0123456789abcdef".into(),
         initialization_type: "on-demand".into(),
         env: vars,
+        host_now_ms: now_ms(),
     }
 }
 

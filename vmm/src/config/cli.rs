@@ -9,12 +9,16 @@ usage: vmm --kernel PATH [--initrd PATH] [--rootfs PATH [--rootfs-read-only]]
            [--drive PATH[,ro]]... [--vcpus N] [--mem-mib N] [--cmdline STR]
            [--serial-out PATH|-] [--serial-out-max-bytes N] [--serial-stdin]
            [--vsock-cid N --vsock-uds PATH] [--metrics-path FILE] [--log-level LEVEL]
-           [--kvm-fd N] [--no-seccomp]
+           [--kvm-fd N] [--xsave auto|on|off] [--no-seccomp]
        vmm --config-file vm.json [--serial-out PATH|-] [--metrics-path FILE]
-           [--log-level LEVEL] [--kvm-fd N] [--no-seccomp]
+           [--log-level LEVEL] [--kvm-fd N] [--xsave auto|on|off] [--no-seccomp]
+       vmm --probe-host [--kvm-fd N]
 
 --kvm-fd N: use the already open /dev/kvm inherited as descriptor N (a jail then
 needs no /dev/kvm node).
+--xsave: auto (default) probes whether this host's KVM tracks the guest's XCR0 and
+hides XSAVE/AVX from the guest if not; --probe-host prints what the probe found as
+JSON, so a caller starting many VMs can probe once and pass --xsave on|off.
 
 Exit codes: 0 guest reboot (i8042 reset), 1 configuration/setup error, 2 vCPU error,
 3 guest triple fault, 128+N killed by signal N.";
@@ -23,6 +27,10 @@ Exit codes: 0 guest reboot (i8042 reset), 1 configuration/setup error, 2 vCPU er
 #[derive(Debug)]
 pub enum Command {
     Run(Box<VmConfig>),
+    /// Probe the host's KVM and print the findings as JSON.
+    ProbeHost {
+        kvm_fd: Option<i32>,
+    },
     Help,
     Version,
 }
@@ -46,6 +54,8 @@ struct Raw {
     config_file: Option<PathBuf>,
     log_level: Option<String>,
     kvm_fd: Option<i32>,
+    xsave: Option<XsaveMode>,
+    probe_host: bool,
     no_seccomp: bool,
 }
 
@@ -121,12 +131,16 @@ fn apply(
         "--config-file" => raw.config_file = Some(val()?.into()),
         "--log-level" => raw.log_level = Some(val()?),
         "--kvm-fd" => raw.kvm_fd = Some(number("kvm-fd", &val()?)?),
-        "--rootfs-read-only" | "--serial-stdin" | "--no-seccomp" if v.is_some() => {
+        "--xsave" => raw.xsave = Some(number("xsave", &val()?)?),
+        "--rootfs-read-only" | "--serial-stdin" | "--no-seccomp" | "--probe-host"
+            if v.is_some() =>
+        {
             return Err(ConfigError::Usage(format!("option {name} takes no value")))
         }
         "--rootfs-read-only" => raw.rootfs_ro = true,
         "--serial-stdin" => raw.serial_stdin = true,
         "--no-seccomp" => raw.no_seccomp = true,
+        "--probe-host" => raw.probe_host = true,
         other => {
             return Err(ConfigError::Usage(format!(
                 "unknown option {other:?}\n{USAGE}"
@@ -150,6 +164,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigE
             _ => (arg.clone(), None),
         };
         apply(&mut raw, &name, inline, &mut it)?;
+    }
+    if raw.probe_host {
+        return Ok(Command::ProbeHost { kvm_fd: raw.kvm_fd });
     }
     build(raw).map(|c| Command::Run(Box::new(c)))
 }
@@ -188,6 +205,7 @@ fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
         cfg.log_level = log_level;
         cfg.seccomp = !raw.no_seccomp;
         cfg.kvm_fd = raw.kvm_fd;
+        cfg.xsave = raw.xsave.unwrap_or_default();
         return Ok(cfg);
     }
     let kernel = raw.kernel.clone().ok_or(ConfigError::Missing("--kernel"))?;
@@ -231,6 +249,7 @@ fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
         log_level,
         seccomp: !raw.no_seccomp,
         kvm_fd: raw.kvm_fd,
+        xsave: raw.xsave.unwrap_or_default(),
     })
 }
 
@@ -277,6 +296,7 @@ mod tests {
             "debug",
             "--kvm-fd",
             "7",
+            "--xsave=off",
             "--no-seccomp",
         ]);
         assert_eq!(c.kernel, PathBuf::from("/k"));
@@ -295,6 +315,7 @@ mod tests {
         assert_eq!(c.metrics_path, Some(PathBuf::from("/tmp/m.json")));
         assert!(!c.seccomp);
         assert_eq!(c.kvm_fd, Some(7));
+        assert_eq!(c.xsave, XsaveMode::Off);
         assert_eq!(c.log_level, log::LevelFilter::Debug);
     }
 
@@ -316,5 +337,10 @@ mod tests {
         assert!(p(&["--kernel", "/k", "--no-seccomp=1"]).is_err());
         assert!(p(&["--config-file", "/x.json", "--kernel", "/k"]).is_err());
         assert!(matches!(p(&["--help"]).unwrap(), Command::Help));
+        assert!(p(&["--kernel", "/k", "--xsave", "maybe"]).is_err());
+        assert!(matches!(
+            p(&["--probe-host", "--kvm-fd", "5"]).unwrap(),
+            Command::ProbeHost { kvm_fd: Some(5) }
+        ));
     }
 }

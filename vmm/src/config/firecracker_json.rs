@@ -182,6 +182,7 @@ pub fn convert(path: &Path, fc: FirecrackerConfig) -> Result<VmConfig, ConfigErr
         log_level: log::LevelFilter::Info,
         seccomp: true,
         kvm_fd: None,
+        xsave: Default::default(),
     })
 }
 

@@ -26,6 +26,29 @@ pub enum SerialOutConfig {
     File { path: PathBuf, cap: u64 },
 }
 
+/// Whether the guest gets XSAVE (and AVX).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XsaveMode {
+    /// Probe the host once at start (`arch::x86_64::xsave_probe`): off only where KVM
+    /// cannot track the guest's XCR0.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl std::str::FromStr for XsaveMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            _ => Err("expected auto, on or off".into()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VsockConfig {
     pub cid: u64,
@@ -51,6 +74,7 @@ pub struct VmConfig {
     /// An already open `/dev/kvm` inherited from the parent (`--kvm-fd`), so a jailed
     /// VMM needs no device node in its jail.
     pub kvm_fd: Option<i32>,
+    pub xsave: XsaveMode,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -24,8 +24,8 @@ pub enum VmError {
 }
 
 /// Opens `/dev/kvm`, or takes over `inherited` (`--kvm-fd`, checked by the config to be
-/// an open `/dev/kvm`), and creates the VM.
-pub fn create_vm(inherited: Option<i32>) -> Result<(Kvm, VmFd), VmError> {
+/// an open `/dev/kvm`).
+pub fn open_kvm(inherited: Option<i32>) -> Result<Kvm, VmError> {
     let kvm = match inherited {
         // SAFETY: the descriptor is an open /dev/kvm (VmConfig::validate checked its
         // device number) that nothing else in this process uses or closes: the VMM takes
@@ -36,6 +36,12 @@ pub fn create_vm(inherited: Option<i32>) -> Result<(Kvm, VmFd), VmError> {
     if kvm.get_api_version() != 12 {
         return Err(VmError::ApiVersion(kvm.get_api_version()));
     }
+    Ok(kvm)
+}
+
+/// Opens KVM (see [`open_kvm`]) and creates the VM with its in-kernel devices.
+pub fn create_vm(inherited: Option<i32>) -> Result<(Kvm, VmFd), VmError> {
+    let kvm = open_kvm(inherited)?;
     let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
     // The identity map page must come before the TSS, which then takes the 3 pages after it.
     vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)

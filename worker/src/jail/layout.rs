@@ -41,21 +41,7 @@ pub(super) fn filesystem_steps(cfg: &JailConfig) -> Result<Vec<Step>, JailError>
         libc::MS_NOSUID | libc::MS_NODEV,
         Some("mode=0755,size=16m"),
     )?);
-    s.push(Step::Mkdir(cpath(&scratch.join("upper"))?));
-    s.push(Step::Mkdir(cpath(&scratch.join("work"))?));
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        overlay_safe(&cfg.rootfs)?,
-        overlay_safe(&scratch.join("upper"))?,
-        overlay_safe(&scratch.join("work"))?
-    );
-    s.push(mount(
-        Some(Path::new("overlay")),
-        &root,
-        Some("overlay"),
-        0,
-        Some(&opts),
-    )?);
+    root_steps(cfg, &root, &scratch, &mut s)?;
     for dir in ["/proc", "/dev", "/tmp", "/var/task"] {
         mkdir_p(&root, Path::new(dir), &mut s)?;
     }
@@ -116,6 +102,52 @@ pub(super) fn filesystem_steps(cfg: &JailConfig) -> Result<Vec<Step>, JailError>
     )?);
     s.push(Step::PivotRoot(cpath(&root)?));
     Ok(s)
+}
+
+/// The jail's root at `root`: an overlay of the rootfs (writes go to the scratch
+/// tmpfs), or a small tmpfs with the merged-/usr links.
+fn root_steps(
+    cfg: &JailConfig,
+    root: &Path,
+    scratch: &Path,
+    s: &mut Vec<Step>,
+) -> Result<(), JailError> {
+    let Some(rootfs) = &cfg.rootfs else {
+        s.push(mount(
+            Some(Path::new("tmpfs")),
+            root,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some("mode=0755,size=64k"),
+        )?);
+        mkdir_p(root, Path::new("/usr"), s)?;
+        for link in ["bin", "lib", "lib64", "sbin"] {
+            s.push(Step::Symlink {
+                target: cstr(&format!("usr/{link}"))?,
+                link: cpath(&root.join(link))?,
+            });
+        }
+        return Ok(());
+    };
+    s.push(Step::Mkdir(cpath(&scratch.join("upper"))?));
+    s.push(Step::Mkdir(cpath(&scratch.join("work"))?));
+    // userxattr: the mount happens in the jail's user namespace, where the trusted.*
+    // xattrs overlayfs uses by default cannot be set (the kernel would log "failed to
+    // set xattr on upper" for every sandbox).
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        overlay_safe(rootfs)?,
+        overlay_safe(&scratch.join("upper"))?,
+        overlay_safe(&scratch.join("work"))?
+    );
+    s.push(mount(
+        Some(Path::new("overlay")),
+        root,
+        Some("overlay"),
+        0,
+        Some(&opts),
+    )?);
+    Ok(())
 }
 
 /// A minimal `/dev`: a small tmpfs with the host's harmless character devices bound in.

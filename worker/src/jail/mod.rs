@@ -42,6 +42,52 @@ pub enum JailError {
     Io { what: String, source: io::Error },
     #[error("jail setup failed at {step}: {source}")]
     Setup { step: String, source: io::Error },
+    #[error(
+        "the host's root filesystem is the initramfs (rootfs), where pivot_root cannot work: \
+         move the root to a tmpfs first (switch_root), as the appliance's init does"
+    )]
+    RootIsInitramfs,
+}
+
+/// Refuses a host on which no jail can start, with the reason, before any sandbox is
+/// tried: the kernel's initial "rootfs" can never be unmounted, so `pivot_root` fails
+/// with EINVAL for every process whose root it is.
+pub fn check_host() -> Result<(), JailError> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(io_err("read mountinfo"))?;
+    check_root_mount(&mountinfo)
+}
+
+fn check_root_mount(mountinfo: &str) -> Result<(), JailError> {
+    // The last mount on "/" is the one in use; its filesystem type follows " - ".
+    let top = mountinfo
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some("/"))
+        .next_back();
+    let fstype = top
+        .and_then(|l| l.split_once(" - "))
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    if fstype == Some("rootfs") {
+        return Err(JailError::RootIsInitramfs);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn an_initramfs_root_is_refused_and_a_switched_one_accepted() {
+        let initramfs = "1 1 0:2 / / rw - rootfs rootfs rw\n22 1 0:20 / /proc rw - proc proc rw\n";
+        assert!(matches!(
+            check_root_mount(initramfs),
+            Err(JailError::RootIsInitramfs)
+        ));
+        let switched = "1 1 0:2 / / rw - rootfs rootfs rw\n30 1 0:25 / / rw - tmpfs root rw\n";
+        assert!(check_root_mount(switched).is_ok());
+        let disk = "25 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n";
+        assert!(check_root_mount(disk).is_ok());
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
@@ -60,8 +106,11 @@ pub enum Stdio {
 /// The filesystem, identity and limits of one jail.
 #[derive(Debug, Clone)]
 pub struct JailConfig {
-    /// Unpacked root filesystem; the lower, read-only layer of the jail's root.
-    pub rootfs: PathBuf,
+    /// The jail's root: an overlay with this unpacked root filesystem as its read-only
+    /// lower layer, or, with `None`, an empty tmpfs holding only mount points and the
+    /// merged-/usr links (`bin` -> `usr/bin`, ...) for a program that brings its own
+    /// files in through binds (the VM monitor).
+    pub rootfs: Option<PathBuf>,
     /// Function code, bound read-only at `/var/task`.
     pub code: Option<PathBuf>,
     /// Extra read-only binds (host path, absolute path inside).
@@ -217,10 +266,10 @@ pub fn spawn(
     if cfg.uid >= ID_RANGE || cfg.gid >= ID_RANGE {
         return Err(JailError::Config("uid/gid must be below 65536".into()));
     }
-    if !cfg.rootfs.is_dir() {
+    if let Some(rootfs) = cfg.rootfs.as_ref().filter(|r| !r.is_dir()) {
         return Err(JailError::Config(format!(
             "rootfs {} is not a directory",
-            cfg.rootfs.display()
+            rootfs.display()
         )));
     }
     if let Some(code) = &cfg.code {

@@ -1,4 +1,6 @@
-//! Cold start: create a sandbox and run init, together bounded by the init timeout.
+//! Cold start: create a sandbox and run init, together bounded by a time limit (the
+//! init timeout in Lambda's Init phase, what is left of the function timeout for a
+//! suppressed init).
 
 use super::Inner;
 use crate::sandbox::{LogLine, Sandbox, SandboxError};
@@ -25,8 +27,22 @@ pub(crate) enum ColdStartError {
         logs: Vec<LogLine>,
         duration: Duration,
     },
+    /// Start plus init did not finish within the limit (a slow VM boot counts: it is
+    /// part of the environment's init as the caller sees it).
     #[error("init timed out after {0:?}")]
     InitTimeout(Duration, Vec<LogLine>),
+}
+
+impl ColdStartError {
+    /// The runtime's output during the failed init.
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        match self {
+            ColdStartError::Start(_) => Vec::new(),
+            ColdStartError::Init { logs, .. } | ColdStartError::InitTimeout(_, logs) => {
+                std::mem::take(logs)
+            }
+        }
+    }
 }
 
 /// RAII count of sandboxes in the starting state.
@@ -49,19 +65,27 @@ impl Drop for Starting<'_> {
 pub(crate) async fn start(
     inner: &Inner,
     spec: &FunctionVersionSpec,
+    limit: Duration,
 ) -> Result<Started, ColdStartError> {
     let _starting = Starting::new(inner);
     let id = inner.new_sandbox_id();
     let t0 = Instant::now();
-    let deadline = tokio::time::Instant::from_std(t0 + inner.cfg.init_timeout);
+    let deadline = tokio::time::Instant::from_std(t0 + limit);
     let mut sb = match tokio::time::timeout_at(deadline, inner.backend.create(spec, &id)).await {
         Ok(Ok(sb)) => sb,
-        Ok(Err(e)) => return Err(ColdStartError::Start(e)),
+        Ok(Err(e)) => {
+            eprintln!(
+                "worker: sandbox {id} ({}:{}) failed to start: {e}",
+                spec.name, spec.version
+            );
+            return Err(ColdStartError::Start(e));
+        }
         Err(_) => {
-            return Err(ColdStartError::Start(SandboxError::Start(format!(
-                "sandbox did not start within {:?}",
-                inner.cfg.init_timeout
-            ))))
+            eprintln!(
+                "worker: sandbox {id} ({}:{}) did not start within {limit:?}",
+                spec.name, spec.version
+            );
+            return Err(ColdStartError::InitTimeout(limit, Vec::new()));
         }
     };
     let result = tokio::time::timeout_at(deadline, sb.init()).await;
@@ -70,6 +94,13 @@ pub(crate) async fn start(
         Ok(Ok(())) => {
             let init_duration = t0.elapsed();
             inner.metrics.cold_start(init_duration);
+            eprintln!(
+                "worker: sandbox {id} ({}:{}, {}) ready in {} ms",
+                spec.name,
+                spec.version,
+                inner.backend.name(),
+                init_duration.as_millis()
+            );
             Ok(Started {
                 sandbox: sb,
                 id,
@@ -78,10 +109,12 @@ pub(crate) async fn start(
             })
         }
         Ok(Err(SandboxError::Start(m))) => {
+            report_console(&id, sb.as_ref(), &m);
             inner.destroy_all(vec![sb]);
             Err(ColdStartError::Start(SandboxError::Start(m)))
         }
         Ok(Err(error)) => {
+            report_console(&id, sb.as_ref(), &error.to_string());
             inner.destroy_all(vec![sb]);
             Err(ColdStartError::Init {
                 error,
@@ -90,8 +123,24 @@ pub(crate) async fn start(
             })
         }
         Err(_) => {
+            report_console(
+                &id,
+                sb.as_ref(),
+                &format!("init did not finish within {limit:?}"),
+            );
             inner.destroy_all(vec![sb]);
-            Err(ColdStartError::InitTimeout(inner.cfg.init_timeout, logs))
+            Err(ColdStartError::InitTimeout(limit, logs))
         }
+    }
+}
+
+/// A failed init is explained in the worker's log with what the sandbox printed on its
+/// console (a microVM's kernel and guest-init output), if anything.
+fn report_console(id: &str, sb: &dyn Sandbox, why: &str) {
+    match sb.console_tail() {
+        Some(text) if !text.is_empty() => {
+            eprintln!("worker: sandbox {id}: {why}; its console ended with:\n{text}")
+        }
+        _ => eprintln!("worker: sandbox {id}: {why}"),
     }
 }

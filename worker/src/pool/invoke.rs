@@ -1,14 +1,13 @@
 //! One synchronous invocation (buffered or streamed): admission, warm pick or cold
 //! start, the bounded invoke, error mapping, logs and release.
 
-use super::cold::{self, ColdStartError};
+use super::init_phase::{self, push_lines, FailedInit, NotReady};
 use super::{IdleEntry, Inner, Slot, Worker};
 use crate::report;
-use crate::sandbox::{LogLine, Reply, Sandbox, SandboxError};
+use crate::sandbox::{Reply, Sandbox, SandboxError};
 use crate::spec::{
     ChunkSink, FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult, Report, WorkerError,
 };
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +27,17 @@ impl Drop for Permit {
     }
 }
 
+/// A sandbox checked out for this invoke (warm, or just initialised).
+struct CheckedOut {
+    sandbox: Box<dyn Sandbox>,
+    id: String,
+    created: Instant,
+    init_duration: Option<Duration>,
+    used: Duration,
+    before_start: String,
+    after_start: String,
+}
+
 /// Counts a sandbox as busy while it exists.
 struct Busy<'a>(&'a Inner);
 
@@ -45,21 +55,42 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// A sandbox checked out for this invoke.
-struct CheckedOut {
-    sandbox: Box<dyn Sandbox>,
-    id: String,
-    created: Instant,
-    init_duration: Option<Duration>,
-    init_logs: Vec<LogLine>,
-}
-
 /// How the invoke ended, before logs are assembled.
 struct Ending {
     result: InvokeResult,
     keep: bool,
     status: Option<&'static str>,
     extra_log: Option<String>,
+}
+
+impl Ending {
+    fn kept(result: InvokeResult) -> Self {
+        Self {
+            result,
+            keep: true,
+            status: None,
+            extra_log: None,
+        }
+    }
+
+    fn failed(result: InvokeResult) -> Self {
+        Self {
+            result,
+            keep: false,
+            status: Some("error"),
+            extra_log: None,
+        }
+    }
+
+    /// The `Error Type` REPORT gives for an abnormal end.
+    fn error_type(&self) -> Option<String> {
+        match (&self.result, self.status) {
+            (InvokeResult::FunctionError { error_type, .. }, Some("error")) => {
+                Some(error_type.clone())
+            }
+            _ => None,
+        }
+    }
 }
 
 fn epoch_ms() -> u64 {
@@ -86,11 +117,47 @@ fn exit_result(request_id: &str, error_type: &str, message: &str, oom: bool) -> 
     function_error(t, report::exit_message(request_id, message))
 }
 
-fn push_lines(out: &mut String, lines: &[LogLine]) {
-    for l in lines {
-        out.push_str(&l.text);
-        out.push('\n');
+/// What the sandbox's answer (or its absence within `budget`) means for the caller.
+fn ending_of(
+    res: Result<Result<Reply, SandboxError>, tokio::time::error::Elapsed>,
+    sb: &dyn Sandbox,
+    rid: &str,
+    timeout: Duration,
+) -> Ending {
+    let ending = match res {
+        Ok(Ok(Reply::Response(p))) => Ending::kept(InvokeResult::Success(p)),
+        Ok(Ok(Reply::Streamed)) => Ending::kept(InvokeResult::Success(Vec::new())),
+        Ok(Ok(Reply::Error { error_type, body })) => {
+            Ending::kept(InvokeResult::FunctionError { error_type, body })
+        }
+        Ok(Err(SandboxError::Exited {
+            error_type,
+            message,
+        })) => Ending::failed(exit_result(rid, &error_type, &message, sb.oom_killed())),
+        Ok(Err(other)) => Ending::failed(exit_result(
+            rid,
+            "Runtime.ExitError",
+            &other.to_string(),
+            sb.oom_killed(),
+        )),
+        Err(_) => Ending {
+            result: function_error("Sandbox.Timedout", report::timeout_message(rid, timeout)),
+            keep: false,
+            status: Some("timeout"),
+            extra_log: Some(report::timeout_log_line(rid, timeout)),
+        },
+    };
+    // A process of the sandbox was OOM-killed even if the runtime survived (cgroup v1
+    // kills one task): like v2's memory.oom.group, the sandbox is done for.
+    if ending.keep && sb.oom_killed() {
+        return Ending::failed(exit_result(
+            rid,
+            "Runtime.OutOfMemory",
+            "signal: killed",
+            true,
+        ));
     }
+    ending
 }
 
 impl Worker {
@@ -125,105 +192,33 @@ impl Worker {
         spec.validate().map_err(WorkerError::InvalidSpec)?;
         let permit = self.admit(spec)?;
         let inner = &self.inner;
-        let checked = match self.check_out(spec).await {
-            Ok(c) => c,
-            Err(ColdStartError::Start(e)) => return Err(WorkerError::Sandbox(e.to_string())),
-            Err(ColdStartError::Init {
-                error,
-                logs,
-                duration,
-            }) => return Ok(self.init_failure(spec, &req, error, logs, Some(duration))),
-            Err(ColdStartError::InitTimeout(limit, logs)) => {
-                let err = SandboxError::Init {
-                    error_type: "Sandbox.Timedout".into(),
-                    body: report::error_body(
-                        "Sandbox.Timedout",
-                        &report::timeout_message(&req.request_id, limit),
-                    ),
-                };
-                return Ok(self.init_failure(spec, &req, err, logs, Some(limit)));
-            }
+        let ready = match self.check_out(spec, &req.request_id).await {
+            Ok(r) => r,
+            Err(NotReady::Service(e)) => return Err(WorkerError::Sandbox(e.to_string())),
+            Err(NotReady::Failed(f)) => return Ok(self.init_failed(spec, &req, f)),
         };
         let busy = Busy::new(inner);
-        let mut sb = checked.sandbox;
-        let deadline = epoch_ms() + spec.timeout.as_millis() as u64;
+        let mut sb = ready.sandbox;
+        // A suppressed init already spent part of the function's timeout.
+        let budget = spec.timeout.saturating_sub(ready.used);
+        let deadline = epoch_ms() + budget.as_millis() as u64;
         let start = Instant::now();
         let call = match &chunks {
             None => sb.invoke(&req, deadline),
             Some(c) => sb.invoke_streaming(&req, deadline, c.clone()),
         };
-        let res = tokio::time::timeout(spec.timeout, call).await;
-        let duration = start.elapsed();
+        let res = tokio::time::timeout(budget, call).await;
+        let duration = start.elapsed() + ready.used;
         let rid = &req.request_id;
-        let ending = match res {
-            Ok(Ok(Reply::Response(p))) => Ending {
-                result: InvokeResult::Success(p),
-                keep: true,
-                status: None,
-                extra_log: None,
-            },
-            Ok(Ok(Reply::Streamed)) => Ending {
-                result: InvokeResult::Success(Vec::new()),
-                keep: true,
-                status: None,
-                extra_log: None,
-            },
-            Ok(Ok(Reply::Error { error_type, body })) => Ending {
-                result: InvokeResult::FunctionError { error_type, body },
-                keep: true,
-                status: None,
-                extra_log: None,
-            },
-            Ok(Err(SandboxError::Exited {
-                error_type,
-                message,
-            })) => Ending {
-                result: exit_result(rid, &error_type, &message, sb.oom_killed()),
-                keep: false,
-                status: Some("error"),
-                extra_log: None,
-            },
-            Ok(Err(other)) => Ending {
-                result: exit_result(
-                    rid,
-                    "Runtime.ExitError",
-                    &other.to_string(),
-                    sb.oom_killed(),
-                ),
-                keep: false,
-                status: Some("error"),
-                extra_log: None,
-            },
-            Err(_) => Ending {
-                result: function_error(
-                    "Sandbox.Timedout",
-                    report::timeout_message(rid, spec.timeout),
-                ),
-                keep: false,
-                status: Some("timeout"),
-                extra_log: Some(report::timeout_log_line(rid, spec.timeout)),
-            },
-        };
-        // A process of the sandbox was OOM-killed even if the runtime survived (cgroup v1
-        // kills one task): like v2's memory.oom.group, the sandbox is done for.
-        let mut ending = if ending.keep && sb.oom_killed() {
-            Ending {
-                result: exit_result(rid, "Runtime.OutOfMemory", "signal: killed", true),
-                keep: false,
-                status: Some("error"),
-                extra_log: None,
-            }
-        } else {
-            ending
-        };
+        let mut ending = ending_of(res, sb.as_ref(), rid, spec.timeout);
         let fn_logs = sb.take_logs();
         let max_mem = sb.max_memory_bytes().unwrap_or(0);
         if ending.keep {
             let mut st = inner.lock();
             st.idle.entry(spec.key()).or_default().push(IdleEntry {
                 sandbox: sb,
-                id: checked.id,
-                created: checked.created,
+                id: ready.id,
+                created: ready.created,
                 last_used: Instant::now(),
             });
         } else {
@@ -238,18 +233,18 @@ impl Worker {
                 let _ = c.send(std::mem::take(p)).await;
             }
         }
-
         let rep = Report {
             duration,
             billed_ms: report::billed_ms(duration),
             memory_size_mb: spec.memory_mib,
             max_memory_used_mb: max_mem.div_ceil(1 << 20),
-            init_duration: checked.init_duration,
+            init_duration: ready.init_duration,
             status: ending.status,
+            error_type: ending.error_type(),
         };
-        let mut logs = String::new();
-        push_lines(&mut logs, &checked.init_logs);
+        let mut logs = ready.before_start;
         logs.push_str(&report::start_line(rid, &spec.version));
+        logs.push_str(&ready.after_start);
         push_lines(&mut logs, &fn_logs);
         if let Some(extra) = &ending.extra_log {
             logs.push_str(extra);
@@ -286,7 +281,11 @@ impl Worker {
     }
 
     /// The most recently used idle sandbox of this version, or a cold start.
-    async fn check_out(&self, spec: &FunctionVersionSpec) -> Result<CheckedOut, ColdStartError> {
+    async fn check_out(
+        &self,
+        spec: &FunctionVersionSpec,
+        request_id: &str,
+    ) -> Result<CheckedOut, NotReady> {
         let inner = &self.inner;
         let (warm, expired) = {
             let mut st = inner.lock();
@@ -305,66 +304,54 @@ impl Worker {
                 id: e.id,
                 created: e.created,
                 init_duration: None,
-                init_logs: Vec::new(),
+                used: Duration::ZERO,
+                before_start: String::new(),
+                after_start: String::new(),
             });
         }
-        let started = cold::start(inner, spec).await?;
+        let r = init_phase::cold_start(inner, spec, request_id).await?;
         Ok(CheckedOut {
-            sandbox: started.sandbox,
-            id: started.id,
+            sandbox: r.sandbox,
+            id: r.id,
             created: Instant::now(),
-            init_duration: Some(started.init_duration),
-            init_logs: started.logs,
+            init_duration: r.init_duration,
+            used: r.used,
+            before_start: r.before_start,
+            after_start: r.after_start,
         })
     }
 
-    /// Outcome of a failed init: Lambda returns the init error as a function error.
-    fn init_failure(
+    /// Outcome of an invoke whose Init phase and suppressed init both failed.
+    fn init_failed(
         &self,
         spec: &FunctionVersionSpec,
         req: &InvokeRequest,
-        error: SandboxError,
-        init_logs: Vec<LogLine>,
-        init_duration: Option<Duration>,
+        f: FailedInit,
     ) -> InvokeOutcome {
         let rid = &req.request_id;
-        let result = match error {
-            SandboxError::Init { error_type, body } => {
-                InvokeResult::FunctionError { error_type, body }
-            }
-            SandboxError::Exited {
-                error_type,
-                message,
-            } => exit_result(rid, &error_type, &message, false),
-            other => function_error(
-                "Runtime.Unknown",
-                format!("RequestId: {rid} Error: {other}"),
-            ),
+        let error_type = match (&f.result, f.status) {
+            (InvokeResult::FunctionError { error_type, .. }, "error") => Some(error_type.clone()),
+            _ => None,
         };
         let rep = Report {
-            duration: Duration::ZERO,
-            billed_ms: 0,
+            duration: f.duration,
+            billed_ms: report::billed_ms(f.duration),
             memory_size_mb: spec.memory_mib,
             max_memory_used_mb: 0,
-            init_duration,
-            status: Some("error"),
+            init_duration: None,
+            status: Some(f.status),
+            error_type,
         };
-        let mut logs = String::new();
-        push_lines(&mut logs, &init_logs);
-        if let InvokeResult::FunctionError { error_type, .. } = &result {
-            let _ = writeln!(
-                logs,
-                "INIT_REPORT Phase: init Status: error Error Type: {error_type}"
-            );
-        }
+        let mut logs = f.before_start;
         logs.push_str(&report::start_line(rid, &spec.version));
+        logs.push_str(&f.after_start);
         logs.push_str(&report::end_line(rid));
         logs.push_str(&report::report_line(rid, &rep));
-        self.finish(spec, &result, Duration::ZERO, &logs);
+        self.finish(spec, &f.result, f.duration, &logs);
         InvokeOutcome {
             request_id: req.request_id.clone(),
             executed_version: spec.version.clone(),
-            result,
+            result: f.result,
             logs,
             report: rep,
         }

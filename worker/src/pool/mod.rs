@@ -4,6 +4,7 @@
 mod admission;
 mod cold;
 mod idle;
+mod init_phase;
 mod invoke;
 
 pub use admission::{Concurrency, Slot};
@@ -193,7 +194,7 @@ impl Worker {
         spec.validate().map_err(WorkerError::InvalidSpec)?;
         let mut started = 0;
         for _ in 0..count {
-            match cold::start(&self.inner, spec).await {
+            match cold::start(&self.inner, spec, self.inner.cfg.init_timeout).await {
                 Ok(c) => {
                     let now = Instant::now();
                     self.inner

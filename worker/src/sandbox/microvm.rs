@@ -1,5 +1,5 @@
 //! The `microvm` backend: one VM monitor per sandbox (our `vmm`, or QEMU TCG), jailed
-//! (namespaces, pivot_root into a skeleton holding only the monitor's files, kernel,
+//! (namespaces, pivot_root into a tmpfs holding only the monitor's files, kernel,
 //! rootfs and code images, cgroup limits, unprivileged uid), with guest-init reached
 //! over hybrid vsock: it connects to CID 2 port 9000, which lands on `<uds>_9000`.
 
@@ -63,8 +63,9 @@ impl MicroVmConfig {
 
 pub struct MicroVmBackend {
     cfg: MicroVmConfig,
+    /// Flags from probing the host once (`vmm --probe-host`), added to every launch.
+    probed_flags: Vec<String>,
     cgroups: Arc<CgroupHost>,
-    skeleton: PathBuf,
     slot: AtomicU32,
     placer: CpuPlacer,
 }
@@ -81,25 +82,6 @@ fn chmod(p: &Path, mode: u32) -> Result<(), SandboxError> {
 fn chown(p: &Path, id: u32) -> Result<(), SandboxError> {
     std::os::unix::fs::chown(p, Some(id), Some(id))
         .map_err(|e| start_err(format!("chown {}: {e}", p.display())))
-}
-
-/// The jail's lower root: only mount points and the host's merged-/usr symlinks; the
-/// monitor's binaries and libraries come from a read-only bind of /usr.
-fn make_skeleton(dir: &Path) -> Result<(), SandboxError> {
-    std::fs::create_dir_all(dir.join("usr")).map_err(|e| start_err(format!("skeleton: {e}")))?;
-    for (link, target) in [
-        ("bin", "usr/bin"),
-        ("lib", "usr/lib"),
-        ("lib64", "usr/lib64"),
-        ("sbin", "usr/sbin"),
-    ] {
-        let p = dir.join(link);
-        if std::fs::symlink_metadata(&p).is_err() {
-            std::os::unix::fs::symlink(target, &p)
-                .map_err(|e| start_err(format!("skeleton: {e}")))?;
-        }
-    }
-    chmod(dir, 0o755)
 }
 
 /// Builds a read-only ext4 image of a code directory (`mkfs.ext4 -d`, no mounts).
@@ -142,6 +124,39 @@ fn open_kvm() -> Result<std::os::fd::OwnedFd, SandboxError> {
         .map_err(|e| start_err(format!("cannot open /dev/kvm: {e}")))
 }
 
+/// Asks our `vmm` once what this host's KVM can do, so every VM starts without
+/// probing; on failure each `vmm` probes for itself.
+fn probe_host(vmm: &Path) -> Vec<String> {
+    let out = match std::process::Command::new(vmm).arg("--probe-host").output() {
+        Ok(o) if o.status.success() => o.stdout,
+        Ok(o) => {
+            eprintln!(
+                "worker: {} --probe-host failed ({}): {}",
+                vmm.display(),
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return Vec::new();
+        }
+        Err(e) => {
+            eprintln!("worker: {} --probe-host: {e}", vmm.display());
+            return Vec::new();
+        }
+    };
+    let found: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+    match found.get("xsave").and_then(serde_json::Value::as_bool) {
+        Some(true) => vec!["--xsave".into(), "on".into()],
+        Some(false) => {
+            eprintln!(
+                "worker: this host's KVM does not see guests' XSETBV (nested under an \
+                 emulator?): microVMs run without XSAVE/AVX"
+            );
+            vec!["--xsave".into(), "off".into()]
+        }
+        None => Vec::new(),
+    }
+}
+
 impl MicroVmBackend {
     pub fn new(cfg: MicroVmConfig) -> Result<Self, SandboxError> {
         let needed: Vec<&PathBuf> = match &cfg.launcher {
@@ -159,17 +174,20 @@ impl MicroVmBackend {
                 missing.display()
             )));
         }
+        jail::check_host().map_err(|e| start_err(e.to_string()))?;
         let cgroups = CgroupHost::detect(&cfg.cgroup_group)
             .map_err(|e| start_err(format!("cgroups: {e}")))?;
         std::fs::create_dir_all(&cfg.run_root).map_err(|e| start_err(format!("run root: {e}")))?;
         chmod(&cfg.run_root, 0o755)?;
         super::process::remove_stale(&cgroups, &cfg.run_root);
-        let skeleton = cfg.run_root.join("vm-skeleton");
-        make_skeleton(&skeleton)?;
+        let probed_flags = match &cfg.launcher {
+            LauncherKind::Vmm { binary, .. } => probe_host(binary),
+            LauncherKind::QemuTcg { .. } => Vec::new(),
+        };
         Ok(Self {
             cfg,
+            probed_flags,
             cgroups: Arc::new(cgroups),
-            skeleton,
             slot: AtomicU32::new(0),
             placer: CpuPlacer::from_own_affinity(),
         })
@@ -211,11 +229,12 @@ impl MicroVmBackend {
             UnixListener::bind(&guest_sock).map_err(|e| start_err(format!("bind: {e}")))?;
         chmod(&guest_sock, 0o777)?;
 
-        let plan = self.cfg.launcher.plan(&VmShape {
+        let mut plan = self.cfg.launcher.plan(&VmShape {
             mem_mib: spec.memory_mib,
             vcpus: self.cfg.vcpus,
             extra_cmdline: self.cfg.extra_cmdline.clone(),
         });
+        plan.args.extend(self.probed_flags.iter().cloned());
         let mut ro_binds = vec![
             (PathBuf::from("/usr"), PathBuf::from("/usr")),
             (plan.kernel.clone(), PathBuf::from(launcher::KERNEL)),
@@ -233,7 +252,7 @@ impl MicroVmBackend {
             None
         };
         let jcfg = JailConfig {
-            rootfs: self.skeleton.clone(),
+            rootfs: None,
             code: None,
             ro_binds,
             rw_binds: vec![(sock_dir.clone(), PathBuf::from(launcher::VSOCK_DIR))],
@@ -296,7 +315,7 @@ impl MicroVmBackend {
             proc: Some(proc),
             memory_mib: spec.memory_mib,
             _files: files,
-            _serial: serial,
+            serial,
             _cpus: cpus,
         })
     }
@@ -325,7 +344,7 @@ pub struct VmSandbox {
     memory_mib: u32,
     /// Socket dir and built code image.
     _files: DirGuard,
-    _serial: StderrTail,
+    serial: StderrTail,
     /// Returned to the placer when the sandbox goes.
     _cpus: Option<CpuLease>,
 }
@@ -364,6 +383,10 @@ impl Sandbox for VmSandbox {
 
     fn oom_killed(&self) -> bool {
         self.proc.as_ref().is_some_and(JailedProcess::oom_killed)
+    }
+
+    fn console_tail(&self) -> Option<String> {
+        Some(self.serial.text())
     }
 
     fn destroy(mut self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {

@@ -84,6 +84,11 @@ pub trait Sandbox: Send {
     fn max_memory_bytes(&self) -> Option<u64>;
     /// Whether the kernel's OOM killer has acted in this sandbox.
     fn oom_killed(&self) -> bool;
+    /// The last of what the sandbox printed on its console (a microVM's serial port),
+    /// to explain a failed start; `None` where there is no console.
+    fn console_tail(&self) -> Option<String> {
+        None
+    }
     /// Stops the sandbox and releases everything it holds.
     fn destroy(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()>;
 }

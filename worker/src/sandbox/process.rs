@@ -98,6 +98,7 @@ pub struct ProcessBackend {
 
 impl ProcessBackend {
     pub fn new(cfg: ProcessConfig) -> Result<Self, SandboxError> {
+        jail::check_host().map_err(|e| SandboxError::Start(e.to_string()))?;
         let cgroups = CgroupHost::detect(&cfg.cgroup_group)
             .map_err(|e| SandboxError::Start(format!("cgroups: {e}")))?;
         std::fs::create_dir_all(&cfg.run_root)
@@ -158,7 +159,7 @@ impl ProcessBackend {
             None
         };
         let jcfg = JailConfig {
-            rootfs,
+            rootfs: Some(rootfs),
             code: Some(code),
             ro_binds: vec![
                 (

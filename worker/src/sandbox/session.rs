@@ -49,6 +49,7 @@ pub fn init_message(spec: &FunctionVersionSpec, id: &Identity, sandbox_id: &str)
         log_stream: format!("{day}/[{}]{sandbox_id}", spec.version),
         initialization_type: "on-demand".into(),
         env: spec.env.clone(),
+        host_now_ms: 0,
     }
 }
 
@@ -57,6 +58,13 @@ pub fn function_arn(spec: &FunctionVersionSpec, id: &Identity) -> String {
         "arn:aws:lambda:{}:{}:function:{}",
         id.region, id.account_id, spec.name
     )
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// How long a cut-off stream waits for guest-init to report the runtime's exit.
@@ -74,6 +82,21 @@ fn wire_err(e: WireError) -> SandboxError {
         },
         other => SandboxError::Protocol(other.to_string()),
     }
+}
+
+/// The bare reason out of guest-init's error document for a dead runtime
+/// (`{"errorMessage": "RequestId: <id> Error: Runtime exited with error: ..."}`), so
+/// the caller's error says it once, in one level of JSON.
+fn exit_detail(body: &[u8], request_id: &str) -> String {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("errorMessage")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let prefix = format!("RequestId: {request_id} Error: ");
+    message
+        .strip_prefix(&prefix)
+        .map(str::to_owned)
+        .unwrap_or(message)
 }
 
 /// Error types guest-init uses for a dead runtime; the sandbox cannot serve again.
@@ -103,8 +126,12 @@ impl Session {
     }
 
     pub async fn init(&mut self) -> Result<(), SandboxError> {
+        let init = Init {
+            host_now_ms: epoch_ms(),
+            ..self.init.clone()
+        };
         self.conn
-            .send(&HostMessage::Init(self.init.clone()))
+            .send(&HostMessage::Init(init))
             .await
             .map_err(wire_err)?;
         loop {
@@ -162,6 +189,7 @@ impl Session {
         let msg = HostMessage::Invoke(Invoke {
             request_id: req.request_id.clone(),
             deadline_ms,
+            host_now_ms: epoch_ms(),
             invoked_function_arn: self.arn.clone(),
             trace_id: req.trace_id.clone(),
             client_context: req.client_context.clone(),
@@ -178,8 +206,8 @@ impl Session {
                 GuestMessage::InvokeError(e) if e.request_id == req.request_id => {
                     if is_fatal(&e.error_type) {
                         return Err(SandboxError::Exited {
+                            message: exit_detail(&e.body, &req.request_id),
                             error_type: e.error_type,
-                            message: String::from_utf8_lossy(&e.body).into_owned(),
                         });
                     }
                     return Ok(Reply::Error {

@@ -1,11 +1,12 @@
-//! Keeps the last few KiB a sandbox process wrote to stderr, for error messages when it
-//! fails to start.
+//! Keeps the last few KiB a sandbox process wrote to stderr or its console, for error
+//! messages when it fails to start.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncReadExt;
 
-const KEEP: usize = 4096;
+/// Enough for a guest kernel's boot messages with `quiet` and guest-init's banner.
+const KEEP: usize = 16 * 1024;
 
 #[derive(Clone, Default)]
 pub struct StderrTail {

@@ -1,0 +1,205 @@
+"""Boots the appliance (target/appliance, built by image-build/appliance.sh) under QEMU
+TCG, whose `-cpu max` emulates AMD SVM: the appliance's kernel loads kvm_amd and our
+vmm runs each sandbox as a real microVM inside it (nested KVM). The tests and the
+benchmark drive it from this machine through QEMU user networking forwarded on
+127.0.0.1 only, a root shell on the second serial port, and QMP for the ACPI power
+button. Recipe and timings: shared/notes/nested-kvm-tcg.md."""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from supervisor_harness import REPO, REGION, require
+
+APPLIANCE = Path(os.environ.get("LAMBDA_APPLIANCE_DIR", REPO / "target" / "appliance"))
+CREDENTIALS = re.compile(r"access key id (\S+) secret access key (\S+)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_appliance():
+    require(shutil.which("qemu-system-x86_64") is not None,
+            "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
+    for f in ("appliance-vmlinuz", "appliance-initramfs.cpio.zst"):
+        require((APPLIANCE / f).is_file(), f"{f} not found in {APPLIANCE} (run image-build/appliance.sh)")
+
+
+class Appliance:
+    """One appliance VM. `data` is its data disk (a raw file), kept across boots."""
+
+    def __init__(self, workdir, data=None, data_size=4 << 30, mem_mib=4096, cpus=2,
+                 serve_args=(), cmdline="", disk_image=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data = Path(data) if data else self.workdir / "data.img"
+        if not self.data.exists():
+            with open(self.data, "wb") as f:
+                f.truncate(data_size)
+        self.mem_mib, self.cpus = mem_mib, cpus
+        self.serve_args = list(serve_args)
+        self.extra_cmdline = cmdline
+        self.disk_image = disk_image
+        self.proc = None
+        self.port = None
+        self.credentials = None
+        self.boots = 0
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def cmdline(self):
+        serve = " ".join(self.serve_args)
+        parts = ["console=ttyS0", "lambda.shell=ttyS1", "lambda.data=/dev/vda", "lambda.stop_timeout=60"]
+        if serve:
+            parts.append(f'lambda.serve="{serve}"')
+        if self.extra_cmdline:
+            parts.append(self.extra_cmdline)
+        return " ".join(parts)
+
+    def argv(self):
+        self.console = self.workdir / f"console-{self.boots}.log"
+        self.shell_sock = self.workdir / "shell.sock"
+        self.qmp_sock = self.workdir / "qmp.sock"
+        for p in (self.shell_sock, self.qmp_sock):
+            p.unlink(missing_ok=True)
+        argv = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", str(self.mem_mib),
+                "-smp", str(self.cpus), "-nodefaults", "-no-user-config", "-nographic",
+                "-serial", f"file:{self.console}",
+                "-chardev", f"socket,id=sh,path={self.shell_sock},server=on,wait=off",
+                "-serial", "chardev:sh",
+                "-qmp", f"unix:{self.qmp_sock},server=on,wait=off",
+                "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:9000",
+                "-device", "virtio-net-pci,netdev=n0"]
+        if self.disk_image:
+            # UEFI boot of the GPT disk image: its lambda-data partition is the data disk.
+            argv += ["-bios", "/usr/share/ovmf/OVMF.fd",
+                     "-drive", f"file={self.disk_image},if=virtio,format=raw"]
+        else:
+            argv += ["-kernel", str(APPLIANCE / "appliance-vmlinuz"),
+                     "-initrd", str(APPLIANCE / "appliance-initramfs.cpio.zst"),
+                     "-append", self.cmdline(),
+                     "-drive", f"file={self.data},if=virtio,format=raw"]
+        return argv
+
+    def start(self, timeout=900):
+        self.port = free_port()
+        argv = self.argv()
+        self.boot_started = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.workdir / f"qemu-{self.boots}.log", "wb"))
+        self.boots += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.console_text()
+            if "supervisor: listening on" in text:
+                self.ready_after = time.monotonic() - self.boot_started
+                found = CREDENTIALS.search(text)
+                if found:
+                    self.credentials = found.groups()
+                if self.credentials is None:
+                    raise RuntimeError("the appliance printed no credentials on its first boot")
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"QEMU exited with {self.proc.returncode}:\n{text[-4000:]}")
+            time.sleep(0.5)
+        self.kill()
+        raise RuntimeError(f"appliance not ready within {timeout}s:\n{self.console_text()[-4000:]}")
+
+    def console_text(self):
+        try:
+            return self.console.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def qmp(self, command):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(self.qmp_sock))
+            f = s.makefile("rw")
+            json.loads(f.readline())  # greeting
+            for cmd in ({"execute": "qmp_capabilities"}, {"execute": command}):
+                f.write(json.dumps(cmd) + "\n")
+                f.flush()
+                while True:
+                    reply = json.loads(f.readline())
+                    if "return" in reply or "error" in reply:
+                        break
+            return reply
+
+    def press_power_button(self):
+        return self.qmp("system_powerdown")
+
+    def wait_exit(self, timeout=180):
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout=180):
+        """Clean shutdown through the power button; kill if it takes too long."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            self.press_power_button()
+            self.wait_exit(timeout)
+        except Exception:
+            self.kill()
+            raise
+
+    # --- talking to it -------------------------------------------------------------
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, read_timeout=600):
+        import boto3
+        from botocore.config import Config
+
+        key, secret = self.credentials
+        return boto3.client(
+            "lambda", endpoint_url=self.endpoint, region_name=REGION,
+            aws_access_key_id=key, aws_secret_access_key=secret,
+            config=Config(retries={"total_max_attempts": 1}, connect_timeout=10,
+                          read_timeout=read_timeout, max_pool_connections=32))
+
+    def shell(self, command, timeout=120):
+        """Runs `command` in the appliance's root shell; returns (exit status, output)."""
+        marker = f"M{time.monotonic_ns()}"
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(1)
+            s.connect(str(self.shell_sock))
+            line = (f"stty -echo 2>/dev/null; printf '%s_BEGIN\\n' {marker}; {command}; "
+                    f"printf '%s_RC_%s\\n' {marker} $?\n")
+            s.sendall(line.encode())
+            buf = b""
+            deadline = time.monotonic() + timeout
+            pattern = re.compile(rf"{marker}_BEGIN\r?\n(.*?){marker}_RC_(\d+)".encode(), re.S)
+            while time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    chunk = b""
+                buf += chunk
+                m = pattern.search(buf)
+                if m:
+                    return int(m.group(2)), m.group(1).decode(errors="replace").replace("\r", "")
+        raise TimeoutError(f"shell command did not finish in {timeout}s: {command}\n{buf[-2000:]!r}")
+
+    def vmm_processes(self):
+        """(pid, host uid) of every vmm process inside the appliance."""
+        rc, out = self.shell(
+            "for p in /proc/[0-9]*; do if [ \"$(cat $p/comm 2>/dev/null)\" = vmm ]; then "
+            "echo \"${p#/proc/} $(awk '/^Uid:/ {print $2}' $p/status)\"; fi; done")
+        assert rc == 0, out
+        return [tuple(int(x) for x in l.split()) for l in out.splitlines() if l.strip()]

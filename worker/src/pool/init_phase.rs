@@ -1,0 +1,194 @@
+//! Lambda's Init phase for a cold start, and the "suppressed init" after a failed one:
+//! when the Init phase (bounded by the 10 s init timeout) times out or fails, Lambda
+//! logs `INIT_REPORT ... Phase: init Status: timeout|error` and initializes again inside
+//! the invoke phase, within the function's own timeout. If that fails too, the invoke
+//! fails with `Sandbox.Timedout` ("Task timed out after <Timeout> seconds") or the init
+//! error, logged as `INIT_REPORT ... Phase: invoke`.
+
+use super::cold::{self, ColdStartError};
+use super::Inner;
+use crate::report;
+use crate::sandbox::{LogLine, Sandbox, SandboxError};
+use crate::spec::{FunctionVersionSpec, InvokeResult};
+use std::time::{Duration, Instant};
+
+/// A sandbox whose init succeeded (at once or suppressed), with its log lines.
+pub(crate) struct Ready {
+    pub sandbox: Box<dyn Sandbox>,
+    pub id: String,
+    /// `Init Duration` for REPORT: only when the Init phase itself succeeded.
+    pub init_duration: Option<Duration>,
+    /// Function timeout already used by a suppressed init.
+    pub used: Duration,
+    /// Lines before `START` (the Init phase) and after it (a suppressed init).
+    pub before_start: String,
+    pub after_start: String,
+}
+
+/// Why no sandbox is ready.
+pub(crate) enum NotReady {
+    /// Infrastructure failure: a service error, not the function's.
+    Service(SandboxError),
+    /// Both inits failed: the invoke's result, as Lambda gives it.
+    Failed(FailedInit),
+}
+
+pub(crate) struct FailedInit {
+    pub result: InvokeResult,
+    /// `timeout` or `error`, for REPORT.
+    pub status: &'static str,
+    pub before_start: String,
+    pub after_start: String,
+    /// Time the suppressed init took (billed, as on Lambda).
+    pub duration: Duration,
+}
+
+pub(crate) fn push_lines(out: &mut String, lines: &[LogLine]) {
+    for l in lines {
+        out.push_str(&l.text);
+        out.push('\n');
+    }
+}
+
+/// `Status` and `Error Type` of a failed init; the init error's JSON body.
+fn describe(e: &ColdStartError) -> (&'static str, Option<String>) {
+    match e {
+        ColdStartError::InitTimeout(..) => ("timeout", None),
+        ColdStartError::Init { error, .. } => ("error", Some(error_type_of(error))),
+        ColdStartError::Start(_) => ("error", None),
+    }
+}
+
+fn error_type_of(e: &SandboxError) -> String {
+    match e {
+        SandboxError::Init { error_type, .. } | SandboxError::Exited { error_type, .. } => {
+            error_type.clone()
+        }
+        _ => "Runtime.Unknown".to_owned(),
+    }
+}
+
+fn duration_of(e: &ColdStartError, limit: Duration) -> Duration {
+    match e {
+        ColdStartError::Init { duration, .. } => *duration,
+        _ => limit,
+    }
+}
+
+/// Runs the Init phase and, if it fails, the suppressed init.
+pub(crate) async fn cold_start(
+    inner: &Inner,
+    spec: &FunctionVersionSpec,
+    request_id: &str,
+) -> Result<Ready, NotReady> {
+    let limit = inner.cfg.init_timeout;
+    let mut first = match cold::start(inner, spec, limit).await {
+        Ok(s) => {
+            let mut before_start = String::new();
+            push_lines(&mut before_start, &s.logs);
+            return Ok(Ready {
+                sandbox: s.sandbox,
+                id: s.id,
+                init_duration: Some(s.init_duration),
+                used: Duration::ZERO,
+                before_start,
+                after_start: String::new(),
+            });
+        }
+        Err(ColdStartError::Start(e)) => return Err(NotReady::Service(e)),
+        Err(e) => e,
+    };
+    let mut before_start = String::new();
+    push_lines(&mut before_start, &first.take_logs());
+    let (status, error_type) = describe(&first);
+    before_start.push_str(&report::init_report_line(
+        duration_of(&first, limit),
+        "init",
+        status,
+        error_type.as_deref(),
+    ));
+    let t0 = Instant::now();
+    match cold::start(inner, spec, spec.timeout).await {
+        Ok(s) => {
+            let mut after_start = String::new();
+            push_lines(&mut after_start, &s.logs);
+            Ok(Ready {
+                sandbox: s.sandbox,
+                id: s.id,
+                init_duration: None,
+                used: t0.elapsed(),
+                before_start,
+                after_start,
+            })
+        }
+        Err(ColdStartError::Start(e)) => Err(NotReady::Service(e)),
+        Err(second) => Err(NotReady::Failed(failed_twice(
+            spec,
+            request_id,
+            second,
+            before_start,
+            t0.elapsed(),
+        ))),
+    }
+}
+
+fn failed_twice(
+    spec: &FunctionVersionSpec,
+    rid: &str,
+    mut second: ColdStartError,
+    before_start: String,
+    took: Duration,
+) -> FailedInit {
+    let mut after_start = String::new();
+    push_lines(&mut after_start, &second.take_logs());
+    let (status, error_type) = describe(&second);
+    after_start.push_str(&report::init_report_line(
+        duration_of(&second, spec.timeout),
+        "invoke",
+        status,
+        error_type.as_deref(),
+    ));
+    let result = match second {
+        ColdStartError::InitTimeout(..) => {
+            after_start.push_str(&report::timeout_log_line(rid, spec.timeout));
+            InvokeResult::FunctionError {
+                error_type: "Sandbox.Timedout".into(),
+                body: report::error_body(
+                    "Sandbox.Timedout",
+                    &report::timeout_message(rid, spec.timeout),
+                ),
+            }
+        }
+        ColdStartError::Init { error, .. } => init_error_result(rid, error),
+        ColdStartError::Start(e) => init_error_result(rid, e),
+    };
+    FailedInit {
+        result,
+        status,
+        before_start,
+        after_start,
+        duration: took,
+    }
+}
+
+/// The init error as the caller sees it: the runtime's own error document, or Lambda's
+/// for a runtime that died.
+fn init_error_result(rid: &str, error: SandboxError) -> InvokeResult {
+    match error {
+        SandboxError::Init { error_type, body } => InvokeResult::FunctionError { error_type, body },
+        SandboxError::Exited {
+            error_type,
+            message,
+        } => InvokeResult::FunctionError {
+            body: report::error_body(&error_type, &report::exit_message(rid, &message)),
+            error_type,
+        },
+        other => InvokeResult::FunctionError {
+            error_type: "Runtime.Unknown".into(),
+            body: report::error_body(
+                "Runtime.Unknown",
+                &format!("RequestId: {rid} Error: {other}"),
+            ),
+        },
+    }
+}
