@@ -46,7 +46,7 @@ if [ "$setup" = 1 ]; then
 fi
 for t in depmod cpio zstd objcopy sfdisk mkfs.vfat mcopy; do require_tool "$t" "one of: ${APT_PACKAGES[*]}"; done
 require_file "$STUB" systemd-boot-efi
-for f in vmlinux rootfs-provided.ext4 rootfs-python3.11.ext4 manifest.json; do
+for f in vmlinux rootfs-provided.ext4 rootfs-python3.11.ext4 manifest.json rootfs-provided/sbin/init; do
     [ -f "$IMAGES_DIR/$f" ] || die "$IMAGES_DIR/$f missing: run image-build/build.sh first"
 done
 
@@ -131,6 +131,8 @@ mkdir -p "$images"
 for f in vmlinux rootfs-provided.ext4 rootfs-python3.11.ext4 guest-init manifest.json; do
     cp --sparse=always "$IMAGES_DIR/$f" "$images/$f"
 done
+# The provided runtime's tree too (25 MB): process isolation where KVM cannot run guests.
+cp -a "$IMAGES_DIR/rootfs-provided" "$images/rootfs-provided"
 
 mods=$root/lib/modules/$release
 mkdir -p "$mods"

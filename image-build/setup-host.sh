@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 APT_PACKAGES=(
     linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev   # guest kernel
     busybox-static curl ca-certificates e2fsprogs debootstrap               # rootfs images
-    qemu-system-x86                                                          # TCG guest tests
+    qemu-system-x86 ovmf                                                     # TCG guest and appliance tests
     iproute2 util-linux                                                      # jail tests
 )
 missing=()

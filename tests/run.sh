@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, as CI does: installs what a fresh Debian 12 machine lacks,
-# builds the guest images, then formatting, lints, Rust tests, Python tests against the
-# real binaries, and bounded fuzzing runs.
+# builds the guest images and the appliance, then formatting, lints, Rust tests, Python
+# tests against the real binaries (the appliance's under nested KVM in QEMU TCG), and
+# bounded fuzzing runs.
 #   tests/run.sh [--quick]   (--quick: no fuzzing)
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +32,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "build binaries the tests execute"
 cargo build --workspace --bins --quiet
 cargo build --release --quiet --target x86_64-unknown-linux-musl -p fn-rust -p integration-tests --bins
+
+step "appliance image (Debian kernel, initramfs, UEFI executable, GPT disk image)"
+image-build/appliance.sh
 
 step "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/cargo-test.log

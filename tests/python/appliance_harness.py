@@ -17,6 +17,7 @@ from pathlib import Path
 from supervisor_harness import REPO, REGION, require
 
 APPLIANCE = Path(os.environ.get("LAMBDA_APPLIANCE_DIR", REPO / "target" / "appliance"))
+OVMF = Path("/usr/share/ovmf/OVMF.fd")
 CREDENTIALS = re.compile(r"access key id (\S+) secret access key (\S+)")
 
 
@@ -37,7 +38,7 @@ class Appliance:
     """One appliance VM. `data` is its data disk (a raw file), kept across boots."""
 
     def __init__(self, workdir, data=None, data_size=4 << 30, mem_mib=4096, cpus=2,
-                 serve_args=(), cmdline="", disk_image=None):
+                 serve_args=(), cmdline="", disk_image=None, forward=()):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data = Path(data) if data else self.workdir / "data.img"
@@ -48,6 +49,9 @@ class Appliance:
         self.serve_args = list(serve_args)
         self.extra_cmdline = cmdline
         self.disk_image = disk_image
+        # Extra guest ports forwarded to 127.0.0.1 (guest port -> host port in `ports`).
+        self.forward = list(forward)
+        self.ports = {}
         self.proc = None
         self.port = None
         self.credentials = None
@@ -76,11 +80,12 @@ class Appliance:
                 "-chardev", f"socket,id=sh,path={self.shell_sock},server=on,wait=off",
                 "-serial", "chardev:sh",
                 "-qmp", f"unix:{self.qmp_sock},server=on,wait=off",
-                "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:9000",
+                "-netdev", "user,id=n0," + ",".join(
+                    f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in self.ports.items()),
                 "-device", "virtio-net-pci,netdev=n0"]
         if self.disk_image:
             # UEFI boot of the GPT disk image: its lambda-data partition is the data disk.
-            argv += ["-bios", "/usr/share/ovmf/OVMF.fd",
+            argv += ["-bios", str(OVMF),
                      "-drive", f"file={self.disk_image},if=virtio,format=raw"]
         else:
             argv += ["-kernel", str(APPLIANCE / "appliance-vmlinuz"),
@@ -91,6 +96,7 @@ class Appliance:
 
     def start(self, timeout=900):
         self.port = free_port()
+        self.ports = {9000: self.port, **{g: free_port() for g in self.forward}}
         argv = self.argv()
         self.boot_started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -197,3 +197,4 @@ def test_an_event_accepted_before_a_reboot_runs_after_it(appliance, client):
         return f"END RequestId: {rid}" in out
 
     wait_for(ran, 240, "the stored event to run after the reboot")
+

@@ -120,13 +120,22 @@ impl Backend for FakeBackend {
     ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>> {
         Box::pin(async move {
             self.counters.created.fetch_add(1, Ordering::SeqCst);
+            let init_behaviour = {
+                let mut b = self.init_behaviour.lock().unwrap();
+                if b.as_str() == "fail-once" {
+                    b.clear();
+                    "fail".to_string()
+                } else {
+                    b.clone()
+                }
+            };
             let sb: Box<dyn Sandbox> = Box::new(FakeSandbox {
                 id: id.to_string(),
                 function: format!("{}:{}", spec.name, spec.version),
                 logs: Vec::new(),
                 oom: false,
                 counters: self.counters.clone(),
-                init_behaviour: self.init_behaviour.lock().unwrap().clone(),
+                init_behaviour,
             });
             Ok(sb)
         })
@@ -406,24 +415,75 @@ async fn sandboxes_are_never_shared_between_functions_or_versions() {
 }
 
 #[tokio::test]
-async fn init_failure_and_init_timeout_are_function_errors() {
+async fn a_failed_init_is_tried_again_inside_the_invoke_as_on_lambda() {
     let (w, counters, backend) = setup(WorkerConfig {
         init_timeout: Duration::from_millis(200),
         ..Default::default()
     });
+    // Both the Init phase and the suppressed init fail: the init error, one INIT_REPORT
+    // per phase (the invoke phase's after START), two sandboxes gone.
     *backend.init_behaviour.lock().unwrap() = "fail".into();
     let o = w.invoke(&spec("f"), req("r", "x")).await.unwrap();
     assert_eq!(
         error_json(&o.result)["errorType"],
         "Runtime.HandlerNotFound"
     );
-    assert!(o.logs.starts_with("init line\n"));
+    assert!(
+        o.logs.starts_with("init line\nINIT_REPORT Init Duration: "),
+        "{}",
+        o.logs
+    );
+    let init = o
+        .logs
+        .find("Phase: init\tStatus: error\tError Type: Runtime.HandlerNotFound");
+    let start = o.logs.find("START RequestId: r ");
+    let invoke = o
+        .logs
+        .find("Phase: invoke\tStatus: error\tError Type: Runtime.HandlerNotFound");
+    assert!(
+        init < start && start < invoke && init.is_some(),
+        "{}",
+        o.logs
+    );
+    assert!(
+        o.logs
+            .contains("Status: error\tError Type: Runtime.HandlerNotFound\t\n"),
+        "{}",
+        o.logs
+    );
+    assert!(o.report.init_duration.is_none());
+    // Both time out: Sandbox.Timedout with the function's own timeout.
     *backend.init_behaviour.lock().unwrap() = "hang".into();
-    let o = w.invoke(&spec("f"), req("r2", "x")).await.unwrap();
-    assert_eq!(error_json(&o.result)["errorType"], "Sandbox.Timedout");
+    let mut s = spec("f");
+    s.timeout = Duration::from_millis(300);
+    let o = w.invoke(&s, req("r2", "x")).await.unwrap();
+    let e = error_json(&o.result);
+    assert_eq!(e["errorType"], "Sandbox.Timedout");
+    assert_eq!(
+        e["errorMessage"],
+        "RequestId: r2 Error: Task timed out after 0.30 seconds"
+    );
+    assert!(
+        o.logs.contains("Phase: init\tStatus: timeout"),
+        "{}",
+        o.logs
+    );
+    assert!(
+        o.logs.contains("Phase: invoke\tStatus: timeout"),
+        "{}",
+        o.logs
+    );
     settle().await;
-    assert_eq!(counters.destroyed.load(Ordering::SeqCst), 2);
+    assert_eq!(counters.destroyed.load(Ordering::SeqCst), 4);
     assert_eq!(w.idle_count(&spec("f").key()), 0);
+    // The Init phase fails, the suppressed init works: the invoke runs (its Duration
+    // includes that init; no Init Duration) and the sandbox stays warm.
+    *backend.init_behaviour.lock().unwrap() = "fail-once".into();
+    let o = w.invoke(&spec("f"), req("r3", "x")).await.unwrap();
+    assert!(success(&o.result).starts_with("f:$LATEST|"));
+    assert!(o.logs.contains("Phase: init\tStatus: error") && !o.logs.contains("Phase: invoke"));
+    assert!(o.report.init_duration.is_none());
+    assert_eq!(w.idle_count(&spec("f").key()), 1);
 }
 
 #[tokio::test]

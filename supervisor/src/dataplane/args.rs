@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
-use super::config::{parse_isolation, DataPlaneConfig, LauncherChoice, Prewarm};
+use super::config::{parse_isolation, DataPlaneConfig, Prewarm};
 
 #[derive(Debug, Args, Default, Clone)]
 pub struct DataPlaneArgs {
@@ -14,19 +14,10 @@ pub struct DataPlaneArgs {
     /// (microvm when KVM can run guests) [default: auto].
     #[arg(long, env = "SUPERVISOR_ISOLATION", value_name = "MODE")]
     pub isolation: Option<String>,
-    /// VM launcher for microvm sandboxes: vmm (ours, KVM) or qemu-tcg [default: vmm].
-    #[arg(long, env = "SUPERVISOR_VM_LAUNCHER", value_name = "LAUNCHER")]
-    pub vm_launcher: Option<String>,
     /// Our VMM binary [default: `vmm` beside this executable].
     #[arg(long, env = "SUPERVISOR_VMM_BINARY", value_name = "FILE")]
     pub vmm_binary: Option<PathBuf>,
-    /// QEMU for the qemu-tcg launcher [default: qemu-system-x86_64 on PATH].
-    #[arg(long, env = "SUPERVISOR_QEMU", value_name = "FILE")]
-    pub qemu: Option<PathBuf>,
-    /// vhost-device-vsock for the qemu-tcg launcher [default: <repo>/target/tools/bin/vhost-device-vsock].
-    #[arg(long, env = "SUPERVISOR_VHOST_DEVICE_VSOCK", value_name = "FILE")]
-    pub vhost_device_vsock: Option<PathBuf>,
-    /// Guest kernel [default: IMAGES_DIR/vmlinux for vmm, IMAGES_DIR/bzImage for qemu-tcg].
+    /// Guest kernel [default: IMAGES_DIR/vmlinux].
     #[arg(long, env = "SUPERVISOR_KERNEL", value_name = "FILE")]
     pub kernel: Option<PathBuf>,
     /// Extra guest kernel command line.
@@ -56,7 +47,7 @@ pub struct DataPlaneArgs {
     #[arg(long, env = "SUPERVISOR_EVENT_RETRY_BASE_MS", value_name = "MS")]
     pub event_retry_base_ms: Option<u64>,
     /// Bound on sandbox start plus init in seconds [default: 10, Lambda's limit]; raise it
-    /// only for slow launchers such as qemu-tcg.
+    /// only for slow hosts (nested virtualisation under an emulator).
     #[arg(long, env = "SUPERVISOR_INIT_TIMEOUT_SECS", value_name = "SECS")]
     pub init_timeout_secs: Option<f64>,
 }
@@ -66,10 +57,7 @@ pub struct DataPlaneArgs {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DataPlaneFile {
     isolation: Option<String>,
-    vm_launcher: Option<String>,
     vmm_binary: Option<PathBuf>,
-    qemu: Option<PathBuf>,
-    vhost_device_vsock: Option<PathBuf>,
     kernel: Option<PathBuf>,
     vm_cmdline: Option<String>,
     images_dir: Option<PathBuf>,
@@ -97,14 +85,7 @@ impl DataPlaneArgs {
         if let Some(i) = self.isolation.or(file.isolation) {
             c.isolation = parse_isolation(&i)?;
         }
-        if let Some(l) = self.vm_launcher.or(file.vm_launcher) {
-            c.launcher = l.parse::<LauncherChoice>().map_err(|e| e.to_string())?;
-        }
         c.vmm_binary = self.vmm_binary.or(file.vmm_binary);
-        if let Some(q) = self.qemu.or(file.qemu) {
-            c.qemu = q;
-        }
-        c.vhost_device_vsock = self.vhost_device_vsock.or(file.vhost_device_vsock);
         c.kernel = self.kernel.or(file.kernel);
         c.vm_cmdline = self.vm_cmdline.or(file.vm_cmdline).unwrap_or_default();
         if let Some(d) = self.images_dir.or(file.images_dir) {
@@ -164,11 +145,6 @@ mod tests {
         assert_eq!(c.prewarm.len(), 1);
         let bad = DataPlaneArgs {
             idle_timeout_secs: Some(-1.0),
-            ..Default::default()
-        };
-        assert!(bad.resolve(DataPlaneFile::default()).is_err());
-        let bad = DataPlaneArgs {
-            vm_launcher: Some("firecracker".into()),
             ..Default::default()
         };
         assert!(bad.resolve(DataPlaneFile::default()).is_err());

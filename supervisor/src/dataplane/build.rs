@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use worker::sandbox::launcher::LauncherKind;
+use worker::sandbox::launcher::Launcher;
 use worker::sandbox::microvm::{MicroVmBackend, MicroVmConfig};
 use worker::sandbox::process::{ProcessBackend, ProcessConfig};
 use worker::sandbox::select::{self, Isolation};
@@ -11,7 +11,7 @@ use worker::sandbox::session::Identity;
 use worker::sandbox::Backend;
 use worker::{Worker, WorkerConfig};
 
-use super::config::{DataPlaneConfig, LauncherChoice};
+use super::config::DataPlaneConfig;
 use super::sweep;
 use crate::datadir_lock::{DataDirLock, LockError};
 
@@ -95,57 +95,23 @@ fn require(
     }
 }
 
-fn which(program: &std::path::Path) -> PathBuf {
-    if program.components().count() > 1 {
-        return program.to_path_buf();
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| program.to_path_buf())
-}
-
-fn launcher(cfg: &DataPlaneConfig) -> Result<LauncherKind, DataPlaneError> {
+fn launcher(cfg: &DataPlaneConfig) -> Result<Launcher, DataPlaneError> {
     const IMAGES_HINT: &str = "build the images or pass --images-dir / --kernel";
-    match cfg.launcher {
-        LauncherChoice::Vmm => {
-            let binary = match &cfg.vmm_binary {
-                Some(b) => b.clone(),
-                None => std::env::current_exe()
-                    .ok()
-                    .and_then(|e| e.parent().map(|d| d.join("vmm")))
-                    .unwrap_or_else(|| PathBuf::from("vmm")),
-            };
-            let kernel = cfg
-                .kernel
-                .clone()
-                .unwrap_or_else(|| cfg.images_dir.join("vmlinux"));
-            Ok(LauncherKind::Vmm {
-                binary: require("vmm binary", binary, "build it or pass --vmm-binary")?,
-                kernel: require("guest kernel", kernel, IMAGES_HINT)?,
-            })
-        }
-        LauncherChoice::QemuTcg => {
-            let daemon = cfg.vhost_device_vsock.clone().unwrap_or_else(|| {
-                super::config::repo_root().join("target/tools/bin/vhost-device-vsock")
-            });
-            let kernel = cfg
-                .kernel
-                .clone()
-                .unwrap_or_else(|| cfg.images_dir.join("bzImage"));
-            Ok(LauncherKind::QemuTcg {
-                qemu: require("qemu", which(&cfg.qemu), "apt-get install qemu-system-x86")?,
-                vhost_device_vsock: require(
-                    "vhost-device-vsock",
-                    daemon,
-                    "cargo install vhost-device-vsock or pass --vhost-device-vsock",
-                )?,
-                kernel: require("guest kernel", kernel, IMAGES_HINT)?,
-            })
-        }
-    }
+    let vmm = match &cfg.vmm_binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("vmm")))
+            .unwrap_or_else(|| PathBuf::from("vmm")),
+    };
+    let kernel = cfg
+        .kernel
+        .clone()
+        .unwrap_or_else(|| cfg.images_dir.join("vmlinux"));
+    Ok(Launcher {
+        vmm: require("vmm binary", vmm, "build it or pass --vmm-binary")?,
+        kernel: require("guest kernel", kernel, IMAGES_HINT)?,
+    })
 }
 
 fn backend_err(backend: &'static str) -> impl Fn(worker::sandbox::SandboxError) -> DataPlaneError {

@@ -1,4 +1,4 @@
-//! Data-plane settings of `supervisor serve`: isolation backend, VM launcher,
+//! Data-plane settings of `supervisor serve`: isolation backend, the VMM and guest
 //! images, pool tunables, pre-warming and asynchronous-invoke retries.
 
 use std::path::{Path, PathBuf};
@@ -14,32 +14,10 @@ pub const DEFAULT_HOST_CONCURRENCY: u32 = 1000;
 /// Lambda waits about a minute before the first retry of a failed event, two before the second.
 pub const DEFAULT_EVENT_RETRY_BASE_MS: u64 = 60_000;
 
-/// Which program runs a microVM sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LauncherChoice {
-    /// Our `vmm` on KVM.
-    Vmm,
-    /// QEMU TCG with vhost-device-vsock (no KVM needed; slow, for tests).
-    QemuTcg,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneArgError {
-    #[error("invalid launcher {0:?}: expected vmm or qemu-tcg")]
-    Launcher(String),
     #[error("invalid --prewarm {0:?}: expected FUNCTION[:VERSION]=COUNT")]
     Prewarm(String),
-}
-
-impl FromStr for LauncherChoice {
-    type Err = DataPlaneArgError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "vmm" => Ok(Self::Vmm),
-            "qemu-tcg" => Ok(Self::QemuTcg),
-            other => Err(DataPlaneArgError::Launcher(other.to_owned())),
-        }
-    }
 }
 
 /// `--prewarm name[:version]=count`.
@@ -75,12 +53,9 @@ impl FromStr for Prewarm {
 #[derive(Debug, Clone)]
 pub struct DataPlaneConfig {
     pub isolation: Isolation,
-    pub launcher: LauncherChoice,
     /// Our VMM binary [default: `vmm` beside the supervisor executable].
     pub vmm_binary: Option<PathBuf>,
-    pub qemu: PathBuf,
-    pub vhost_device_vsock: Option<PathBuf>,
-    /// Guest kernel [default: `vmlinux` (vmm) or `bzImage` (QEMU) in the images dir].
+    /// Guest kernel [default: `vmlinux` in the images dir].
     pub kernel: Option<PathBuf>,
     /// Extra guest kernel command line (e.g. PVM workarounds).
     pub vm_cmdline: String,
@@ -101,10 +76,7 @@ impl DataPlaneConfig {
     pub fn defaults() -> Self {
         Self {
             isolation: Isolation::Auto,
-            launcher: LauncherChoice::Vmm,
             vmm_binary: None,
-            qemu: PathBuf::from("qemu-system-x86_64"),
-            vhost_device_vsock: None,
             kernel: None,
             vm_cmdline: String::new(),
             images_dir: default_images_dir(),
@@ -181,7 +153,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_prewarm_and_launcher() {
+    fn parses_prewarm_and_isolation() {
         let p: Prewarm = "echo:3=2".parse().expect("prewarm");
         assert_eq!(p.function, "echo");
         assert_eq!(p.version.as_deref(), Some("3"));
@@ -191,11 +163,6 @@ mod tests {
         for bad in ["echo", "=1", "echo=0", "echo=x", "echo=5000"] {
             assert!(bad.parse::<Prewarm>().is_err(), "{bad}");
         }
-        assert_eq!(
-            "qemu-tcg".parse::<LauncherChoice>().ok(),
-            Some(LauncherChoice::QemuTcg)
-        );
-        assert!("firecracker".parse::<LauncherChoice>().is_err());
         assert_eq!(parse_isolation("process"), Ok(Isolation::Process));
         assert!(parse_isolation("vm").is_err());
     }

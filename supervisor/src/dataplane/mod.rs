@@ -8,4 +8,4 @@ pub mod sweep;
 
 pub use args::{DataPlaneArgs, DataPlaneFile};
 pub use build::{build, BuildContext, CodeForm, DataPlane, DataPlaneError};
-pub use config::{DataPlaneConfig, LauncherChoice, Prewarm};
+pub use config::{DataPlaneConfig, Prewarm};

@@ -94,7 +94,7 @@ async fn handle(
     let (first, completion) = tokio::select! {
         Some(chunk) = rx.recv() => (Bytes::from(chunk), Completion::Running(run)),
         done = &mut run => match done {
-            Ok(Ok(out)) => (Bytes::new(), Completion::Ready(Ok(out))),
+            Ok(Ok(out)) => (Bytes::new(), Completion::Ready(Box::new(Ok(out)))),
             Ok(Err(RunError::Throttled(reason))) => {
                 svc.metrics.throttle(reason.as_str());
                 return Ok(response::throttled(reason, request_id));
@@ -153,7 +153,7 @@ impl InvokeService {
 enum Completion {
     Running(Run),
     /// The outcome, or why there is none.
-    Ready(Result<InvokeOutcome, String>),
+    Ready(Box<Result<InvokeOutcome, String>>),
     Sent,
 }
 
@@ -192,7 +192,7 @@ impl HttpBody for EventStreamBody {
         }
         let done = match std::mem::replace(&mut this.completion, Completion::Sent) {
             Completion::Sent => return Poll::Ready(None),
-            Completion::Ready(done) => done,
+            Completion::Ready(done) => *done,
             Completion::Running(mut run) => match Pin::new(&mut run).poll(cx) {
                 Poll::Pending => {
                     this.completion = Completion::Running(run);

@@ -143,13 +143,17 @@ pub fn main_thread() -> Result<Vec<Allow>, seccompiler::BackendError> {
     v.push((
         libc::SYS_ioctl,
         vec![
-            // The request constants are i32 on musl and u64 on glibc.
-            arg_eq(1, libc::FIONBIO as u64)?,
-            arg_eq(1, libc::FIONREAD as u64)?,
-            arg_eq(1, libc::TCGETS as u64)?,
+            arg_eq(1, ioctl_request(libc::FIONBIO))?,
+            arg_eq(1, ioctl_request(libc::FIONREAD))?,
+            arg_eq(1, ioctl_request(libc::TCGETS))?,
         ],
     ));
     Ok(v)
+}
+
+/// The ioctl request constants are `i32` on musl and `u64` on glibc; all are positive.
+fn ioctl_request<T: TryInto<u64>>(request: T) -> u64 {
+    request.try_into().unwrap_or(u64::MAX)
 }
 
 const IOC_WRITE: u64 = 1;

@@ -61,8 +61,7 @@ fn check_root_mount(mountinfo: &str) -> Result<(), JailError> {
     // The last mount on "/" is the one in use; its filesystem type follows " - ".
     let top = mountinfo
         .lines()
-        .filter(|l| l.split_whitespace().nth(4) == Some("/"))
-        .next_back();
+        .rfind(|l| l.split_whitespace().nth(4) == Some("/"));
     let fstype = top
         .and_then(|l| l.split_once(" - "))
         .and_then(|(_, rest)| rest.split_whitespace().next());

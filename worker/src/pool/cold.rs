@@ -94,8 +94,12 @@ pub(crate) async fn start(
         Ok(Ok(())) => {
             let init_duration = t0.elapsed();
             inner.metrics.cold_start(init_duration);
+            let details = sb
+                .start_details()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
             eprintln!(
-                "worker: sandbox {id} ({}:{}, {}) ready in {} ms",
+                "worker: sandbox {id} ({}:{}, {}) ready in {} ms{details}",
                 spec.name,
                 spec.version,
                 inner.backend.name(),

@@ -1,14 +1,14 @@
-//! VM launchers for the microVM backend, chosen by configuration: our `vmm` (default),
-//! or QEMU TCG with `vhost-device-vsock` (for hosts whose KVM cannot run guest
-//! userspace, and for tests). Either way the launcher runs inside the sandbox's jail and
-//! the guest's vsock is exposed with the hybrid convention on `VSOCK_UDS`.
+//! How a microVM sandbox starts our `vmm` inside its jail: the paths it sees there and
+//! its command line. The guest's vsock is exposed with the hybrid convention on
+//! `VSOCK_UDS`, and the jail hands the VMM an open `/dev/kvm` as [`KVM_FD`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// Paths as the launcher sees them inside the jail.
+/// Paths as the VMM sees them inside the jail.
 pub const KERNEL: &str = "/vm/kernel";
 pub const ROOTFS: &str = "/vm/rootfs.ext4";
 pub const CODE: &str = "/vm/code.ext4";
+pub const VMM: &str = "/vm/vmm";
 pub const VSOCK_DIR: &str = "/run/vm";
 pub const VSOCK_UDS: &str = "/run/vm/vm.vsock";
 /// The guest's CID.
@@ -16,19 +16,16 @@ pub const GUEST_CID: u32 = 3;
 /// Descriptor number of the open `/dev/kvm` the worker hands our `vmm` (`--kvm-fd`).
 pub const KVM_FD: i32 = 3;
 
-/// Kernel command line shared by all launchers: read-only root, guest-init as init.
-pub const BASE_CMDLINE: &str = "console=ttyS0 root=/dev/vda ro rootfstype=ext4 panic=-1 quiet";
+/// Kernel command line of every microVM: read-only root, guest-init as init, reset
+/// through the i8042 at the end.
+pub const BASE_CMDLINE: &str =
+    "console=ttyS0 root=/dev/vda ro rootfstype=ext4 panic=-1 quiet reboot=k";
 
+/// Our VMM binary and the guest kernel, as host paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LauncherKind {
-    /// Our `vmm` binary (host path).
-    Vmm { binary: PathBuf, kernel: PathBuf },
-    /// `qemu-system-x86_64 -accel tcg` plus `vhost-device-vsock` (host paths).
-    QemuTcg {
-        qemu: PathBuf,
-        vhost_device_vsock: PathBuf,
-        kernel: PathBuf,
-    },
+pub struct Launcher {
+    pub vmm: PathBuf,
+    pub kernel: PathBuf,
 }
 
 /// One VM to start.
@@ -40,98 +37,61 @@ pub struct VmShape {
     pub extra_cmdline: String,
 }
 
-/// The program the jail runs, and the host files it needs inside.
-#[derive(Debug, Clone)]
-pub struct LaunchPlan {
-    pub exe: PathBuf,
-    pub args: Vec<String>,
-    /// (host path, inside path) read-only binds beyond kernel and drives.
-    pub binds: Vec<(PathBuf, PathBuf)>,
-    /// Host kernel image bound at [`KERNEL`].
-    pub kernel: PathBuf,
-    /// The monitor gets an open `/dev/kvm` as [`KVM_FD`].
-    pub needs_kvm: bool,
+/// Whether the ELF file at `path` asks for a program interpreter (dynamic linking).
+/// Reads only the ELF and program headers.
+pub fn is_dynamic_elf(path: &std::path::Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    const PT_INTERP: u32 = 3;
+    let mut f = std::fs::File::open(path)?;
+    let mut eh = [0u8; 64];
+    f.read_exact(&mut eh)?;
+    if &eh[..4] != b"\x7fELF" || eh[4] != 2 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a 64-bit ELF file",
+        ));
+    }
+    let phoff = u64::from_le_bytes(eh[32..40].try_into().unwrap_or_default());
+    let phentsize = u16::from_le_bytes([eh[54], eh[55]]) as usize;
+    let phnum = u16::from_le_bytes([eh[56], eh[57]]).min(512) as usize;
+    if phentsize < 4 {
+        return Ok(false);
+    }
+    f.seek(SeekFrom::Start(phoff))?;
+    let mut ph = vec![0u8; phentsize * phnum];
+    f.read_exact(&mut ph)?;
+    Ok(ph
+        .chunks_exact(phentsize)
+        .any(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) == PT_INTERP))
 }
 
-impl LauncherKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            LauncherKind::Vmm { .. } => "vmm",
-            LauncherKind::QemuTcg { .. } => "qemu-tcg",
-        }
+impl Launcher {
+    /// The VMM's arguments (paths inside the jail).
+    pub fn args(&self, vm: &VmShape) -> Vec<String> {
+        let cmdline = format!("{BASE_CMDLINE} {}", vm.extra_cmdline);
+        ["--kernel", KERNEL, "--rootfs", ROOTFS, "--rootfs-read-only"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                "--drive".into(),
+                format!("{CODE},ro"),
+                "--mem-mib".into(),
+                vm.mem_mib.to_string(),
+                "--vcpus".into(),
+                vm.vcpus.to_string(),
+                "--cmdline".into(),
+                cmdline.trim().to_string(),
+                "--vsock-cid".into(),
+                GUEST_CID.to_string(),
+                "--vsock-uds".into(),
+                VSOCK_UDS.into(),
+                "--serial-out".into(),
+                "-".into(),
+                "--kvm-fd".into(),
+                KVM_FD.to_string(),
+            ])
+            .collect()
     }
-
-    pub fn plan(&self, vm: &VmShape) -> LaunchPlan {
-        match self {
-            LauncherKind::Vmm { binary, kernel } => {
-                let cmdline = format!("{BASE_CMDLINE} reboot=k {}", vm.extra_cmdline);
-                let args = ["--kernel", KERNEL, "--rootfs", ROOTFS, "--rootfs-read-only"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .chain([
-                        "--drive".into(),
-                        format!("{CODE},ro"),
-                        "--mem-mib".into(),
-                        vm.mem_mib.to_string(),
-                        "--vcpus".into(),
-                        vm.vcpus.to_string(),
-                        "--cmdline".into(),
-                        cmdline.trim().to_string(),
-                        "--vsock-cid".into(),
-                        GUEST_CID.to_string(),
-                        "--vsock-uds".into(),
-                        VSOCK_UDS.into(),
-                        "--serial-out".into(),
-                        "-".into(),
-                        "--kvm-fd".into(),
-                        KVM_FD.to_string(),
-                    ])
-                    .collect();
-                LaunchPlan {
-                    exe: PathBuf::from("/vm/vmm"),
-                    args,
-                    binds: vec![(binary.clone(), PathBuf::from("/vm/vmm"))],
-                    kernel: kernel.clone(),
-                    needs_kvm: true,
-                }
-            }
-            LauncherKind::QemuTcg {
-                qemu,
-                vhost_device_vsock,
-                kernel,
-            } => LaunchPlan {
-                exe: PathBuf::from("/bin/sh"),
-                args: vec!["-c".into(), qemu_script(vm, qemu)],
-                binds: vec![(
-                    vhost_device_vsock.clone(),
-                    PathBuf::from("/vm/vhost-device-vsock"),
-                )],
-                kernel: kernel.clone(),
-                needs_kvm: false,
-            },
-        }
-    }
-}
-
-/// Starts the vsock daemon, waits for its vhost-user socket, then execs QEMU (the
-/// settings measured in shared/notes/tcg-vsock-harness.md).
-fn qemu_script(vm: &VmShape, qemu: &Path) -> String {
-    let cmdline = format!("{BASE_CMDLINE} reboot=t {}", vm.extra_cmdline);
-    format!(
-        "/vm/vhost-device-vsock --guest-cid {GUEST_CID} --socket /tmp/vhost.sock --uds-path {VSOCK_UDS} >/dev/null & \
-         i=0; while [ ! -S /tmp/vhost.sock ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done; \
-         exec {qemu} -M microvm,x-option-roms=off,rtc=on,acpi=off,memory-backend=mem \
-         -object memory-backend-memfd,id=mem,size={mem}M,share=on -accel tcg -cpu max -m {mem} \
-         -smp {cpus} -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
-         -kernel {KERNEL} -append '{cmdline}' \
-         -drive id=rootfs,file={ROOTFS},format=raw,if=none,read-only=on -device virtio-blk-device,drive=rootfs \
-         -drive id=code,file={CODE},format=raw,if=none,read-only=on -device virtio-blk-device,drive=code \
-         -chardev socket,id=vsock0,path=/tmp/vhost.sock -device vhost-user-vsock-device,chardev=vsock0",
-        qemu = qemu.display(),
-        mem = vm.mem_mib,
-        cpus = vm.vcpus,
-        cmdline = cmdline.trim(),
-    )
 }
 
 #[cfg(test)]
@@ -139,42 +99,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn vmm_plan_uses_jail_paths() {
-        let k = LauncherKind::Vmm {
-            binary: "/host/vmm".into(),
+    fn tells_static_from_dynamic_binaries() {
+        // This test binary is dynamically linked on glibc hosts, static on musl.
+        let me = std::env::current_exe().unwrap();
+        let dynamic = is_dynamic_elf(&me).unwrap();
+        assert_eq!(dynamic, cfg!(target_env = "gnu"));
+        assert!(is_dynamic_elf(std::path::Path::new("/etc/hostname")).is_err());
+    }
+
+    #[test]
+    fn args_use_jail_paths() {
+        let l = Launcher {
+            vmm: "/host/vmm".into(),
             kernel: "/host/vmlinux".into(),
         };
-        let p = k.plan(&VmShape {
-            mem_mib: 256,
-            vcpus: 1,
-            extra_cmdline: "gi.port=9000".into(),
-        });
-        assert_eq!(p.exe, PathBuf::from("/vm/vmm"));
-        assert!(p.needs_kvm);
-        let joined = p.args.join(" ");
+        let joined = l
+            .args(&VmShape {
+                mem_mib: 256,
+                vcpus: 1,
+                extra_cmdline: "gi.port=9000".into(),
+            })
+            .join(" ");
         assert!(joined.contains("--vsock-uds /run/vm/vm.vsock"));
         assert!(joined.contains("--drive /vm/code.ext4,ro"));
         assert!(joined.contains("reboot=k gi.port=9000"));
         assert!(joined.contains("--kvm-fd 3"));
-    }
-
-    #[test]
-    fn qemu_plan_starts_the_daemon_first() {
-        let k = LauncherKind::QemuTcg {
-            qemu: "/usr/bin/qemu-system-x86_64".into(),
-            vhost_device_vsock: "/t/vhost-device-vsock".into(),
-            kernel: "/k/bzImage".into(),
-        };
-        let p = k.plan(&VmShape {
-            mem_mib: 128,
-            vcpus: 1,
-            extra_cmdline: String::new(),
-        });
-        let script = &p.args[1];
-        let daemon = script.find("vhost-device-vsock --guest-cid 3").unwrap();
-        let qemu = script.find("exec /usr/bin/qemu-system-x86_64").unwrap();
-        assert!(daemon < qemu);
-        assert!(script.contains("size=128M,share=on"));
-        assert!(!p.needs_kvm);
+        assert!(joined.contains("--mem-mib 256"));
     }
 }

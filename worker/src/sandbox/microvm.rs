@@ -1,10 +1,10 @@
-//! The `microvm` backend: one VM monitor per sandbox (our `vmm`, or QEMU TCG), jailed
-//! (namespaces, pivot_root into a tmpfs holding only the monitor's files, kernel,
+//! The `microvm` backend: one `vmm` process per sandbox, jailed (namespaces,
+//! pivot_root into a tmpfs holding only the static VMM, the kernel,
 //! rootfs and code images, cgroup limits, unprivileged uid), with guest-init reached
 //! over hybrid vsock: it connects to CID 2 port 9000, which lands on `<uds>_9000`.
 
 use super::dir_guard::DirGuard;
-use super::launcher::{self, LauncherKind, VmShape};
+use super::launcher::{self, Launcher, VmShape};
 use super::rootfs::RootfsMap;
 use super::session::{function_arn, init_message, Identity, Session};
 use super::stderr_tail::StderrTail;
@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 
 /// guest-init's default vsock port (`runtime_api::protocol::DEFAULT_VSOCK_PORT`).
@@ -25,7 +25,7 @@ const GUEST_PORT: u32 = runtime_api::protocol::DEFAULT_VSOCK_PORT;
 
 #[derive(Debug, Clone)]
 pub struct MicroVmConfig {
-    pub launcher: LauncherKind,
+    pub launcher: Launcher,
     /// Runtime → rootfs ext4 image.
     pub rootfs_images: RootfsMap,
     pub run_root: PathBuf,
@@ -38,13 +38,12 @@ pub struct MicroVmConfig {
     pub extra_cmdline: String,
     pub seccomp: bool,
     pub identity: Identity,
-    /// Confine each monitor to `vcpus` host CPUs (see `jail::cpus`). Off for the QEMU
-    /// TCG test launcher, whose emulation threads want every CPU.
+    /// Confine each monitor to `vcpus` host CPUs (see `jail::cpus`).
     pub place_cpus: bool,
 }
 
 impl MicroVmConfig {
-    pub fn from_images_dir(images_dir: &Path, run_root: PathBuf, launcher: LauncherKind) -> Self {
+    pub fn from_images_dir(images_dir: &Path, run_root: PathBuf, launcher: Launcher) -> Self {
         Self {
             rootfs_images: RootfsMap::from_images_dir(images_dir, true),
             run_root,
@@ -55,7 +54,7 @@ impl MicroVmConfig {
             extra_cmdline: String::new(),
             seccomp: true,
             identity: Identity::default(),
-            place_cpus: matches!(launcher, LauncherKind::Vmm { .. }),
+            place_cpus: true,
             launcher,
         }
     }
@@ -65,6 +64,9 @@ pub struct MicroVmBackend {
     cfg: MicroVmConfig,
     /// Flags from probing the host once (`vmm --probe-host`), added to every launch.
     probed_flags: Vec<String>,
+    /// A dynamically linked VMM needs the host's /usr (merged-/usr hosts only); the
+    /// static build needs nothing but itself.
+    vmm_is_dynamic: bool,
     cgroups: Arc<CgroupHost>,
     slot: AtomicU32,
     placer: CpuPlacer,
@@ -159,18 +161,10 @@ fn probe_host(vmm: &Path) -> Vec<String> {
 
 impl MicroVmBackend {
     pub fn new(cfg: MicroVmConfig) -> Result<Self, SandboxError> {
-        let needed: Vec<&PathBuf> = match &cfg.launcher {
-            LauncherKind::Vmm { binary, kernel } => vec![binary, kernel],
-            LauncherKind::QemuTcg {
-                qemu,
-                vhost_device_vsock,
-                kernel,
-            } => vec![qemu, vhost_device_vsock, kernel],
-        };
-        if let Some(missing) = needed.into_iter().find(|p| !p.is_file()) {
+        let l = &cfg.launcher;
+        if let Some(missing) = [&l.vmm, &l.kernel].into_iter().find(|p| !p.is_file()) {
             return Err(start_err(format!(
-                "{} launcher: {} not found",
-                cfg.launcher.name(),
+                "microVM: {} not found",
                 missing.display()
             )));
         }
@@ -180,26 +174,33 @@ impl MicroVmBackend {
         std::fs::create_dir_all(&cfg.run_root).map_err(|e| start_err(format!("run root: {e}")))?;
         chmod(&cfg.run_root, 0o755)?;
         super::process::remove_stale(&cgroups, &cfg.run_root);
-        let probed_flags = match &cfg.launcher {
-            LauncherKind::Vmm { binary, .. } => probe_host(binary),
-            LauncherKind::QemuTcg { .. } => Vec::new(),
-        };
+        let probed_flags = probe_host(&cfg.launcher.vmm);
+        let vmm_is_dynamic = launcher::is_dynamic_elf(&cfg.launcher.vmm)
+            .map_err(|e| start_err(format!("{}: {e}", cfg.launcher.vmm.display())))?;
+        if vmm_is_dynamic {
+            eprintln!(
+                "worker: {} is dynamically linked: every microVM jail gets the host's /usr \
+                 (the static musl build needs nothing)",
+                cfg.launcher.vmm.display()
+            );
+        }
         Ok(Self {
             cfg,
             probed_flags,
+            vmm_is_dynamic,
             cgroups: Arc::new(cgroups),
             slot: AtomicU32::new(0),
             placer: CpuPlacer::from_own_affinity(),
         })
     }
 
-    async fn start(&self, spec: &FunctionVersionSpec, id: &str) -> Result<VmSandbox, SandboxError> {
-        let rootfs = self
-            .cfg
-            .rootfs_images
-            .get(&spec.runtime)
-            .ok_or_else(|| start_err(format!("no rootfs image for runtime {:?}", spec.runtime)))?
-            .to_path_buf();
+    /// The sandbox's host directory (vsock socket dir, a code image built from a code
+    /// directory when the function has no image).
+    async fn sandbox_files(
+        &self,
+        spec: &FunctionVersionSpec,
+        id: &str,
+    ) -> Result<(DirGuard, PathBuf), SandboxError> {
         let files = DirGuard(self.cfg.run_root.join(format!("{id}.files")));
         let _ = std::fs::remove_dir_all(&files.0);
         std::fs::create_dir_all(files.0.join("sock"))
@@ -209,8 +210,7 @@ impl MicroVmBackend {
             (Some(img), _) => img.clone(),
             (None, Some(dir)) => {
                 let out = files.0.join("code.ext4");
-                let dir = dir.clone();
-                let out2 = out.clone();
+                let (dir, out2) = (dir.clone(), out.clone());
                 tokio::task::spawn_blocking(move || build_code_image(&dir, &out2))
                     .await
                     .map_err(|e| start_err(e.to_string()))??;
@@ -218,51 +218,45 @@ impl MicroVmBackend {
             }
             (None, None) => return Err(start_err("function has no code")),
         };
-        let slot = self.slot.fetch_add(1, Ordering::Relaxed) % 4096;
-        let id_base = self.cfg.host_id_base + slot * 65536;
-        let jail_uid = id_base + jail::SANDBOX_UID;
-        let sock_dir = files.0.join("sock");
-        chown(&sock_dir, jail_uid)?;
-        // guest-init's connection arrives here: listen before the VM starts.
-        let guest_sock = sock_dir.join(format!("vm.vsock_{GUEST_PORT}"));
-        let listener =
-            UnixListener::bind(&guest_sock).map_err(|e| start_err(format!("bind: {e}")))?;
-        chmod(&guest_sock, 0o777)?;
+        Ok((files, code_image))
+    }
 
-        let mut plan = self.cfg.launcher.plan(&VmShape {
-            mem_mib: spec.memory_mib,
-            vcpus: self.cfg.vcpus,
-            extra_cmdline: self.cfg.extra_cmdline.clone(),
-        });
-        plan.args.extend(self.probed_flags.iter().cloned());
+    /// Read-only files the VMM sees in its jail.
+    fn binds(&self, rootfs: PathBuf, code_image: PathBuf) -> Vec<(PathBuf, PathBuf)> {
+        let l = &self.cfg.launcher;
         let mut ro_binds = vec![
-            (PathBuf::from("/usr"), PathBuf::from("/usr")),
-            (plan.kernel.clone(), PathBuf::from(launcher::KERNEL)),
+            (l.vmm.clone(), PathBuf::from(launcher::VMM)),
+            (l.kernel.clone(), PathBuf::from(launcher::KERNEL)),
             (rootfs, PathBuf::from(launcher::ROOTFS)),
             (code_image, PathBuf::from(launcher::CODE)),
         ];
-        ro_binds.extend(plan.binds.iter().cloned());
-        let mut fds = Vec::new();
-        if plan.needs_kvm {
-            fds.push((open_kvm()?, launcher::KVM_FD));
+        if self.vmm_is_dynamic {
+            ro_binds.push((PathBuf::from("/usr"), PathBuf::from("/usr")));
         }
-        let cpus = if self.cfg.place_cpus {
-            self.placer.lease(self.cfg.vcpus as usize)
-        } else {
-            None
-        };
-        let jcfg = JailConfig {
+        ro_binds
+    }
+
+    fn jail_config(
+        &self,
+        spec: &FunctionVersionSpec,
+        id: &str,
+        ro_binds: Vec<(PathBuf, PathBuf)>,
+        sock_dir: &Path,
+        host_id_base: u32,
+        cpus: &Option<CpuLease>,
+    ) -> JailConfig {
+        JailConfig {
             rootfs: None,
             code: None,
             ro_binds,
-            rw_binds: vec![(sock_dir.clone(), PathBuf::from(launcher::VSOCK_DIR))],
+            rw_binds: vec![(sock_dir.to_owned(), PathBuf::from(launcher::VSOCK_DIR))],
             devices: Vec::new(),
             run_dir: self.cfg.run_root.join(id),
             tmp_size_mib: 16,
             hostname: id.to_string(),
             uid: jail::SANDBOX_UID,
             gid: jail::SANDBOX_UID,
-            host_id_base: id_base,
+            host_id_base,
             limits: Some(CgroupLimits {
                 memory_bytes: u64::from(spec.memory_mib + self.cfg.monitor_overhead_mib) << 20,
                 pids_max: 256,
@@ -270,39 +264,63 @@ impl MicroVmBackend {
             }),
             seccomp: self.cfg.seccomp,
             loopback_up: false,
-            reaper: true,
+            // The VMM is PID 1 of its jail: nothing of the worker (a clone that never
+            // execs) stays in the sandbox. It forks nothing, so nothing needs reaping.
+            reaper: false,
             cpus: cpus.as_ref().map(|l| l.cpus().to_vec()).unwrap_or_default(),
-        };
+        }
+    }
+
+    async fn start(&self, spec: &FunctionVersionSpec, id: &str) -> Result<VmSandbox, SandboxError> {
+        let t0 = Instant::now();
+        let rootfs = self
+            .cfg
+            .rootfs_images
+            .get(&spec.runtime)
+            .ok_or_else(|| start_err(format!("no rootfs image for runtime {:?}", spec.runtime)))?
+            .to_path_buf();
+        let (files, code_image) = self.sandbox_files(spec, id).await?;
+        let slot = self.slot.fetch_add(1, Ordering::Relaxed) % 4096;
+        let id_base = self.cfg.host_id_base + slot * 65536;
+        let sock_dir = files.0.join("sock");
+        chown(&sock_dir, id_base + jail::SANDBOX_UID)?;
+        // guest-init's connection arrives here: listen before the VM starts.
+        let guest_sock = sock_dir.join(format!("vm.vsock_{GUEST_PORT}"));
+        let listener =
+            UnixListener::bind(&guest_sock).map_err(|e| start_err(format!("bind: {e}")))?;
+        chmod(&guest_sock, 0o777)?;
+        let mut args = self.cfg.launcher.args(&VmShape {
+            mem_mib: spec.memory_mib,
+            vcpus: self.cfg.vcpus,
+            extra_cmdline: self.cfg.extra_cmdline.clone(),
+        });
+        args.extend(self.probed_flags.iter().cloned());
+        let cpus = self
+            .cfg
+            .place_cpus
+            .then(|| self.placer.lease(self.cfg.vcpus as usize))
+            .flatten();
+        let binds = self.binds(rootfs, code_image);
+        let jcfg = self.jail_config(spec, id, binds, &sock_dir, id_base, &cpus);
         let cmd = JailCommand {
-            exe: plan.exe.clone(),
-            args: plan.args.clone(),
-            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            exe: PathBuf::from(launcher::VMM),
+            args,
+            env: Vec::new(),
             cwd: PathBuf::from("/"),
             stdout: Some(Stdio::Pipe),
             stderr: Some(Stdio::Pipe),
-            fds,
+            fds: vec![(open_kvm()?, launcher::KVM_FD)],
         };
         let cgroups = self.cgroups.clone();
         let mut proc = tokio::task::spawn_blocking(move || jail::spawn(&jcfg, cmd, Some(&cgroups)))
             .await
             .map_err(|e| start_err(e.to_string()))?
             .map_err(|e| start_err(e.to_string()))?;
+        let spawned = t0.elapsed();
         let serial = StderrTail::spawn(proc.take_stdout());
         let stderr = StderrTail::spawn(proc.take_stderr());
-        let stream = tokio::select! {
-            r = listener.accept() => r.map_err(|e| start_err(format!("accept: {e}")))?.0,
-            exit = proc.wait() => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return Err(start_err(format!(
-                    "{} exited before guest-init connected ({}): {} {}",
-                    self.cfg.launcher.name(),
-                    exit.map_or_else(|e| e.to_string(), |x| x.unreaped().to_string()),
-                    stderr.text(),
-                    serial.text(),
-                )));
-            }
-        };
-        drop(listener);
+        let stream = await_guest(listener, &mut proc, &serial, &stderr).await?;
+        let connected = t0.elapsed();
         let conn = WireConn::handshake(stream)
             .await
             .map_err(|e| start_err(format!("handshake: {e}: {}", serial.text())))?;
@@ -316,9 +334,48 @@ impl MicroVmBackend {
             memory_mib: spec.memory_mib,
             _files: files,
             serial,
+            stderr,
+            timeline: (spawned, connected),
             _cpus: cpus,
         })
     }
+}
+
+/// Waits for guest-init's vsock connection, or explains why the VMM died first.
+async fn await_guest(
+    listener: UnixListener,
+    proc: &mut JailedProcess,
+    serial: &StderrTail,
+    stderr: &StderrTail,
+) -> Result<tokio::net::UnixStream, SandboxError> {
+    tokio::select! {
+        r = listener.accept() => Ok(r.map_err(|e| start_err(format!("accept: {e}")))?.0),
+        exit = proc.wait() => {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(start_err(format!(
+                "vmm exited before guest-init connected ({}): {} {}",
+                exit.map_or_else(|e| e.to_string(), |x| x.unreaped().to_string()),
+                stderr.text(),
+                serial.text(),
+            )))
+        }
+    }
+}
+
+/// What the VMM and the guest said about their own start: the VMM's first KVM_RUN
+/// (microseconds after its main) and guest-init's time since kernel start.
+fn start_stages(vmm_stderr: &str, serial: &str) -> (Option<u64>, Option<f64>) {
+    let first_run = vmm_stderr
+        .split("first KVM_RUN: wall_since_main_us=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    let boot_to_init = serial
+        .split("boot-to-init=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok());
+    (first_run, boot_to_init)
 }
 
 impl Backend for MicroVmBackend {
@@ -345,6 +402,10 @@ pub struct VmSandbox {
     /// Socket dir and built code image.
     _files: DirGuard,
     serial: StderrTail,
+    /// The VMM's own log (its start report).
+    stderr: StderrTail,
+    /// Since the start began: jail and VMM spawned, guest-init connected.
+    timeline: (Duration, Duration),
     /// Returned to the placer when the sandbox goes.
     _cpus: Option<CpuLease>,
 }
@@ -389,10 +450,41 @@ impl Sandbox for VmSandbox {
         Some(self.serial.text())
     }
 
+    fn start_details(&self) -> Option<String> {
+        let (first_run, boot_to_init) = start_stages(&self.stderr.text(), &self.serial.text());
+        let (spawned, connected) = self.timeline;
+        let mut s = format!("jail+vmm spawned {} ms", spawned.as_millis());
+        if let Some(us) = first_run {
+            s.push_str(&format!(", first KVM_RUN {} ms after vmm start", us / 1000));
+        }
+        if let Some(secs) = boot_to_init {
+            s.push_str(&format!(", guest kernel to init {:.0} ms", secs * 1000.0));
+        }
+        s.push_str(&format!(
+            ", guest-init connected {} ms",
+            connected.as_millis()
+        ));
+        Some(s)
+    }
+
     fn destroy(mut self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let proc = self.proc.take();
             stop_jailed(&mut self.session, proc, grace, Duration::from_secs(1)).await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_start_reports_of_vmm_and_guest() {
+        let vmm =
+            "[vmm 0.2 INFO vcpu0] first KVM_RUN: wall_since_main_us=243427 process_cpu_us=1\n";
+        let serial = "[ 1.0] x\nguest-init 0.1.0 ready: pid=1 boot-to-init=1.780 s\n";
+        assert_eq!(start_stages(vmm, serial), (Some(243_427), Some(1.78)));
+        assert_eq!(start_stages("", "nothing"), (None, None));
     }
 }

@@ -89,6 +89,10 @@ pub trait Sandbox: Send {
     fn console_tail(&self) -> Option<String> {
         None
     }
+    /// How the start went, stage by stage, for the worker's log line.
+    fn start_details(&self) -> Option<String> {
+        None
+    }
     /// Stops the sandbox and releases everything it holds.
     fn destroy(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()>;
 }

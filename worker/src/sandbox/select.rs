@@ -122,8 +122,7 @@ pub struct BackendSetup {
     pub images_dir: std::path::PathBuf,
     /// Per-sandbox scratch space (under the data dir).
     pub run_root: std::path::PathBuf,
-    /// VM launcher for the microVM backend; `None` uses our `vmm` at `vmm_binary`.
-    pub launcher: Option<super::launcher::LauncherKind>,
+    /// Our VMM binary; the guest kernel is `images_dir/vmlinux`.
     pub vmm_binary: std::path::PathBuf,
 }
 
@@ -136,13 +135,10 @@ pub fn build_backend(
     let (choice, why) = resolve(requested);
     let backend: std::sync::Arc<dyn super::Backend> = match choice {
         Isolation::MicroVm => {
-            let launcher = setup
-                .launcher
-                .clone()
-                .unwrap_or(super::launcher::LauncherKind::Vmm {
-                    binary: setup.vmm_binary.clone(),
-                    kernel: setup.images_dir.join("vmlinux"),
-                });
+            let launcher = super::launcher::Launcher {
+                vmm: setup.vmm_binary.clone(),
+                kernel: setup.images_dir.join("vmlinux"),
+            };
             let cfg = super::microvm::MicroVmConfig::from_images_dir(
                 &setup.images_dir,
                 setup.run_root.clone(),
@@ -171,7 +167,6 @@ mod build_tests {
         let setup = BackendSetup {
             images_dir: dir.path().join("no-images"),
             run_root: dir.path().join("run"),
-            launcher: None,
             vmm_binary: dir.path().join("vmm"),
         };
         match build_backend(Isolation::Process, &setup) {
