@@ -38,7 +38,7 @@ class Appliance:
     """One appliance VM. `data` is its data disk (a raw file), kept across boots."""
 
     def __init__(self, workdir, data=None, data_size=4 << 30, mem_mib=4096, cpus=2,
-                 serve_args=(), cmdline="", disk_image=None, forward=()):
+                 serve_args=(), cmdline="", disk_image=None, forward=(), drives=()):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data = Path(data) if data else self.workdir / "data.img"
@@ -51,6 +51,8 @@ class Appliance:
         self.disk_image = disk_image
         # Extra guest ports forwarded to 127.0.0.1 (guest port -> host port in `ports`).
         self.forward = list(forward)
+        # Extra raw drives after the data disk (/dev/vdb, ...), e.g. benchmark tools.
+        self.drives = [Path(d) for d in drives]
         self.ports = {}
         self.proc = None
         self.port = None
@@ -92,6 +94,8 @@ class Appliance:
                      "-initrd", str(APPLIANCE / "appliance-initramfs.cpio.zst"),
                      "-append", self.cmdline(),
                      "-drive", f"file={self.data},if=virtio,format=raw"]
+        for d in self.drives:
+            argv += ["-drive", f"file={d},if=virtio,format=raw,readonly=on"]
         return argv
 
     def start(self, timeout=900):
@@ -185,7 +189,8 @@ class Appliance:
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(1)
             s.connect(str(self.shell_sock))
-            line = (f"stty -echo 2>/dev/null; printf '%s_BEGIN\\n' {marker}; {command}; "
+            # Newlines, not ';': the command may end with '&'.
+            line = (f"PS1= PS2=; stty -echo 2>/dev/null; printf '%s_BEGIN\\n' {marker}\n{command}\n"
                     f"printf '%s_RC_%s\\n' {marker} $?\n")
             s.sendall(line.encode())
             buf = b""

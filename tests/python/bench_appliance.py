@@ -144,20 +144,79 @@ def density(a, c, n):
             "microvms_per_gib": round(1024 / per_vm_mib, 1) if per_vm_mib > 0 else None}
 
 
+BOOT_TO_INIT = re.compile(r"boot-to-init=([\d.]+) s")
+GUEST_CMDLINE = ("console=ttyS0 root=/dev/vda ro rootfstype=ext4 panic=-1 quiet reboot=k noxsave "
+                 "gi.exec=/bin/true")
+
+
+def tools_disk(workdir, reference_vmm):
+    """An ext4 image holding the reference VMM, attached read-only as /dev/vdb."""
+    import shutil
+    import subprocess
+
+    tree = Path(workdir) / "tools"
+    tree.mkdir(exist_ok=True)
+    shutil.copy(reference_vmm, tree / "vmm-reference")
+    img = Path(workdir) / "tools.ext4"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(img), "64M"], check=True)
+    return img
+
+
+def direct_boot(a, vmm, extra=""):
+    """One VM booted by `vmm` straight from the shell (no jail, no worker): the guest
+    runs /bin/true through guest-init's debug hook and powers off."""
+    images = "/usr/share/lambda-microvm/images"
+    rc, out = a.shell(
+        f"t0=$(cut -d' ' -f1 /proc/uptime); {vmm} --kernel {images}/vmlinux --rootfs {images}/rootfs-provided.ext4 "
+        f"--rootfs-read-only --mem-mib 128 {extra} --cmdline '{GUEST_CMDLINE}' 2>/dev/null; "
+        "echo rc=$? t0=$t0 t1=$(cut -d' ' -f1 /proc/uptime)", timeout=300)
+    boot = BOOT_TO_INIT.search(out)
+    # /proc/uptime: 10 ms resolution (busybox date has no %N).
+    wall = re.search(r"rc=(\d+) t0=([\d.]+) t1=([\d.]+)", out)
+    assert boot and wall and wall.group(1) == "0", out[-2000:]
+    return float(boot.group(1)) * 1000, (float(wall.group(3)) - float(wall.group(2))) * 1000
+
+
+def vmm_ab(a, rounds):
+    """This build's vmm against a reference vmm binary, interleaved, same guest."""
+    rc, out = a.shell("mkdir -p /mnt/tools && mount -o ro /dev/vdb /mnt/tools && ls /mnt/tools")
+    assert rc == 0 and "vmm-reference" in out, out
+    runs = {"this": {"boot_to_init_ms": [], "exec_to_exit_ms": []},
+            "reference": {"boot_to_init_ms": [], "exec_to_exit_ms": []}}
+    for i in range(rounds):
+        order = [("this", "/usr/bin/vmm", "--xsave off"), ("reference", "/mnt/tools/vmm-reference", "")]
+        for label, vmm, extra in (order if i % 2 == 0 else order[::-1]):
+            boot, wall = direct_boot(a, vmm, extra)
+            runs[label]["boot_to_init_ms"].append(boot)
+            runs[label]["exec_to_exit_ms"].append(wall)
+    out = {k: {m: stats(v) for m, v in r.items()} for k, r in runs.items()}
+    out["ratio_this_to_reference"] = {
+        m: round(out["this"][m]["p50"] / out["reference"][m]["p50"], 3) for m in runs["this"]}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(REPO / "target" / "bench" / "appliance.json"))
     ap.add_argument("--cold", type=int, default=5)
     ap.add_argument("--warm", type=int, default=200)
     ap.add_argument("--dense", type=int, default=8)
+    ap.add_argument("--reference-vmm", help="a vmm binary to compare with (e.g. an earlier build)")
+    ap.add_argument("--ab-rounds", type=int, default=10)
+    ap.add_argument("--only-ab", action="store_true", help="run only the vmm comparison")
     args = ap.parse_args()
     require_appliance()
-    a = Appliance(tempfile.mkdtemp(prefix="bench-appliance-"), forward=[9001],
-                  serve_args=["--init-timeout-secs", "120"])
+    workdir = tempfile.mkdtemp(prefix="bench-appliance-")
+    drives = [tools_disk(workdir, args.reference_vmm)] if args.reference_vmm else []
+    a = Appliance(workdir, forward=[9001], drives=drives, serve_args=["--init-timeout-secs", "120"])
     a.start()
     try:
         c = a.client()
         result = {"l1_boot_to_supervisor_ready_s": round(a.ready_after, 2)}
+        if args.reference_vmm:
+            result["vmm_direct_boot_ab"] = vmm_ab(a, args.ab_rounds)
+        if args.only_ab:
+            raise StopIteration
         result["cold_start"] = cold_starts(a, c, args.cold)
         deploy(c, "warm-vm", "rust", "echo")
         result["warm_microvm"] = warm(c, "warm-vm", args.warm)
@@ -172,6 +231,8 @@ def main():
         }
         result["vmm_rss_beyond_guest_ram_kib"] = vmm_memory(a, 128)
         result["density"] = density(a, c, args.dense)
+    except StopIteration:
+        pass
     finally:
         a.kill()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

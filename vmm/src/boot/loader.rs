@@ -68,8 +68,25 @@ pub struct LoadedKernel {
     pub setup_header: Option<setup_header>,
 }
 
+/// One PT_LOAD program header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub offset: u64,
+    pub paddr: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+}
+
+/// What the ELF headers say about loading the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElfInfo {
+    pub entry: u64,
+    pub segments: Vec<Segment>,
+    pub max_end: u64,
+}
+
 enum Format {
-    Elf { max_end: u64 },
+    Elf(ElfInfo),
     BzImage,
 }
 
@@ -90,8 +107,12 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Checks the ELF header and returns the highest guest-physical address a PT_LOAD needs.
-fn inspect_elf(file: &mut File, path: &Path, ehdr: &[u8; EHDR_SIZE]) -> Result<u64, LoaderError> {
+/// Checks the ELF header and reads the loadable segments.
+fn inspect_elf(
+    file: &mut File,
+    path: &Path,
+    ehdr: &[u8; EHDR_SIZE],
+) -> Result<ElfInfo, LoaderError> {
     let bad = |reason| LoaderError::BadElf {
         path: path.to_owned(),
         reason,
@@ -118,6 +139,7 @@ fn inspect_elf(file: &mut File, path: &Path, ehdr: &[u8; EHDR_SIZE]) -> Result<u
         return Err(bad("unreasonable number of program headers"));
     }
     let mut max_end = 0u64;
+    let mut segments = Vec::new();
     for i in 0..u64::from(phnum) {
         let mut ph = [0u8; PHDR_SIZE];
         let off = phoff
@@ -127,21 +149,33 @@ fn inspect_elf(file: &mut File, path: &Path, ehdr: &[u8; EHDR_SIZE]) -> Result<u
         if u32_at(&ph, 0) != PT_LOAD {
             continue;
         }
-        let paddr = u64_at(&ph, 24);
-        let filesz = u64_at(&ph, 32);
-        let memsz = u64_at(&ph, 40);
-        if filesz > memsz {
+        let seg = Segment {
+            offset: u64_at(&ph, 8),
+            paddr: u64_at(&ph, 24),
+            filesz: u64_at(&ph, 32),
+            memsz: u64_at(&ph, 40),
+        };
+        if seg.filesz > seg.memsz {
             return Err(bad("segment file size exceeds its memory size"));
         }
-        let end = paddr
-            .checked_add(memsz)
+        seg.offset
+            .checked_add(seg.filesz)
+            .ok_or_else(|| bad("segment file range overflows"))?;
+        let end = seg
+            .paddr
+            .checked_add(seg.memsz)
             .ok_or_else(|| bad("segment address overflows"))?;
         max_end = max_end.max(end);
+        segments.push(seg);
     }
     if max_end == 0 {
         return Err(bad("no loadable segments"));
     }
-    Ok(max_end)
+    Ok(ElfInfo {
+        entry: u64_at(ehdr, 24),
+        segments,
+        max_end,
+    })
 }
 
 fn detect(file: &mut File, path: &Path) -> Result<Format, LoaderError> {
@@ -154,8 +188,7 @@ fn detect(file: &mut File, path: &Path) -> Result<Format, LoaderError> {
         let mut ehdr = [0u8; EHDR_SIZE];
         read_at(file, 0, &mut ehdr).map_err(read_err)?;
         if ehdr[0..4] == ELF_MAGIC {
-            let max_end = inspect_elf(file, path, &ehdr)?;
-            return Ok(Format::Elf { max_end });
+            return Ok(Format::Elf(inspect_elf(file, path, &ehdr)?));
         }
     }
     if len >= 0x206 {
@@ -194,15 +227,27 @@ pub fn load_kernel(mem: &GuestMemory, path: &Path) -> Result<LoadedKernel, Loade
         source,
     };
     match format {
-        Format::Elf { max_end } => {
-            if !mem.address_in_range(GuestAddress(max_end.saturating_sub(1))) {
-                return Err(too_large(max_end));
+        Format::Elf(info) => {
+            if !mem.address_in_range(GuestAddress(info.max_end.saturating_sub(1))) {
+                return Err(too_large(info.max_end));
             }
-            let res = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-                .map_err(load_err)?;
+            if info.segments.iter().any(|s| s.paddr < HIMEM_START) || info.entry < HIMEM_START {
+                // Below 1 MiB is the boot protocol's; linux-loader explains the refusal.
+                let res = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
+                    .map_err(load_err)?;
+                return Ok(LoadedKernel {
+                    entry: res.kernel_load,
+                    kernel_end: res.kernel_end,
+                    setup_header: None,
+                });
+            }
+            super::elf_map::load(mem, &file, &info).map_err(|source| LoaderError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
             Ok(LoadedKernel {
-                entry: res.kernel_load,
-                kernel_end: res.kernel_end,
+                entry: GuestAddress(info.entry),
+                kernel_end: info.max_end,
                 setup_header: None,
             })
         }
