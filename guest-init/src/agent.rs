@@ -3,7 +3,7 @@
 
 use crate::bootstrap::{self, BootstrapError};
 use crate::clock;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::environment::runtime_env;
 use crate::link::{HostEvent, Link};
 use crate::runtime_proc::{find_extensions, Launch, Proc, Processes};
@@ -48,11 +48,11 @@ struct Agent {
     inv: Arc<Invocations>,
     link: Link,
     procs: Processes,
-    is_pid1: bool,
+    role: Role,
 }
 
 /// Runs until Shutdown or the loss of the host connection.
-pub async fn run(config: Config, link: Link, is_pid1: bool) -> Result<Outcome, AgentError> {
+pub async fn run(config: Config, link: Link, role: Role) -> Result<Outcome, AgentError> {
     let addr = config.runtime_api_addr;
     let listener = TcpListener::bind(addr)
         .await
@@ -70,7 +70,7 @@ pub async fn run(config: Config, link: Link, is_pid1: bool) -> Result<Outcome, A
         inv,
         link,
         procs: Processes::default(),
-        is_pid1,
+        role,
     };
     let mut init_seen = false;
 
@@ -116,7 +116,7 @@ impl Agent {
 
     async fn stop(&mut self, grace: Duration) {
         self.procs
-            .stop(&self.inv, &self.link.sink, grace, self.is_pid1)
+            .stop(&self.inv, &self.link.sink, grace, self.role.is_pid1())
             .await;
     }
 
@@ -129,7 +129,7 @@ impl Agent {
 
     /// Init: extensions first (they register), then the runtime.
     async fn start(&mut self, init: &Init) {
-        if self.is_pid1 {
+        if self.role == Role::Vm {
             match clock::sync_to_host(init.host_now_ms, CLOCK_TOLERANCE) {
                 Ok(0) => {}
                 Ok(step) => self.system_log(&format!("clock stepped {step} ms to the host's")),
@@ -178,7 +178,7 @@ impl Agent {
             Ok(p) => {
                 self.procs.runtime = Some(p);
                 // Only in a VM is the kernel's OOM count the function's own.
-                if self.is_pid1 {
+                if self.role == Role::Vm {
                     self.procs.oom_kills_at_start = crate::runtime_proc::oom_kills();
                 }
             }

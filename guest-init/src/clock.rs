@@ -31,9 +31,10 @@ pub fn sync_to_host(host_now_ms: u64, tolerance: Duration) -> std::io::Result<i6
     if host_now_ms == 0 || step.unsigned_abs() <= tolerance.as_millis() as u64 {
         return Ok(0);
     }
+    // `as _`: the field types differ between libcs (and musl's time_t is changing).
     let ts = libc::timespec {
-        tv_sec: (host_now_ms / 1000) as libc::time_t,
-        tv_nsec: ((host_now_ms % 1000) * 1_000_000) as libc::c_long,
+        tv_sec: (host_now_ms / 1000) as _,
+        tv_nsec: ((host_now_ms % 1000) * 1_000_000) as _,
     };
     // SAFETY: clock_settime only reads the timespec passed by reference.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {

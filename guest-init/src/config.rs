@@ -38,9 +38,31 @@ pub fn sandbox_user() -> RuntimeUser {
     }
 }
 
+/// Where guest-init runs, which decides what PID 1 duties it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// PID 1 of a microVM: mounts, clock, power off at the end.
+    Vm,
+    /// PID 1 of a process sandbox's jail (`--jail-init`): reaps orphans and takes every
+    /// process down at the end, but the jail did the mounts and the host owns the clock.
+    JailInit,
+    /// An ordinary host process (tests).
+    Process,
+}
+
+impl Role {
+    /// Whether guest-init is the init of its PID namespace (orphans come to it, and
+    /// `kill(-1)` reaches every process of the sandbox).
+    pub fn is_pid1(self) -> bool {
+        matches!(self, Role::Vm | Role::JailInit)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub transport: HostTransport,
+    /// Set by `--jail-init`.
+    pub jail_init: bool,
     pub runtime_api_addr: SocketAddr,
     pub task_root: PathBuf,
     pub opt_dir: PathBuf,
@@ -71,7 +93,7 @@ pub enum ConfigError {
 
 pub const USAGE: &str = "usage: guest-init [--host-uds PATH | --vsock-port N] \
 [--runtime-api-addr ADDR] [--task-root DIR] [--opt-dir DIR] [--runtime-dir DIR] \
-[--runtime-user UID:GID] [--connect-timeout-ms N]";
+[--runtime-user UID:GID] [--connect-timeout-ms N] [--jail-init]";
 
 impl Config {
     /// Defaults for the guest (PID 1): vsock, 127.0.0.1:9001, Lambda paths, sbx_user1051.
@@ -87,6 +109,7 @@ impl Config {
             transport: HostTransport::Vsock {
                 port: DEFAULT_VSOCK_PORT,
             },
+            jail_init: false,
             runtime_api_addr: SocketAddr::from(([127, 0, 0, 1], 9001)),
             task_root: PathBuf::from("/var/task"),
             opt_dir: PathBuf::from("/opt"),
@@ -164,6 +187,7 @@ impl Config {
                 "--opt-dir" => self.opt_dir = PathBuf::from(value()?),
                 "--runtime-dir" => self.runtime_dir = PathBuf::from(value()?),
                 "--runtime-user" => self.runtime_user = parse_user(&flag, &value()?)?,
+                "--jail-init" => self.jail_init = true,
                 "--connect-timeout-ms" => {
                     let ms = parse_num(&flag, &value()?)?;
                     self.connect_timeout = Duration::from_millis(u64::from(ms));

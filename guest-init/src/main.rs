@@ -1,7 +1,7 @@
 //! guest-init entry point.
 
 use guest_init::agent::{self, Outcome};
-use guest_init::config::{Config, USAGE};
+use guest_init::config::{Config, Role, USAGE};
 use guest_init::link::Link;
 use guest_init::{cmdline, mounts, net, power, transport, uptime};
 use std::process::Command;
@@ -13,8 +13,10 @@ const TMP_SIZE: &str = "size=512m,mode=1777";
 const DEBUG_EXEC_PARAM: &str = "gi.exec";
 
 fn main() {
-    let is_pid1 = std::process::id() == 1;
-    if is_pid1 {
+    // PID 1 of a jail is told so; PID 1 without that flag is a microVM's init.
+    let jailed = std::env::args().any(|a| a == "--jail-init");
+    let in_vm = std::process::id() == 1 && !jailed;
+    if in_vm {
         if let Err(e) = mounts::mount_base(TMP_SIZE) {
             eprintln!("guest-init: {e}");
         }
@@ -32,8 +34,8 @@ fn main() {
         since_boot
     );
 
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let status = if is_pid1 {
+    let status = if in_vm {
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         match cmdline::value_of(&cmdline, DEBUG_EXEC_PARAM) {
             Some(cmd) => run_debug_command(&cmd),
             None => run_guest(&cmdline),
@@ -42,7 +44,7 @@ fn main() {
         run_host_process()
     };
 
-    if is_pid1 {
+    if in_vm {
         power::power_off();
     }
     std::process::exit(status);
@@ -65,10 +67,11 @@ fn run_guest(cmdline: &str) -> i32 {
             }
         }
     }
-    serve(config, true)
+    serve(config, Role::Vm)
 }
 
-/// Host process: flags choose the transport; without one, just report readiness.
+/// Host process (or PID 1 of a jail): flags choose the transport; without one, just
+/// report readiness.
 fn run_host_process() -> i32 {
     let mut config = Config::host_defaults();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -77,7 +80,14 @@ fn run_host_process() -> i32 {
         return 0;
     }
     match config.apply_args(args) {
-        Ok(true) => serve(config, false),
+        Ok(true) => {
+            let role = if config.jail_init && std::process::id() == 1 {
+                Role::JailInit
+            } else {
+                Role::Process
+            };
+            serve(config, role)
+        }
         Ok(false) => 0,
         Err(e) => {
             eprintln!("guest-init: {e}\n{USAGE}");
@@ -86,7 +96,7 @@ fn run_host_process() -> i32 {
     }
 }
 
-fn serve(config: Config, is_pid1: bool) -> i32 {
+fn serve(config: Config, role: Role) -> i32 {
     let stream = match transport::connect(&config.transport, config.connect_timeout) {
         Ok(s) => s,
         Err(e) => {
@@ -112,7 +122,7 @@ fn serve(config: Config, is_pid1: bool) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(agent::run(config, link, is_pid1)) {
+    match rt.block_on(agent::run(config, link, role)) {
         Ok(Outcome::Shutdown) => 0,
         Ok(Outcome::HostLost(reason)) => {
             eprintln!("guest-init: host connection lost: {reason}");

@@ -12,5 +12,8 @@ pub mod protocol;
 /// the worker enforces the same bound on what it receives.
 pub const MAX_STREAMED_RESPONSE_BYTES: usize = 200 * 1024 * 1024;
 
+/// Largest buffered response (and error body): Lambda's 6 MB synchronous limit.
+pub const MAX_RESPONSE_BYTES: usize = 6_291_556;
+
 #[cfg(feature = "server")]
 pub mod server;

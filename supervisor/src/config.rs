@@ -36,11 +36,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API server until SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a supervisor on an embedded default (data dir under the user's cache
     /// dir, auto isolation), deploy a sample shell function, invoke it, print the
     /// response and the REPORT line, and stop.
-    Demo(crate::demo::DemoArgs),
+    Demo(Box<crate::demo::DemoArgs>),
 }
 
 #[derive(Debug, Args, Default)]
@@ -51,17 +51,18 @@ pub struct ServeArgs {
     /// Directory for the registry, encrypted code, keys and credentials (required).
     #[arg(long, env = "SUPERVISOR_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Access key id clients sign with. Without it (and the secret), a pair is
+    /// Access key id clients sign with. Its secret comes from the environment
+    /// (SUPERVISOR_SECRET_ACCESS_KEY), --credentials-file or the config file, never the
+    /// command line, which every process on the host can read. Without any, a pair is
     /// generated on first start and stored in DATA_DIR/credentials.toml (mode 0600).
     #[arg(long, env = "SUPERVISOR_ACCESS_KEY_ID", value_name = "ID")]
     pub access_key_id: Option<String>,
-    /// Secret access key matching --access-key-id.
-    #[arg(
-        long,
-        env = "SUPERVISOR_SECRET_ACCESS_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
+    /// TOML file with `access_key_id` and `secret_access_key` (the format of
+    /// DATA_DIR/credentials.toml).
+    #[arg(long, env = "SUPERVISOR_CREDENTIALS_FILE", value_name = "FILE")]
+    pub credentials_file: Option<PathBuf>,
+    /// Read from SUPERVISOR_SECRET_ACCESS_KEY (not a flag).
+    #[arg(skip)]
     pub secret_access_key: Option<String>,
     /// Region clients must sign for; also used in ARNs [default: us-east-1].
     #[arg(long, env = "SUPERVISOR_REGION", value_name = "REGION")]
@@ -84,6 +85,10 @@ pub struct ServeArgs {
     /// in a `[data-plane]` table).
     #[arg(long, env = "SUPERVISOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Serve `/metrics` without authentication (it lists every function name); by
+    /// default it needs a SigV4 signature like every other route.
+    #[arg(long, env = "SUPERVISOR_PUBLIC_METRICS")]
+    pub public_metrics: bool,
     /// When credentials are generated (first start), print the secret access key too,
     /// once, on stderr (an appliance's console); otherwise only where it is stored.
     #[arg(long)]
@@ -105,6 +110,7 @@ struct FileConfig {
     master_key_file: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     max_clock_skew_secs: Option<u32>,
+    public_metrics: Option<bool>,
     #[serde(default)]
     data_plane: DataPlaneFile,
 }
@@ -123,8 +129,10 @@ pub enum ConfigError {
     },
     #[error("--data-dir (or SUPERVISOR_DATA_DIR, or data-dir in the config file) is required")]
     NoDataDir,
-    #[error("--access-key-id and --secret-access-key must be given together")]
+    #[error("an access key id and its secret must be given together (--access-key-id or SUPERVISOR_ACCESS_KEY_ID with SUPERVISOR_SECRET_ACCESS_KEY, a credentials file, or the config file)")]
     HalfCredentials,
+    #[error("credentials file {path}: {reason}")]
+    CredentialsFile { path: PathBuf, reason: String },
     #[error("invalid region '{0}': expected lowercase letters, digits and '-'")]
     Region(String),
     #[error("invalid account id '{0}': expected 12 digits")]
@@ -147,6 +155,8 @@ pub struct Config {
     pub max_clock_skew_secs: u32,
     /// Print generated secrets once on stderr (`--announce-generated-credentials`).
     pub announce_generated_credentials: bool,
+    /// `/metrics` without SigV4.
+    pub public_metrics: bool,
     pub data_plane: DataPlaneConfig,
 }
 
@@ -165,9 +175,20 @@ impl Config {
             cache_dir: data_dir.join("cache"),
             max_clock_skew_secs: DEFAULT_MAX_CLOCK_SKEW_SECS,
             announce_generated_credentials: false,
+            public_metrics: false,
             data_plane: DataPlaneConfig::defaults(),
         }
     }
+}
+
+fn read_credentials_file(path: &Path) -> Result<(String, String), ConfigError> {
+    let bad = |reason: String| ConfigError::CredentialsFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let c: crate::auth::Credentials = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    Ok((c.access_key_id, c.secret_access_key))
 }
 
 impl ServeArgs {
@@ -193,11 +214,22 @@ impl ServeArgs {
         if let Some(l) = self.listen.or(file.listen) {
             cfg.listen = l;
         }
-        let id = self.access_key_id.or(file.access_key_id);
-        let secret = self.secret_access_key.or(file.secret_access_key);
-        cfg.credentials = match (id, secret) {
-            (Some(i), Some(s)) => Some((i, s)),
-            (None, None) => None,
+        let from_file = match &self.credentials_file {
+            Some(path) => Some(read_credentials_file(path)?),
+            None => None,
+        };
+        let env_secret = self
+            .secret_access_key
+            .or_else(|| std::env::var("SUPERVISOR_SECRET_ACCESS_KEY").ok())
+            .filter(|s| !s.is_empty());
+        cfg.credentials = match (self.access_key_id, env_secret, from_file) {
+            (None, None, Some(pair)) => Some(pair),
+            (Some(i), Some(s), None) => Some((i, s)),
+            (None, None, None) => match (file.access_key_id, file.secret_access_key) {
+                (Some(i), Some(s)) => Some((i, s)),
+                (None, None) => None,
+                _ => return Err(ConfigError::HalfCredentials),
+            },
             _ => return Err(ConfigError::HalfCredentials),
         };
         if let Some(r) = self.region.or(file.region) {
@@ -223,6 +255,7 @@ impl ServeArgs {
             cfg.max_clock_skew_secs = s;
         }
         cfg.announce_generated_credentials = self.announce_generated_credentials;
+        cfg.public_metrics = self.public_metrics || file.public_metrics.unwrap_or(false);
         cfg.data_plane = self
             .data_plane
             .resolve(file.data_plane)
@@ -269,6 +302,32 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(half.resolve(), Err(ConfigError::HalfCredentials)));
+        let pair = ServeArgs {
+            data_dir: Some("/tmp".into()),
+            access_key_id: Some("A".into()),
+            secret_access_key: Some("s".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            pair.resolve().unwrap().credentials,
+            Some(("A".into(), "s".into()))
+        );
+        let d = tempfile::tempdir().expect("tempdir");
+        let creds = d.path().join("creds.toml");
+        std::fs::write(
+            &creds,
+            "access_key_id = \"AKIAF\"\nsecret_access_key = \"fromfile\"\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            data_dir: Some("/tmp".into()),
+            credentials_file: Some(creds),
+            ..Default::default()
+        };
+        assert_eq!(
+            from_file.resolve().unwrap().credentials,
+            Some(("AKIAF".into(), "fromfile".into()))
+        );
         let region = ServeArgs {
             data_dir: Some("/tmp".into()),
             region: Some("US EAST".into()),

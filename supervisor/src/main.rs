@@ -8,7 +8,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let Cli { command } = Cli::parse();
+    // Taken out of the environment before any thread starts: nothing the supervisor runs
+    // (the vmm probe, mkfs.ext4, sandboxes) inherits the secret.
+    let secret = std::env::var("SUPERVISOR_SECRET_ACCESS_KEY").ok();
+    std::env::remove_var("SUPERVISOR_SECRET_ACCESS_KEY");
+    let Cli { mut command } = Cli::parse();
+    if let Command::Serve(args) = &mut command {
+        args.secret_access_key = secret;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -24,7 +31,7 @@ fn main() -> std::process::ExitCode {
             .resolve()
             .map_err(|e| e.to_string())
             .and_then(|config| runtime.block_on(serve(config))),
-        Command::Demo(args) => runtime.block_on(supervisor::demo::run(args)),
+        Command::Demo(args) => runtime.block_on(supervisor::demo::run(*args)),
     };
     // Do not wait forever for blocking tasks (e.g. a sandbox that never started).
     runtime.shutdown_timeout(std::time::Duration::from_secs(3));

@@ -108,6 +108,11 @@ impl From<PrepareError> for crate::http::ApiError {
             PrepareError::Store(CodeStoreError::Zip(z)) => {
                 ApiError::new(ErrorKind::InvalidZipFile, z.to_string())
             }
+            PrepareError::Store(CodeStoreError::Extract(ref x)) if x.is_host_failure() => {
+                ApiError::service(format!(
+                    "cannot prepare the function's code on this host: {e}"
+                ))
+            }
             PrepareError::Store(s @ CodeStoreError::Extract(_)) => {
                 ApiError::new(ErrorKind::InvalidZipFile, s.to_string())
             }

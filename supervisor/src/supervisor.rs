@@ -55,8 +55,14 @@ pub struct Supervisor {
     /// change together.
     write_lock: Mutex<()>,
     large_bodies: tokio::sync::Semaphore,
+    /// Told of every deleted function or version (name, version), e.g. by the invoke
+    /// path, whose worker then lets go of its sandboxes and log files.
+    deletion_listeners: std::sync::RwLock<Vec<DeletionListener>>,
     _lock: DataDirLock,
 }
+
+/// Called with (function, `Some(version)` or `None` for the whole function).
+pub type DeletionListener = Box<dyn Fn(&str, Option<&str>) + Send + Sync>;
 
 impl Supervisor {
     pub fn open(config: Config) -> Result<(Arc<Self>, StartupReport), SupervisorError> {
@@ -130,6 +136,7 @@ impl Supervisor {
             store,
             write_lock: Mutex::new(()),
             large_bodies: tokio::sync::Semaphore::new(crate::http::LARGE_BODY_PERMITS),
+            deletion_listeners: std::sync::RwLock::new(Vec::new()),
             _lock: lock,
         });
         Ok((sup, report))
@@ -148,6 +155,25 @@ impl Supervisor {
     pub fn config(&self) -> &Config {
         &self.config
     }
+    pub fn on_deletion(&self, listener: DeletionListener) {
+        self.deletion_listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(listener);
+    }
+
+    /// Tells the listeners a function (or one of its versions) is gone.
+    pub fn deleted(&self, function: &str, version: Option<&str>) {
+        for l in self
+            .deletion_listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            l(function, version);
+        }
+    }
+
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
     }

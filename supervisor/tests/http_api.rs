@@ -162,15 +162,19 @@ async fn signed_crud_and_error_shapes() {
         )
     );
 
-    let (status, etype, _) = call(
-        &router,
-        signed("GET", "/2015-03-31/nothing-here", vec![], SK),
-    )
-    .await;
-    assert_eq!(
-        (status, etype.as_deref()),
-        (StatusCode::NOT_FOUND, Some("UnknownOperationException"))
-    );
+    // An unknown path, and a known path with a method it does not take (found by the
+    // invoke_request fuzz target: axum answered a bare 405).
+    for (method, path) in [
+        ("GET", "/2015-03-31/nothing-here"),
+        ("PATCH", "/2015-03-31/functions/f"),
+    ] {
+        let (status, etype, _) = call(&router, signed(method, path, vec![], SK)).await;
+        assert_eq!(
+            (status, etype.as_deref()),
+            (StatusCode::NOT_FOUND, Some("UnknownOperationException")),
+            "{method} {path}"
+        );
+    }
 
     let (status, _, _) = call(
         &router,

@@ -488,11 +488,13 @@ async fn dry_run_event_client_context_and_metrics() {
     let cc = base64::engine::general_purpose::STANDARD.encode(r#"{"custom":{"k":"v"}}"#);
     let r = invoke(&env, "ctx", &[("x-amz-client-context", &cc)], b"{}").await;
     assert_eq!(r.json()["client_context"], r#"{"custom":{"k":"v"}}"#);
+    // /metrics names every function: unsigned, it is refused like any other route.
     let req = Request::builder()
         .uri("/metrics")
         .body(Body::empty())
         .expect("request");
-    let m = send(&env, req).await;
+    assert_eq!(send(&env, req).await.status, StatusCode::FORBIDDEN);
+    let m = send(&env, signed("GET", "/metrics", &[], Vec::new())).await;
     assert_eq!(m.status, StatusCode::OK);
     let text = String::from_utf8(m.body).expect("utf8");
     assert!(

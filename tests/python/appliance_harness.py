@@ -98,7 +98,7 @@ class Appliance:
             argv += ["-drive", f"file={d},if=virtio,format=raw,readonly=on"]
         return argv
 
-    def start(self, timeout=900):
+    def start(self, timeout=300):
         self.port = free_port()
         self.ports = {9000: self.port, **{g: free_port() for g in self.forward}}
         argv = self.argv()

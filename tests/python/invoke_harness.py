@@ -106,9 +106,19 @@ def start_supervisor(data_dir, *extra):
 
 
 def metrics(sup):
+    """GET /metrics, signed like any other call (it is not public by default)."""
     import urllib.request
 
-    with urllib.request.urlopen(f"{sup.endpoint}/metrics", timeout=10) as r:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from supervisor_harness import ACCESS_KEY, REGION, SECRET_KEY
+
+    req = AWSRequest(method="GET", url=f"{sup.endpoint}/metrics")
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "lambda", REGION).add_auth(req)
+    get = urllib.request.Request(req.url, headers=dict(req.headers))
+    with urllib.request.urlopen(get, timeout=10) as r:
         assert r.status == 200
         return r.read().decode()
 

@@ -57,13 +57,21 @@ class Supervisor:
         argv = [str(supervisor_binary()), "serve", "--listen", "127.0.0.1:0",
                 "--data-dir", str(self.data_dir), "--region", REGION]
         if self.credentials:
-            argv += ["--access-key-id", ACCESS_KEY, "--secret-access-key", SECRET_KEY]
+            argv += ["--access-key-id", ACCESS_KEY]
         return argv + self.extra_args
+
+    def env(self):
+        env = dict(os.environ)
+        if self.credentials:
+            # Secrets never go on a command line (every process can read argv).
+            env["SUPERVISOR_SECRET_ACCESS_KEY"] = SECRET_KEY
+        return env
 
     def start(self, timeout=30):
         self.log_offset = len(self.log())
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                     env=self.env())
         log.close()
         deadline = time.time() + timeout
         while time.time() < deadline:

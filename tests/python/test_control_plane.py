@@ -465,9 +465,11 @@ def test_config_file_and_help(tmp_path):
     binary = str(supervisor_binary())
     out = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0
-    for flag in ["--listen", "--data-dir", "--access-key-id", "--secret-access-key", "--region",
-                 "--config", "--master-key-file", "SUPERVISOR_DATA_DIR"]:
+    for flag in ["--listen", "--data-dir", "--access-key-id", "--credentials-file", "--region",
+                 "--config", "--master-key-file", "SUPERVISOR_DATA_DIR", "SUPERVISOR_SECRET_ACCESS_KEY"]:
         assert flag in out.stdout, flag
+    # A secret is never a flag: argv is world-readable in /proc.
+    assert "--secret-access-key" not in out.stdout
     assert subprocess.run([binary, "--help"], capture_output=True, timeout=30).returncode == 0
     bad = subprocess.run([binary, "serve"], capture_output=True, text=True, timeout=30,
                          env={k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")})
@@ -519,7 +521,8 @@ def test_concurrent_writers_stay_consistent(server):
 
 
 def test_second_instance_on_same_data_dir_is_refused(server):
-    second = subprocess.run(Supervisor(server.data_dir).argv(), capture_output=True, text=True, timeout=30)
+    other = Supervisor(server.data_dir)
+    second = subprocess.run(other.argv(), capture_output=True, text=True, timeout=30, env=other.env())
     assert second.returncode != 0
     assert "in use by another supervisor" in second.stderr
     assert server.client().list_functions()["Functions"] == []

@@ -99,6 +99,8 @@ pub struct Vmm {
     /// `--metrics-path`, opened before seccomp so that exit only needs write(2).
     pub metrics_out: Option<File>,
     pub cmdline: String,
+    /// PVM host: the vCPUs may need their int3 workaround (and its ioctls).
+    pub pvm: bool,
     // Kept alive for the life of the VM: dropping them would tear it down.
     _kvm: Kvm,
     _vm: VmFd,
@@ -375,6 +377,7 @@ pub fn build(
         pio: Arc::new(dev.pio),
         mmio: Arc::new(dev.mmio),
         exit: exit.clone(),
+        pvm,
     };
     let vcpus = (0..cfg.vcpus)
         .map(|id| {
@@ -398,6 +401,7 @@ pub fn build(
         vsock_metrics,
         metrics_out,
         cmdline: line,
+        pvm,
         _kvm: kvm,
         _vm: vmfd,
         _mem: mem,

@@ -41,8 +41,8 @@ fn report_metrics(vmm: &mut Vmm) {
 pub fn run(mut vmm: Vmm, use_seccomp: bool) -> Result<ExitReason, RunError> {
     let (main_filter, vcpu_filter) = if use_seccomp {
         (
-            Some(seccomp::compile(ThreadKind::Main)?),
-            Some(seccomp::compile(ThreadKind::Vcpu)?),
+            Some(seccomp::compile(ThreadKind::Main, vmm.pvm)?),
+            Some(seccomp::compile(ThreadKind::Vcpu, vmm.pvm)?),
         )
     } else {
         log::warn!("seccomp is DISABLED (--no-seccomp): use this only for debugging");

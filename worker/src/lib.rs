@@ -16,5 +16,5 @@ pub mod spec;
 pub use pool::{Worker, WorkerConfig};
 pub use spec::{
     FunctionKey, FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult, Report,
-    ThrottleReason, WorkerError,
+    ThrottleReason, WorkerError, MAX_BUFFERED_RESPONSE_BYTES,
 };

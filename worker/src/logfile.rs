@@ -1,5 +1,8 @@
 //! Per-function log files in the data dir, rotated by size:
-//! `<dir>/<function>/<version>.log`, then `.log.1` … `.log.N` (oldest dropped).
+//! `<dir>/<function>/<version>.log`, then `.log.1` … `.log.N` (oldest dropped). Lines
+//! are appended as they arrive (each write checks the size, so no file passes its limit
+//! by more than one line), at most [`MAX_OPEN`] files stay open (least recently used
+//! closed first), and a deleted function's files are closed.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -14,9 +17,13 @@ pub enum LogFileError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// Open files kept; more are closed least recently used first.
+pub const MAX_OPEN: usize = 64;
+
 struct Open {
     file: File,
     size: u64,
+    last_used: u64,
 }
 
 /// Appends invoke logs to rotated files.
@@ -24,7 +31,13 @@ pub struct LogFiles {
     dir: PathBuf,
     max_bytes: u64,
     keep: u32,
-    open: Mutex<HashMap<PathBuf, Open>>,
+    open: Mutex<OpenFiles>,
+}
+
+#[derive(Default)]
+struct OpenFiles {
+    files: HashMap<PathBuf, Open>,
+    clock: u64,
 }
 
 impl LogFiles {
@@ -33,8 +46,46 @@ impl LogFiles {
             dir: dir.into(),
             max_bytes: max_bytes.max(1),
             keep,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(OpenFiles::default()),
         }
+    }
+
+    /// Closes the files of `function` (all versions): its deletion must not leave a
+    /// descriptor behind.
+    pub fn close_function(&self, function: &str) {
+        let dir = self.dir.join(function);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.files
+            .retain(|path, _| path.parent() != Some(dir.as_path()));
+    }
+
+    /// Closes one version's file.
+    pub fn close(&self, function: &str, version: &str) {
+        let path = self.path(function, version);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.files.remove(&path);
+    }
+
+    /// How many files are open (for tests and metrics).
+    pub fn open_count(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .files
+            .len()
+    }
+
+    /// Appends one line (a newline is added).
+    pub fn append_line(
+        &self,
+        function: &str,
+        version: &str,
+        line: &str,
+    ) -> Result<(), LogFileError> {
+        let mut buf = String::with_capacity(line.len() + 1);
+        buf.push_str(line);
+        buf.push('\n');
+        self.append(function, version, &buf)
     }
 
     /// Path of the current file for a function version. Names are validated by the
@@ -50,23 +101,42 @@ impl LogFiles {
             path: path.clone(),
             source,
         };
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if !open.contains_key(&path) {
-            open.insert(path.clone(), open_append(&path).map_err(err)?);
+        let mut guard = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let open = &mut *guard;
+        open.clock += 1;
+        if !open.files.contains_key(&path) {
+            if open.files.len() >= MAX_OPEN {
+                evict_lru(&mut open.files);
+            }
+            open.files
+                .insert(path.clone(), open_append(&path).map_err(err)?);
         }
         let needs_rotation = open
+            .files
             .get(&path)
             .is_some_and(|o| o.size > 0 && o.size + text.len() as u64 > self.max_bytes);
         if needs_rotation {
-            open.remove(&path);
+            open.files.remove(&path);
             rotate(&path, self.keep).map_err(err)?;
-            open.insert(path.clone(), open_append(&path).map_err(err)?);
+            open.files
+                .insert(path.clone(), open_append(&path).map_err(err)?);
         }
-        if let Some(o) = open.get_mut(&path) {
+        if let Some(o) = open.files.get_mut(&path) {
             o.file.write_all(text.as_bytes()).map_err(err)?;
             o.size += text.len() as u64;
+            o.last_used = open.clock;
         }
         Ok(())
+    }
+}
+
+fn evict_lru(files: &mut HashMap<PathBuf, Open>) {
+    if let Some(oldest) = files
+        .iter()
+        .min_by_key(|(_, o)| o.last_used)
+        .map(|(p, _)| p.clone())
+    {
+        files.remove(&oldest);
     }
 }
 
@@ -76,7 +146,11 @@ fn open_append(path: &Path) -> io::Result<Open> {
     }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let size = file.metadata()?.len();
-    Ok(Open { file, size })
+    Ok(Open {
+        file,
+        size,
+        last_used: 0,
+    })
 }
 
 fn numbered(path: &Path, n: u32) -> PathBuf {
@@ -116,6 +190,37 @@ mod tests {
         assert_eq!(fs::read_to_string(numbered(&p, 1)).unwrap(), "line-3\n");
         assert_eq!(fs::read_to_string(numbered(&p, 2)).unwrap(), "line-2\n");
         assert!(!numbered(&p, 3).exists());
+    }
+
+    #[test]
+    fn open_files_are_bounded_and_closed_with_their_function() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogFiles::new(dir.path(), 1000, 1);
+        for i in 0..(MAX_OPEN + 10) {
+            logs.append_line(&format!("f{i}"), "$LATEST", "x").unwrap();
+        }
+        assert_eq!(logs.open_count(), MAX_OPEN);
+        logs.append_line("g", "1", "a").unwrap();
+        logs.append_line("g", "$LATEST", "b").unwrap();
+        let before = logs.open_count();
+        logs.close_function("g");
+        assert_eq!(logs.open_count(), before - 2);
+        // A closed file reopens where it left off.
+        logs.append_line("g", "1", "c").unwrap();
+        assert_eq!(fs::read_to_string(logs.path("g", "1")).unwrap(), "a\nc\n");
+    }
+
+    #[test]
+    fn a_flood_of_lines_rotates_as_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogFiles::new(dir.path(), 1000, 2);
+        for _ in 0..1000 {
+            logs.append_line("f", "1", &"z".repeat(99)).unwrap();
+        }
+        let p = logs.path("f", "1");
+        for f in [p.clone(), numbered(&p, 1), numbered(&p, 2)] {
+            assert!(fs::metadata(&f).unwrap().len() <= 1000, "{}", f.display());
+        }
     }
 
     #[test]

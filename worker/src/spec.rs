@@ -96,6 +96,10 @@ pub type ChunkSink = tokio::sync::mpsc::Sender<Vec<u8>>;
 /// `Function.ResponseSizeTooLarge`.
 pub const MAX_STREAMED_RESPONSE_BYTES: u64 = runtime_api::MAX_STREAMED_RESPONSE_BYTES as u64;
 
+/// Largest buffered (synchronous) response, also for a streaming function invoked the
+/// buffered way: Lambda's 6 MB.
+pub const MAX_BUFFERED_RESPONSE_BYTES: u64 = runtime_api::MAX_RESPONSE_BYTES as u64;
+
 /// What the function produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InvokeResult {

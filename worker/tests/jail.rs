@@ -71,6 +71,7 @@ fn fixture(limits: Option<CgroupLimits>) -> Fixture {
         hostname: "sandbox-test".into(),
         uid: jail::SANDBOX_UID,
         gid: jail::SANDBOX_UID,
+        keep_caps: 0,
         host_id_base: 200_000,
         limits,
         seccomp: true,
@@ -166,6 +167,51 @@ fn namespaces_identity_and_network() {
         .unwrap();
     assert!(procs < 6, "{}", o.stdout);
     assert!(o.stdout.contains("200000"), "uid map: {}", o.stdout);
+}
+
+#[test]
+fn an_agent_as_the_jails_root_keeps_only_its_capabilities() {
+    if !prerequisites_met() {
+        return;
+    }
+    let mut f = fixture(None);
+    f.cfg.uid = 0;
+    f.cfg.gid = 0;
+    f.cfg.keep_caps = jail::AGENT_CAPS;
+    let o = run_sh(
+        &f.cfg,
+        "echo uid=$(id -u); grep -E '^Cap(Eff|Bnd|Amb):' /proc/self/status;          mount -t tmpfs x /tmp 2>/dev/null && echo mounted;          echo pwn > /etc/hosts 2>/dev/null && echo wrote-etc; true",
+    );
+    assert_eq!(o.exit, Exit::Code(0), "stderr: {}", o.stderr);
+    assert!(
+        o.stdout.contains(
+            "uid=0
+"
+        ),
+        "{}",
+        o.stdout
+    );
+    // kill, setgid, setuid: bits 5, 6, 7.
+    assert!(
+        o.stdout.contains("CapEff:\t00000000000000e0\n"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("CapBnd:\t00000000000000e0\n"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("CapAmb:\t0000000000000000\n"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        !o.stdout.contains("mounted") && !o.stdout.contains("wrote-etc"),
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]

@@ -582,3 +582,25 @@ async fn busy_sandbox_of_a_replaced_revision_is_never_reused() {
     assert_eq!(w.idle_count(&old.key()), 0);
     assert_eq!(w.idle_count(&new.key()), 1);
 }
+
+#[tokio::test]
+async fn a_host_out_of_memory_throttles_the_cold_start() {
+    let (tight, counters, _) = setup(WorkerConfig {
+        memory_headroom_mib: 1 << 40,
+        ..Default::default()
+    });
+    match tight.invoke(&spec("f"), req("r", "x")).await {
+        Err(WorkerError::Throttled(ThrottleReason::ConcurrentInvocationLimitExceeded)) => {}
+        other => panic!("expected a throttle, got {other:?}"),
+    }
+    assert!(
+        tight.metrics().contains("host_memory"),
+        "{}",
+        tight.metrics()
+    );
+    assert_eq!(
+        counters.created.load(Ordering::SeqCst),
+        0,
+        "no sandbox was started"
+    );
+}

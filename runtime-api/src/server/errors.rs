@@ -3,7 +3,7 @@
 use serde_json::json;
 
 /// Largest buffered response (and error body) Lambda accepts from a runtime.
-pub const MAX_RESPONSE_BYTES: usize = 6_291_556;
+pub const MAX_RESPONSE_BYTES: usize = crate::MAX_RESPONSE_BYTES;
 /// Largest streamed response body.
 pub const MAX_STREAM_BYTES: usize = crate::MAX_STREAMED_RESPONSE_BYTES;
 

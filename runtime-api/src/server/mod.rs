@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use reply::{error_reply, json_response, Reply};
 use std::convert::Infallible;
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 /// Accepts connections until the listener fails; each connection gets its own task.
@@ -36,19 +37,24 @@ pub async fn serve(listener: TcpListener, inv: Arc<Invocations>) -> std::io::Err
         // Invocation round trips are small request/response pairs: Nagle would add
         // delayed-ACK stalls to every one of them.
         let _ = stream.set_nodelay(true);
-        let inv = Arc::clone(&inv);
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let inv = Arc::clone(&inv);
-                async move { Ok::<_, Infallible>(handle(inv, req).await) }
-            });
-            // A runtime that disconnects mid-request is not our error to report.
-            let _ = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+        tokio::spawn(serve_connection(stream, Arc::clone(&inv)));
     }
+}
+
+/// Serves one runtime connection (any byte stream) until it closes.
+pub async fn serve_connection<I>(io: I, inv: Arc<Invocations>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let inv = Arc::clone(&inv);
+        async move { Ok::<_, Infallible>(handle(inv, req).await) }
+    });
+    // A runtime that disconnects mid-request is not our error to report.
+    let _ = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
 }
 
 fn is_transient(e: &std::io::Error) -> bool {

@@ -19,6 +19,28 @@ pub enum ExtractError {
     Zip { path: String, reason: String },
 }
 
+impl ExtractError {
+    /// A failure of the host (full or broken disk), not of the package: a service
+    /// error for the caller, never InvalidZipFileException.
+    pub fn is_host_failure(&self) -> bool {
+        match self {
+            ExtractError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(
+                    libc::ENOSPC
+                        | libc::EDQUOT
+                        | libc::EIO
+                        | libc::EROFS
+                        | libc::ENOMEM
+                        | libc::EMFILE
+                        | libc::ENFILE
+                )
+            ),
+            ExtractError::Zip { .. } => false,
+        }
+    }
+}
+
 fn io(path: &str) -> impl FnOnce(std::io::Error) -> ExtractError + '_ {
     move |source| ExtractError::Io {
         path: path.to_owned(),

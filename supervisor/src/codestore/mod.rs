@@ -3,6 +3,7 @@
 //! or a read-only ext4 image, cached by CodeSha256).
 
 pub mod atomic;
+pub mod central_dir;
 pub mod envelope;
 pub mod ext4;
 pub mod extract;

@@ -174,6 +174,10 @@ pub fn validate(zip: &[u8], limits: &ZipLimits) -> Result<ZipPlan, ZipError> {
     if archive.is_empty() {
         return Err(ZipError::NotAZip("the archive has no entries".into()));
     }
+    // The zip crate keeps one entry per name: a repeated name must be caught here.
+    if let Some(name) = super::central_dir::repeated_name(zip) {
+        return Err(ZipError::Duplicate(name));
+    }
 
     let mut entries = Vec::with_capacity(archive.len());
     let mut ranges = Vec::with_capacity(archive.len());

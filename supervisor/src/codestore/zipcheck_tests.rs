@@ -162,6 +162,15 @@ fn rejects_escaping_symlinks_including_chains() {
 }
 
 #[test]
+fn rejects_a_name_repeated_exactly() {
+    let z =
+        crate::codestore::central_dir::tests::raw_zip(&[("bootstrap", b"1"), ("bootstrap", b"2")]);
+    assert!(
+        matches!(validate(&z, &ZipLimits::default()), Err(ZipError::Duplicate(n)) if n == "bootstrap")
+    );
+}
+
+#[test]
 fn rejects_duplicates_and_entries_below_links() {
     let dup = check(&[E::F("a", b"1", 0o644), E::F("./a", b"2", 0o644)]);
     assert!(matches!(dup, Err(ZipError::Duplicate(_))));

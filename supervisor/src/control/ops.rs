@@ -400,6 +400,7 @@ pub fn delete(sup: &Supervisor, f: &FunctionRef) -> Result<(), ApiError> {
     match result {
         Ok(objects) => {
             discard(sup, &objects);
+            sup.deleted(&f.name, f.qualifier.as_deref());
             Ok(())
         }
         Err(RegistryError::NotFound(_)) => Err(not_found(sup, &f.name, f.qualifier.as_deref())),

@@ -138,6 +138,12 @@ pub fn environment(vars: &BTreeMap<String, String>) -> Result<(), ApiError> {
             )));
         }
     }
+    // A process environment cannot carry NUL: refused now, not at the first invoke.
+    if let Some(key) = vars.iter().find(|(_, v)| v.contains('\0')).map(|(k, _)| k) {
+        return Err(ApiError::invalid(format!(
+            "Environment variable '{key}' has a value that contains a NUL character"
+        )));
+    }
     // Lambda measures the JSON-serialised map.
     let size = serde_json::to_string(vars)
         .map(|s| s.len())
@@ -206,6 +212,9 @@ mod tests {
         let mut bad = BTreeMap::new();
         bad.insert("1X".to_owned(), String::new());
         assert!(environment(&bad).is_err());
+        let mut nul = BTreeMap::new();
+        nul.insert("GOOD".to_owned(), "a\0b".to_owned());
+        assert!(environment(&nul).is_err());
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! The code cache lives under the data dir, which stays 0700 (it holds the
 //! registry with environment variables). Jails run as unprivileged host uids that
 //! cannot traverse it, so each code revision is mirrored once into the sandbox run
-//! dir (0755) - hard links where the filesystem allows, copies otherwise - and the
-//! worker is given the mirror.
+//! dir - hard links where the filesystem allows, copies otherwise - and the worker is
+//! given the mirror. The mirror root is 0711 (traversable, not listable) and each
+//! mirror's name carries 128 random bits, so other users of the host cannot find the
+//! plaintext the jails can read.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -30,24 +32,31 @@ pub fn expose(src: &Path, root: &Path) -> Result<PathBuf, ExposeError> {
         path: src.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
     })?;
-    let dest = root.join(name);
-    if dest.exists() {
-        return Ok(dest);
+    let prefix = format!("{}.", name.to_string_lossy());
+    if let Some(found) = existing(root, &prefix) {
+        return Ok(found);
     }
     std::fs::create_dir_all(root).map_err(err(root))?;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).map_err(err(root))?;
-    let tmp = root.join(format!(".tmp-{}", crate::ids::random_hex::<8>()));
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711)).map_err(err(root))?;
+    let dest = root.join(format!("{prefix}{}", crate::ids::random_hex::<16>()));
+    let tmp = root.join(format!(".tmp-{}", crate::ids::random_hex::<16>()));
     let made = mirror(src, &tmp).and_then(|()| std::fs::rename(&tmp, &dest).map_err(err(&dest)));
     if let Err(e) = made {
         let _ = std::fs::remove_dir_all(&tmp);
         let _ = std::fs::remove_file(&tmp);
-        // Another caller may have won the rename.
-        if dest.exists() {
-            return Ok(dest);
-        }
         return Err(e);
     }
     Ok(dest)
+}
+
+/// The mirror made earlier for this source, if any (concurrent callers may each have
+/// made one; any of them will do).
+fn existing(root: &Path, prefix: &str) -> Option<PathBuf> {
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
 }
 
 fn mirror(src: &Path, dst: &Path) -> Result<(), ExposeError> {
@@ -96,7 +105,14 @@ mod tests {
         std::os::unix::fs::symlink("lib/data.txt", src.join("link")).expect("symlink");
         let root = d.path().join("exposed");
         let out = expose(&src, &root).expect("expose");
-        assert_eq!(out, root.join("abc"));
+        let name = out
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with("abc.") && name.len() == 4 + 32, "{name}");
+        let root_mode = std::fs::metadata(&root).expect("meta").permissions().mode();
+        assert_eq!(root_mode & 0o777, 0o711, "traversable, not listable");
         let mode = std::fs::metadata(out.join("bootstrap"))
             .expect("meta")
             .permissions()

@@ -7,7 +7,7 @@ use crate::http::{ApiError, ErrorKind};
 
 /// Synchronous request and response payloads (Lambda: 6 MB each way).
 pub const MAX_SYNC_REQUEST_BYTES: usize = 6_291_456;
-pub const MAX_SYNC_RESPONSE_BYTES: usize = 6_291_556;
+pub const MAX_SYNC_RESPONSE_BYTES: usize = worker::MAX_BUFFERED_RESPONSE_BYTES as usize;
 /// Asynchronous (`Event`) request payloads: 1 MB (Lambda raised it from 256 KB in
 /// October 2025), counted like the synchronous limit, on the request body.
 pub const MAX_EVENT_REQUEST_BYTES: usize = 1_048_576;

@@ -86,6 +86,10 @@ impl InvokeService {
             &sup.config().data_dir.join("events.sqlite3"),
             sup.config().data_plane.event_retry_base,
         )?;
+        if let Ok(p) = &plane {
+            let worker = p.worker.clone();
+            sup.on_deletion(Box::new(move |name, version| worker.forget(name, version)));
+        }
         Ok(Arc::new(Self {
             sup,
             plane,
@@ -108,9 +112,15 @@ impl InvokeService {
         self.plane.as_ref().ok().map(|p| &p.worker)
     }
 
-    /// Routes behind SigV4 (merged into the control plane's router).
+    /// Routes behind SigV4 (merged into the control plane's router). `/metrics` is
+    /// one of them unless `--public-metrics` asked otherwise: it names every function.
     pub fn signed_routes(self: &Arc<Self>) -> Router<Arc<Supervisor>> {
-        Router::new()
+        let metrics = if self.sup.config().public_metrics {
+            Router::new()
+        } else {
+            Router::new().route("/metrics", get(handler::metrics))
+        };
+        metrics
             .route(
                 "/2015-03-31/functions/{name}/invocations",
                 post(handler::invoke),
@@ -130,8 +140,12 @@ impl InvokeService {
             .layer(Extension(self.clone()))
     }
 
-    /// Routes without authentication: `/metrics` for scrapers.
+    /// Routes without authentication: `/metrics` with `--public-metrics`, for scrapers
+    /// that cannot sign.
     pub fn public_routes(self: &Arc<Self>) -> Router {
+        if !self.sup.config().public_metrics {
+            return Router::new();
+        }
         Router::new()
             .route("/metrics", get(handler::metrics))
             .layer(Extension(self.clone()))

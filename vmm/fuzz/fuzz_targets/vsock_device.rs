@@ -9,6 +9,7 @@
 
 #![no_main]
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -56,6 +57,12 @@ struct Credit {
     step_max: u32,
 }
 
+const RX_BUFS: usize = 16;
+
+thread_local! {
+    static HARNESS: RefCell<Option<VsockHarness>> = const { RefCell::new(None) };
+}
+
 fuzz_target!(|data: &[u8]| {
     // Pure parsers first: they must accept or reject any bytes without panicking.
     let _ = parse_connect_line(data);
@@ -63,12 +70,25 @@ fuzz_target!(|data: &[u8]| {
         let h = parse_header_lossy(data);
         assert_eq!(VsockHeader::from_bytes(&h.to_bytes()), h);
     }
+    HARNESS.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let h = match cell.as_mut() {
+            Some(h) => {
+                h.reset_and_reactivate(RX_BUFS);
+                h
+            }
+            None => {
+                let path = uds();
+                let _ = std::fs::remove_file(&path);
+                cell.insert(VsockHarness::new(CID, path, RX_BUFS, 512).expect("vsock device"))
+            }
+        };
+        run(h, data);
+    });
+});
 
+fn run(h: &mut VsockHarness, data: &[u8]) {
     let path = uds();
-    let _ = std::fs::remove_file(&path);
-    let Ok(mut h) = VsockHarness::new(CID, path.clone(), 16, 512) else {
-        return;
-    };
     let mut input = Input(data);
     let mut clients: Vec<UnixStream> = Vec::new();
     let mut listeners: Vec<UnixListener> = Vec::new();
@@ -210,7 +230,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = h.recv();
     h.reap_tx();
     assert_eq!(h.driver.free_descriptors(1), 256, "TX chains not returned");
-    drop(h);
     for l in &listeners {
         if let Ok(addr) = l.local_addr() {
             if let Some(p) = addr.as_pathname() {
@@ -218,4 +237,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-});
+    // The host side closes before the next input resets the device.
+    drop(clients);
+    drop(listeners);
+    h.pump();
+    let _ = h.recv();
+}

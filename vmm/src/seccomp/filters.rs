@@ -1,4 +1,8 @@
 //! Per-thread syscall allow-lists. Anything else kills the whole process (SIGSYS).
+//! Calls whose arguments decide what they can do are allowed only with the arguments
+//! the VMM uses: anonymous read-write memory, no executable mappings, private futex
+//! operations, `tgkill` of this process with SIGABRT, the `fcntl` commands, socket
+//! flags and ioctls the devices need.
 
 use std::mem::size_of;
 
@@ -7,28 +11,87 @@ use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule}
 /// A syscall and optional argument rules (any rule matching allows the call).
 pub type Allow = (i64, Vec<SeccompRule>);
 
+type Rules = Result<Vec<SeccompRule>, seccompiler::BackendError>;
+
+fn cond(arg: u8, value: u64) -> Result<SeccompCondition, seccompiler::BackendError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+}
+
 fn arg_eq(arg: u8, value: u64) -> Result<SeccompRule, seccompiler::BackendError> {
-    SeccompRule::new(vec![SeccompCondition::new(
-        arg,
-        SeccompCmpArgLen::Dword,
-        SeccompCmpOp::Eq,
-        value,
-    )?])
+    SeccompRule::new(vec![cond(arg, value)?])
+}
+
+/// One rule per allowed value of argument `arg`.
+fn arg_in(arg: u8, values: &[u64]) -> Rules {
+    values.iter().map(|v| arg_eq(arg, *v)).collect()
 }
 
 fn any(nr: libc::c_long) -> Allow {
     (nr, vec![])
 }
 
-/// Syscalls every thread needs: memory allocation, locks, logging, clean exit, signals.
-fn common() -> Vec<Allow> {
-    vec![
+/// The ioctl request constants are `i32` on musl and `u64` on glibc; all are positive.
+fn ioctl_request<T: TryInto<u64>>(request: T) -> u64 {
+    request.try_into().unwrap_or(u64::MAX)
+}
+
+const PROT_RW: u64 = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+const ANON: u64 = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+const FD_NONE: u64 = 0xffff_ffff;
+
+/// Allocators map anonymous read-write memory (glibc arenas first reserve it
+/// inaccessible, then open it up with mprotect); nothing is ever executable.
+fn memory() -> Result<Vec<Allow>, seccompiler::BackendError> {
+    let map = |prot: u64, flags: u64| {
+        SeccompRule::new(vec![cond(2, prot)?, cond(3, flags)?, cond(4, FD_NONE)?])
+    };
+    let noreserve = ANON | libc::MAP_NORESERVE as u64;
+    Ok(vec![
         any(libc::SYS_brk),
-        any(libc::SYS_mmap),
+        (
+            libc::SYS_mmap,
+            vec![
+                map(PROT_RW, ANON)?,
+                map(PROT_RW, ANON | libc::MAP_STACK as u64)?,
+                map(PROT_RW, noreserve)?,
+                map(libc::PROT_NONE as u64, noreserve)?,
+            ],
+        ),
         any(libc::SYS_munmap),
-        any(libc::SYS_mremap),
-        any(libc::SYS_madvise),
-        any(libc::SYS_futex),
+        (libc::SYS_mprotect, vec![arg_eq(2, PROT_RW)?]),
+        (
+            libc::SYS_mremap,
+            arg_in(3, &[0, libc::MREMAP_MAYMOVE as u64])?,
+        ),
+        (
+            libc::SYS_madvise,
+            arg_in(2, &[libc::MADV_DONTNEED as u64, libc::MADV_FREE as u64])?,
+        ),
+    ])
+}
+
+/// Private futex operations (Rust's std locks, musl's and glibc's condition variables).
+fn futex() -> Result<Allow, seccompiler::BackendError> {
+    const PRIVATE: u64 = libc::FUTEX_PRIVATE_FLAG as u64;
+    const REALTIME: u64 = libc::FUTEX_CLOCK_REALTIME as u64;
+    let ops = [
+        libc::FUTEX_WAIT,
+        libc::FUTEX_WAKE,
+        libc::FUTEX_REQUEUE,
+        libc::FUTEX_CMP_REQUEUE,
+        libc::FUTEX_WAIT_BITSET,
+        libc::FUTEX_WAKE_BITSET,
+    ];
+    let mut allowed: Vec<u64> = ops.iter().map(|op| *op as u64 | PRIVATE).collect();
+    allowed.push(libc::FUTEX_WAIT_BITSET as u64 | PRIVATE | REALTIME);
+    Ok((libc::SYS_futex, arg_in(1, &allowed)?))
+}
+
+/// Syscalls every thread needs: memory, locks, logging, clean exit, signals.
+fn common(pid: u32) -> Result<Vec<Allow>, seccompiler::BackendError> {
+    let mut v = memory()?;
+    v.push(futex()?);
+    v.extend([
         any(libc::SYS_write),
         any(libc::SYS_writev),
         any(libc::SYS_read),
@@ -44,25 +107,60 @@ fn common() -> Vec<Allow> {
         any(libc::SYS_sigaltstack),
         any(libc::SYS_exit),
         any(libc::SYS_exit_group),
-        // abort() on a panic: gettid + tgkill(SIGABRT).
+        // abort() on a panic: gettid + tgkill(own pid, tid, SIGABRT), nothing else.
         any(libc::SYS_gettid),
-        any(libc::SYS_tgkill),
-    ]
+        (
+            libc::SYS_tgkill,
+            vec![SeccompRule::new(vec![
+                cond(0, u64::from(pid))?,
+                cond(2, libc::SIGABRT as u64)?,
+            ])?],
+        ),
+    ]);
+    Ok(v)
 }
 
-/// vCPU threads: KVM_RUN plus device emulation on MMIO/PIO exits.
-pub fn vcpu() -> Result<Vec<Allow>, seccompiler::BackendError> {
-    let mut v = common();
-    // Besides KVM_RUN: registers and events to report a failing vCPU and to deliver an
-    // int3 that PVM's instruction emulator cannot (see Vcpu::pvm_int3_workaround).
-    v.push((
-        libc::SYS_ioctl,
-        vec![
-            arg_eq(1, kvm_run_ioctl())?,
-            arg_eq(
-                1,
-                kvm_ioctl(IOC_READ, 0x81, size_of::<kvm_bindings::kvm_regs>()),
+/// `fcntl` commands, each with the argument it is used with where it has one.
+fn fcntl(setfl: bool) -> Result<Allow, seccompiler::BackendError> {
+    let mut rules = vec![
+        arg_eq(1, libc::F_DUPFD_CLOEXEC as u64)?,
+        arg_eq(1, libc::F_GETFD as u64)?,
+        // musl follows F_DUPFD_CLOEXEC with F_SETFD FD_CLOEXEC.
+        SeccompRule::new(vec![
+            cond(1, libc::F_SETFD as u64)?,
+            cond(2, libc::FD_CLOEXEC as u64)?,
+        ])?,
+    ];
+    if setfl {
+        // set_nonblocking on some libcs: F_GETFL, then F_SETFL with O_NONBLOCK added.
+        rules.push(arg_eq(1, libc::F_GETFL as u64)?);
+        rules.push(SeccompRule::new(vec![
+            cond(1, libc::F_SETFL as u64)?,
+            SeccompCondition::new(
+                2,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::MaskedEq(libc::O_NONBLOCK as u64),
+                libc::O_NONBLOCK as u64,
             )?,
+        ])?);
+    }
+    Ok((libc::SYS_fcntl, rules))
+}
+
+/// vCPU threads: KVM_RUN plus device emulation on MMIO/PIO exits, and KVM_GET_REGS to
+/// name the guest RIP of a failing vCPU. On PVM hosts also the ioctls of the int3
+/// workaround (`Vcpu::pvm_int3_workaround`), which writes registers and events.
+pub fn vcpu(pid: u32, pvm: bool) -> Result<Vec<Allow>, seccompiler::BackendError> {
+    let mut v = common(pid)?;
+    let mut ioctls = vec![
+        arg_eq(1, kvm_run_ioctl())?,
+        arg_eq(
+            1,
+            kvm_ioctl(IOC_READ, 0x81, size_of::<kvm_bindings::kvm_regs>()),
+        )?,
+    ];
+    if pvm {
+        ioctls.extend([
             arg_eq(
                 1,
                 kvm_ioctl(IOC_WRITE, 0x82, size_of::<kvm_bindings::kvm_regs>()),
@@ -75,38 +173,23 @@ pub fn vcpu() -> Result<Vec<Allow>, seccompiler::BackendError> {
                 1,
                 kvm_ioctl(IOC_WRITE, 0xa0, size_of::<kvm_bindings::kvm_vcpu_events>()),
             )?,
-        ],
-    ));
-    // F_DUPFD_CLOEXEC: cloning queue eventfds when the driver activates a virtio device
-    // (musl follows it with F_SETFD FD_CLOEXEC); F_GETFD: std validates an fd before
-    // closing it when a vCPU thread ends.
-    v.push((
-        libc::SYS_fcntl,
-        vec![
-            arg_eq(1, libc::F_DUPFD_CLOEXEC as u64)?,
-            arg_eq(1, libc::F_GETFD as u64)?,
-            SeccompRule::new(vec![
-                SeccompCondition::new(
-                    1,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::Eq,
-                    libc::F_SETFD as u64,
-                )?,
-                SeccompCondition::new(
-                    2,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::Eq,
-                    libc::FD_CLOEXEC as u64,
-                )?,
-            ])?,
-        ],
-    ));
+        ]);
+    }
+    v.push((libc::SYS_ioctl, ioctls));
+    // F_DUPFD_CLOEXEC: cloning queue eventfds when the driver activates a virtio device;
+    // F_GETFD: std validates an fd before closing it when a vCPU thread ends.
+    v.push(fcntl(false)?);
     Ok(v)
 }
 
 /// The main thread: event loop, block I/O, serial input, and the vsock device.
-pub fn main_thread() -> Result<Vec<Allow>, seccompiler::BackendError> {
-    let mut v = common();
+pub fn main_thread(pid: u32) -> Result<Vec<Allow>, seccompiler::BackendError> {
+    let mut v = common(pid)?;
+    let send_flags = [
+        0,
+        libc::MSG_NOSIGNAL as u64,
+        (libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as u64,
+    ];
     v.extend([
         any(libc::SYS_epoll_wait),
         any(libc::SYS_epoll_pwait),
@@ -127,19 +210,19 @@ pub fn main_thread() -> Result<Vec<Allow>, seccompiler::BackendError> {
         (libc::SYS_socket, vec![arg_eq(0, libc::AF_UNIX as u64)?]),
         any(libc::SYS_connect),
         any(libc::SYS_accept4),
-        any(libc::SYS_recvfrom),
-        any(libc::SYS_sendto),
-        any(libc::SYS_recvmsg),
-        any(libc::SYS_sendmsg),
+        (
+            libc::SYS_recvfrom,
+            arg_in(3, &[0, libc::MSG_DONTWAIT as u64])?,
+        ),
+        (libc::SYS_sendto, arg_in(3, &send_flags)?),
         any(libc::SYS_shutdown),
-        any(libc::SYS_fcntl),
         any(libc::SYS_getsockopt),
-        any(libc::SYS_setsockopt),
         any(libc::SYS_unlink),
         any(libc::SYS_unlinkat),
         any(libc::SYS_eventfd2),
         any(libc::SYS_timerfd_settime),
     ]);
+    v.push(fcntl(true)?);
     v.push((
         libc::SYS_ioctl,
         vec![
@@ -149,11 +232,6 @@ pub fn main_thread() -> Result<Vec<Allow>, seccompiler::BackendError> {
         ],
     ));
     Ok(v)
-}
-
-/// The ioctl request constants are `i32` on musl and `u64` on glibc; all are positive.
-fn ioctl_request<T: TryInto<u64>>(request: T) -> u64 {
-    request.try_into().unwrap_or(u64::MAX)
 }
 
 const IOC_WRITE: u64 = 1;

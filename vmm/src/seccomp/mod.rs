@@ -23,10 +23,12 @@ pub enum ThreadKind {
     Vcpu,
 }
 
-pub fn compile(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
+/// The filter for `kind`; `pvm` adds what the PVM-only vCPU workaround needs.
+pub fn compile(kind: ThreadKind, pvm: bool) -> Result<BpfProgram, SeccompError> {
+    let pid = std::process::id();
     let allow = match kind {
-        ThreadKind::Main => filters::main_thread()?,
-        ThreadKind::Vcpu => filters::vcpu()?,
+        ThreadKind::Main => filters::main_thread(pid)?,
+        ThreadKind::Vcpu => filters::vcpu(pid, pvm)?,
     };
     let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = allow.into_iter().collect();
     let filter = SeccompFilter::new(
@@ -50,7 +52,7 @@ mod tests {
     /// Forks; the child installs `kind`'s filter, then runs `f` and exits 0.
     /// Returns the child's raw wait status.
     fn in_filtered_child(kind: ThreadKind, f: fn()) -> i32 {
-        let prog = compile(kind).unwrap();
+        let prog = compile(kind, false).unwrap();
         // SAFETY: the child only calls async-signal-safe code (prctl/seccomp via
         // apply_filter on a pre-built program, raw syscalls, _exit); no allocation happens
         // after fork because `prog` was built before.
@@ -95,6 +97,76 @@ mod tests {
     fn forbidden_inet_socket() {
         // SAFETY: plain socket(2) call; killed by the filter's argument rule.
         unsafe { libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0) };
+    }
+
+    fn exec_mapping() {
+        // SAFETY: an anonymous mapping request; the filter should kill us first.
+        unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+    }
+
+    fn rw_mapping_and_private_futex() {
+        // SAFETY: an anonymous read-write mapping, then a wake with no waiters on it.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            libc::syscall(
+                libc::SYS_futex,
+                p,
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+            );
+            libc::munmap(p, 4096);
+        }
+    }
+
+    fn shared_futex() {
+        let word = 0u32;
+        // SAFETY: a futex wake on a stack word; the filter allows private ones only.
+        unsafe { libc::syscall(libc::SYS_futex, &word as *const u32, libc::FUTEX_WAKE, 1) };
+    }
+
+    fn tgkill_other_signal() {
+        // SAFETY: signals our own thread with SIGUSR1 (default action terminates) unless
+        // the filter kills the process first.
+        unsafe {
+            libc::syscall(
+                libc::SYS_tgkill,
+                libc::getpid(),
+                libc::syscall(libc::SYS_gettid),
+                libc::SIGUSR1,
+            )
+        };
+    }
+
+    #[test]
+    fn argument_rules_allow_what_the_vmm_does_and_nothing_more() {
+        for kind in [ThreadKind::Main, ThreadKind::Vcpu] {
+            for f in [exec_mapping, shared_futex, tgkill_other_signal] {
+                let st = in_filtered_child(kind, f);
+                assert!(killed_by_sigsys(st), "{kind:?}: status {st:#x}");
+            }
+            let st = in_filtered_child(kind, rw_mapping_and_private_futex);
+            assert!(
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                "{kind:?}: {st:#x}"
+            );
+        }
     }
 
     fn killed_by_sigsys(status: i32) -> bool {

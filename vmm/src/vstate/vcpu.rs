@@ -32,6 +32,7 @@ pub struct Vcpu {
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     exit: Arc<ExitNotifier>,
+    pvm: bool,
 }
 
 /// Everything the vCPUs share.
@@ -40,6 +41,8 @@ pub struct VcpuShared {
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
     pub exit: Arc<ExitNotifier>,
+    /// PVM host: internal errors may be the int3 PVM cannot emulate.
+    pub pvm: bool,
 }
 
 impl Vcpu {
@@ -71,6 +74,7 @@ impl Vcpu {
             pio: shared.pio,
             mmio: shared.mmio,
             exit: shared.exit,
+            pvm: shared.pvm,
         })
     }
 
@@ -205,7 +209,7 @@ impl Vcpu {
                     ))
                 }
                 Ok(VcpuExit::InternalError) => {
-                    if self.pvm_int3_workaround() {
+                    if self.pvm && self.pvm_int3_workaround() {
                         continue;
                     }
                     return error(self.internal_error_details());

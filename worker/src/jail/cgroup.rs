@@ -592,3 +592,30 @@ mod tests {
         assert_eq!(cpu_quota_us(1), 1000);
     }
 }
+
+/// `MemAvailable` of /proc/meminfo in KiB.
+pub fn mem_available_kib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&text)
+}
+
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+#[cfg(test)]
+mod meminfo_tests {
+    use super::*;
+
+    #[test]
+    fn reads_mem_available() {
+        let text = "MemTotal:  24000000 kB\nMemFree: 100 kB\nMemAvailable:   12345 kB\n";
+        assert_eq!(parse_mem_available(text), Some(12345));
+        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+        assert!(mem_available_kib().is_some_and(|k| k > 0));
+    }
+}

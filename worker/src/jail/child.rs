@@ -108,6 +108,7 @@ fn run_step(step: &Step, plan: &ChildPlan) -> bool {
                     && libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid) == 0
                     && libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid) == 0
             }
+            Step::KeepCaps(mask) => keep_caps(*mask),
             Step::NoNewPrivs => libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0,
             Step::Seccomp(i) => {
                 let Some(prog) = plan.seccomp.get(*i) else {
@@ -127,6 +128,34 @@ fn run_step(step: &Step, plan: &ChildPlan) -> bool {
             }
             Step::Chdir(p) => libc::chdir(p.as_ptr()) == 0,
         }
+    }
+}
+
+/// Drops from the bounding set every capability outside `mask` (up to the kernel's last
+/// one, where PR_CAPBSET_DROP answers EINVAL) and clears the ambient set.
+fn keep_caps(mask: u64) -> bool {
+    for cap in 0..64u64 {
+        if mask & (1 << cap) != 0 {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            // SAFETY: errno location is always valid for the calling thread.
+            if unsafe { *libc::__errno_location() } == libc::EINVAL {
+                break;
+            }
+            return false;
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) == 0
     }
 }
 

@@ -92,6 +92,11 @@ pub(super) fn filesystem_steps(cfg: &JailConfig) -> Result<Vec<Step>, JailError>
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )?);
+    // The kernel command line is the host's, and an appliance's may carry its
+    // credentials: the sandbox sees an empty one.
+    let empty = scratch.join("empty");
+    s.push(Step::Touch(cpath(&empty)?));
+    ro_bind(&empty, &root.join("proc/cmdline"), &mut s)?;
     dev_steps(&root, &cfg.devices, &mut s)?;
     s.push(mount(
         None,

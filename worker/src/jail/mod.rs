@@ -9,9 +9,11 @@ mod layout;
 mod plan;
 mod process;
 pub mod seccomp;
+pub mod uids;
 
 pub use cgroup::{Cgroup, CgroupError, CgroupHost, CgroupLimits, CgroupVersion};
 pub use process::{Exit, JailedProcess};
+pub use uids::{UidLease, UidLeaseError, UidLeases};
 
 use plan::{cpath, cstr, PlanError, Step};
 use std::ffi::CString;
@@ -22,8 +24,16 @@ use std::path::PathBuf;
 
 /// Lambda's sandbox user (`sbx_user1051`).
 pub const SANDBOX_UID: u32 = 993;
+/// Its group in our rootfs images.
+pub const SANDBOX_GID: u32 = 990;
+/// What an agent running as the jail's root needs to start the function as
+/// `sbx_user1051` and to stop it: CAP_KILL, CAP_SETGID, CAP_SETUID.
+pub const AGENT_CAPS: u64 = (1 << CAP_KILL) | (1 << CAP_SETGID) | (1 << CAP_SETUID);
+const CAP_KILL: u64 = 5;
+const CAP_SETGID: u64 = 6;
+const CAP_SETUID: u64 = 7;
 /// Size of the uid/gid range mapped into each jail.
-const ID_RANGE: u32 = 65536;
+pub const ID_RANGE: u32 = 65536;
 
 /// Errors starting a jailed process.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +136,9 @@ pub struct JailConfig {
     /// uid/gid the program runs as inside the jail.
     pub uid: u32,
     pub gid: u32,
+    /// Capabilities (bit = `CAP_*` number) the program keeps; everything else leaves
+    /// the bounding set. Only a program running as the namespace's root has any.
+    pub keep_caps: u64,
     /// First host uid/gid of the range the jail's ids map to (inside 0 = host base).
     pub host_id_base: u32,
     pub limits: Option<CgroupLimits>,
@@ -183,6 +196,9 @@ fn build_plan(
     if cfg.loopback_up {
         steps.push(Step::LoopbackUp);
     }
+    // While still the namespace's root (CAP_SETPCAP): the bounding set limits what the
+    // program gets at exec; the capabilities held now still allow the id change.
+    steps.push(Step::KeepCaps(cfg.keep_caps));
     steps.push(Step::DropIds {
         uid: cfg.uid,
         gid: cfg.gid,
@@ -386,6 +402,7 @@ fn spawn_in_run_dir(
         stdout,
         stderr,
         exit: None,
+        uid_lease: None,
     };
     // From here, dropping `proc` kills and reaps the child.
     write_id_maps(pid, cfg.host_id_base)?;

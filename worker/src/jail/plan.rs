@@ -33,6 +33,9 @@ pub enum Step {
         uid: u32,
         gid: u32,
     },
+    /// Drops every capability not in the mask from the bounding set and clears the
+    /// ambient set, so a program exec'd as (namespace) root gets only these.
+    KeepCaps(u64),
     NoNewPrivs,
     Seccomp(usize),
     Chdir(CString),

@@ -56,9 +56,18 @@ pub struct JailedProcess {
     pub(super) stdout: Option<OwnedFd>,
     pub(super) stderr: Option<OwnedFd>,
     pub(super) exit: Option<Exit>,
+    /// The host uid range, given back only after everything else here is gone (fields
+    /// drop after `Drop::drop` has killed and reaped the jail).
+    pub(super) uid_lease: Option<super::UidLease>,
 }
 
 impl JailedProcess {
+    /// Keeps the jail's host uid range leased until this process and all it left
+    /// behind are gone.
+    pub fn hold_uid_lease(&mut self, lease: super::UidLease) {
+        self.uid_lease = Some(lease);
+    }
+
     /// Host pid of the jail's init (pid 1 inside).
     pub fn pid(&self) -> i32 {
         self.pid

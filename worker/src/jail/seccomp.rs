@@ -2,7 +2,8 @@
 //!
 //! A deny-list (not an allow-list) because the sandbox runs arbitrary language runtimes;
 //! it removes the kernel interfaces a function never needs and that widen the attack
-//! surface: mounting, namespaces, kernel modules, BPF, keyrings, clock setting.
+//! surface: mounting, namespaces, kernel modules, BPF, keyrings, clock setting, and
+//! io_uring (whose operations would run outside any seccomp filter).
 
 use seccompiler::{
     sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
@@ -61,6 +62,10 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_syslog,
     libc::SYS_vhangup,
     libc::SYS_lookup_dcookie,
+    // io_uring runs system calls from kernel threads, out of reach of this filter.
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
 ];
 
 /// `clone` flags that would create namespaces.

@@ -72,7 +72,12 @@ pub(crate) async fn start(
     let t0 = Instant::now();
     let deadline = tokio::time::Instant::from_std(t0 + limit);
     let mut sb = match tokio::time::timeout_at(deadline, inner.backend.create(spec, &id)).await {
-        Ok(Ok(sb)) => sb,
+        Ok(Ok(mut sb)) => {
+            if let Some(sink) = inner.log_sink(spec) {
+                sb.set_log_sink(sink);
+            }
+            sb
+        }
         Ok(Err(e)) => {
             eprintln!(
                 "worker: sandbox {id} ({}:{}) failed to start: {e}",

@@ -20,15 +20,20 @@ pub(crate) struct Ready {
     pub init_duration: Option<Duration>,
     /// Function timeout already used by a suppressed init.
     pub used: Duration,
-    /// Lines before `START` (the Init phase) and after it (a suppressed init).
+    /// Lines before `START` (the Init phase) and after it (a suppressed init), for the
+    /// caller's `LogType=Tail` (the log file has them already).
     pub before_start: String,
     pub after_start: String,
+    /// A suppressed init ran, so `START` is already in the log.
+    pub started: bool,
 }
 
 /// Why no sandbox is ready.
 pub(crate) enum NotReady {
     /// Infrastructure failure: a service error, not the function's.
     Service(SandboxError),
+    /// The host has no memory for another sandbox: a throttle, retried like one.
+    NoCapacity,
     /// Both inits failed: the invoke's result, as Lambda gives it.
     Failed(FailedInit),
 }
@@ -41,6 +46,8 @@ pub(crate) struct FailedInit {
     pub after_start: String,
     /// Time the suppressed init took (billed, as on Lambda).
     pub duration: Duration,
+    /// What the worker itself adds to the log after the suppressed init's lines.
+    pub platform_lines: String,
 }
 
 pub(crate) fn push_lines(out: &mut String, lines: &[LogLine]) {
@@ -81,6 +88,9 @@ pub(crate) async fn cold_start(
     spec: &FunctionVersionSpec,
     request_id: &str,
 ) -> Result<Ready, NotReady> {
+    if !inner.host_has_memory_for(spec) {
+        return Err(NotReady::NoCapacity);
+    }
     let limit = inner.cfg.init_timeout;
     let mut first = match cold::start(inner, spec, limit).await {
         Ok(s) => {
@@ -93,6 +103,7 @@ pub(crate) async fn cold_start(
                 used: Duration::ZERO,
                 before_start,
                 after_start: String::new(),
+                started: false,
             });
         }
         Err(ColdStartError::Start(e)) => return Err(NotReady::Service(e)),
@@ -101,12 +112,16 @@ pub(crate) async fn cold_start(
     let mut before_start = String::new();
     push_lines(&mut before_start, &first.take_logs());
     let (status, error_type) = describe(&first);
-    before_start.push_str(&report::init_report_line(
+    let init_report = report::init_report_line(
         duration_of(&first, limit),
         "init",
         status,
         error_type.as_deref(),
-    ));
+    );
+    inner.log_platform(spec, &init_report);
+    before_start.push_str(&init_report);
+    // The suppressed init is part of the invoke phase.
+    inner.log_platform(spec, &report::start_line(request_id, &spec.version));
     let t0 = Instant::now();
     match cold::start(inner, spec, spec.timeout).await {
         Ok(s) => {
@@ -119,16 +134,15 @@ pub(crate) async fn cold_start(
                 used: t0.elapsed(),
                 before_start,
                 after_start,
+                started: true,
             })
         }
         Err(ColdStartError::Start(e)) => Err(NotReady::Service(e)),
-        Err(second) => Err(NotReady::Failed(failed_twice(
-            spec,
-            request_id,
-            second,
-            before_start,
-            t0.elapsed(),
-        ))),
+        Err(second) => {
+            let f = failed_twice(spec, request_id, second, before_start, t0.elapsed());
+            inner.log_platform(spec, &f.platform_lines);
+            Err(NotReady::Failed(f))
+        }
     }
 }
 
@@ -142,15 +156,15 @@ fn failed_twice(
     let mut after_start = String::new();
     push_lines(&mut after_start, &second.take_logs());
     let (status, error_type) = describe(&second);
-    after_start.push_str(&report::init_report_line(
+    let mut platform_lines = report::init_report_line(
         duration_of(&second, spec.timeout),
         "invoke",
         status,
         error_type.as_deref(),
-    ));
+    );
     let result = match second {
         ColdStartError::InitTimeout(..) => {
-            after_start.push_str(&report::timeout_log_line(rid, spec.timeout));
+            platform_lines.push_str(&report::timeout_log_line(rid, spec.timeout));
             InvokeResult::FunctionError {
                 error_type: "Sandbox.Timedout".into(),
                 body: report::error_body(
@@ -162,12 +176,14 @@ fn failed_twice(
         ColdStartError::Init { error, .. } => init_error_result(rid, error),
         ColdStartError::Start(e) => init_error_result(rid, e),
     };
+    after_start.push_str(&platform_lines);
     FailedInit {
         result,
         status,
         before_start,
         after_start,
         duration: took,
+        platform_lines,
     }
 }
 

@@ -6,7 +6,8 @@ use super::{IdleEntry, Inner, Slot, Worker};
 use crate::report;
 use crate::sandbox::{Reply, Sandbox, SandboxError};
 use crate::spec::{
-    ChunkSink, FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult, Report, WorkerError,
+    ChunkSink, FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult, Report,
+    ThrottleReason, WorkerError,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,6 +37,8 @@ struct CheckedOut {
     used: Duration,
     before_start: String,
     after_start: String,
+    /// `START` is already in the log (a suppressed init wrote it).
+    started: bool,
 }
 
 /// Counts a sandbox as busy while it exists.
@@ -195,10 +198,21 @@ impl Worker {
         let ready = match self.check_out(spec, &req.request_id).await {
             Ok(r) => r,
             Err(NotReady::Service(e)) => return Err(WorkerError::Sandbox(e.to_string())),
+            Err(NotReady::NoCapacity) => {
+                inner.metrics.throttle("host_memory");
+                return Err(WorkerError::Throttled(
+                    ThrottleReason::ConcurrentInvocationLimitExceeded,
+                ));
+            }
             Err(NotReady::Failed(f)) => return Ok(self.init_failed(spec, &req, f)),
         };
         let busy = Busy::new(inner);
         let mut sb = ready.sandbox;
+        let rid = &req.request_id;
+        let start_line = report::start_line(rid, &spec.version);
+        if !ready.started {
+            inner.log_platform(spec, &start_line);
+        }
         // A suppressed init already spent part of the function's timeout.
         let budget = spec.timeout.saturating_sub(ready.used);
         let deadline = epoch_ms() + budget.as_millis() as u64;
@@ -209,7 +223,6 @@ impl Worker {
         };
         let res = tokio::time::timeout(budget, call).await;
         let duration = start.elapsed() + ready.used;
-        let rid = &req.request_id;
         let mut ending = ending_of(res, sb.as_ref(), rid, spec.timeout);
         let fn_logs = sb.take_logs();
         let max_mem = sb.max_memory_bytes().unwrap_or(0);
@@ -242,16 +255,17 @@ impl Worker {
             status: ending.status,
             error_type: ending.error_type(),
         };
+        let mut closing = ending.extra_log.clone().unwrap_or_default();
+        closing.push_str(&report::end_line(rid));
+        closing.push_str(&report::report_line(rid, &rep));
+        inner.log_platform(spec, &closing);
+        // The caller's tail: the log file already has every line, as it came.
         let mut logs = ready.before_start;
-        logs.push_str(&report::start_line(rid, &spec.version));
+        logs.push_str(&start_line);
         logs.push_str(&ready.after_start);
         push_lines(&mut logs, &fn_logs);
-        if let Some(extra) = &ending.extra_log {
-            logs.push_str(extra);
-        }
-        logs.push_str(&report::end_line(rid));
-        logs.push_str(&report::report_line(rid, &rep));
-        self.finish(spec, &ending.result, duration, &logs);
+        logs.push_str(&closing);
+        self.finish(spec, &ending.result, duration);
         Ok(InvokeOutcome {
             request_id: req.request_id,
             executed_version: spec.version.clone(),
@@ -307,6 +321,7 @@ impl Worker {
                 used: Duration::ZERO,
                 before_start: String::new(),
                 after_start: String::new(),
+                started: false,
             });
         }
         let r = init_phase::cold_start(inner, spec, request_id).await?;
@@ -318,6 +333,7 @@ impl Worker {
             used: r.used,
             before_start: r.before_start,
             after_start: r.after_start,
+            started: r.started,
         })
     }
 
@@ -342,12 +358,14 @@ impl Worker {
             status: Some(f.status),
             error_type,
         };
+        let mut closing = report::end_line(rid);
+        closing.push_str(&report::report_line(rid, &rep));
+        self.inner.log_platform(spec, &closing);
         let mut logs = f.before_start;
         logs.push_str(&report::start_line(rid, &spec.version));
         logs.push_str(&f.after_start);
-        logs.push_str(&report::end_line(rid));
-        logs.push_str(&report::report_line(rid, &rep));
-        self.finish(spec, &f.result, f.duration, &logs);
+        logs.push_str(&closing);
+        self.finish(spec, &f.result, f.duration);
         InvokeOutcome {
             request_id: req.request_id.clone(),
             executed_version: spec.version.clone(),
@@ -357,25 +375,14 @@ impl Worker {
         }
     }
 
-    /// Metrics and the per-function log file.
-    fn finish(
-        &self,
-        spec: &FunctionVersionSpec,
-        result: &InvokeResult,
-        duration: Duration,
-        logs: &str,
-    ) {
+    /// Metrics of a finished invoke.
+    fn finish(&self, spec: &FunctionVersionSpec, result: &InvokeResult, duration: Duration) {
         let inner = &self.inner;
         inner
             .metrics
             .invocation(&format!("{}:{}", spec.name, spec.version), duration);
         if let InvokeResult::FunctionError { error_type, .. } = result {
             inner.metrics.error(error_type);
-        }
-        if let Some(files) = &inner.logs {
-            if let Err(e) = files.append(&spec.name, &spec.version, logs) {
-                eprintln!("worker: {e}");
-            }
         }
     }
 }

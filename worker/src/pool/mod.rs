@@ -39,6 +39,10 @@ pub struct WorkerConfig {
     pub log_dir: Option<PathBuf>,
     pub log_max_bytes: u64,
     pub log_keep: u32,
+    /// Host memory (MiB) that must stay available beyond a new sandbox's own memory
+    /// size for a cold start to begin; short of it the invoke is throttled (429), as
+    /// when the host's concurrency is used up. `0` turns the check off.
+    pub memory_headroom_mib: u64,
 }
 
 impl Default for WorkerConfig {
@@ -55,6 +59,7 @@ impl Default for WorkerConfig {
             log_dir: None,
             log_max_bytes: 10 << 20,
             log_keep: 5,
+            memory_headroom_mib: 256,
         }
     }
 }
@@ -97,7 +102,22 @@ pub(crate) struct Inner {
     pub(crate) cfg: WorkerConfig,
     pub(crate) state: Mutex<State>,
     pub(crate) metrics: Metrics,
-    pub(crate) logs: Option<LogFiles>,
+    pub(crate) logs: Option<Arc<LogFiles>>,
+}
+
+/// One function version's log file as a sandbox's sink.
+struct VersionLog {
+    files: Arc<LogFiles>,
+    function: String,
+    version: String,
+}
+
+impl crate::sandbox::LogSink for VersionLog {
+    fn line(&self, text: &str) {
+        if let Err(e) = self.files.append_line(&self.function, &self.version, text) {
+            eprintln!("worker: {e}");
+        }
+    }
 }
 
 static NEXT_SANDBOX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -112,6 +132,42 @@ impl Inner {
     pub(crate) fn new_sandbox_id(&self) -> String {
         let n = NEXT_SANDBOX.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("sb-{}-{n}", std::process::id())
+    }
+
+    /// Whether the host has the memory for another sandbox of `spec` (see
+    /// [`WorkerConfig::memory_headroom_mib`]); `MemAvailable` from /proc/meminfo.
+    pub(crate) fn host_has_memory_for(&self, spec: &FunctionVersionSpec) -> bool {
+        if self.cfg.memory_headroom_mib == 0 {
+            return true;
+        }
+        let need_kib = (u64::from(spec.memory_mib) + self.cfg.memory_headroom_mib) << 10;
+        match crate::jail::cgroup::mem_available_kib() {
+            Some(avail) => avail >= need_kib,
+            None => true,
+        }
+    }
+
+    /// Where a new sandbox of `spec` writes its function output as it arrives.
+    pub(crate) fn log_sink(
+        &self,
+        spec: &FunctionVersionSpec,
+    ) -> Option<Arc<dyn crate::sandbox::LogSink>> {
+        let files = self.logs.clone()?;
+        Some(Arc::new(VersionLog {
+            files,
+            function: spec.name.clone(),
+            version: spec.version.clone(),
+        }))
+    }
+
+    /// Appends the worker's own lines (START, END, REPORT, INIT_REPORT, timeouts) to the
+    /// function version's log, in order with the function's.
+    pub(crate) fn log_platform(&self, spec: &FunctionVersionSpec, text: &str) {
+        if let Some(files) = &self.logs {
+            if let Err(e) = files.append(&spec.name, &spec.version, text) {
+                eprintln!("worker: {e}");
+            }
+        }
     }
 
     /// Destroys sandboxes in the background. Outside a tokio runtime (e.g. `reap` called
@@ -140,7 +196,7 @@ impl Worker {
         let logs = cfg
             .log_dir
             .as_ref()
-            .map(|d| LogFiles::new(d, cfg.log_max_bytes, cfg.log_keep));
+            .map(|d| Arc::new(LogFiles::new(d, cfg.log_max_bytes, cfg.log_keep)));
         let state = State {
             concurrency: Concurrency::new(cfg.host_concurrency),
             idle: HashMap::new(),
@@ -256,6 +312,41 @@ impl Worker {
         self.inner
             .destroy_all(gone.into_iter().map(|e| e.sandbox).collect());
         n
+    }
+
+    /// A function (or one version of it) was deleted: its idle sandboxes stop and its
+    /// log files close. A busy sandbox finishes its invoke; its version's key is never
+    /// asked for again, so the idle reaper takes it.
+    pub fn forget(&self, name: &str, version: Option<&str>) {
+        let gone: Vec<Box<dyn Sandbox>> = {
+            let mut st = self.inner.lock();
+            let keys: Vec<FunctionKey> = st
+                .idle
+                .keys()
+                .filter(|k| k.name == name && version.is_none_or(|v| k.version == v))
+                .cloned()
+                .collect();
+            keys.iter()
+                .filter_map(|k| st.idle.remove(k))
+                .flat_map(|mut s| s.drain_all())
+                .map(|e| e.sandbox)
+                .collect()
+        };
+        for _ in &gone {
+            self.inner.metrics.reaped("deleted");
+        }
+        self.inner.destroy_all(gone);
+        if let Some(files) = &self.inner.logs {
+            match version {
+                Some(v) => files.close(name, v),
+                None => files.close_function(name),
+            }
+        }
+    }
+
+    /// How many log files the worker holds open.
+    pub fn open_log_files(&self) -> usize {
+        self.inner.logs.as_ref().map_or(0, |l| l.open_count())
     }
 
     /// Destroys every idle sandbox (busy ones are destroyed when their invoke ends

@@ -15,7 +15,6 @@ use crate::jail::{self, CgroupHost, CgroupLimits, JailCommand, JailConfig, Jaile
 use crate::spec::{ChunkSink, FunctionVersionSpec, InvokeRequest};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
@@ -30,6 +29,8 @@ pub struct MicroVmConfig {
     pub rootfs_images: RootfsMap,
     pub run_root: PathBuf,
     pub host_id_base: u32,
+    /// Where host uid ranges are leased (shared by every supervisor on the host).
+    pub uid_lease_dir: PathBuf,
     pub cgroup_group: String,
     pub vcpus: u32,
     /// Memory the monitor itself may use on top of the guest's.
@@ -48,6 +49,7 @@ impl MicroVmConfig {
             rootfs_images: RootfsMap::from_images_dir(images_dir, true),
             run_root,
             host_id_base: 1_000_000,
+            uid_lease_dir: PathBuf::from(jail::uids::DEFAULT_DIR),
             cgroup_group: "lambda-worker".into(),
             vcpus: 1,
             monitor_overhead_mib: 256,
@@ -68,7 +70,8 @@ pub struct MicroVmBackend {
     /// static build needs nothing but itself.
     vmm_is_dynamic: bool,
     cgroups: Arc<CgroupHost>,
-    slot: AtomicU32,
+    /// Host uid ranges, one leased per live sandbox.
+    uids: jail::UidLeases,
     placer: CpuPlacer,
 }
 
@@ -172,8 +175,16 @@ impl MicroVmBackend {
         let cgroups = CgroupHost::detect(&cfg.cgroup_group)
             .map_err(|e| start_err(format!("cgroups: {e}")))?;
         std::fs::create_dir_all(&cfg.run_root).map_err(|e| start_err(format!("run root: {e}")))?;
-        chmod(&cfg.run_root, 0o755)?;
+        // Traversable by the jails, not listable: sandbox ids and code mirror names
+        // stay unknown to other users of the host.
+        chmod(&cfg.run_root, 0o711)?;
         super::process::remove_stale(&cgroups, &cfg.run_root);
+        let uids = jail::UidLeases::new(
+            &cfg.uid_lease_dir,
+            cfg.host_id_base,
+            super::process::UID_SLOTS,
+        )
+        .map_err(|e| start_err(e.to_string()))?;
         let probed_flags = probe_host(&cfg.launcher.vmm);
         let vmm_is_dynamic = launcher::is_dynamic_elf(&cfg.launcher.vmm)
             .map_err(|e| start_err(format!("{}: {e}", cfg.launcher.vmm.display())))?;
@@ -189,7 +200,7 @@ impl MicroVmBackend {
             probed_flags,
             vmm_is_dynamic,
             cgroups: Arc::new(cgroups),
-            slot: AtomicU32::new(0),
+            uids,
             placer: CpuPlacer::from_own_affinity(),
         })
     }
@@ -256,6 +267,7 @@ impl MicroVmBackend {
             hostname: id.to_string(),
             uid: jail::SANDBOX_UID,
             gid: jail::SANDBOX_UID,
+            keep_caps: 0,
             host_id_base,
             limits: Some(CgroupLimits {
                 memory_bytes: u64::from(spec.memory_mib + self.cfg.monitor_overhead_mib) << 20,
@@ -280,8 +292,8 @@ impl MicroVmBackend {
             .ok_or_else(|| start_err(format!("no rootfs image for runtime {:?}", spec.runtime)))?
             .to_path_buf();
         let (files, code_image) = self.sandbox_files(spec, id).await?;
-        let slot = self.slot.fetch_add(1, Ordering::Relaxed) % 4096;
-        let id_base = self.cfg.host_id_base + slot * 65536;
+        let lease = self.uids.acquire().map_err(|e| start_err(e.to_string()))?;
+        let id_base = lease.host_base();
         let sock_dir = files.0.join("sock");
         chown(&sock_dir, id_base + jail::SANDBOX_UID)?;
         // guest-init's connection arrives here: listen before the VM starts.
@@ -316,6 +328,7 @@ impl MicroVmBackend {
             .await
             .map_err(|e| start_err(e.to_string()))?
             .map_err(|e| start_err(e.to_string()))?;
+        proc.hold_uid_lease(lease);
         let spawned = t0.elapsed();
         let serial = StderrTail::spawn(proc.take_stdout());
         let stderr = StderrTail::spawn(proc.take_stderr());
@@ -430,6 +443,10 @@ impl Sandbox for VmSandbox {
         chunks: ChunkSink,
     ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
         Box::pin(self.session.invoke_streaming(req, deadline_ms, chunks))
+    }
+
+    fn set_log_sink(&mut self, sink: std::sync::Arc<dyn super::LogSink>) {
+        self.session.set_log_sink(sink);
     }
 
     fn take_logs(&mut self) -> Vec<LogLine> {

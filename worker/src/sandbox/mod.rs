@@ -4,6 +4,7 @@
 mod dir_guard;
 pub mod launcher;
 pub(crate) mod lean_stream;
+pub mod log_tail;
 pub mod microvm;
 pub mod process;
 pub mod rootfs;
@@ -14,6 +15,7 @@ mod streamed;
 pub mod wire;
 
 use crate::spec::{ChunkSink, FunctionVersionSpec, InvokeRequest};
+pub use log_tail::LogSink;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -78,7 +80,10 @@ pub trait Sandbox: Send {
         drop(chunks);
         self.invoke(req, deadline_ms)
     }
-    /// Function output received since the last call.
+    /// Function output goes to `sink` as it arrives (see [`log_tail`]); without one it
+    /// is only kept for [`Sandbox::take_logs`].
+    fn set_log_sink(&mut self, _sink: std::sync::Arc<dyn LogSink>) {}
+    /// The last few KB of function output received since the last call.
     fn take_logs(&mut self) -> Vec<LogLine>;
     /// Peak memory use so far, in bytes, when the backend can measure it.
     fn max_memory_bytes(&self) -> Option<u64>;

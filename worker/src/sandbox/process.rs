@@ -23,6 +23,9 @@ use tokio::net::UnixListener;
 const SOCK_DIR_INSIDE: &str = "/.worker/sock";
 const GUEST_INIT_INSIDE: &str = "/.worker/guest-init";
 
+/// Host uid ranges the process and microVM backends lease from (about 1.07e9 ids).
+pub const UID_SLOTS: u32 = 16384;
+
 /// CPU share of a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuPolicy {
@@ -55,6 +58,8 @@ pub struct ProcessConfig {
     pub run_root: PathBuf,
     /// Host uid/gid range base for the jails' user namespaces.
     pub host_id_base: u32,
+    /// Where host uid ranges are leased (shared by every supervisor on the host).
+    pub uid_lease_dir: PathBuf,
     /// cgroup directory name under the worker's own cgroup.
     pub cgroup_group: String,
     pub pids_max: u32,
@@ -74,6 +79,7 @@ impl ProcessConfig {
             rootfs: RootfsMap::from_images_dir(images_dir, false),
             run_root,
             host_id_base: 1_000_000,
+            uid_lease_dir: PathBuf::from(jail::uids::DEFAULT_DIR),
             cgroup_group: "lambda-worker".into(),
             pids_max: 1024,
             cpu: CpuPolicy::Proportional {
@@ -90,9 +96,8 @@ impl ProcessConfig {
 pub struct ProcessBackend {
     cfg: ProcessConfig,
     cgroups: Option<Arc<CgroupHost>>,
-    /// Rotates sandboxes over distinct host uid ranges, so two sandboxes never share
-    /// a host uid.
-    slot: std::sync::atomic::AtomicU32,
+    /// Host uid ranges, one leased per live sandbox.
+    uids: jail::UidLeases,
     placer: CpuPlacer,
 }
 
@@ -103,7 +108,8 @@ impl ProcessBackend {
             .map_err(|e| SandboxError::Start(format!("cgroups: {e}")))?;
         std::fs::create_dir_all(&cfg.run_root)
             .and_then(|()| {
-                std::fs::set_permissions(&cfg.run_root, std::fs::Permissions::from_mode(0o755))
+                // Traversable by the jails, not listable by other users of the host.
+                std::fs::set_permissions(&cfg.run_root, std::fs::Permissions::from_mode(0o711))
             })
             .map_err(|e| {
                 SandboxError::Start(format!("run root {}: {e}", cfg.run_root.display()))
@@ -115,10 +121,12 @@ impl ProcessBackend {
                 cfg.guest_init.display()
             )));
         }
+        let uids = jail::UidLeases::new(&cfg.uid_lease_dir, cfg.host_id_base, UID_SLOTS)
+            .map_err(|e| SandboxError::Start(e.to_string()))?;
         Ok(Self {
             cfg,
+            uids,
             cgroups: Some(Arc::new(cgroups)),
-            slot: Default::default(),
             placer: CpuPlacer::from_own_affinity(),
         })
     }
@@ -149,10 +157,12 @@ impl ProcessBackend {
         let sock = sock_dir.join("wire.sock");
         let listener = UnixListener::bind(&sock)
             .map_err(|e| start_err(format!("bind {}: {e}", sock.display())))?;
-        // The jailed uid must be able to connect.
-        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777))
-            .map_err(|e| start_err(format!("chmod socket: {e}")))?;
 
+        let lease = self.uids.acquire().map_err(|e| start_err(e.to_string()))?;
+        // Only guest-init (the jail's root) may connect.
+        std::os::unix::fs::chown(&sock, Some(lease.host_base()), Some(lease.host_base()))
+            .and_then(|()| std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| start_err(format!("socket owner: {e}")))?;
         let cpus: Option<CpuLease> = if self.cfg.place_cpus {
             self.placer.lease(vcpus_for_memory(spec.memory_mib))
         } else {
@@ -173,10 +183,13 @@ impl ProcessBackend {
             run_dir: self.cfg.run_root.join(id),
             tmp_size_mib: self.cfg.tmp_size_mib,
             hostname: "localhost".into(),
-            uid: jail::SANDBOX_UID,
-            gid: jail::SANDBOX_UID,
-            host_id_base: self.cfg.host_id_base
-                + (self.slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4096) * 65536,
+            // guest-init runs as the jail's root (a host uid of its own range) with only
+            // the capabilities to start and stop the function, which runs as
+            // sbx_user1051: the function cannot trace it, read its memory or signal it.
+            uid: 0,
+            gid: 0,
+            keep_caps: jail::AGENT_CAPS,
+            host_id_base: lease.host_base(),
             limits: Some(CgroupLimits {
                 memory_bytes: u64::from(spec.memory_mib) << 20,
                 pids_max: self.cfg.pids_max,
@@ -184,12 +197,20 @@ impl ProcessBackend {
             }),
             seccomp: self.cfg.seccomp,
             loopback_up: true,
-            reaper: true,
+            // guest-init is PID 1 (`--jail-init`): no un-exec'd clone of the worker,
+            // which holds its memory and command line, stays in the sandbox.
+            reaper: false,
             cpus: cpus.as_ref().map(|l| l.cpus().to_vec()).unwrap_or_default(),
         };
         let cmd = JailCommand {
             exe: PathBuf::from(GUEST_INIT_INSIDE),
-            args: vec!["--host-uds".into(), format!("{SOCK_DIR_INSIDE}/wire.sock")],
+            args: vec![
+                "--jail-init".into(),
+                "--runtime-user".into(),
+                format!("{}:{}", jail::SANDBOX_UID, jail::SANDBOX_GID),
+                "--host-uds".into(),
+                format!("{SOCK_DIR_INSIDE}/wire.sock"),
+            ],
             env: vec![(
                 "PATH".into(),
                 "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
@@ -205,6 +226,7 @@ impl ProcessBackend {
                 .await
                 .map_err(|e| start_err(format!("spawn task: {e}")))?
                 .map_err(|e| start_err(e.to_string()))?;
+        proc.hold_uid_lease(lease);
         let tail = StderrTail::spawn(proc.take_stderr());
         let stream = tokio::select! {
             r = listener.accept() => r.map_err(|e| start_err(format!("accept: {e}")))?.0,
@@ -359,6 +381,10 @@ impl Sandbox for ProcessSandbox {
         chunks: ChunkSink,
     ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
         Box::pin(self.invoke_explained(req, deadline_ms, Some(chunks)))
+    }
+
+    fn set_log_sink(&mut self, sink: std::sync::Arc<dyn super::LogSink>) {
+        self.session.set_log_sink(sink);
     }
 
     fn take_logs(&mut self) -> Vec<LogLine> {

@@ -2,10 +2,14 @@
 //! time, collecting the runtime's log lines. Shared by every backend, since the process
 //! and microVM backends both end up with a Unix stream to guest-init.
 
+use super::log_tail::{LogSink, LogTail};
 use super::streamed::{is_cut_off, StreamedBody};
 use super::wire::WireConn;
 use super::{LogLine, Reply, SandboxError};
-use crate::spec::{ChunkSink, FunctionVersionSpec, InvokeRequest, MAX_STREAMED_RESPONSE_BYTES};
+use crate::spec::{
+    ChunkSink, FunctionVersionSpec, InvokeRequest, MAX_BUFFERED_RESPONSE_BYTES,
+    MAX_STREAMED_RESPONSE_BYTES,
+};
 use runtime_api::protocol::{GuestMessage, HostMessage, Init, Invoke, Shutdown, WireError};
 use std::time::Duration;
 
@@ -29,7 +33,7 @@ pub struct Session {
     conn: WireConn,
     init: Init,
     arn: String,
-    logs: Vec<LogLine>,
+    logs: LogTail,
 }
 
 /// The Init message for a function version.
@@ -110,7 +114,7 @@ impl Session {
             conn,
             init,
             arn,
-            logs: Vec::new(),
+            logs: LogTail::default(),
         }
     }
 
@@ -121,8 +125,14 @@ impl Session {
         });
     }
 
+    /// Function output goes to `sink` as it arrives from now on.
+    pub fn set_log_sink(&mut self, sink: std::sync::Arc<dyn LogSink>) {
+        self.logs.set_sink(sink);
+    }
+
+    /// The last few KB of output since the previous call.
     pub fn take_logs(&mut self) -> Vec<LogLine> {
-        std::mem::take(&mut self.logs)
+        self.logs.take()
     }
 
     pub async fn init(&mut self) -> Result<(), SandboxError> {
@@ -165,7 +175,9 @@ impl Session {
         req: &InvokeRequest,
         deadline_ms: u64,
     ) -> Result<Reply, SandboxError> {
-        let body = StreamedBody::new(None, MAX_STREAMED_RESPONSE_BYTES);
+        // Gathered for a buffered caller: bounded by the buffered limit where the bytes
+        // come in, not after 200 MiB of a streaming function were collected.
+        let body = StreamedBody::new(None, MAX_BUFFERED_RESPONSE_BYTES);
         self.invoke_into(req, deadline_ms, body).await
     }
 
@@ -186,6 +198,7 @@ impl Session {
         deadline_ms: u64,
         mut body: StreamedBody,
     ) -> Result<Reply, SandboxError> {
+        self.logs.begin_invoke();
         let msg = HostMessage::Invoke(Invoke {
             request_id: req.request_id.clone(),
             deadline_ms,

@@ -22,6 +22,7 @@
 //! - `stream-error`: a hand-written runtime loop (not `lambda_runtime`, whose mid-stream
 //!   errors end up in the body) that streams `partial ` and then ends the response with
 //!   the `Lambda-Runtime-Function-Error-Type` / `-Body` trailers.
+//! - `stream-big`: the same loop, streaming `STREAM_BIG_MIB` MiB (default 64).
 
 mod raw_stream;
 
@@ -43,8 +44,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     if handler == "stream" {
         return lambda_runtime::run(service_fn(stream_handler)).await;
     }
-    if handler == "stream-error" {
-        return raw_stream::serve().map_err(Into::into);
+    if handler == "stream-error" || handler == "stream-big" {
+        return raw_stream::serve(handler == "stream-big").map_err(Into::into);
     }
     if handler.starts_with("stream-") {
         return lambda_runtime::run(service_fn(move |event| {

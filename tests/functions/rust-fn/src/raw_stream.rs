@@ -1,6 +1,8 @@
-//! `stream-error`: a runtime loop over plain HTTP/1.1 that streams part of a response
-//! and then reports a function error in the trailers, the way Lambda documents it for
-//! custom runtimes (`Lambda-Runtime-Function-Error-Type` / `-Body`, base64).
+//! A runtime loop over plain HTTP/1.1 for streamed responses `lambda_runtime` cannot
+//! produce: `stream-error` streams part of a response and then reports a function
+//! error in the trailers, the way Lambda documents it for custom runtimes
+//! (`Lambda-Runtime-Function-Error-Type` / `-Body`, base64); `stream-big` streams
+//! `STREAM_BIG_MIB` MiB (default 64) in 64 KiB chunks.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -10,13 +12,42 @@ const ERROR_TYPE: &str = "StreamFailure";
 const ERROR_DOC: &str = r#"{"errorMessage":"failed mid-stream","errorType":"StreamFailure"}"#;
 
 /// Serves invocations until the Runtime API goes away.
-pub fn serve() -> io::Result<()> {
+pub fn serve(big: bool) -> io::Result<()> {
     let api = std::env::var("AWS_LAMBDA_RUNTIME_API")
         .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
+    let mib: usize = std::env::var("STREAM_BIG_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     loop {
         let request_id = next_invocation(&api)?;
-        stream_then_fail(&api, &request_id)?;
+        if big {
+            stream_big(&api, &request_id, mib)?;
+        } else {
+            stream_then_fail(&api, &request_id)?;
+        }
     }
+}
+
+/// Streams `mib` MiB of `x` bytes in 64 KiB chunks.
+fn stream_big(api: &str, request_id: &str, mib: usize) -> io::Result<()> {
+    let mut s = TcpStream::connect(api)?;
+    write!(
+        s,
+        "POST /2018-06-01/runtime/invocation/{request_id}/response HTTP/1.1\r\n\
+         Host: {api}\r\nConnection: close\r\n\
+         Lambda-Runtime-Function-Response-Mode: streaming\r\n\
+         Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )?;
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..mib * 16 {
+        write!(s, "{:x}\r\n", chunk.len())?;
+        s.write_all(&chunk)?;
+        s.write_all(b"\r\n")?;
+    }
+    s.write_all(b"0\r\n\r\n")?;
+    io::copy(&mut s, &mut io::sink())?;
+    Ok(())
 }
 
 /// `GET /next` (one request per connection); returns the request id.

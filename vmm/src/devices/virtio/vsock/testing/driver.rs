@@ -100,6 +100,12 @@ impl GuestDriver {
     pub fn new() -> (GuestDriver, Vec<Queue>) {
         let mem: GuestMemory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)])
             .expect("test guest memory");
+        Self::with_memory(mem)
+    }
+
+    /// Fresh queues (empty rings, every descriptor free) in memory from an earlier
+    /// driver, as a guest driver re-initialising after a device reset: no new mapping.
+    pub fn with_memory(mem: GuestMemory) -> (GuestDriver, Vec<Queue>) {
         let mut queues = Vec::new();
         let mut dq = Vec::new();
         for index in 0..NUM_QUEUES {

@@ -77,11 +77,12 @@ impl VsockHarness {
     }
 
     /// Resets the device as a driver writing status 0 would, then activates it again on
-    /// fresh queues with the same queue eventfds (what the transport hands back).
+    /// fresh queues (in the same guest memory) with the same queue eventfds, which is
+    /// what the transport hands back.
     pub fn reset_and_reactivate(&mut self, rx_bufs: usize) {
         let evts = self.dev().reset().expect("reset of an active device");
         self.pump();
-        let (driver, queues) = GuestDriver::new();
+        let (driver, queues) = GuestDriver::with_memory(self.driver.mem.clone());
         self.driver = driver;
         for _ in 0..rx_bufs {
             self.post_rx();

@@ -1,0 +1,265 @@
+"""Regression tests for the hardening issue, against the real supervisor with process
+isolation: what a function can see of the supervisor, what one invoke can make it hold,
+and how it treats slow or bad clients."""
+
+import json
+import os
+
+import pytest
+
+from invoke_harness import FUNCTIONS, ROLE, invoke, json_body, make_zip, start_supervisor
+from supervisor_harness import SECRET_KEY
+
+try:
+    import boto3  # noqa: F401
+except ImportError:
+    if os.environ.get("CI"):
+        raise
+    print("\nSKIPPED: boto3 not installed (pip install -r tests/python/requirements.txt)")
+    pytest.skip("boto3 not installed", allow_module_level=True)
+
+# A function that looks for the supervisor's secret everywhere it can reach, and tries
+# to get at the agent (guest-init, PID 1) that holds the connection to the host.
+PROBE = r'''
+import ctypes, errno, glob, os
+
+def probe(event, context):
+    secret = event["secret"].encode()
+    found = []
+    for path in glob.glob("/proc/*/cmdline") + glob.glob("/proc/*/environ"):
+        try:
+            with open(path, "rb") as f:
+                if secret in f.read():
+                    found.append(path)
+        except OSError:
+            pass
+    if any(secret in v.encode() for v in os.environ.values()):
+        found.append("own environment")
+    try:
+        with open("/proc/1/mem", "rb") as f:
+            f.read(1)
+        mem = "readable"
+    except OSError as e:
+        mem = errno.errorcode.get(e.errno, str(e.errno))
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = libc.syscall(434, 1, 0)  # pidfd_open(1, 0)
+    getfd = "no pidfd"
+    if pidfd >= 0:
+        r = libc.syscall(438, pidfd, 3, 0)  # pidfd_getfd(pidfd, 3, 0)
+        getfd = "got a descriptor" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+    with open("/proc/1/cmdline", "rb") as f:
+        pid1 = f.read().replace(b"\0", b" ").decode()
+    with open("/proc/cmdline", "rb") as f:
+        kernel_cmdline = f.read().decode()
+    # io_uring would run system calls outside the sandbox's seccomp filter.
+    params = ctypes.create_string_buffer(120)
+    ring = libc.syscall(425, 8, params)  # io_uring_setup(8, &params)
+    uring = "created" if ring >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+    with open("/proc/1/status") as f:
+        pid1_uid = int([l for l in f if l.startswith("Uid:")][0].split()[1])
+    return {"found": found, "mem": mem, "getfd": getfd, "pid1": pid1,
+            "uid": os.getuid(), "pid1_uid": pid1_uid, "kernel_cmdline": kernel_cmdline,
+            "io_uring": uring}
+'''
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    sup = start_supervisor(tmp_path_factory.mktemp("hardening") / "data")
+    yield sup
+    sup.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client()
+
+
+def test_no_secret_of_the_supervisor_reaches_a_function(server, client):
+    assert SECRET_KEY not in " ".join(server.argv()), "the harness must not pass it in argv"
+    app = (FUNCTIONS / "python" / "app.py").read_text() + PROBE
+    client.create_function(FunctionName="probe", Runtime="python3.11", Role=ROLE,
+                           Handler="app.probe", Code={"ZipFile": make_zip({"app.py": app.encode()})})
+    r, body, _ = invoke(client, "probe", json.dumps({"secret": SECRET_KEY}).encode())
+    assert "FunctionError" not in r, body
+    seen = json_body(body)
+    assert seen["found"] == [], seen
+    # PID 1 is guest-init, exec'd (not a clone of the supervisor), as another uid.
+    assert seen["pid1"].startswith("/.worker/guest-init --jail-init"), seen
+    assert seen["uid"] == 993 and seen["pid1_uid"] == 0, seen
+    assert seen["mem"] == "EACCES", seen
+    assert seen["getfd"] == "EPERM", seen
+    # The host's kernel command line (an appliance's may hold credentials) is masked.
+    assert seen["kernel_cmdline"] == "", seen
+    assert seen["io_uring"] == "EPERM", seen
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+FLOOD = '''
+
+def flood(event, context):
+    import sys
+    line = "f" * 99 + "\\n"
+    block = line * 10000
+    for _ in range(event["mb"]):
+        sys.stdout.write(block)
+    sys.stdout.flush()
+    return "flooded"
+'''
+
+
+def test_a_log_flood_stays_out_of_supervisor_memory(server, client):
+    app = (FUNCTIONS / "python" / "app.py").read_text() + FLOOD
+    client.create_function(FunctionName="flood", Runtime="python3.11", Role=ROLE, Timeout=120,
+                           Handler="app.flood", Code={"ZipFile": make_zip({"app.py": app.encode()})})
+    invoke(client, "flood", json.dumps({"mb": 1}).encode())  # warm, and the baseline
+    before = rss_kib(server.proc.pid)
+    r, body, logs = invoke(client, "flood", json.dumps({"mb": 200}).encode(), LogType="Tail")
+    assert json_body(body) == "flooded"
+    grew = rss_kib(server.proc.pid) - before
+    assert grew < 64 * 1024, f"supervisor grew {grew} KiB for a 200 MB log"
+    # The tail (Lambda's 4 KB) ends with the platform lines; the file was cut.
+    assert len(logs) <= 4096 and logs.rstrip().splitlines()[-1].startswith("REPORT")
+    log_dir = server.data_dir / "logs" / "flood"
+    sizes = {p.name: p.stat().st_size for p in log_dir.iterdir()}
+    assert all(s <= 10 * 1024 * 1024 + 4096 for s in sizes.values()), sizes
+    text = "".join(p.read_text(errors="replace") for p in sorted(log_dir.iterdir()))
+    assert "log output truncated" in text
+
+
+def test_a_buffered_invoke_of_a_big_stream_is_cut_at_the_6_mb_limit(server, client):
+    from invoke_harness import rust_zip
+
+    client.create_function(FunctionName="bigstream", Runtime="provided.al2023", Role=ROLE,
+                           Handler="stream-big", Timeout=60, Code={"ZipFile": rust_zip()},
+                           Environment={"Variables": {"STREAM_BIG_MIB": "150"}})
+    before = rss_kib(server.proc.pid)
+    r, body, _ = invoke(client, "bigstream")
+    assert r.get("FunctionError") == "Unhandled", body[:200]
+    assert json_body(body)["errorType"] == "Function.ResponseSizeTooLarge"
+    grew = rss_kib(server.proc.pid) - before
+    assert grew < 48 * 1024, f"supervisor grew {grew} KiB while a 150 MiB stream was refused"
+
+
+def test_deleting_functions_gives_back_their_descriptors(server, client):
+    from invoke_harness import shell_zip
+
+    def round_trip(i):
+        name = f"fdleak-{i}"
+        client.create_function(FunctionName=name, Runtime="provided.al2023", Role=ROLE,
+                               Handler="function.handler", Code={"ZipFile": shell_zip()})
+        invoke(client, name, b'{"n": 1}')
+        client.delete_function(FunctionName=name)
+
+    round_trip(0)
+    baseline = fd_count(server.proc.pid)
+    for i in range(1, 31):
+        round_trip(i)
+    import time
+    time.sleep(1)  # destroyed sandboxes finish closing their sockets
+    assert fd_count(server.proc.pid) <= baseline + 3, (baseline, fd_count(server.proc.pid))
+
+
+def jail_uid_bases():
+    """Host uid base of every running process-sandbox jail (guest-init is its PID 1)."""
+    bases = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if not f.read().startswith(b"/.worker/guest-init\0--jail-init"):
+                    continue
+            with open(f"/proc/{pid}/uid_map") as f:
+                bases.append(int(f.read().split()[1]))
+        except OSError:
+            pass
+    return bases
+
+
+def test_live_sandboxes_never_share_a_host_uid(server, client):
+    from invoke_harness import shell_zip
+
+    for i in range(6):
+        client.create_function(FunctionName=f"uids-{i}", Runtime="provided.al2023", Role=ROLE,
+                               Handler="function.handler", Code={"ZipFile": shell_zip()})
+        invoke(client, f"uids-{i}", b"{}")
+    bases = jail_uid_bases()
+    assert len(bases) >= 6, bases
+    assert len(set(bases)) == len(bases), f"two live sandboxes share a host uid range: {bases}"
+
+
+def signed_headers(port, path, body_len):
+    """SigV4 headers for a POST of `body_len` bytes, as an SDK would send them."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from supervisor_harness import ACCESS_KEY, REGION
+
+    req = AWSRequest(method="POST", url=f"http://127.0.0.1:{port}{path}", data=b"x" * body_len,
+                     headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "lambda", REGION).add_auth(req)
+    return req.headers
+
+
+def closed_within(socks, seconds):
+    """How many of `socks` the server closed within `seconds`."""
+    import select
+    import time
+
+    open_socks, closed = set(socks), 0
+    deadline = time.monotonic() + seconds
+    while open_socks and time.monotonic() < deadline:
+        ready, _, _ = select.select(list(open_socks), [], [], 0.5)
+        for s in ready:
+            try:
+                data = s.recv(65536)
+            except OSError:
+                data = b""
+            if not data or b"HTTP/1.1 4" in data:
+                open_socks.discard(s)
+                closed += 1
+    return closed
+
+
+def test_slow_clients_are_cut_off_and_others_still_served(server, client):
+    import socket
+    import time
+
+    port = server.port
+    path = "/2015-03-31/functions/none/invocations"
+    slow_heads, slow_bodies = [], []
+    for _ in range(100):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
+        slow_heads.append(s)
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(port, path, 100).items())
+    for _ in range(100):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}\r\nx".encode())
+        slow_bodies.append(s)
+    t0 = time.monotonic()
+    assert client.list_functions()["Functions"] is not None, "others are still served"
+    assert closed_within(slow_heads + slow_bodies, 20) == 200
+    assert time.monotonic() - t0 < 20
+    for s in slow_heads + slow_bodies:
+        s.close()
+
+
+def test_an_unsigned_large_body_is_refused_unread(server):
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.settimeout(10)
+    # 50 MB announced, none sent: the 403 must come at once, without reading.
+    s.sendall(b"POST /2015-03-31/functions HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n")
+    reply = s.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 403"), reply[:200]
+    s.close()
