@@ -32,14 +32,12 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-# cargo-fuzz needs a nightly toolchain (sanitizer flags). Not having one is a failure:
-# the fuzzing step must not pass without fuzzing.
-if ! cargo +nightly --version >/dev/null 2>&1 \
-    && ! rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then
-    echo "FAILED: fuzzing needs a nightly Rust toolchain; none is installed and none could be installed" >&2
-    exit 1
-fi
-command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
+# cargo-fuzz passes unstable flags (-Zsanitizer=address and friends). These machines
+# have one stable toolchain and can fetch no other, so its rustc is told to accept
+# them; the sanitizer runtimes ship with its standard library.
+export RUSTC_BOOTSTRAP=1
+command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz@0.13.2 \
+    || { echo "FAILED: cannot install cargo-fuzz" >&2; exit 1; }
 
 work=$REPO_ROOT/target/fuzz
 mkdir -p "$work/logs" "$work/corpus" "$work/artifacts" "$(dirname "$report")"
@@ -49,7 +47,7 @@ pairs=()
 for dir in "$REPO_ROOT"/*/fuzz; do
     [ -f "$dir/Cargo.toml" ] || continue
     crate=$(basename "$(dirname "$dir")")
-    for t in $(cd "$dir/.." && cargo +nightly fuzz list); do
+    for t in $(cd "$dir/.." && cargo fuzz list); do
         if [ ${#selected[@]} -eq 0 ] || printf '%s\n' "${selected[@]}" | grep -qx "$crate/$t"; then
             pairs+=("$crate/$t")
         fi
@@ -58,7 +56,7 @@ done
 [ ${#pairs[@]} -gt 0 ] || { echo "fuzz.sh: no targets match ${selected[*]}" >&2; exit 2; }
 for crate in $(printf '%s\n' "${pairs[@]}" | cut -d/ -f1 | sort -u); do
     echo "--- build $crate fuzz targets"
-    (cd "$REPO_ROOT/$crate" && cargo +nightly fuzz build --release >"$work/logs/build-$crate.log" 2>&1) \
+    (cd "$REPO_ROOT/$crate" && cargo fuzz build --release >"$work/logs/build-$crate.log" 2>&1) \
         || { tail -40 "$work/logs/build-$crate.log"; echo "FAILED: building $crate fuzz targets" >&2; exit 1; }
 done
 
@@ -70,7 +68,7 @@ fuzz_one() {
     mkdir -p "$committed" "$scratch" "$work/artifacts/$crate-$target"
     local limit=(-max_total_time="$seconds")
     [ -n "$runs" ] && limit+=(-runs="$runs")
-    (cd "$REPO_ROOT/$crate" && cargo +nightly fuzz run --release "$target" "$scratch" "$committed" -- \
+    (cd "$REPO_ROOT/$crate" && cargo fuzz run --release "$target" "$scratch" "$committed" -- \
         "${limit[@]}" -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$work/artifacts/$crate-$target/" >"$log" 2>&1)
 }
@@ -96,7 +94,7 @@ if [ "$merge" = 1 ]; then
         committed=$REPO_ROOT/$crate/fuzz/corpus/$target merged=$work/merged-$crate-$target
         rm -rf "$merged"; mkdir -p "$merged"
         echo "--- minimise $pair corpus"
-        (cd "$REPO_ROOT/$crate" && cargo +nightly fuzz run --release "$target" "$merged" "$committed" \
+        (cd "$REPO_ROOT/$crate" && cargo fuzz run --release "$target" "$merged" "$committed" \
             "$work/corpus/$crate-$target" -- -merge=1 -rss_limit_mb=2048 \
             >"$work/logs/merge-$crate-$target.log" 2>&1)
         rm -rf "$committed" && mv "$merged" "$committed"

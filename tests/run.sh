@@ -45,7 +45,7 @@ PATH=$PYENV/bin:$PATH "$PYENV/bin/python" -m pytest -q tests/python
 
 if [ "$quick" = 0 ]; then
     step "fuzzing (bounded)"
-    tests/fuzz.sh "${FUZZ_SECONDS:-60}"
+    tests/fuzz.sh --seconds "${FUZZ_SECONDS:-30}" --jobs 2 --report target/bench/fuzz-ci.json
 fi
 
 step "all tests passed in ${SECONDS}s"

@@ -191,6 +191,20 @@ fn read_credentials_file(path: &Path) -> Result<(String, String), ConfigError> {
     Ok((c.access_key_id, c.secret_access_key))
 }
 
+/// The id and the secret are resolved separately (flag or environment first,
+/// then a credentials file, then the config file), so an operator can keep the
+/// secret in the environment and the id in a file; only the pair is checked.
+fn pair_credentials(
+    id: Option<String>,
+    secret: Option<String>,
+) -> Result<Option<(String, String)>, ConfigError> {
+    match (id, secret) {
+        (Some(i), Some(s)) => Ok(Some((i, s))),
+        (None, None) => Ok(None),
+        _ => Err(ConfigError::HalfCredentials),
+    }
+}
+
 impl ServeArgs {
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let file = match &self.config {
@@ -222,16 +236,11 @@ impl ServeArgs {
             .secret_access_key
             .or_else(|| std::env::var("SUPERVISOR_SECRET_ACCESS_KEY").ok())
             .filter(|s| !s.is_empty());
-        cfg.credentials = match (self.access_key_id, env_secret, from_file) {
-            (None, None, Some(pair)) => Some(pair),
-            (Some(i), Some(s), None) => Some((i, s)),
-            (None, None, None) => match (file.access_key_id, file.secret_access_key) {
-                (Some(i), Some(s)) => Some((i, s)),
-                (None, None) => None,
-                _ => return Err(ConfigError::HalfCredentials),
-            },
-            _ => return Err(ConfigError::HalfCredentials),
-        };
+        let (file_id, file_secret) = from_file.unzip();
+        cfg.credentials = pair_credentials(
+            self.access_key_id.or(file_id).or(file.access_key_id),
+            env_secret.or(file_secret).or(file.secret_access_key),
+        )?;
         if let Some(r) = self.region.or(file.region) {
             let ok = !r.is_empty()
                 && r.bytes()
@@ -327,6 +336,19 @@ mod tests {
         assert_eq!(
             from_file.resolve().unwrap().credentials,
             Some(("AKIAF".into(), "fromfile".into()))
+        );
+        let d2 = tempfile::tempdir().expect("tempdir");
+        let conf = d2.path().join("c.toml");
+        std::fs::write(&conf, "access-key-id = \"AKIACONF\"\n").unwrap();
+        let mixed = ServeArgs {
+            config: Some(conf),
+            data_dir: Some("/tmp".into()),
+            secret_access_key: Some("fromenv".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            mixed.resolve().unwrap().credentials,
+            Some(("AKIACONF".into(), "fromenv".into()))
         );
         let region = ServeArgs {
             data_dir: Some("/tmp".into()),

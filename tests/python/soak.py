@@ -135,7 +135,11 @@ class Mix:
                 data += ev["PayloadChunk"]["Payload"]
             if "InvokeComplete" in ev:
                 complete = ev["InvokeComplete"]
-        ok = data == b"chunk-1 chunk-2 chunk-3" and complete is not None and "ErrorCode" not in complete
+        # The function streams an HTTP response: a JSON prelude, 8 NULs, then the body.
+        prelude, sep, body = data.partition(b"\0" * 8)
+        ok = (sep and json.loads(prelude).get("statusCode") == 200
+              and body == b"chunk-1 chunk-2 chunk-3"
+              and complete is not None and "ErrorCode" not in complete)
         return ok, data
 
     def cold(self, i):

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from invoke_harness import FUNCTIONS, ROLE, invoke, json_body, make_zip, start_supervisor
-from supervisor_harness import SECRET_KEY
+from supervisor_harness import ACCESS_KEY, SECRET_KEY
 
 try:
     import boto3  # noqa: F401
@@ -263,3 +263,167 @@ def test_an_unsigned_large_body_is_refused_unread(server):
     reply = s.recv(65536)
     assert reply.startswith(b"HTTP/1.1 403"), reply[:200]
     s.close()
+
+
+def test_duplicate_entry_names_are_refused(client):
+    import warnings
+    import zipfile
+
+    from botocore.exceptions import ClientError
+
+    # zipfile writes a repeated name when asked (with a warning); the zip crate would
+    # keep only the last one, so the check must read the central directory itself.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dup = make_zip({"bootstrap": (b"#!/bin/sh\n", 0o755)})
+        import io
+        buf = io.BytesIO(dup)
+        with zipfile.ZipFile(buf, "a") as z:
+            z.writestr("bootstrap", b"#!/bin/sh\necho second\n")
+    with pytest.raises(ClientError) as e:
+        client.create_function(FunctionName="dupzip", Runtime="provided.al2023", Role=ROLE,
+                               Handler="x", Code={"ZipFile": buf.getvalue()})
+    err = e.value.response["Error"]
+    assert err["Code"] == "InvalidParameterValueException", err
+    assert "more than once" in err["Message"], err
+
+
+def vm_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int([l for l in f if l.startswith("VmHWM:")][0].split()[1])
+
+
+def test_concurrent_large_uploads_have_a_memory_bound(tmp_path):
+    import threading
+    import zipfile
+
+    import boto3
+    from botocore.config import Config
+
+    sup = start_supervisor(tmp_path / "data")
+    try:
+        # As the AWS CLI is configured by default: 60 s to send a request, and
+        # throttles (429) retried. Uploads beyond the budget wait without being read.
+        c = boto3.client("lambda", endpoint_url=sup.endpoint, region_name="us-east-1",
+                         aws_access_key_id=ACCESS_KEY,
+                         aws_secret_access_key=SECRET_KEY,
+                         config=Config(connect_timeout=60, read_timeout=300,
+                                       retries={"mode": "standard", "max_attempts": 8}))
+        blob = os.urandom(40 << 20)
+        code = make_zip({"bootstrap": (b"#!/bin/sh\n", 0o755), "blob": blob},
+                        compression=zipfile.ZIP_STORED)
+        before = vm_hwm_kib(sup.proc.pid)
+        errors = []
+
+        def upload(i):
+            try:
+                c.create_function(FunctionName=f"upload-{i}", Runtime="provided.al2023", Role=ROLE,
+                                  Handler="x", Code={"ZipFile": code})
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], errors
+        grew_mib = (vm_hwm_kib(sup.proc.pid) - before) // 1024
+        # 8 x 53 MB request bodies; without a budget this peaked near 1 GB.
+        assert grew_mib < 600, f"peak RSS grew {grew_mib} MiB for 8 concurrent 40 MiB uploads"
+        assert len(c.list_functions()["Functions"]) == 8
+    finally:
+        sup.stop()
+
+
+def test_a_full_cache_disk_is_a_service_error_not_a_bad_package(tmp_path):
+    import subprocess
+
+    from botocore.exceptions import ClientError
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(cache)], check=True)
+    try:
+        sup = start_supervisor(tmp_path / "data", "--cache-dir", str(cache))
+        try:
+            c = sup.client()
+            boot = (FUNCTIONS / "shell" / "bootstrap").read_bytes()
+            code = make_zip({"bootstrap": (boot, 0o755), "filler": os.urandom(3 << 20)})
+            with pytest.raises(ClientError) as e:
+                c.create_function(FunctionName="diskfull", Runtime="provided.al2023", Role=ROLE,
+                                  Handler="function.handler", Code={"ZipFile": code})
+                c.invoke(FunctionName="diskfull", Payload=b"{}")
+            err = e.value.response["Error"]
+            assert err["Code"] == "ServiceException", err
+            assert "No space left" in err["Message"], err
+        finally:
+            sup.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
+DIE_PY = '''
+
+def die(event, context):
+    import os
+    os._exit(3)
+'''
+
+
+def test_a_runtime_exit_mid_invoke_is_one_level_of_error_json(server, client):
+    app = (FUNCTIONS / "python" / "app.py").read_text() + DIE_PY
+    client.create_function(FunctionName="die-py", Runtime="python3.11", Role=ROLE,
+                           Handler="app.die", Code={"ZipFile": make_zip({"app.py": app.encode()})})
+    boot = (FUNCTIONS / "shell" / "bootstrap").read_bytes()
+    fn = (FUNCTIONS / "shell" / "function.sh").read_text() + "\ndie() {\n  exit 3\n}\n"
+    client.create_function(FunctionName="die-sh", Runtime="provided.al2023", Role=ROLE,
+                           Handler="function.die",
+                           Code={"ZipFile": make_zip({"bootstrap": (boot, 0o755),
+                                                      "function.sh": fn.encode()})})
+    for name in ["die-py", "die-sh"]:
+        r, body, _ = invoke(client, name)
+        assert r.get("FunctionError") == "Unhandled", body
+        err = json_body(body)
+        assert set(err) >= {"errorType", "errorMessage"}, err
+        assert err["errorType"] == "Runtime.ExitError", err
+        # One level: the message is text, not a second error document.
+        assert "{" not in err["errorMessage"] and "exit status 3" in err["errorMessage"], err
+
+
+def test_two_supervisors_never_share_a_host_uid(server, client, tmp_path):
+    from invoke_harness import shell_zip
+
+    other = start_supervisor(tmp_path / "other")
+    try:
+        oc = other.client()
+        for i in range(3):
+            for c, prefix in [(client, "uidmine"), (oc, "uidother")]:
+                c.create_function(FunctionName=f"{prefix}-{i}", Runtime="provided.al2023",
+                                  Role=ROLE, Handler="function.handler",
+                                  Code={"ZipFile": shell_zip()})
+                invoke(c, f"{prefix}-{i}", b"{}")
+        bases = jail_uid_bases()
+        assert len(bases) >= 6, bases
+        assert len(set(bases)) == len(bases), f"sandboxes of two supervisors share ids: {bases}"
+    finally:
+        other.stop()
+
+
+def test_code_mirrors_are_not_listable_by_other_users(server, client):
+    import glob
+    import stat
+    import subprocess
+
+    run_dirs = glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                      f"lambda-supervisor-{server.proc.pid}"))
+    assert run_dirs, "the supervisor's default run dir"
+    code = os.path.join(run_dirs[0], "code")
+    assert os.path.isdir(code) and os.listdir(code), "an invoke above made a code mirror"
+    for d in (run_dirs[0], code):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o711, oct(os.stat(d).st_mode)
+    # Another user can pass through to a mirror it knows the name of, never list them.
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "ls", code], capture_output=True, text=True)
+    assert r.returncode != 0 and "Permission denied" in r.stderr, (r.returncode, r.stderr)
+    assert all(len(n.rsplit(".", 1)[-1]) == 32 for n in os.listdir(code)), os.listdir(code)

@@ -128,7 +128,9 @@ def test_out_of_memory(client):
     deploy(client, "py-oom", "python", "app.oom", MemorySize=128, Timeout=30)
     r, body, logs = invoke(client, "py-oom", LogType="Tail")
     assert r["FunctionError"] == "Unhandled", body
-    assert json_body(body)["errorType"] == "Runtime.OutOfMemory", (body, logs)
+    err = json_body(body)
+    assert err["errorType"] == "Runtime.OutOfMemory", (body, logs)
+    assert "{" not in err["errorMessage"], err  # one level of error JSON
 
 
 def test_payload_over_6_mb_is_413(client, rust_echo):

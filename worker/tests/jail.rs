@@ -244,13 +244,26 @@ fn memory_limit_kills_a_hog() {
         pids_max: 64,
         cpu_millicores: None,
     }));
-    // `tail -n 1` keeps the whole newline-free input in memory.
+    // `tail -n 1` keeps the whole newline-free input in memory. The hog
+    // volunteers as the OOM victim (raising oom_score_adj needs no
+    // privilege) so the kernel picks it before the reporting shell.
     let o = run_sh(
         &f.cfg,
-        "head -c 200000000 /dev/zero | tail -n 1 >/dev/null; echo status=$?",
+        "head -c 200000000 /dev/zero | \
+         (echo 1000 > /proc/self/oom_score_adj; exec tail -n 1 >/dev/null); \
+         echo status=$?",
     );
     assert!(o.oom_kills >= 1, "no OOM kill: {} {}", o.stdout, o.stderr);
-    assert!(o.stdout.contains("status=137"), "{}", o.stdout);
+    // cgroup v1 may count the dying hog's memory a moment longer and pick
+    // the shell as a second victim; either way the limit held.
+    assert!(
+        o.stdout.contains("status=137") || (o.oom_kills >= 2 && o.exit == Exit::Signal(9)),
+        "stdout {:?} stderr {:?} exit {:?} oom kills {}",
+        o.stdout,
+        o.stderr,
+        o.exit,
+        o.oom_kills
+    );
 }
 
 #[test]

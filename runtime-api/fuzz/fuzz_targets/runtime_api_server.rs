@@ -86,7 +86,13 @@ impl Payload {
             .map(|c| Bytes::from(c.clone()))
             .collect();
         if self.oversize == 255 {
-            v.push(Bytes::from(vec![b'x'; MAX_RESPONSE_BYTES + 1]));
+            // Made once and shared (a `Bytes` clone copies nothing): the server's own
+            // copy up to the limit is the cost that remains.
+            static BIG: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+            v.push(
+                BIG.get_or_init(|| Bytes::from(vec![b'x'; MAX_RESPONSE_BYTES + 1]))
+                    .clone(),
+            );
         }
         v
     }
@@ -184,77 +190,51 @@ fn enc(s: &str) -> String {
 const RUNTIME: &str = "/2018-06-01/runtime";
 const EXTENSION: &str = "/2020-01-01/extension";
 
-/// Method, path, headers and body frames of a call.
-fn build(model: &Model, call: &Call) -> (&'static str, String, HeaderMap, Vec<Frame<Bytes>>) {
-    let data = |p: &Payload| p.frames().into_iter().map(Frame::data).collect::<Vec<_>>();
-    match call {
-        Call::Next => (
-            "GET",
-            format!("{RUNTIME}/invocation/next"),
-            HeaderMap::new(),
-            vec![],
-        ),
-        Call::Response {
-            id,
-            mode,
-            streaming,
-            body,
-            trailers,
-        } => {
-            let mode = mode.as_deref().or(streaming.then_some("streaming"));
-            let mut h = header_map(&[("lambda-runtime-function-response-mode", mode)]);
-            let mut frames = data(body);
-            if let Some((t, b)) = trailers {
-                h.insert(
-                    "trailer",
-                    hyper::header::HeaderValue::from_static(
-                        "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body",
-                    ),
-                );
-                let mut tr = HeaderMap::new();
-                let b64 = runtime_b64(b);
-                for (k, v) in [
-                    ("lambda-runtime-function-error-type", t.as_str()),
-                    ("lambda-runtime-function-error-body", b64.as_str()),
-                ] {
-                    if let Ok(v) = hyper::header::HeaderValue::from_str(v) {
-                        tr.insert(k, v);
-                    }
-                }
-                frames.push(Frame::trailers(tr));
+/// One request: method, path, headers and body frames.
+type Built = (&'static str, String, HeaderMap, Vec<Frame<Bytes>>);
+
+fn data(p: &Payload) -> Vec<Frame<Bytes>> {
+    p.frames().into_iter().map(Frame::data).collect()
+}
+
+/// `POST /invocation/{id}/response`, buffered or streamed, with error trailers if given.
+fn response(
+    id: String,
+    mode: Option<&str>,
+    body: &Payload,
+    trailers: &Option<(String, Vec<u8>)>,
+) -> Built {
+    let mut h = header_map(&[("lambda-runtime-function-response-mode", mode)]);
+    let mut frames = data(body);
+    if let Some((t, b)) = trailers {
+        h.insert(
+            "trailer",
+            hyper::header::HeaderValue::from_static(
+                "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body",
+            ),
+        );
+        let mut tr = HeaderMap::new();
+        let b64 = runtime_b64(b);
+        for (k, v) in [
+            ("lambda-runtime-function-error-type", t.as_str()),
+            ("lambda-runtime-function-error-body", b64.as_str()),
+        ] {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(v) {
+                tr.insert(k, v);
             }
-            (
-                "POST",
-                format!("{RUNTIME}/invocation/{}/response", enc(&pick(model, id))),
-                h,
-                frames,
-            )
         }
-        Call::Error {
-            id,
-            error_type,
-            body,
-        } => {
-            let h = header_map(&[("lambda-runtime-function-error-type", error_type.as_deref())]);
-            (
-                "POST",
-                format!("{RUNTIME}/invocation/{}/error", enc(&pick(model, id))),
-                h,
-                data(body),
-            )
-        }
-        Call::InitError { error_type, body } => {
-            let h = header_map(&[("lambda-runtime-function-error-type", error_type.as_deref())]);
-            ("POST", format!("{RUNTIME}/init/error"), h, data(body))
-        }
+        frames.push(Frame::trailers(tr));
+    }
+    let path = format!("{RUNTIME}/invocation/{}/response", enc(&id));
+    ("POST", path, h, frames)
+}
+
+fn extension(call: &Call) -> Option<Built> {
+    Some(match call {
         Call::Register { name, body } => {
             let h = header_map(&[("lambda-extension-name", name.as_deref())]);
-            (
-                "POST",
-                format!("{EXTENSION}/register"),
-                h,
-                vec![Frame::data(Bytes::from(body.clone()))],
-            )
+            let frames = vec![Frame::data(Bytes::from(body.clone()))];
+            ("POST", format!("{EXTENSION}/register"), h, frames)
         }
         Call::ExtNext { id } => {
             let h = header_map(&[("lambda-extension-identifier", id.as_deref())]);
@@ -275,18 +255,62 @@ fn build(model: &Model, call: &Call) -> (&'static str, String, HeaderMap, Vec<Fr
             let which = if *init { "init" } else { "exit" };
             ("POST", format!("{EXTENSION}/{which}/error"), h, vec![])
         }
+        _ => return None,
+    })
+}
+
+/// Method, path, headers and body frames of a call.
+fn build(model: &Model, call: &Call) -> Built {
+    if let Some(b) = extension(call) {
+        return b;
+    }
+    let error_type =
+        |t: &Option<String>| header_map(&[("lambda-runtime-function-error-type", t.as_deref())]);
+    match call {
+        Call::Next => (
+            "GET",
+            format!("{RUNTIME}/invocation/next"),
+            HeaderMap::new(),
+            vec![],
+        ),
+        Call::Response {
+            id,
+            mode,
+            streaming,
+            body,
+            trailers,
+        } => {
+            let mode = mode.as_deref().or(streaming.then_some("streaming"));
+            response(pick(model, id), mode, body, trailers)
+        }
+        Call::Error {
+            id,
+            error_type: t,
+            body,
+        } => {
+            let path = format!("{RUNTIME}/invocation/{}/error", enc(&pick(model, id)));
+            ("POST", path, error_type(t), data(body))
+        }
+        Call::InitError {
+            error_type: t,
+            body,
+        } => (
+            "POST",
+            format!("{RUNTIME}/init/error"),
+            error_type(t),
+            data(body),
+        ),
         Call::Other { post, path, body } => {
             let method = if *post { "POST" } else { "GET" };
             let path = format!(
                 "/{}",
                 path.split('/').map(enc).collect::<Vec<_>>().join("/")
             );
-            (
-                method,
-                path,
-                HeaderMap::new(),
-                vec![Frame::data(Bytes::from(body.clone()))],
-            )
+            let frames = vec![Frame::data(Bytes::from(body.clone()))];
+            (method, path, HeaderMap::new(), frames)
+        }
+        Call::Register { .. } | Call::ExtNext { .. } | Call::ExtError { .. } => {
+            unreachable!("extension calls are built above")
         }
     }
 }

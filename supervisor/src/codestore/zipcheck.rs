@@ -10,6 +10,8 @@ use std::io::{Cursor, Read};
 
 use zip::ZipArchive;
 
+use super::central_dir::Mismatch;
+
 /// Longest path component Linux file systems accept (NAME_MAX).
 pub const MAX_NAME_COMPONENT: usize = 255;
 /// Longest normalised entry path. Extraction prefixes the sandbox's code directory,
@@ -175,8 +177,15 @@ pub fn validate(zip: &[u8], limits: &ZipLimits) -> Result<ZipPlan, ZipError> {
         return Err(ZipError::NotAZip("the archive has no entries".into()));
     }
     // The zip crate keeps one entry per name: a repeated name must be caught here.
-    if let Some(name) = super::central_dir::repeated_name(zip) {
-        return Err(ZipError::Duplicate(name));
+    match super::central_dir::verify(zip, archive.len()) {
+        Ok(()) => {}
+        Err(Mismatch::Repeated(name)) => return Err(ZipError::Duplicate(name)),
+        Err(Mismatch::Unreadable { listed, read }) => {
+            return Err(ZipError::NotAZip(match listed {
+                Some(n) => format!("the central directory lists {n} entries, {read} are readable"),
+                None => "the central directory cannot be read".into(),
+            }))
+        }
     }
 
     let mut entries = Vec::with_capacity(archive.len());

@@ -21,6 +21,7 @@ pub enum ErrorKind {
     InvalidSignature,
     UnrecognizedClient,
     UnknownOperation,
+    TooManyRequests,
     Service,
 }
 
@@ -37,6 +38,7 @@ impl ErrorKind {
             ErrorKind::InvalidZipFile => StatusCode::BAD_GATEWAY,
             ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorKind::InvalidSignature | ErrorKind::UnrecognizedClient => StatusCode::FORBIDDEN,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Service => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -53,6 +55,7 @@ impl ErrorKind {
             ErrorKind::InvalidSignature => "InvalidSignatureException",
             ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
             ErrorKind::UnknownOperation => "UnknownOperationException",
+            ErrorKind::TooManyRequests => "TooManyRequestsException",
             ErrorKind::Service => "ServiceException",
         }
     }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -25,22 +26,27 @@ pub const MAX_REQUEST_BYTES: usize = 70_167_211;
 /// Bodies above this size take permits from a budget of [`LARGE_BODY_PERMITS`] MiB
 /// (one per MiB of body) from before they are read until their request has been
 /// answered: a package is held several times over while decoded, checked, encrypted
-/// and stored, and concurrent uploads must not add up without bound.
+/// and stored, and concurrent uploads must not add up without bound. An Invoke
+/// payload (at most 6 MB, held once) gives its permits back once buffered, so a
+/// long-running function never starves uploads.
 const LARGE_BODY_BYTES: u64 = 1024 * 1024;
 pub const LARGE_BODY_PERMITS: usize = 160;
-/// A slow sender cannot hold a large-body permit longer than this.
-const LARGE_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-/// Bodies up to LARGE_BODY_BYTES (every Invoke) must arrive within this.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a request waits for large-body permits before it is throttled (429).
+const LARGE_BODY_PERMIT_WAIT: Duration = Duration::from_secs(30);
+/// A body must arrive within this plus its size at [`MIN_BODY_RATE`]; bodies of
+/// unknown size get [`MAX_BODY_READ`].
+const BODY_READ_GRACE: Duration = Duration::from_secs(10);
+const MIN_BODY_RATE: u64 = 32 * 1024;
+const MAX_BODY_READ: Duration = Duration::from_secs(120);
 /// A client must send a whole request head within this (also the idle limit of a
 /// kept-alive connection waiting for its next request).
-pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; past it the listener waits (the kernel's backlog queues).
 pub const MAX_CONNECTIONS: usize = 2048;
 /// A refused request whose body is at most this is still read (briefly) so the client
 /// sees the error rather than a reset; a larger one is not read at all.
 const DRAIN_REFUSED_BYTES: u64 = 64 * 1024;
-const DRAIN_REFUSED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const DRAIN_REFUSED_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The full API: control plane routes plus `signed` (e.g. the invoke path),
 /// all behind SigV4 authentication, plus `public` routes that skip it (e.g.
@@ -74,8 +80,11 @@ async fn unknown_operation() -> ApiError {
 async fn authenticate(State(sup): State<Arc<Supervisor>>, req: Request, next: Next) -> Response {
     let request_id = uuid_v4();
     let mut resp = match check(&sup, req).await {
-        // The body's memory permit is held until the handler is done with it.
-        Ok((req, _permit)) => next.run(req).await,
+        Ok((req, permit)) => {
+            // An upload's permit is held until the handler is done with it.
+            let _held = (!is_invoke(req.uri().path())).then_some(permit);
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     };
     // Handlers that mint their own id (Invoke: it is the function's request id) keep it.
@@ -89,6 +98,11 @@ async fn authenticate(State(sup): State<Arc<Supervisor>>, req: Request, next: Ne
 
 /// Permits of the large-body budget a request holds.
 type BodyPermit<'a> = Option<tokio::sync::SemaphorePermit<'a>>;
+
+/// Invoke routes (buffered and streaming): their payload is not copied again.
+fn is_invoke(path: &str) -> bool {
+    path.ends_with("/invocations") || path.ends_with("/response-streaming-invocations")
+}
 
 async fn check(sup: &Supervisor, req: Request) -> Result<(Request, BodyPermit<'_>), ApiError> {
     let (parts, body) = req.into_parts();
@@ -110,51 +124,16 @@ async fn check(sup: &Supervisor, req: Request) -> Result<(Request, BodyPermit<'_
         }
         return Err(ApiError::from(e));
     }
-    let large = content_length.is_none_or(|n| n > LARGE_BODY_BYTES);
-    let permit = if large {
-        // An unsized body may grow to the request limit.
-        let mib = content_length
-            .unwrap_or(MAX_REQUEST_BYTES as u64)
-            .div_ceil(1 << 20);
-        let need = u32::try_from(mib)
-            .unwrap_or(u32::MAX)
-            .min(LARGE_BODY_PERMITS as u32);
-        Some(
-            sup.large_body_permits()
-                .acquire_many(need)
-                .await
-                .map_err(|_| ApiError::service("server shutting down"))?,
-        )
-    } else {
-        None
-    };
-    let limit = if large {
-        LARGE_BODY_READ_TIMEOUT
-    } else {
-        BODY_READ_TIMEOUT
-    };
-    let read = read_limited(body, MAX_REQUEST_BYTES, content_length);
-    let Ok(read) = tokio::time::timeout(limit, read).await else {
-        return Err(ApiError::new(
-            ErrorKind::InvalidRequestContent,
-            format!("request body not received within {} s", limit.as_secs()),
-        ));
-    };
-    let bytes = match read {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            return Err(ApiError::new(
-                ErrorKind::RequestTooLarge,
-                format!("Request must be smaller than {MAX_REQUEST_BYTES} bytes"),
-            ))
-        }
-        Err(BodyError::Read(e)) => {
-            return Err(ApiError::new(
-                ErrorKind::InvalidRequestContent,
-                format!("reading request body: {e}"),
-            ))
+    let permit = match body_permit(sup, content_length).await {
+        Ok(p) => p,
+        Err(e) => {
+            // Read (and drop) the body so the client gets the 429, which SDKs retry,
+            // instead of a connection closed under its upload.
+            let _ = tokio::time::timeout(body_deadline(content_length), discard(body)).await;
+            return Err(e);
         }
     };
+    let bytes = read_body(body, content_length).await?;
     sup.verifier()
         .verify(
             &VerifyRequest {
@@ -171,6 +150,61 @@ async fn check(sup: &Supervisor, req: Request) -> Result<(Request, BodyPermit<'_
             ApiError::from(e)
         })?;
     Ok((Request::from_parts(parts, Body::from(bytes)), permit))
+}
+
+/// Takes a large (or unsized) body's share of the large-body budget, waiting at
+/// most [`LARGE_BODY_PERMIT_WAIT`].
+async fn body_permit(
+    sup: &Supervisor,
+    content_length: Option<u64>,
+) -> Result<BodyPermit<'_>, ApiError> {
+    if content_length.is_some_and(|n| n <= LARGE_BODY_BYTES) {
+        return Ok(None);
+    }
+    // An unsized body may grow to the request limit.
+    let mib = content_length
+        .unwrap_or(MAX_REQUEST_BYTES as u64)
+        .div_ceil(1 << 20);
+    let need = u32::try_from(mib)
+        .unwrap_or(u32::MAX)
+        .min(LARGE_BODY_PERMITS as u32);
+    let acquire = sup.large_body_permits().acquire_many(need);
+    match tokio::time::timeout(LARGE_BODY_PERMIT_WAIT, acquire).await {
+        Ok(Ok(p)) => Ok(Some(p)),
+        Ok(Err(_)) => Err(ApiError::service("server shutting down")),
+        Err(_) => Err(ApiError::new(
+            ErrorKind::TooManyRequests,
+            "Too many large requests in flight; retry later",
+        )),
+    }
+}
+
+/// How long a body of this size may take to arrive.
+fn body_deadline(content_length: Option<u64>) -> Duration {
+    content_length.map_or(MAX_BODY_READ, |n| {
+        (BODY_READ_GRACE + Duration::from_secs(n / MIN_BODY_RATE)).min(MAX_BODY_READ)
+    })
+}
+
+async fn read_body(body: Body, content_length: Option<u64>) -> Result<axum::body::Bytes, ApiError> {
+    let limit = body_deadline(content_length);
+    let read = read_limited(body, MAX_REQUEST_BYTES, content_length);
+    let Ok(read) = tokio::time::timeout(limit, read).await else {
+        return Err(ApiError::new(
+            ErrorKind::InvalidRequestContent,
+            format!("request body not received within {} s", limit.as_secs()),
+        ));
+    };
+    read.map_err(|e| match e {
+        BodyError::TooLarge => ApiError::new(
+            ErrorKind::RequestTooLarge,
+            format!("Request must be smaller than {MAX_REQUEST_BYTES} bytes"),
+        ),
+        BodyError::Read(e) => ApiError::new(
+            ErrorKind::InvalidRequestContent,
+            format!("reading request body: {e}"),
+        ),
+    })
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight
@@ -214,11 +248,31 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
             drop(permit);
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_deadline_grows_with_size_up_to_a_cap() {
+        assert_eq!(body_deadline(Some(100)), Duration::from_secs(10));
+        assert_eq!(body_deadline(Some(1_000_000)), Duration::from_secs(10 + 30));
+        assert_eq!(body_deadline(Some(70_000_000)), MAX_BODY_READ);
+        assert_eq!(body_deadline(None), MAX_BODY_READ);
+        assert!(is_invoke("/2015-03-31/functions/f/invocations"));
+        assert!(is_invoke(
+            "/2021-11-15/functions/f/response-streaming-invocations"
+        ));
+        assert!(!is_invoke("/2015-03-31/functions/f/code"));
+    }
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use libfuzzer_sys::fuzz_target;
 use vmm::devices::virtio::vsock::packet::{parse_header_lossy, VsockHeader, HDR_SIZE};
 use vmm::devices::virtio::vsock::parse_connect_line;
-use vmm::devices::virtio::vsock::testing::VsockHarness;
+use vmm::devices::virtio::vsock::testing::{GuestDriver, VsockHarness};
 
 const CID: u64 = 3;
 const MAX_STEPS: usize = 64;
@@ -87,159 +87,204 @@ fuzz_target!(|data: &[u8]| {
     });
 });
 
-fn run(h: &mut VsockHarness, data: &[u8]) {
-    let path = uds();
-    let mut input = Input(data);
-    let mut clients: Vec<UnixStream> = Vec::new();
-    let mut listeners: Vec<UnixListener> = Vec::new();
-    let mut credit: HashMap<(u32, u32), Credit> = HashMap::new();
+/// The host side and the model of one input's run.
+struct Run<'h> {
+    h: &'h mut VsockHarness,
+    path: PathBuf,
+    clients: Vec<UnixStream>,
+    listeners: Vec<UnixListener>,
+    credit: HashMap<(u32, u32), Credit>,
+    trace: bool,
+}
 
-    let trace = std::env::var_os("VSOCK_FUZZ_TRACE").is_some();
+fn run(h: &mut VsockHarness, data: &[u8]) {
+    let mut input = Input(data);
+    let mut r = Run {
+        h,
+        path: uds(),
+        clients: Vec::new(),
+        listeners: Vec::new(),
+        credit: HashMap::new(),
+        trace: std::env::var_os("VSOCK_FUZZ_TRACE").is_some(),
+    };
     for _ in 0..MAX_STEPS {
         let Some(action) = input.byte() else { break };
-        if trace {
+        if r.trace {
             eprintln!("step: action {} ({action:#x})", action % 7);
         }
         match action % 7 {
             0 | 1 => {
-                // A guest packet: fuzzed header with the addressing usually fixed up.
-                let raw = input.take(HDR_SIZE);
-                if raw.len() < HDR_SIZE {
+                if !r.guest_packet(action, &mut input) {
                     break;
                 }
-                let mut hdr = parse_header_lossy(raw);
-                if action & 0x80 == 0 {
-                    hdr.src_cid = CID;
-                    hdr.dst_cid = 2;
-                    hdr.type_ = 1;
-                    hdr.op = (hdr.op % 8).max(1);
-                    hdr.src_port %= 4;
-                    hdr.dst_port = if hdr.dst_port & 1 == 0 {
-                        1u32 << 30
-                    } else {
-                        hdr.dst_port % 4
-                    };
-                }
-                let payload_len = usize::from(input.byte().unwrap_or(0)) * 37;
-                let payload = vec![0xabu8; payload_len];
-                if action & 0x40 == 0 {
-                    hdr.len = payload_len as u32;
-                }
-                // Only well-formed packets reach a connection and update its credit.
-                let well_formed = hdr.src_cid == CID
-                    && hdr.dst_cid == 2
-                    && hdr.type_ == 1
-                    && (1..=7).contains(&hdr.op)
-                    && hdr.len as usize == payload_len;
-                if trace {
-                    eprintln!(
-                        "  guest pkt {hdr:?} payload {payload_len} well_formed {well_formed}"
-                    );
-                }
-                if well_formed {
-                    let c = credit.entry((hdr.src_port, hdr.dst_port)).or_default();
-                    c.step_max = c.step_max.max(c.buf_alloc).max(hdr.buf_alloc);
-                    c.buf_alloc = hdr.buf_alloc;
-                }
-                let raw = hdr.to_bytes();
-                let a = vmm::devices::virtio::vsock::testing::GuestDriver::slot_addr(1, 250);
-                let b = vmm::devices::virtio::vsock::testing::GuestDriver::slot_addr(1, 251);
-                h.driver.mem_write(a, &raw);
-                h.driver.mem_write(b, &payload);
-                if payload_len == 0 {
-                    h.send_raw(&[(a.0, HDR_SIZE as u32, 0, 0)]);
-                } else {
-                    h.send_raw(&[
-                        (a.0, HDR_SIZE as u32, 1, 1),
-                        (b.0, payload_len as u32, 0, 0),
-                    ]);
-                }
             }
-            2 => {
-                // A raw chain: arbitrary addresses, lengths, flags, next indices.
-                let n = usize::from(input.byte().unwrap_or(1) % 4) + 1;
-                let mut descs = Vec::new();
-                for _ in 0..n {
-                    let addr = u64::from(input.u32()) << (input.byte().unwrap_or(0) % 16);
-                    let len = input.u32() % 0x2_0000;
-                    let flags = u16::from(input.byte().unwrap_or(0) % 8);
-                    let next = u16::from(input.byte().unwrap_or(0));
-                    descs.push((addr, len, flags, next));
-                }
-                if trace {
-                    eprintln!("  raw chain {descs:x?}");
-                }
-                h.send_raw(&descs);
-            }
-            3 => {
-                if clients.len() < MAX_CLIENTS {
-                    let n = usize::from(input.byte().unwrap_or(0) % 40);
-                    let line = input.take(n).to_vec();
-                    if let Ok(mut s) = UnixStream::connect(&path) {
-                        let _ = s.set_nonblocking(true);
-                        let _ = s.write_all(&line);
-                        clients.push(s);
-                    }
-                }
-            }
-            4 => {
-                let i = usize::from(input.byte().unwrap_or(0));
-                if !clients.is_empty() {
-                    let i = i % clients.len();
-                    if i % 3 == 0 {
-                        clients.swap_remove(i);
-                    } else {
-                        let n = usize::from(input.byte().unwrap_or(0)) * 64;
-                        let _ = clients[i].write(&vec![0x11u8; n]);
-                    }
-                }
-            }
-            5 => {
-                let port = u32::from(input.byte().unwrap_or(0) % 4);
-                if let Ok(l) = UnixListener::bind(format!("{}_{port}", path.display())) {
-                    let _ = l.set_nonblocking(true);
-                    listeners.push(l);
-                }
-                for l in &listeners {
-                    if let Ok((s, _)) = l.accept() {
-                        let _ = s.set_nonblocking(true);
-                        clients.push(s);
-                    }
-                }
-            }
-            _ => h.pump(),
+            2 => r.raw_chain(&mut input),
+            3 => r.connect_client(&mut input),
+            4 => r.client_io(&mut input),
+            5 => r.listen(&mut input),
+            _ => r.h.pump(),
         }
-        // Everything delivered must respect the credit the guest advertised.
-        for (hdr, payload) in h.recv() {
+        r.check_delivered();
+    }
+    r.finish();
+}
+
+impl Run<'_> {
+    /// A guest packet: fuzzed header with the addressing usually fixed up. False when
+    /// the input ran out.
+    fn guest_packet(&mut self, action: u8, input: &mut Input) -> bool {
+        let raw = input.take(HDR_SIZE);
+        if raw.len() < HDR_SIZE {
+            return false;
+        }
+        let mut hdr = parse_header_lossy(raw);
+        if action & 0x80 == 0 {
+            hdr.src_cid = CID;
+            hdr.dst_cid = 2;
+            hdr.type_ = 1;
+            hdr.op = (hdr.op % 8).max(1);
+            hdr.src_port %= 4;
+            hdr.dst_port = if hdr.dst_port & 1 == 0 {
+                1u32 << 30
+            } else {
+                hdr.dst_port % 4
+            };
+        }
+        let payload_len = usize::from(input.byte().unwrap_or(0)) * 37;
+        let payload = vec![0xabu8; payload_len];
+        if action & 0x40 == 0 {
+            hdr.len = payload_len as u32;
+        }
+        // Only well-formed packets reach a connection and update its credit.
+        let well_formed = hdr.src_cid == CID
+            && hdr.dst_cid == 2
+            && hdr.type_ == 1
+            && (1..=7).contains(&hdr.op)
+            && hdr.len as usize == payload_len;
+        if self.trace {
+            eprintln!("  guest pkt {hdr:?} payload {payload_len} well_formed {well_formed}");
+        }
+        if well_formed {
+            let c = self.credit.entry((hdr.src_port, hdr.dst_port)).or_default();
+            c.step_max = c.step_max.max(c.buf_alloc).max(hdr.buf_alloc);
+            c.buf_alloc = hdr.buf_alloc;
+        }
+        let a = GuestDriver::slot_addr(1, 250);
+        let b = GuestDriver::slot_addr(1, 251);
+        self.h.driver.mem_write(a, &hdr.to_bytes());
+        self.h.driver.mem_write(b, &payload);
+        if payload_len == 0 {
+            self.h.send_raw(&[(a.0, HDR_SIZE as u32, 0, 0)]);
+        } else {
+            self.h.send_raw(&[
+                (a.0, HDR_SIZE as u32, 1, 1),
+                (b.0, payload_len as u32, 0, 0),
+            ]);
+        }
+        true
+    }
+
+    /// A raw chain: arbitrary addresses, lengths, flags, next indices.
+    fn raw_chain(&mut self, input: &mut Input) {
+        let n = usize::from(input.byte().unwrap_or(1) % 4) + 1;
+        let mut descs = Vec::new();
+        for _ in 0..n {
+            let addr = u64::from(input.u32()) << (input.byte().unwrap_or(0) % 16);
+            let len = input.u32() % 0x2_0000;
+            let flags = u16::from(input.byte().unwrap_or(0) % 8);
+            let next = u16::from(input.byte().unwrap_or(0));
+            descs.push((addr, len, flags, next));
+        }
+        if self.trace {
+            eprintln!("  raw chain {descs:x?}");
+        }
+        self.h.send_raw(&descs);
+    }
+
+    /// A host client connects and sends a (fuzzed) CONNECT line.
+    fn connect_client(&mut self, input: &mut Input) {
+        if self.clients.len() >= MAX_CLIENTS {
+            return;
+        }
+        let n = usize::from(input.byte().unwrap_or(0) % 40);
+        let line = input.take(n).to_vec();
+        if let Ok(mut s) = UnixStream::connect(&self.path) {
+            let _ = s.set_nonblocking(true);
+            let _ = s.write_all(&line);
+            self.clients.push(s);
+        }
+    }
+
+    /// A host client closes, or writes a burst of data.
+    fn client_io(&mut self, input: &mut Input) {
+        let i = usize::from(input.byte().unwrap_or(0));
+        if self.clients.is_empty() {
+            return;
+        }
+        let i = i % self.clients.len();
+        if i % 3 == 0 {
+            self.clients.swap_remove(i);
+        } else {
+            let n = usize::from(input.byte().unwrap_or(0)) * 64;
+            let _ = self.clients[i].write(&vec![0x11u8; n]);
+        }
+    }
+
+    /// A host listener for guest-initiated connections, and accepts on all of them.
+    fn listen(&mut self, input: &mut Input) {
+        let port = u32::from(input.byte().unwrap_or(0) % 4);
+        if let Ok(l) = UnixListener::bind(format!("{}_{port}", self.path.display())) {
+            let _ = l.set_nonblocking(true);
+            self.listeners.push(l);
+        }
+        for l in &self.listeners {
+            if let Ok((s, _)) = l.accept() {
+                let _ = s.set_nonblocking(true);
+                self.clients.push(s);
+            }
+        }
+    }
+
+    /// Everything delivered must respect the credit the guest advertised.
+    fn check_delivered(&mut self) {
+        for (hdr, payload) in self.h.recv() {
             assert_eq!(hdr.len as usize, payload.len());
             assert_eq!((hdr.src_cid, hdr.dst_cid), (2, CID));
-            if trace {
+            if self.trace {
                 eprintln!("  device -> guest {hdr:?}");
             }
             if hdr.op == 5 {
-                let c = credit.entry((hdr.dst_port, hdr.src_port)).or_default();
+                let c = self.credit.entry((hdr.dst_port, hdr.src_port)).or_default();
                 let bound = c.buf_alloc.max(c.step_max) as usize;
                 assert!(payload.len() <= bound, "RW beyond buf_alloc");
             }
         }
-        for c in credit.values_mut() {
+        for c in self.credit.values_mut() {
             c.step_max = c.buf_alloc;
         }
     }
-    h.pump();
-    let _ = h.recv();
-    h.reap_tx();
-    assert_eq!(h.driver.free_descriptors(1), 256, "TX chains not returned");
-    for l in &listeners {
-        if let Ok(addr) = l.local_addr() {
-            if let Some(p) = addr.as_pathname() {
-                let _ = std::fs::remove_file(p);
+
+    /// Every TX chain came back; the host side closes before the next input resets
+    /// the device.
+    fn finish(self) {
+        self.h.pump();
+        let _ = self.h.recv();
+        self.h.reap_tx();
+        assert_eq!(
+            self.h.driver.free_descriptors(1),
+            256,
+            "TX chains not returned"
+        );
+        for l in &self.listeners {
+            if let Ok(addr) = l.local_addr() {
+                if let Some(p) = addr.as_pathname() {
+                    let _ = std::fs::remove_file(p);
+                }
             }
         }
+        drop(self.clients);
+        drop(self.listeners);
+        self.h.pump();
+        let _ = self.h.recv();
     }
-    // The host side closes before the next input resets the device.
-    drop(clients);
-    drop(listeners);
-    h.pump();
-    let _ = h.recv();
 }

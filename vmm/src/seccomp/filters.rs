@@ -1,7 +1,7 @@
 //! Per-thread syscall allow-lists. Anything else kills the whole process (SIGSYS).
 //! Calls whose arguments decide what they can do are allowed only with the arguments
 //! the VMM uses: anonymous read-write memory, no executable mappings, private futex
-//! operations, `tgkill` of this process with SIGABRT, the `fcntl` commands, socket
+//! operations, `tgkill`/`tkill` with SIGABRT only, the `fcntl` commands, socket
 //! flags and ioctls the devices need.
 
 use std::mem::size_of;
@@ -55,6 +55,10 @@ fn memory() -> Result<Vec<Allow>, seccompiler::BackendError> {
                 map(PROT_RW, ANON | libc::MAP_STACK as u64)?,
                 map(PROT_RW, noreserve)?,
                 map(libc::PROT_NONE as u64, noreserve)?,
+                // musl's mallocng reserves without NORESERVE; glibc's shrink_heap
+                // maps PROT_NONE over the freed tail of an arena.
+                map(libc::PROT_NONE as u64, ANON)?,
+                map(libc::PROT_NONE as u64, ANON | libc::MAP_FIXED as u64)?,
             ],
         ),
         any(libc::SYS_munmap),
@@ -88,7 +92,7 @@ fn futex() -> Result<Allow, seccompiler::BackendError> {
 }
 
 /// Syscalls every thread needs: memory, locks, logging, clean exit, signals.
-fn common(pid: u32) -> Result<Vec<Allow>, seccompiler::BackendError> {
+fn common() -> Result<Vec<Allow>, seccompiler::BackendError> {
     let mut v = memory()?;
     v.push(futex()?);
     v.extend([
@@ -107,15 +111,14 @@ fn common(pid: u32) -> Result<Vec<Allow>, seccompiler::BackendError> {
         any(libc::SYS_sigaltstack),
         any(libc::SYS_exit),
         any(libc::SYS_exit_group),
-        // abort() on a panic: gettid + tgkill(own pid, tid, SIGABRT), nothing else.
+        // abort() on a panic: glibc's getpid + gettid + tgkill(pid, tid, SIGABRT),
+        // musl's tkill(tid, SIGABRT). Only SIGABRT; which thread cannot be pinned
+        // down for tkill, but the jail's pid namespace and unique uid leave the VMM
+        // no other target.
         any(libc::SYS_gettid),
-        (
-            libc::SYS_tgkill,
-            vec![SeccompRule::new(vec![
-                cond(0, u64::from(pid))?,
-                cond(2, libc::SIGABRT as u64)?,
-            ])?],
-        ),
+        any(libc::SYS_getpid),
+        (libc::SYS_tkill, vec![arg_eq(1, libc::SIGABRT as u64)?]),
+        (libc::SYS_tgkill, vec![arg_eq(2, libc::SIGABRT as u64)?]),
     ]);
     Ok(v)
 }
@@ -150,8 +153,8 @@ fn fcntl(setfl: bool) -> Result<Allow, seccompiler::BackendError> {
 /// vCPU threads: KVM_RUN plus device emulation on MMIO/PIO exits, and KVM_GET_REGS to
 /// name the guest RIP of a failing vCPU. On PVM hosts also the ioctls of the int3
 /// workaround (`Vcpu::pvm_int3_workaround`), which writes registers and events.
-pub fn vcpu(pid: u32, pvm: bool) -> Result<Vec<Allow>, seccompiler::BackendError> {
-    let mut v = common(pid)?;
+pub fn vcpu(pvm: bool) -> Result<Vec<Allow>, seccompiler::BackendError> {
+    let mut v = common()?;
     let mut ioctls = vec![
         arg_eq(1, kvm_run_ioctl())?,
         arg_eq(
@@ -183,8 +186,8 @@ pub fn vcpu(pid: u32, pvm: bool) -> Result<Vec<Allow>, seccompiler::BackendError
 }
 
 /// The main thread: event loop, block I/O, serial input, and the vsock device.
-pub fn main_thread(pid: u32) -> Result<Vec<Allow>, seccompiler::BackendError> {
-    let mut v = common(pid)?;
+pub fn main_thread() -> Result<Vec<Allow>, seccompiler::BackendError> {
+    let mut v = common()?;
     let send_flags = [
         0,
         libc::MSG_NOSIGNAL as u64,

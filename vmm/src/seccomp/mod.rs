@@ -25,10 +25,9 @@ pub enum ThreadKind {
 
 /// The filter for `kind`; `pvm` adds what the PVM-only vCPU workaround needs.
 pub fn compile(kind: ThreadKind, pvm: bool) -> Result<BpfProgram, SeccompError> {
-    let pid = std::process::id();
     let allow = match kind {
-        ThreadKind::Main => filters::main_thread(pid)?,
-        ThreadKind::Vcpu => filters::vcpu(pid, pvm)?,
+        ThreadKind::Main => filters::main_thread()?,
+        ThreadKind::Vcpu => filters::vcpu(pvm)?,
     };
     let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = allow.into_iter().collect();
     let filter = SeccompFilter::new(
@@ -152,6 +151,38 @@ mod tests {
                 libc::SIGUSR1,
             )
         };
+    }
+
+    fn musl_style_reservation() {
+        // SAFETY: an inaccessible anonymous reservation, unmapped again.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                1 << 20,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            libc::munmap(p, 1 << 20);
+        }
+    }
+
+    #[test]
+    fn a_panic_aborts_with_sigabrt_not_sigsys() {
+        for kind in [ThreadKind::Main, ThreadKind::Vcpu] {
+            let st = in_filtered_child(kind, || std::process::abort());
+            assert!(
+                libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGABRT,
+                "{kind:?}: status {st:#x}"
+            );
+            let st = in_filtered_child(kind, musl_style_reservation);
+            assert!(
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                "{kind:?}: {st:#x}"
+            );
+        }
     }
 
     #[test]

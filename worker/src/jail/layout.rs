@@ -48,35 +48,7 @@ pub(super) fn filesystem_steps(cfg: &JailConfig) -> Result<Vec<Step>, JailError>
     if let Some(code) = &cfg.code {
         ro_bind(code, &root.join("var/task"), &mut s)?;
     }
-    let binds = cfg.ro_binds.iter().map(|b| (b, true));
-    for ((host, inside), read_only) in binds.chain(cfg.rw_binds.iter().map(|b| (b, false))) {
-        if !inside.is_absolute() || inside.components().any(|c| c.as_os_str() == "..") {
-            return Err(JailError::Config(format!(
-                "bad bind target {}",
-                inside.display()
-            )));
-        }
-        let target = root.join(inside.strip_prefix("/").unwrap_or(inside));
-        if host.is_dir() {
-            mkdir_p(&root, inside, &mut s)?;
-        } else {
-            if let Some(parent) = inside.parent() {
-                mkdir_p(&root, parent, &mut s)?;
-            }
-            s.push(Step::Touch(cpath(&target)?));
-        }
-        if read_only {
-            ro_bind(host, &target, &mut s)?;
-        } else {
-            s.push(mount(
-                Some(host),
-                &target,
-                None,
-                libc::MS_BIND | libc::MS_REC,
-                None,
-            )?);
-        }
-    }
+    bind_steps(cfg, &root, &mut s)?;
     let tmp_opts = format!("size={}m,mode=1777", cfg.tmp_size_mib);
     s.push(mount(
         Some(Path::new("tmpfs")),
@@ -107,6 +79,40 @@ pub(super) fn filesystem_steps(cfg: &JailConfig) -> Result<Vec<Step>, JailError>
     )?);
     s.push(Step::PivotRoot(cpath(&root)?));
     Ok(s)
+}
+
+/// The extra binds, read-only then read-write, each at a checked path inside `root`.
+fn bind_steps(cfg: &JailConfig, root: &Path, s: &mut Vec<Step>) -> Result<(), JailError> {
+    let binds = cfg.ro_binds.iter().map(|b| (b, true));
+    for ((host, inside), read_only) in binds.chain(cfg.rw_binds.iter().map(|b| (b, false))) {
+        if !inside.is_absolute() || inside.components().any(|c| c.as_os_str() == "..") {
+            return Err(JailError::Config(format!(
+                "bad bind target {}",
+                inside.display()
+            )));
+        }
+        let target = root.join(inside.strip_prefix("/").unwrap_or(inside));
+        if host.is_dir() {
+            mkdir_p(root, inside, s)?;
+        } else {
+            if let Some(parent) = inside.parent() {
+                mkdir_p(root, parent, s)?;
+            }
+            s.push(Step::Touch(cpath(&target)?));
+        }
+        if read_only {
+            ro_bind(host, &target, s)?;
+        } else {
+            s.push(mount(
+                Some(host),
+                &target,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )?);
+        }
+    }
+    Ok(())
 }
 
 /// The jail's root at `root`: an overlay of the rootfs (writes go to the scratch

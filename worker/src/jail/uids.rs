@@ -1,6 +1,8 @@
 //! Host uid/gid ranges for jails, leased for the life of a sandbox and unique on the host
 //! across worker processes. Each range is a slot: host ids `base + slot * 65536 ..` A
-//! lease is an exclusive `flock` on `<dir>/<slot>.lock`, held while the sandbox lives and
+//! lease is an exclusive `flock` on `<dir>/<first host id>.lock` (named by the range,
+//! not the slot, so workers configured with other bases still exclude each other where
+//! their ranges coincide), held while the sandbox lives and
 //! released by the kernel when the holder closes it or dies, so two live sandboxes never
 //! share a host uid, however many supervisors run on the host.
 
@@ -82,10 +84,11 @@ impl UidLeases {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.slots {
             let slot = start.wrapping_add(i) % self.slots;
-            if let Some(lock) = self.try_lock(slot)? {
+            let host_base = self.base + slot * ID_RANGE;
+            if let Some(lock) = self.try_lock(host_base)? {
                 self.next.store(slot.wrapping_add(1), Ordering::Relaxed);
                 return Ok(UidLease {
-                    host_base: self.base + slot * ID_RANGE,
+                    host_base,
                     _lock: lock,
                 });
             }
@@ -93,8 +96,8 @@ impl UidLeases {
         Err(UidLeaseError::Exhausted(self.slots))
     }
 
-    fn try_lock(&self, slot: u32) -> Result<Option<File>, UidLeaseError> {
-        let path = self.dir.join(format!("{slot}.lock"));
+    fn try_lock(&self, host_base: u32) -> Result<Option<File>, UidLeaseError> {
+        let path = self.dir.join(format!("{host_base}.lock"));
         let err = |source| UidLeaseError::Lock {
             path: path.clone(),
             source,
@@ -142,6 +145,19 @@ mod tests {
         assert!(matches!(a.acquire(), Err(UidLeaseError::Exhausted(8))));
         let freed = held.remove(3).host_base();
         assert_eq!(b.acquire().unwrap().host_base(), freed);
+    }
+
+    #[test]
+    fn allocators_with_other_bases_exclude_each_other_where_ranges_meet() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = UidLeases::new(dir.path(), 1_000_000, 1).unwrap();
+        // Slot 1 of `b` is `a`'s only range.
+        let b = UidLeases::new(dir.path(), 1_000_000 - ID_RANGE, 2).unwrap();
+        let held = a.acquire().unwrap();
+        for _ in 0..4 {
+            let l = b.acquire().unwrap();
+            assert_ne!(l.host_base(), held.host_base());
+        }
     }
 
     #[test]

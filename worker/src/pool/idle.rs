@@ -96,6 +96,16 @@ impl<S> IdleStack<S> {
         out
     }
 
+    /// When the least recently used sandbox was last used.
+    pub fn lru_last_used(&self) -> Option<Instant> {
+        self.entries.first().map(|e| e.last_used)
+    }
+
+    /// Takes the least recently used sandbox (the cold end).
+    pub fn pop_lru(&mut self) -> Option<IdleEntry<S>> {
+        (!self.entries.is_empty()).then(|| self.entries.remove(0))
+    }
+
     pub fn drain_all(&mut self) -> Vec<IdleEntry<S>> {
         std::mem::take(&mut self.entries)
     }

@@ -6,6 +6,7 @@
 //! error, logged as `INIT_REPORT ... Phase: invoke`.
 
 use super::cold::{self, ColdStartError};
+use super::memory;
 use super::Inner;
 use crate::report;
 use crate::sandbox::{LogLine, Sandbox, SandboxError};
@@ -88,9 +89,10 @@ pub(crate) async fn cold_start(
     spec: &FunctionVersionSpec,
     request_id: &str,
 ) -> Result<Ready, NotReady> {
-    if !inner.host_has_memory_for(spec) {
+    // Held until the Init phase is over: by then the sandbox's memory is in use.
+    let Some(_memory) = memory::reserve(inner, spec).await else {
         return Err(NotReady::NoCapacity);
-    }
+    };
     let limit = inner.cfg.init_timeout;
     let mut first = match cold::start(inner, spec, limit).await {
         Ok(s) => {

@@ -6,8 +6,8 @@ use super::{IdleEntry, Inner, Slot, Worker};
 use crate::report;
 use crate::sandbox::{Reply, Sandbox, SandboxError};
 use crate::spec::{
-    ChunkSink, FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult, Report,
-    ThrottleReason, WorkerError,
+    ChunkSink, FunctionKey, FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult,
+    Report, ThrottleReason, WorkerError,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,20 +41,52 @@ struct CheckedOut {
     started: bool,
 }
 
-/// Counts a sandbox as busy while it exists.
-struct Busy<'a>(&'a Inner);
+/// Counts a sandbox as busy while it exists, under its key, so a deletion can tell
+/// which busy sandboxes must not go back to the pool.
+struct Busy<'a> {
+    inner: &'a Inner,
+    key: FunctionKey,
+}
 
 impl<'a> Busy<'a> {
-    fn new(inner: &'a Inner) -> Self {
-        inner.lock().busy += 1;
-        Self(inner)
+    fn new(inner: &'a Inner, key: FunctionKey) -> Self {
+        let mut st = inner.lock();
+        st.busy += 1;
+        *st.busy_keys.entry(key.clone()).or_default() += 1;
+        drop(st);
+        Self { inner, key }
     }
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        let mut st = self.0.lock();
+        let mut st = self.inner.lock();
         st.busy = st.busy.saturating_sub(1);
+        let left = st.busy_keys.get_mut(&self.key).map(|n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left == Some(0) {
+            st.busy_keys.remove(&self.key);
+            st.forgotten.remove(&self.key);
+        }
+    }
+}
+
+/// Parks a sandbox for reuse, or destroys it: when the invoke broke it, or when its
+/// function was deleted while it ran.
+fn release(inner: &Inner, key: &FunctionKey, entry: IdleEntry<Box<dyn Sandbox>>, keep: bool) {
+    let unwanted = {
+        let mut st = inner.lock();
+        if keep && !st.forgotten.contains(key) {
+            st.idle.entry(key.clone()).or_default().push(entry);
+            None
+        } else {
+            Some(entry.sandbox)
+        }
+    };
+    if let Some(sb) = unwanted {
+        inner.destroy_all(vec![sb]);
     }
 }
 
@@ -206,7 +238,7 @@ impl Worker {
             }
             Err(NotReady::Failed(f)) => return Ok(self.init_failed(spec, &req, f)),
         };
-        let busy = Busy::new(inner);
+        let busy = Busy::new(inner, spec.key());
         let mut sb = ready.sandbox;
         let rid = &req.request_id;
         let start_line = report::start_line(rid, &spec.version);
@@ -226,17 +258,13 @@ impl Worker {
         let mut ending = ending_of(res, sb.as_ref(), rid, spec.timeout);
         let fn_logs = sb.take_logs();
         let max_mem = sb.max_memory_bytes().unwrap_or(0);
-        if ending.keep {
-            let mut st = inner.lock();
-            st.idle.entry(spec.key()).or_default().push(IdleEntry {
-                sandbox: sb,
-                id: ready.id,
-                created: ready.created,
-                last_used: Instant::now(),
-            });
-        } else {
-            inner.destroy_all(vec![sb]);
-        }
+        let entry = IdleEntry {
+            sandbox: sb,
+            id: ready.id,
+            created: ready.created,
+            last_used: Instant::now(),
+        };
+        release(inner, &busy.key, entry, ending.keep);
         drop(busy);
         drop(permit);
         if let (Some(c), InvokeResult::Success(p)) = (chunks, &mut ending.result) {

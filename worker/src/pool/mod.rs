@@ -6,6 +6,7 @@ mod cold;
 mod idle;
 mod init_phase;
 mod invoke;
+mod memory;
 
 pub use admission::{Concurrency, Slot};
 pub use idle::{IdleEntry, IdleStack, Retire};
@@ -14,7 +15,7 @@ use crate::logfile::LogFiles;
 use crate::metrics::{Metrics, SandboxCounts};
 use crate::sandbox::{Backend, Sandbox};
 use crate::spec::{FunctionKey, FunctionVersionSpec, WorkerError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -68,7 +69,13 @@ pub(crate) struct State {
     pub(crate) concurrency: Concurrency,
     pub(crate) idle: HashMap<FunctionKey, IdleStack<Box<dyn Sandbox>>>,
     pub(crate) busy: u64,
+    /// Busy sandboxes per key, and the keys of deleted functions among them: those
+    /// are destroyed when their invoke ends instead of parked.
+    pub(crate) busy_keys: HashMap<FunctionKey, u32>,
+    pub(crate) forgotten: HashSet<FunctionKey>,
     pub(crate) starting: u64,
+    /// Memory (MiB) promised to sandboxes that are starting (see [`memory`]).
+    pub(crate) starting_mib: u64,
     /// The current revision of each (function, version) whose revision was replaced
     /// ([`Worker::retire_stale`]); idle sandboxes of any other revision are retired.
     pub(crate) current_revision: HashMap<(String, String), String>,
@@ -110,12 +117,22 @@ struct VersionLog {
     files: Arc<LogFiles>,
     function: String,
     version: String,
+    /// A write failed (e.g. a full disk) and was reported; later failures are not,
+    /// until a write succeeds again: a flood of lines must not become a flood of
+    /// the worker's own.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl crate::sandbox::LogSink for VersionLog {
     fn line(&self, text: &str) {
-        if let Err(e) = self.files.append_line(&self.function, &self.version, text) {
-            eprintln!("worker: {e}");
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.files.append_line(&self.function, &self.version, text) {
+            Ok(()) => self.failing.store(false, Relaxed),
+            Err(e) => {
+                if !self.failing.swap(true, Relaxed) {
+                    eprintln!("worker: {e}; further lines of this log are dropped silently until a write succeeds");
+                }
+            }
         }
     }
 }
@@ -134,19 +151,6 @@ impl Inner {
         format!("sb-{}-{n}", std::process::id())
     }
 
-    /// Whether the host has the memory for another sandbox of `spec` (see
-    /// [`WorkerConfig::memory_headroom_mib`]); `MemAvailable` from /proc/meminfo.
-    pub(crate) fn host_has_memory_for(&self, spec: &FunctionVersionSpec) -> bool {
-        if self.cfg.memory_headroom_mib == 0 {
-            return true;
-        }
-        let need_kib = (u64::from(spec.memory_mib) + self.cfg.memory_headroom_mib) << 10;
-        match crate::jail::cgroup::mem_available_kib() {
-            Some(avail) => avail >= need_kib,
-            None => true,
-        }
-    }
-
     /// Where a new sandbox of `spec` writes its function output as it arrives.
     pub(crate) fn log_sink(
         &self,
@@ -157,6 +161,7 @@ impl Inner {
             files,
             function: spec.name.clone(),
             version: spec.version.clone(),
+            failing: Default::default(),
         }))
     }
 
@@ -201,6 +206,9 @@ impl Worker {
             concurrency: Concurrency::new(cfg.host_concurrency),
             idle: HashMap::new(),
             busy: 0,
+            starting_mib: 0,
+            busy_keys: HashMap::new(),
+            forgotten: HashSet::new(),
             starting: 0,
             current_revision: HashMap::new(),
         };
@@ -315,17 +323,19 @@ impl Worker {
     }
 
     /// A function (or one version of it) was deleted: its idle sandboxes stop and its
-    /// log files close. A busy sandbox finishes its invoke; its version's key is never
-    /// asked for again, so the idle reaper takes it.
+    /// log files close. A busy sandbox finishes its invoke and is then destroyed.
     pub fn forget(&self, name: &str, version: Option<&str>) {
+        let matches = |k: &FunctionKey| k.name == name && version.is_none_or(|v| k.version == v);
         let gone: Vec<Box<dyn Sandbox>> = {
             let mut st = self.inner.lock();
-            let keys: Vec<FunctionKey> = st
-                .idle
+            let busy: Vec<FunctionKey> = st
+                .busy_keys
                 .keys()
-                .filter(|k| k.name == name && version.is_none_or(|v| k.version == v))
+                .filter(|k| matches(k))
                 .cloned()
                 .collect();
+            st.forgotten.extend(busy);
+            let keys: Vec<FunctionKey> = st.idle.keys().filter(|k| matches(k)).cloned().collect();
             keys.iter()
                 .filter_map(|k| st.idle.remove(k))
                 .flat_map(|mut s| s.drain_all())

@@ -131,21 +131,10 @@ impl ProcessBackend {
         })
     }
 
-    async fn start(
-        &self,
-        spec: &FunctionVersionSpec,
-        id: &str,
-    ) -> Result<ProcessSandbox, SandboxError> {
+    /// The directory guest-init's socket lives in (bind-mounted into the jail), and
+    /// the listener on it.
+    fn socket_dir(&self, id: &str) -> Result<(DirGuard, PathBuf, UnixListener), SandboxError> {
         let start_err = |m: String| SandboxError::Start(m);
-        let rootfs = self
-            .cfg
-            .rootfs
-            .get(&spec.runtime)
-            .ok_or_else(|| start_err(format!("no rootfs for runtime {:?}", spec.runtime)))?
-            .to_path_buf();
-        let code = spec.code_dir.clone().ok_or_else(|| {
-            start_err("the process backend needs an unpacked code directory".into())
-        })?;
         let sock_dir = self.cfg.run_root.join(format!("{id}.sock"));
         let _ = std::fs::remove_dir_all(&sock_dir);
         std::fs::create_dir(&sock_dir)
@@ -157,18 +146,30 @@ impl ProcessBackend {
         let sock = sock_dir.join("wire.sock");
         let listener = UnixListener::bind(&sock)
             .map_err(|e| start_err(format!("bind {}: {e}", sock.display())))?;
+        Ok((cleanup, sock, listener))
+    }
 
-        let lease = self.uids.acquire().map_err(|e| start_err(e.to_string()))?;
-        // Only guest-init (the jail's root) may connect.
-        std::os::unix::fs::chown(&sock, Some(lease.host_base()), Some(lease.host_base()))
-            .and_then(|()| std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o700)))
-            .map_err(|e| start_err(format!("socket owner: {e}")))?;
-        let cpus: Option<CpuLease> = if self.cfg.place_cpus {
-            self.placer.lease(vcpus_for_memory(spec.memory_mib))
-        } else {
-            None
-        };
-        let jcfg = JailConfig {
+    /// The jail of one sandbox: the runtime's rootfs, the code, guest-init and its
+    /// socket directory, under the host uid range `host_base`.
+    fn jail_config(
+        &self,
+        spec: &FunctionVersionSpec,
+        id: &str,
+        sock_dir: &Path,
+        host_base: u32,
+        cpus: Option<&CpuLease>,
+    ) -> Result<JailConfig, SandboxError> {
+        let start_err = |m: String| SandboxError::Start(m);
+        let rootfs = self
+            .cfg
+            .rootfs
+            .get(&spec.runtime)
+            .ok_or_else(|| start_err(format!("no rootfs for runtime {:?}", spec.runtime)))?
+            .to_path_buf();
+        let code = spec.code_dir.clone().ok_or_else(|| {
+            start_err("the process backend needs an unpacked code directory".into())
+        })?;
+        Ok(JailConfig {
             rootfs: Some(rootfs),
             code: Some(code),
             ro_binds: vec![
@@ -176,7 +177,7 @@ impl ProcessBackend {
                     self.cfg.guest_init.clone(),
                     PathBuf::from(GUEST_INIT_INSIDE),
                 ),
-                (sock_dir.clone(), PathBuf::from(SOCK_DIR_INSIDE)),
+                (sock_dir.to_path_buf(), PathBuf::from(SOCK_DIR_INSIDE)),
             ],
             rw_binds: Vec::new(),
             devices: Vec::new(),
@@ -189,7 +190,7 @@ impl ProcessBackend {
             uid: 0,
             gid: 0,
             keep_caps: jail::AGENT_CAPS,
-            host_id_base: lease.host_base(),
+            host_id_base: host_base,
             limits: Some(CgroupLimits {
                 memory_bytes: u64::from(spec.memory_mib) << 20,
                 pids_max: self.cfg.pids_max,
@@ -200,33 +201,41 @@ impl ProcessBackend {
             // guest-init is PID 1 (`--jail-init`): no un-exec'd clone of the worker,
             // which holds its memory and command line, stays in the sandbox.
             reaper: false,
-            cpus: cpus.as_ref().map(|l| l.cpus().to_vec()).unwrap_or_default(),
+            cpus: cpus.map(|l| l.cpus().to_vec()).unwrap_or_default(),
+        })
+    }
+
+    async fn start(
+        &self,
+        spec: &FunctionVersionSpec,
+        id: &str,
+    ) -> Result<ProcessSandbox, SandboxError> {
+        let start_err = |m: String| SandboxError::Start(m);
+        let (cleanup, sock, listener) = self.socket_dir(id)?;
+        let lease = self.uids.acquire().map_err(|e| start_err(e.to_string()))?;
+        // Only guest-init (the jail's root) may connect.
+        std::os::unix::fs::chown(&sock, Some(lease.host_base()), Some(lease.host_base()))
+            .and_then(|()| std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| start_err(format!("socket owner: {e}")))?;
+        let cpus: Option<CpuLease> = if self.cfg.place_cpus {
+            self.placer.lease(vcpus_for_memory(spec.memory_mib))
+        } else {
+            None
         };
-        let cmd = JailCommand {
-            exe: PathBuf::from(GUEST_INIT_INSIDE),
-            args: vec![
-                "--jail-init".into(),
-                "--runtime-user".into(),
-                format!("{}:{}", jail::SANDBOX_UID, jail::SANDBOX_GID),
-                "--host-uds".into(),
-                format!("{SOCK_DIR_INSIDE}/wire.sock"),
-            ],
-            env: vec![(
-                "PATH".into(),
-                "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
-            )],
-            cwd: PathBuf::from("/"),
-            stdout: Some(Stdio::Null),
-            stderr: Some(Stdio::Pipe),
-            fds: Vec::new(),
-        };
+        let jcfg = self.jail_config(spec, id, &cleanup.0, lease.host_base(), cpus.as_ref())?;
+        let cmd = guest_init_command();
         let cgroups = self.cgroups.clone();
-        let mut proc =
-            tokio::task::spawn_blocking(move || jail::spawn(&jcfg, cmd, cgroups.as_deref()))
-                .await
-                .map_err(|e| start_err(format!("spawn task: {e}")))?
-                .map_err(|e| start_err(e.to_string()))?;
-        proc.hold_uid_lease(lease);
+        // The lease moves with the spawn: if this start is abandoned (its timeout) while
+        // the blocking task still runs, the jail it makes still holds its range.
+        let mut proc = tokio::task::spawn_blocking(move || {
+            jail::spawn(&jcfg, cmd, cgroups.as_deref()).map(|mut p| {
+                p.hold_uid_lease(lease);
+                p
+            })
+        })
+        .await
+        .map_err(|e| start_err(format!("spawn task: {e}")))?
+        .map_err(|e| start_err(e.to_string()))?;
         let tail = StderrTail::spawn(proc.take_stderr());
         let stream = tokio::select! {
             r = listener.accept() => r.map_err(|e| start_err(format!("accept: {e}")))?.0,
@@ -255,6 +264,29 @@ impl ProcessBackend {
             _stderr: tail,
             _cpus: cpus,
         })
+    }
+}
+
+/// guest-init as the jail's PID 1, told which user runs the function and where
+/// the worker listens.
+fn guest_init_command() -> JailCommand {
+    JailCommand {
+        exe: PathBuf::from(GUEST_INIT_INSIDE),
+        args: vec![
+            "--jail-init".into(),
+            "--runtime-user".into(),
+            format!("{}:{}", jail::SANDBOX_UID, jail::SANDBOX_GID),
+            "--host-uds".into(),
+            format!("{SOCK_DIR_INSIDE}/wire.sock"),
+        ],
+        env: vec![(
+            "PATH".into(),
+            "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
+        )],
+        cwd: PathBuf::from("/"),
+        stdout: Some(Stdio::Null),
+        stderr: Some(Stdio::Pipe),
+        fds: Vec::new(),
     }
 }
 

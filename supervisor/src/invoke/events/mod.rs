@@ -34,8 +34,28 @@ pub fn now_ms() -> i64 {
 pub struct EventQueue {
     store: Arc<EventStore>,
     wake: Notify,
-    running: Mutex<HashSet<String>>,
+    runs: Mutex<Runs>,
     retry_base: Duration,
+}
+
+/// Which events run now, and which finished since the runner last read the store: a
+/// read can return an event that finishes (removed, or rescheduled for later) before
+/// the runner gets to it, and that event must not run again from the stale read.
+#[derive(Default)]
+struct Runs {
+    running: HashSet<String>,
+    finished: HashSet<String>,
+}
+
+impl Runs {
+    fn claim(&mut self, id: &str) -> bool {
+        !self.finished.contains(id) && self.running.insert(id.to_owned())
+    }
+
+    fn finish(&mut self, id: &str) {
+        self.running.remove(id);
+        self.finished.insert(id.to_owned());
+    }
 }
 
 impl EventQueue {
@@ -43,7 +63,7 @@ impl EventQueue {
         Ok(Self {
             store: Arc::new(EventStore::open(path)?),
             wake: Notify::new(),
-            running: Mutex::new(HashSet::new()),
+            runs: Mutex::new(Runs::default()),
             retry_base,
         })
     }
@@ -62,8 +82,8 @@ impl EventQueue {
         self.store.count().ok()
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    fn runs(&self) -> std::sync::MutexGuard<'_, Runs> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -75,7 +95,12 @@ pub fn spawn_runner(svc: Arc<InvokeService>) {
             let q = &svc.events;
             // Running events are still stored (until they finish) and come back from
             // the query: ask for enough rows to see past them.
-            let limit = MAX_PARALLEL + q.running().len();
+            let limit = {
+                let mut runs = q.runs();
+                // Finished before this read: the read cannot return them as they were.
+                runs.finished.clear();
+                MAX_PARALLEL + runs.running.len()
+            };
             let due = {
                 let store = q.store.clone();
                 tokio::task::spawn_blocking(move || store.due(now_ms(), limit))
@@ -88,7 +113,7 @@ pub fn spawn_runner(svc: Arc<InvokeService>) {
                     .unwrap_or_default()
             };
             for ev in due {
-                if !q.running().insert(ev.id.clone()) {
+                if !q.runs().claim(&ev.id) {
                     continue;
                 }
                 let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -98,7 +123,7 @@ pub fn spawn_runner(svc: Arc<InvokeService>) {
                 tokio::spawn(async move {
                     let id = ev.id.clone();
                     run_one(&svc2, ev).await;
-                    svc2.events.running().remove(&id);
+                    svc2.events.runs().finish(&id);
                     drop(permit);
                     svc2.events.wake.notify_one();
                 });
@@ -177,5 +202,21 @@ async fn run_one(svc: &InvokeService, ev: Event) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(event = %ev.id, error = %e, "updating event"),
         Err(e) => tracing::error!(event = %ev.id, error = %e, "updating event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Runs;
+
+    #[test]
+    fn an_event_finished_after_the_read_is_not_claimed_again_from_it() {
+        let mut runs = Runs::default();
+        assert!(runs.claim("a"));
+        assert!(!runs.claim("a"), "running");
+        runs.finish("a");
+        assert!(!runs.claim("a"), "finished since the read");
+        runs.finished.clear(); // the next read
+        assert!(runs.claim("a"), "due again (a retry) after a fresh read");
     }
 }
