@@ -226,7 +226,9 @@ def wait_for_events(sup, sent, timeout=120):
         text = metrics(sup)
         done = metric_value(text, "supervisor_events_total", outcome="succeeded")
         if done >= sent:
-            return int(done)
+            # A second run of some event would show up a little later.
+            time.sleep(2)
+            return int(metric_value(metrics(sup), "supervisor_events_total", outcome="succeeded"))
         time.sleep(1)
     return int(done)
 
@@ -277,8 +279,9 @@ def goals(result):
     missed = []
     if result["unexpected_errors"]:
         missed.append(f"{result['unexpected_errors']} unexpected errors: {result['failures'][:3]}")
-    if result["events_succeeded"] < result["events_sent"]:
-        missed.append(f"events: {result['events_succeeded']} of {result['events_sent']} ran")
+    # Each event succeeds exactly once: fewer were lost, more ran twice.
+    if result["events_succeeded"] != result["events_sent"]:
+        missed.append(f"events: {result['events_succeeded']} succeeded of {result['events_sent']} sent")
     for key in ["supervisor_rss_kib", "supervisor_fds", "sandbox_rss_kib", "sandbox_fds"]:
         f = result["flatness_after_warmup"][key]
         if f is None:

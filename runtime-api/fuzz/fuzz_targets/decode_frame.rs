@@ -1,6 +1,6 @@
 //! Fuzzes the frame decoder in both directions and the streaming reader.
 //!
-//! Run: `cd runtime-api/fuzz && cargo +nightly fuzz run decode_frame`.
+//! Run: `tests/fuzz.sh runtime-api/decode_frame`.
 //! Properties: decoding never panics, and anything that decodes re-encodes to a frame
 //! that decodes to the same message.
 #![no_main]

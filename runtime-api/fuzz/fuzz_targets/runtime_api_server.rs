@@ -2,7 +2,7 @@
 //! the real HTTP/1.1 server and the invocation state machine over an in-memory
 //! connection, with the host's side (Invoke frames, runtime exit) interleaved.
 //!
-//! Run: `cd runtime-api/fuzz && cargo +nightly fuzz run runtime_api_server`.
+//! Run: `tests/fuzz.sh runtime-api/runtime_api_server`.
 //! Input: a program of host invokes, well-formed requests (next, response buffered or
 //! streamed with chunks and error trailers, error, init error, extension register /
 //! next / errors, any path) with fuzzed ids, headers and bodies, raw bytes on a fresh

@@ -3,7 +3,7 @@
 //! checks, the worker pool and the response, with an echoing sandbox backend behind
 //! the real worker.
 //!
-//! Run: `cd supervisor/fuzz && cargo +nightly fuzz run invoke_request`.
+//! Run: `tests/fuzz.sh supervisor/invoke_request`.
 //! Input: one request with a fuzzed endpoint, function name (plain, ARN, partial ARN
 //! or any text), qualifier, invoke headers (known values or any bytes), extra headers,
 //! body and signature (good, missing, wrong secret).

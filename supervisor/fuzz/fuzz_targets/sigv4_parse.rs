@@ -1,7 +1,7 @@
 //! Fuzzes SigV4 authentication: the `Authorization` header parser and the verifier over
 //! whole requests (method, raw path and query, headers, body, date).
 //!
-//! Run: `cd supervisor/fuzz && cargo +nightly fuzz run sigv4_parse`.
+//! Run: `tests/fuzz.sh supervisor/sigv4_parse`.
 //! Properties: nothing panics; a header that parses re-formats to one that parses to the
 //! same value; a request that verifies also passes the precheck; a request the in-tree
 //! signer signed over fuzzed parts verifies exactly when its date is within the allowed

@@ -1,7 +1,7 @@
 //! Fuzzes the deployment-package validator (`codestore::zipcheck::validate`) and, for
 //! packages it accepts, extraction of the plan it returns.
 //!
-//! Run: `cd supervisor/fuzz && cargo +nightly fuzz run zip_check`.
+//! Run: `tests/fuzz.sh supervisor/zip_check`.
 //! Input: an even first byte makes the rest the upload as is. An odd one makes the rest
 //! describe entries that a real zip writer packs, after which some bytes are overwritten:
 //! that gets past the central-directory parser to the name, symlink, size, CRC and ratio

@@ -1,7 +1,7 @@
 //! Fuzzes the VM configuration parsers: Firecracker's `--config-file` JSON and the
 //! command line.
 //!
-//! Run: `cd vmm/fuzz && cargo +nightly fuzz run firecracker_config`.
+//! Run: `tests/fuzz.sh vmm/firecracker_config`.
 //! Input: the first byte picks the mode. Document (even): a Firecracker config built
 //! from fuzzed values, sometimes with an unknown key, a wrongly typed field or an
 //! unsupported section; the parser must accept it exactly when it is valid and then

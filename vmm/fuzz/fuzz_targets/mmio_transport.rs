@@ -1,7 +1,7 @@
 //! Fuzzes the virtio-mmio transport register state machine with a real virtio-blk
 //! device behind it, as a guest driver pokes it through MMIO exits.
 //!
-//! Run: `cd vmm/fuzz && cargo +nightly fuzz run mmio_transport`.
+//! Run: `tests/fuzz.sh vmm/mmio_transport`.
 //! Input: a program of register reads and writes (known offsets or any, any width),
 //! a driver-initialisation macro that reaches DRIVER_OK with fuzzed queue settings,
 //! guest memory writes and queue kicks (the event loop serving the device).

@@ -133,7 +133,13 @@ fn open_kvm() -> Result<std::os::fd::OwnedFd, SandboxError> {
 /// probing; on failure each `vmm` probes for itself.
 fn probe_host(vmm: &Path) -> Vec<String> {
     let out = match std::process::Command::new(vmm).arg("--probe-host").output() {
-        Ok(o) if o.status.success() => o.stdout,
+        Ok(o) if o.status.success() => {
+            // The vmm says why it decided what it did (e.g. no probe on an emulated CPU).
+            for line in String::from_utf8_lossy(&o.stderr).lines() {
+                eprintln!("worker: vmm --probe-host: {line}");
+            }
+            o.stdout
+        }
         Ok(o) => {
             eprintln!(
                 "worker: {} --probe-host failed ({}): {}",

@@ -56,17 +56,11 @@ fn probe_xcr0(supported: &CpuId) -> u64 {
 /// How QEMU's TCG names its CPUs (`-cpu max` and friends) in the brand string.
 const QEMU_TCG_BRAND: &str = "QEMU TCG CPU";
 
-/// The processor brand string (CPUID 0x8000_0002..=0x8000_0004), which KVM passes
-/// through from the host.
-fn brand_string(cpuid: &CpuId) -> String {
-    let mut bytes = Vec::with_capacity(48);
-    for leaf in 0x8000_0002u32..=0x8000_0004 {
-        if let Some(e) = cpuid.as_slice().iter().find(|e| e.function == leaf) {
-            for reg in [e.eax, e.ebx, e.ecx, e.edx] {
-                bytes.extend_from_slice(&reg.to_le_bytes());
-            }
-        }
-    }
+/// The brand-string registers (CPUID 0x8000_0002..=0x8000_0004) as text. Read from
+/// the host's own CPUID: KVM leaves these leaves out of its supported table on some
+/// hosts.
+fn brand_text(words: &[u32; 12]) -> String {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     String::from_utf8_lossy(&bytes)
         .trim_matches(|c: char| c == '\0' || c.is_whitespace())
         .to_owned()
@@ -75,11 +69,13 @@ fn brand_string(cpuid: &CpuId) -> String {
 /// `Ok(true)` when KVM reflects the guest's XCR0 in CPUID (the normal case), `Ok(false)`
 /// when it does not. A host without AVX cannot show the problem: `Ok(true)`.
 pub fn xcr0_tracked(kvm: &Kvm, supported: &CpuId) -> Result<bool, ProbeError> {
-    let brand = brand_string(supported);
+    let brand = super::cpuid::host_brand()
+        .map(|w| brand_text(&w))
+        .unwrap_or_default();
     if brand.contains(QEMU_TCG_BRAND) {
         // Known not to: and the probe's real-mode VM has been seen to wedge a vCPU
         // of such an L1 (soft lockup), so it is not run there at all.
-        log::info!("host CPU is {brand:?} (emulated SVM): XSAVE off without probing");
+        log::warn!("host CPU is {brand:?} (emulated SVM): XSAVE off without probing");
         return Ok(false);
     }
     let xcr0 = probe_xcr0(supported);
@@ -180,35 +176,16 @@ mod tests {
         }
     }
 
-    fn brand_leaves(text: &str) -> CpuId {
-        let mut bytes = text.as_bytes().to_vec();
-        bytes.resize(48, 0);
-        let regs: Vec<u32> = bytes
-            .chunks(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let entries: Vec<kvm_cpuid_entry2> = (0..3)
-            .map(|i| kvm_cpuid_entry2 {
-                function: 0x8000_0002 + i as u32,
-                eax: regs[4 * i],
-                ebx: regs[4 * i + 1],
-                ecx: regs[4 * i + 2],
-                edx: regs[4 * i + 3],
-                ..Default::default()
-            })
-            .collect();
-        CpuId::from_entries(&entries).unwrap()
-    }
-
     #[test]
     fn the_brand_string_names_a_qemu_tcg_host() {
-        let tcg = brand_string(&brand_leaves("QEMU TCG CPU version 2.5+"));
+        use crate::arch::x86_64::cpuid::brand_words;
+        let tcg = brand_text(&brand_words("QEMU TCG CPU version 2.5+"));
         assert_eq!(tcg, "QEMU TCG CPU version 2.5+");
         assert!(tcg.contains(QEMU_TCG_BRAND));
-        let real = brand_string(&brand_leaves("  AMD EPYC 7R13 Processor"));
+        let real = brand_text(&brand_words("  AMD EPYC 7R13 Processor"));
         assert_eq!(real, "AMD EPYC 7R13 Processor");
         assert!(!real.contains(QEMU_TCG_BRAND));
-        assert_eq!(brand_string(&CpuId::new(0).unwrap()), "");
+        assert_eq!(brand_text(&[0; 12]), "");
     }
 
     #[test]
