@@ -410,7 +410,10 @@ def test_two_supervisors_never_share_a_host_uid(server, client, tmp_path):
         other.stop()
 
 
-def test_code_mirrors_are_not_listable_by_other_users(server, client):
+JAIL_ROOT_GID = 999999  # worker::jail::JAIL_ROOT_GID
+
+
+def test_code_mirrors_are_closed_to_other_users(server, client):
     import glob
     import stat
     import subprocess
@@ -420,10 +423,13 @@ def test_code_mirrors_are_not_listable_by_other_users(server, client):
     assert run_dirs, "the supervisor's default run dir"
     code = os.path.join(run_dirs[0], "code")
     assert os.path.isdir(code) and os.listdir(code), "an invoke above made a code mirror"
-    for d in (run_dirs[0], code):
-        assert stat.S_IMODE(os.stat(d).st_mode) == 0o711, oct(os.stat(d).st_mode)
-    # Another user can pass through to a mirror it knows the name of, never list them.
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        "ls", code], capture_output=True, text=True)
-    assert r.returncode != 0 and "Permission denied" in r.stderr, (r.returncode, r.stderr)
+    assert stat.S_IMODE(os.stat(run_dirs[0]).st_mode) == 0o711, oct(os.stat(run_dirs[0]).st_mode)
+    st = os.stat(code)
+    # Only the jails' root group may pass: a mirror's name shows in its jail's mountinfo.
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o710, 0, JAIL_ROOT_GID), st
     assert all(len(n.rsplit(".", 1)[-1]) == 32 for n in os.listdir(code)), os.listdir(code)
+    mirror = os.path.join(code, sorted(os.listdir(code))[0])
+    for cmd in (["ls", code], ["ls", mirror]):
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            *cmd], capture_output=True, text=True)
+        assert r.returncode != 0 and "Permission denied" in r.stderr, (cmd, r.returncode, r.stderr)

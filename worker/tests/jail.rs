@@ -382,3 +382,62 @@ fn bad_config_is_an_error_not_a_panic() {
     let err = jail::spawn(&f.cfg, cmd, None).unwrap_err();
     assert!(err.to_string().contains("execve"), "{err}");
 }
+
+/// Opens `path` read-only as host uid/gid `id` (no supplementary groups), in a child
+/// of this process; the error is the child's.
+fn open_as(id: u32, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut cmd = std::process::Command::new("/bin/true");
+    cmd.uid(id).gid(id);
+    // SAFETY: the closure runs in the forked child, after the id change, and makes only
+    // open(2) and close(2) on a string prepared before the fork: no allocation or lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(c_path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    cmd.status().map(drop)
+}
+
+#[test]
+fn a_code_mirror_reaches_its_jail_and_no_other_host_user() {
+    if !prerequisites_met() {
+        return;
+    }
+    // Laid out as the supervisor mirrors code: a root-owned 0710 directory of the jails'
+    // root group holding world-readable code dirs and images.
+    let outer = open_dir();
+    let mirror = outer.path().join("code");
+    std::fs::create_dir(&mirror).unwrap();
+    std::os::unix::fs::chown(&mirror, Some(0), Some(jail::JAIL_ROOT_GID)).unwrap();
+    std::fs::set_permissions(&mirror, std::fs::Permissions::from_mode(0o710)).unwrap();
+    let code = mirror.join("abc.00112233445566778899aabbccddeeff");
+    std::fs::create_dir(&code).unwrap();
+    std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let handler = code.join("handler.sh");
+    std::fs::write(&handler, "echo from-mirror\n").unwrap();
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let image = mirror.join("code.ext4.00112233445566778899aabbccddeeff");
+    std::fs::write(&image, "image\n").unwrap();
+    std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let mut f = fixture(None);
+    f.cfg.code = Some(code);
+    f.cfg.ro_binds.push((image, PathBuf::from("/vm/code.ext4")));
+    let o = run_sh(&f.cfg, "cat /var/task/handler.sh /vm/code.ext4");
+    assert_eq!(o.exit, Exit::Code(0), "stderr: {}", o.stderr);
+    assert_eq!(o.stdout, "echo from-mirror\nimage\n");
+
+    let denied = open_as(65534, &handler).expect_err("another host user opened the code");
+    assert_eq!(denied.raw_os_error(), Some(libc::EACCES), "{denied}");
+    // The same user could with the root traversable by all, as it used to be.
+    std::fs::set_permissions(&mirror, std::fs::Permissions::from_mode(0o711)).unwrap();
+    open_as(65534, &handler).expect("control: open through a 0711 root");
+}

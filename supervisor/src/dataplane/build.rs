@@ -53,6 +53,9 @@ pub struct DataPlane {
     /// The one log line saying which isolation is used and why.
     pub selection: String,
     pub run_dir: PathBuf,
+    /// Group given the code mirror root under `run_dir` (the jails' root gid), or
+    /// `None` to keep it private (see `invoke::expose`).
+    pub code_group: Option<u32>,
     /// The run dir was made for this process (and is removed at shutdown).
     pub owns_run_dir: bool,
     /// Held while this process lives, so a startup sweep elsewhere (even from another
@@ -68,6 +71,7 @@ impl DataPlane {
             code_form,
             selection: "isolation: embedded worker".to_owned(),
             run_dir,
+            code_group: worker::jail::mirror_group(),
             owns_run_dir: false,
             _run_dir_lock: None,
         }
@@ -164,6 +168,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<DataPlane, DataPlaneError> {
         code_form,
         selection,
         run_dir,
+        code_group: worker::jail::mirror_group(),
         owns_run_dir,
         _run_dir_lock: run_dir_lock,
     })

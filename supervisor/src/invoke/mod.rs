@@ -198,15 +198,17 @@ impl InvokeService {
         }
         let form = plane.code_form;
         let exposed_root = plane.run_dir.join("code");
+        let code_group = plane.code_group;
         let sup = self.sup.clone();
         let f2 = f.clone();
         let specs = self.specs.clone();
         // Code preparation (first use of a revision) decrypts and unpacks, and the
         // registry read takes a mutex held across fsyncs: both stay off async threads.
-        let resolved =
-            tokio::task::spawn_blocking(move || specs.resolve(&sup, &f2, form, &exposed_root))
-                .await
-                .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
+        let resolved = tokio::task::spawn_blocking(move || {
+            specs.resolve(&sup, &f2, form, &exposed_root, code_group)
+        })
+        .await
+        .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
         if resolved.revised {
             // Sandboxes are keyed by revision too, so the old ones would never serve
             // again: stop them now instead of at the idle timeout. Other functions'

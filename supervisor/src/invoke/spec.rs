@@ -106,6 +106,7 @@ impl Specs {
         f: &FunctionRef,
         form: CodeForm,
         exposed_root: &std::path::Path,
+        code_group: Option<u32>,
     ) -> Result<Resolved, ApiError> {
         let generation = sup.registry().generation();
         let record = Self::record(sup, f)?;
@@ -133,7 +134,8 @@ impl Specs {
         self.set_reserved(&record.name, reserved);
         let version = Some(record.version.as_str());
         let exposed = |p: &std::path::Path| {
-            super::expose::expose(p, exposed_root).map_err(|e| ApiError::service(e.to_string()))
+            super::expose::expose(p, exposed_root, code_group)
+                .map_err(|e| ApiError::service(e.to_string()))
         };
         let (code_dir, code_image) = match form {
             CodeForm::Directory => {

@@ -45,20 +45,27 @@ pub fn install(prog: &BpfProgram) -> Result<(), SeccompError> {
 }
 
 #[cfg(test)]
+mod tests_args;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Forks; the child installs `kind`'s filter, then runs `f` and exits 0.
+    /// Forks; the child installs `kind`'s filter (non-PVM), then runs `f` and exits 0.
     /// Returns the child's raw wait status.
-    fn in_filtered_child(kind: ThreadKind, f: fn()) -> i32 {
-        let prog = compile(kind, false).unwrap();
+    pub(super) fn in_filtered_child(kind: ThreadKind, f: fn()) -> i32 {
+        in_child_with(&compile(kind, false).unwrap(), f)
+    }
+
+    /// As [`in_filtered_child`], with a given program.
+    pub(super) fn in_child_with(prog: &BpfProgram, f: fn()) -> i32 {
         // SAFETY: the child only calls async-signal-safe code (prctl/seccomp via
         // apply_filter on a pre-built program, raw syscalls, _exit); no allocation happens
         // after fork because `prog` was built before.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            let code = if seccompiler::apply_filter(&prog).is_ok() {
+            let code = if seccompiler::apply_filter(prog).is_ok() {
                 f();
                 0
             } else {
@@ -200,8 +207,12 @@ mod tests {
         }
     }
 
-    fn killed_by_sigsys(status: i32) -> bool {
+    pub(super) fn killed_by_sigsys(status: i32) -> bool {
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS
+    }
+
+    pub(super) fn exited_cleanly(status: i32) -> bool {
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
     }
 
     #[test]

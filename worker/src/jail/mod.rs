@@ -35,6 +35,34 @@ const CAP_SETGID: u64 = 6;
 const CAP_SETUID: u64 = 7;
 /// Size of the uid/gid range mapped into each jail.
 pub const ID_RANGE: u32 = 65536;
+/// Host gid of every jail's gid 0 (its other gids map into its leased range). The jail
+/// does its bind mounts as its root, so a directory owned by this group with mode 0710
+/// lets jails reach the code inside it by name while other host users cannot traverse
+/// it. Below the default lease ranges (1,000,000 and up); no range may contain it, and
+/// no host user or group may be given it.
+pub const JAIL_ROOT_GID: u32 = 999_999;
+
+/// The host gid a jail's `gid` is (see [`write_id_maps`]).
+pub fn host_gid(host_id_base: u32, gid: u32) -> u32 {
+    if gid == 0 {
+        JAIL_ROOT_GID
+    } else {
+        host_id_base.saturating_add(gid)
+    }
+}
+
+/// The group code mirrors for jails are given: [`JAIL_ROOT_GID`] for a root process,
+/// which alone can start jails; `None` (keep them private) otherwise.
+pub fn mirror_group() -> Option<u32> {
+    // SAFETY: geteuid has no preconditions.
+    (unsafe { libc::geteuid() } == 0).then_some(JAIL_ROOT_GID)
+}
+
+/// Whether the host ids `base .. base + len` contain [`JAIL_ROOT_GID`].
+pub(crate) fn overlaps_root_gid(base: u32, len: u64) -> bool {
+    let gid = u64::from(JAIL_ROOT_GID);
+    (u64::from(base)..u64::from(base) + len).contains(&gid)
+}
 
 /// Errors starting a jailed process.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +113,18 @@ fn check_root_mount(mountinfo: &str) -> Result<(), JailError> {
 #[cfg(test)]
 mod host_tests {
     use super::*;
+
+    #[test]
+    fn gid_0_is_the_shared_root_gid_and_the_rest_the_leased_range() {
+        let (uid_map, gid_map) = id_maps(1_000_000);
+        assert_eq!(uid_map, "0 1000000 65536\n");
+        assert_eq!(gid_map, "0 999999 1\n1 1000001 65535\n");
+        assert_eq!(host_gid(1_000_000, 0), JAIL_ROOT_GID);
+        assert_eq!(host_gid(1_000_000, SANDBOX_GID), 1_000_000 + SANDBOX_GID);
+        assert!(overlaps_root_gid(JAIL_ROOT_GID - 10, 65536));
+        assert!(!overlaps_root_gid(JAIL_ROOT_GID + 1, 65536));
+        assert!(!overlaps_root_gid(JAIL_ROOT_GID - 65536, 65536));
+    }
 
     #[test]
     fn an_initramfs_root_is_refused_and_a_switched_one_accepted() {
@@ -140,7 +180,8 @@ pub struct JailConfig {
     /// Capabilities (bit = `CAP_*` number) the program keeps; everything else leaves
     /// the bounding set. Only a program running as the namespace's root has any.
     pub keep_caps: u64,
-    /// First host uid/gid of the range the jail's ids map to (inside 0 = host base).
+    /// First host id of the range the jail's ids map to: uid n is host `base + n`, gid n
+    /// likewise except gid 0, which is [`JAIL_ROOT_GID`].
     pub host_id_base: u32,
     pub limits: Option<CgroupLimits>,
     pub seccomp: bool,
@@ -259,11 +300,23 @@ fn describe_step(plan: &child::ChildPlan, idx: u32) -> String {
     }
 }
 
+/// uid n is host `base + n`; gid 0 is the shared [`JAIL_ROOT_GID`] (what the jail's
+/// setup, running as its root, reaches code mirrors through) and gid n > 0 `base + n`.
+fn id_maps(base: u32) -> (String, String) {
+    let uid_map = format!("0 {base} {ID_RANGE}\n");
+    let gid_map = format!(
+        "0 {JAIL_ROOT_GID} 1\n1 {} {}\n",
+        u64::from(base) + 1,
+        ID_RANGE - 1
+    );
+    (uid_map, gid_map)
+}
+
 fn write_id_maps(pid: i32, base: u32) -> Result<(), JailError> {
-    let map = format!("0 {base} {ID_RANGE}\n");
-    for file in ["uid_map", "gid_map"] {
+    let (uid_map, gid_map) = id_maps(base);
+    for (file, map) in [("uid_map", uid_map), ("gid_map", gid_map)] {
         let path = format!("/proc/{pid}/{file}");
-        fs::write(&path, &map).map_err(io_err(format!("write {path}")))?;
+        fs::write(&path, map).map_err(io_err(format!("write {path}")))?;
     }
     Ok(())
 }
@@ -281,6 +334,12 @@ pub fn spawn(
     }
     if cfg.uid >= ID_RANGE || cfg.gid >= ID_RANGE {
         return Err(JailError::Config("uid/gid must be below 65536".into()));
+    }
+    if overlaps_root_gid(cfg.host_id_base, u64::from(ID_RANGE)) {
+        return Err(JailError::Config(format!(
+            "host id range from {} contains the jails' root gid {JAIL_ROOT_GID}",
+            cfg.host_id_base
+        )));
     }
     if let Some(rootfs) = cfg.rootfs.as_ref().filter(|r| !r.is_dir()) {
         return Err(JailError::Config(format!(

@@ -4,7 +4,8 @@
 //! not the slot, so workers configured with other bases still exclude each other where
 //! their ranges coincide), held while the sandbox lives and
 //! released by the kernel when the holder closes it or dies, so two live sandboxes never
-//! share a host uid, however many supervisors run on the host.
+//! share a host uid, however many supervisors run on the host. No range may contain
+//! the gid every jail's root shares ([`super::JAIL_ROOT_GID`]).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -13,7 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::ID_RANGE;
+use super::{overlaps_root_gid, ID_RANGE, JAIL_ROOT_GID};
 
 /// Where the host's leases live: on /run, shared by every supervisor.
 pub const DEFAULT_DIR: &str = "/run/lambda-microvm/uid-leases";
@@ -26,6 +27,8 @@ pub enum UidLeaseError {
     Lock { path: PathBuf, source: io::Error },
     #[error("all {0} host uid ranges are in use")]
     Exhausted(u32),
+    #[error("host id ranges from {base} contain the jails' root gid {JAIL_ROOT_GID}")]
+    ContainsRootGid { base: u32 },
 }
 
 /// Hands out leases on the slots of one lease directory.
@@ -45,7 +48,8 @@ pub struct UidLease {
 }
 
 impl UidLease {
-    /// First host uid (and gid) of the range: the jail's id 0.
+    /// First host uid of the range: the jail's uid 0 (its gid 0 is
+    /// [`JAIL_ROOT_GID`], its other ids `host_base + id`).
     pub fn host_base(&self) -> u32 {
         self.host_base
     }
@@ -57,6 +61,9 @@ impl UidLeases {
         let max = u64::from(base) + u64::from(slots) * u64::from(ID_RANGE);
         if slots == 0 || max > u64::from(u32::MAX) {
             return Err(UidLeaseError::Exhausted(slots));
+        }
+        if overlaps_root_gid(base, max - u64::from(base)) {
+            return Err(UidLeaseError::ContainsRootGid { base });
         }
         std::fs::create_dir_all(dir).map_err(|source| UidLeaseError::Dir {
             path: dir.to_owned(),
@@ -150,9 +157,9 @@ mod tests {
     #[test]
     fn allocators_with_other_bases_exclude_each_other_where_ranges_meet() {
         let dir = tempfile::tempdir().unwrap();
-        let a = UidLeases::new(dir.path(), 1_000_000, 1).unwrap();
+        let a = UidLeases::new(dir.path(), 1_000_000 + ID_RANGE, 1).unwrap();
         // Slot 1 of `b` is `a`'s only range.
-        let b = UidLeases::new(dir.path(), 1_000_000 - ID_RANGE, 2).unwrap();
+        let b = UidLeases::new(dir.path(), 1_000_000, 2).unwrap();
         let held = a.acquire().unwrap();
         for _ in 0..4 {
             let l = b.acquire().unwrap();
@@ -165,5 +172,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(UidLeases::new(dir.path(), 1_000_000, 70_000).is_err());
         assert!(UidLeases::new(dir.path(), 1_000_000, 0).is_err());
+    }
+
+    #[test]
+    fn ranges_must_not_contain_the_jails_root_gid() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = UidLeases::new(dir.path(), JAIL_ROOT_GID - ID_RANGE, 2).unwrap_err();
+        assert!(
+            matches!(err, UidLeaseError::ContainsRootGid { .. }),
+            "{err}"
+        );
+        assert!(UidLeases::new(dir.path(), JAIL_ROOT_GID - ID_RANGE, 1).is_ok());
+        assert!(UidLeases::new(dir.path(), JAIL_ROOT_GID + 1, 1).is_ok());
     }
 }

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 
+mod probe;
+
 /// guest-init's default vsock port (`runtime_api::protocol::DEFAULT_VSOCK_PORT`).
 const GUEST_PORT: u32 = runtime_api::protocol::DEFAULT_VSOCK_PORT;
 
@@ -28,6 +30,7 @@ pub struct MicroVmConfig {
     /// Runtime → rootfs ext4 image.
     pub rootfs_images: RootfsMap,
     pub run_root: PathBuf,
+    /// Host id range base for the jails' user namespaces (see `JailConfig::host_id_base`).
     pub host_id_base: u32,
     /// Where host uid ranges are leased (shared by every supervisor on the host).
     pub uid_lease_dir: PathBuf,
@@ -84,8 +87,8 @@ fn chmod(p: &Path, mode: u32) -> Result<(), SandboxError> {
         .map_err(|e| start_err(format!("chmod {}: {e}", p.display())))
 }
 
-fn chown(p: &Path, id: u32) -> Result<(), SandboxError> {
-    std::os::unix::fs::chown(p, Some(id), Some(id))
+fn chown(p: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
+    std::os::unix::fs::chown(p, Some(uid), Some(gid))
         .map_err(|e| start_err(format!("chown {}: {e}", p.display())))
 }
 
@@ -129,45 +132,6 @@ fn open_kvm() -> Result<std::os::fd::OwnedFd, SandboxError> {
         .map_err(|e| start_err(format!("cannot open /dev/kvm: {e}")))
 }
 
-/// Asks our `vmm` once what this host's KVM can do, so every VM starts without
-/// probing; on failure each `vmm` probes for itself.
-fn probe_host(vmm: &Path) -> Vec<String> {
-    let out = match std::process::Command::new(vmm).arg("--probe-host").output() {
-        Ok(o) if o.status.success() => {
-            // The vmm says why it decided what it did (e.g. no probe on an emulated CPU).
-            for line in String::from_utf8_lossy(&o.stderr).lines() {
-                eprintln!("worker: vmm --probe-host: {line}");
-            }
-            o.stdout
-        }
-        Ok(o) => {
-            eprintln!(
-                "worker: {} --probe-host failed ({}): {}",
-                vmm.display(),
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            return Vec::new();
-        }
-        Err(e) => {
-            eprintln!("worker: {} --probe-host: {e}", vmm.display());
-            return Vec::new();
-        }
-    };
-    let found: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
-    match found.get("xsave").and_then(serde_json::Value::as_bool) {
-        Some(true) => vec!["--xsave".into(), "on".into()],
-        Some(false) => {
-            eprintln!(
-                "worker: this host's KVM does not see guests' XSETBV (nested under an \
-                 emulator?): microVMs run without XSAVE/AVX"
-            );
-            vec!["--xsave".into(), "off".into()]
-        }
-        None => Vec::new(),
-    }
-}
-
 impl MicroVmBackend {
     pub fn new(cfg: MicroVmConfig) -> Result<Self, SandboxError> {
         let l = &cfg.launcher;
@@ -191,7 +155,7 @@ impl MicroVmBackend {
             super::process::UID_SLOTS,
         )
         .map_err(|e| start_err(e.to_string()))?;
-        let probed_flags = probe_host(&cfg.launcher.vmm);
+        let probed_flags = probe::probe_host(&cfg.launcher.vmm);
         let vmm_is_dynamic = launcher::is_dynamic_elf(&cfg.launcher.vmm)
             .map_err(|e| start_err(format!("{}: {e}", cfg.launcher.vmm.display())))?;
         if vmm_is_dynamic {
@@ -222,7 +186,11 @@ impl MicroVmBackend {
         let _ = std::fs::remove_dir_all(&files.0);
         std::fs::create_dir_all(files.0.join("sock"))
             .map_err(|e| start_err(format!("sandbox dir: {e}")))?;
-        chmod(&files.0, 0o755)?;
+        // The jail binds the code image and socket dir as its root (group
+        // JAIL_ROOT_GID); other host users, who may learn the id from the jail's
+        // mountinfo, cannot traverse to the code or the guest's socket.
+        chown(&files.0, 0, jail::JAIL_ROOT_GID)?;
+        chmod(&files.0, 0o710)?;
         let code_image = match (&spec.code_image, &spec.code_dir) {
             (Some(img), _) => img.clone(),
             (None, Some(dir)) => {
@@ -301,7 +269,11 @@ impl MicroVmBackend {
         let lease = self.uids.acquire().map_err(|e| start_err(e.to_string()))?;
         let id_base = lease.host_base();
         let sock_dir = files.0.join("sock");
-        chown(&sock_dir, id_base + jail::SANDBOX_UID)?;
+        chown(
+            &sock_dir,
+            id_base + jail::SANDBOX_UID,
+            jail::host_gid(id_base, jail::SANDBOX_UID),
+        )?;
         // guest-init's connection arrives here: listen before the VM starts.
         let guest_sock = sock_dir.join(format!("vm.vsock_{GUEST_PORT}"));
         let listener =

@@ -56,7 +56,7 @@ pub struct ProcessConfig {
     pub rootfs: RootfsMap,
     /// Per-sandbox run directories and sockets go here (must be traversable, 0755).
     pub run_root: PathBuf,
-    /// Host uid/gid range base for the jails' user namespaces.
+    /// Host id range base for the jails' user namespaces (see `JailConfig::host_id_base`).
     pub host_id_base: u32,
     /// Where host uid ranges are leased (shared by every supervisor on the host).
     pub uid_lease_dir: PathBuf,
@@ -214,7 +214,8 @@ impl ProcessBackend {
         let (cleanup, sock, listener) = self.socket_dir(id)?;
         let lease = self.uids.acquire().map_err(|e| start_err(e.to_string()))?;
         // Only guest-init (the jail's root) may connect.
-        std::os::unix::fs::chown(&sock, Some(lease.host_base()), Some(lease.host_base()))
+        let (root_uid, root_gid) = (lease.host_base(), jail::host_gid(lease.host_base(), 0));
+        std::os::unix::fs::chown(&sock, Some(root_uid), Some(root_gid))
             .and_then(|()| std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o700)))
             .map_err(|e| start_err(format!("socket owner: {e}")))?;
         let cpus: Option<CpuLease> = if self.cfg.place_cpus {
