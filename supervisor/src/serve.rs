@@ -22,9 +22,14 @@ pub struct Prepared {
     pub addr: SocketAddr,
 }
 
-/// Opens the data dir, starts the worker and binds the listener. Prints the
-/// operator messages (generated keys, isolation choice).
+/// Raises the descriptor limit, opens the data dir, starts the worker and binds the
+/// listener. Prints the operator messages (generated keys, isolation choice).
 pub async fn prepare(config: Config) -> Result<Prepared, String> {
+    // Before anything opens descriptors; `http::serve` derives its connection cap from
+    // the limit in force.
+    if let Err(e) = crate::http::fdlimit::raise_nofile() {
+        tracing::warn!(error = %e, "keeping the current descriptor limit");
+    }
     let listen = config.listen;
     let announce = config.announce_generated_credentials;
     let (sup, report) = Supervisor::open(config).map_err(|e| e.to_string())?;

@@ -1,7 +1,9 @@
-//! HTTP front end: routing, authentication layer, AWS error shapes.
+//! HTTP front end: routing, authentication layer, body limits, AWS error shapes, the
+//! connection cap.
 
 mod body;
 pub mod error;
+pub mod fdlimit;
 mod server;
 
 pub use error::{ApiError, ErrorKind};

@@ -13,14 +13,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::net::TcpListener;
 
-use super::body::{discard, read_limited, BodyError};
+use super::body::{discard, drain_in_background, is_invoke, read_limited, BodyError, BodyLimit};
 use super::error::{ApiError, ErrorKind};
+use super::fdlimit;
 use crate::auth::VerifyRequest;
 use crate::ids::uuid_v4;
 use crate::Supervisor;
 
 /// Lambda's request payload limit for CreateFunction/UpdateFunctionCode
-/// (a 50 MB zip, base64-encoded, inside JSON).
+/// (a 50 MB zip, base64-encoded, inside JSON); Invoke routes have their own
+/// (`BodyLimit`).
 pub const MAX_REQUEST_BYTES: usize = 70_167_211;
 
 /// Bodies above this size take permits from a budget of [`LARGE_BODY_PERMITS`] MiB
@@ -41,8 +43,6 @@ const MAX_BODY_READ: Duration = Duration::from_secs(120);
 /// A client must send a whole request head within this (also the idle limit of a
 /// kept-alive connection waiting for its next request).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; past it the listener waits (the kernel's backlog queues).
-pub const MAX_CONNECTIONS: usize = 2048;
 /// A refused request whose body is at most this is still read (briefly) so the client
 /// sees the error rather than a reset; a larger one is not read at all.
 const DRAIN_REFUSED_BYTES: u64 = 64 * 1024;
@@ -63,7 +63,7 @@ pub fn build_router(
         // A known path with another method is an unknown operation too, in Lambda's
         // error shape (axum's default is a bare 405).
         .method_not_allowed_fallback(unknown_operation)
-        // The auth layer already enforced MAX_REQUEST_BYTES while buffering;
+        // The auth layer already enforced the route's body limit while buffering;
         // axum's 2 MB extractor default would refuse valid uploads.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(sup.clone(), authenticate))
@@ -99,11 +99,6 @@ async fn authenticate(State(sup): State<Arc<Supervisor>>, req: Request, next: Ne
 /// Permits of the large-body budget a request holds.
 type BodyPermit<'a> = Option<tokio::sync::SemaphorePermit<'a>>;
 
-/// Invoke routes (buffered and streaming): their payload is not copied again.
-fn is_invoke(path: &str) -> bool {
-    path.ends_with("/invocations") || path.ends_with("/response-streaming-invocations")
-}
-
 async fn check(sup: &Supervisor, req: Request) -> Result<(Request, BodyPermit<'_>), ApiError> {
     let (parts, body) = req.into_parts();
     let content_length = parts
@@ -124,7 +119,13 @@ async fn check(sup: &Supervisor, req: Request) -> Result<(Request, BodyPermit<'_
         }
         return Err(ApiError::from(e));
     }
-    let permit = match body_permit(sup, content_length).await {
+    // Past the route's limit: answered at once, the body drained on the side.
+    let limit = BodyLimit::of(&parts);
+    if let Some(n) = content_length.filter(|&n| n > limit.bytes() as u64) {
+        drain_in_background(&parts, body, content_length, body_deadline(content_length));
+        return Err(limit.refusal(n));
+    }
+    let permit = match body_permit(sup, content_length, limit.bytes()).await {
         Ok(p) => p,
         Err(e) => {
             // Read (and drop) the body so the client gets the 429, which SDKs retry,
@@ -133,7 +134,7 @@ async fn check(sup: &Supervisor, req: Request) -> Result<(Request, BodyPermit<'_
             return Err(e);
         }
     };
-    let bytes = read_body(body, content_length).await?;
+    let bytes = read_body(&parts, body, content_length, limit).await?;
     sup.verifier()
         .verify(
             &VerifyRequest {
@@ -157,14 +158,13 @@ async fn check(sup: &Supervisor, req: Request) -> Result<(Request, BodyPermit<'_
 async fn body_permit(
     sup: &Supervisor,
     content_length: Option<u64>,
+    limit: usize,
 ) -> Result<BodyPermit<'_>, ApiError> {
     if content_length.is_some_and(|n| n <= LARGE_BODY_BYTES) {
         return Ok(None);
     }
-    // An unsized body may grow to the request limit.
-    let mib = content_length
-        .unwrap_or(MAX_REQUEST_BYTES as u64)
-        .div_ceil(1 << 20);
+    // An unsized body may grow to its route's limit.
+    let mib = content_length.unwrap_or(limit as u64).div_ceil(1 << 20);
     let need = u32::try_from(mib)
         .unwrap_or(u32::MAX)
         .min(LARGE_BODY_PERMITS as u32);
@@ -186,20 +186,27 @@ fn body_deadline(content_length: Option<u64>) -> Duration {
     })
 }
 
-async fn read_body(body: Body, content_length: Option<u64>) -> Result<axum::body::Bytes, ApiError> {
-    let limit = body_deadline(content_length);
-    let read = read_limited(body, MAX_REQUEST_BYTES, content_length);
-    let Ok(read) = tokio::time::timeout(limit, read).await else {
+/// Buffers a body of at most `limit`; one of unknown size that passes it is refused
+/// there, not read to its end first.
+async fn read_body(
+    parts: &axum::http::request::Parts,
+    body: Body,
+    content_length: Option<u64>,
+    limit: BodyLimit,
+) -> Result<axum::body::Bytes, ApiError> {
+    let deadline = body_deadline(content_length);
+    let read = read_limited(body, limit.bytes(), content_length);
+    let Ok(read) = tokio::time::timeout(deadline, read).await else {
         return Err(ApiError::new(
             ErrorKind::InvalidRequestContent,
-            format!("request body not received within {} s", limit.as_secs()),
+            format!("request body not received within {} s", deadline.as_secs()),
         ));
     };
     read.map_err(|e| match e {
-        BodyError::TooLarge => ApiError::new(
-            ErrorKind::RequestTooLarge,
-            format!("Request must be smaller than {MAX_REQUEST_BYTES} bytes"),
-        ),
+        BodyError::TooLarge { seen, rest } => {
+            drain_in_background(parts, rest, content_length, deadline);
+            limit.refusal(seen)
+        }
         BodyError::Read(e) => ApiError::new(
             ErrorKind::InvalidRequestContent,
             format!("reading request body: {e}"),
@@ -209,15 +216,18 @@ async fn read_body(body: Body, content_length: Option<u64>) -> Result<axum::body
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight
 /// requests finish (idle kept-alive connections close at once). Each connection gets
-/// [`HEADER_READ_TIMEOUT`] to send a request head, and at most [`MAX_CONNECTIONS`] are
-/// served at once.
+/// [`HEADER_READ_TIMEOUT`] to send a request head, and at most
+/// [`fdlimit::connection_cap`] of the descriptor limit are served at once; past it the
+/// listener waits (the kernel's backlog queues).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let (max_connections, nofile) = fdlimit::current_connection_cap();
+    tracing::info!(max_connections, nofile, "connection cap");
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -269,10 +279,5 @@ mod tests {
         assert_eq!(body_deadline(Some(1_000_000)), Duration::from_secs(10 + 30));
         assert_eq!(body_deadline(Some(70_000_000)), MAX_BODY_READ);
         assert_eq!(body_deadline(None), MAX_BODY_READ);
-        assert!(is_invoke("/2015-03-31/functions/f/invocations"));
-        assert!(is_invoke(
-            "/2021-11-15/functions/f/response-streaming-invocations"
-        ));
-        assert!(!is_invoke("/2015-03-31/functions/f/code"));
     }
 }

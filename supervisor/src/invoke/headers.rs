@@ -43,17 +43,20 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError>
     }
 }
 
+/// `X-Amz-Invocation-Type` (RequestResponse when absent).
+pub fn invocation_type(h: &HeaderMap) -> Result<InvocationType, ApiError> {
+    match header(h, "x-amz-invocation-type")? {
+        None | Some("RequestResponse") => Ok(InvocationType::RequestResponse),
+        Some("Event") => Ok(InvocationType::Event),
+        Some("DryRun") => Ok(InvocationType::DryRun),
+        Some(other) => Err(ApiError::invalid(format!(
+            "1 validation error detected: Value '{other}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
+        ))),
+    }
+}
+
 pub fn parse(h: &HeaderMap) -> Result<InvokeHeaders, ApiError> {
-    let invocation_type = match header(h, "x-amz-invocation-type")? {
-        None | Some("RequestResponse") => InvocationType::RequestResponse,
-        Some("Event") => InvocationType::Event,
-        Some("DryRun") => InvocationType::DryRun,
-        Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "1 validation error detected: Value '{other}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
-            )))
-        }
-    };
+    let invocation_type = invocation_type(h)?;
     let tail_logs = match header(h, "x-amz-log-type")? {
         None | Some("None") => false,
         Some("Tail") => true,
@@ -97,26 +100,36 @@ fn decode_client_context(raw: &str) -> Result<String, ApiError> {
     }
 }
 
-/// Checks the request payload: size for the invocation type, and JSON. An empty
-/// payload is sent to the function as `{}`, as Lambda does.
-pub fn check_payload(kind: InvocationType, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let limit = match kind {
+/// Lambda's request payload limit for an invocation type.
+pub fn payload_limit(kind: InvocationType) -> usize {
+    match kind {
         InvocationType::Event => MAX_EVENT_REQUEST_BYTES,
-        _ => MAX_SYNC_REQUEST_BYTES,
+        InvocationType::RequestResponse | InvocationType::DryRun => MAX_SYNC_REQUEST_BYTES,
+    }
+}
+
+/// The 413 for a payload of `size` bytes.
+pub fn too_large(kind: InvocationType, size: u64) -> ApiError {
+    let name = match kind {
+        InvocationType::Event => "Event",
+        InvocationType::DryRun => "DryRun",
+        InvocationType::RequestResponse => "RequestResponse",
     };
-    if body.len() > limit {
-        return Err(ApiError::new(
-            ErrorKind::RequestTooLarge,
-            format!(
-                "{} byte payload is too large for the {} invocation type (limit {limit} bytes)",
-                body.len(),
-                match kind {
-                    InvocationType::Event => "Event",
-                    InvocationType::DryRun => "DryRun",
-                    InvocationType::RequestResponse => "RequestResponse",
-                }
-            ),
-        ));
+    ApiError::new(
+        ErrorKind::RequestTooLarge,
+        format!(
+            "{size} byte payload is too large for the {name} invocation type (limit {} bytes)",
+            payload_limit(kind)
+        ),
+    )
+}
+
+/// Checks the request payload: size for the invocation type (the HTTP layer already
+/// refused a larger body while reading it), and JSON. An empty payload is sent to the
+/// function as `{}`, as Lambda does.
+pub fn check_payload(kind: InvocationType, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    if body.len() > payload_limit(kind) {
+        return Err(too_large(kind, body.len() as u64));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(b"{}".to_vec());

@@ -420,4 +420,38 @@ mod tests {
         );
         guest.join().expect("guest thread");
     }
+
+    /// Frames of a streamed response of `size` bytes, in chunks of at most 1 MiB.
+    fn streamed(size: usize) -> Vec<Option<GuestMessage>> {
+        let mut frames = Vec::new();
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(1 << 20);
+            frames.push(Some(chunk(&vec![b'x'; n])));
+            left -= n;
+        }
+        frames.push(Some(end(None)));
+        frames
+    }
+
+    #[tokio::test]
+    async fn a_buffered_invoke_of_a_stream_stops_at_the_buffered_limit() {
+        let limit = MAX_BUFFERED_RESPONSE_BYTES as usize;
+        let (_go, go_rx) = std::sync::mpsc::channel();
+        let (mut session, guest) =
+            session_with_guest(vec![streamed(limit), streamed(limit + 1)], go_rx).await;
+        let r = req();
+        let Ok(Reply::Response(body)) = session.invoke(&r, 0).await else {
+            panic!("a stream of exactly the limit is gathered");
+        };
+        assert_eq!(body.len(), limit);
+        // One byte more is refused, not gathered up to the streaming limit.
+        let Ok(Reply::Error { error_type, body }) = session.invoke(&r, 0).await else {
+            panic!("expected an error reply");
+        };
+        assert_eq!(error_type, "Function.ResponseSizeTooLarge");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(&format!("({limit} bytes)")), "{body}");
+        guest.join().expect("guest thread");
+    }
 }

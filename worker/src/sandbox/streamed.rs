@@ -164,6 +164,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn gathering_stops_at_the_limit_and_lets_go_of_what_it_held() {
+        let mut b = StreamedBody::new(None, 5);
+        b.push(b"1234".to_vec()).await;
+        b.push(b"56".to_vec()).await;
+        assert_eq!(b.gathered.capacity(), 0, "nothing is held past the limit");
+        b.push(b"7".to_vec()).await;
+        assert_eq!(b.gathered.capacity(), 0, "nor collected after it");
+        let Ok(Reply::Error { error_type, .. }) = b.finish(end(None, None)) else {
+            panic!("expected an error reply");
+        };
+        assert_eq!(error_type, TOO_LARGE);
+    }
+
+    #[tokio::test]
     async fn a_gone_caller_does_not_stop_the_stream() {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         drop(rx);
