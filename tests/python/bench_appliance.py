@@ -104,25 +104,44 @@ def process_client(a):
                         config=Config(retries={"total_max_attempts": 1}, read_timeout=600))
 
 
+def smaps_mappings(text):
+    """[(start, end, rss KiB)] of each mapping in a /proc/PID/smaps text, in address order."""
+    maps = []
+    for line in text.splitlines():
+        head = re.match(r"^([0-9a-f]+)-([0-9a-f]+) ", line)
+        if head:
+            maps.append([int(head.group(1), 16), int(head.group(2), 16), 0])
+        elif line.startswith("Rss:") and maps:
+            maps[-1][2] = int(line.split()[1])
+    return maps
+
+
+def guest_ram_rss(maps, size):
+    """RSS (KiB) of guest RAM: the run of adjacent mappings spanning exactly `size` bytes.
+    The guest kernel's segments are mapped over guest RAM from the page cache, which
+    splits it into several mappings (anonymous and file-backed)."""
+    for i in range(len(maps)):
+        end, rss = maps[i][0], 0
+        for start, stop, kib in maps[i:]:
+            if start != end or stop - maps[i][0] > size:
+                break
+            end, rss = stop, rss + kib
+            if end - maps[i][0] == size:
+                return rss
+    return None
+
+
 def vmm_memory(a, mem_mib):
-    """RSS of each vmm process beyond its guest RAM mapping (KiB)."""
+    """RSS of each vmm process beyond its guest RAM (KiB)."""
     overheads = []
     for pid, _ in a.vmm_processes():
         rc, out = a.shell(f"cat /proc/{pid}/smaps")
         if rc != 0:
             continue
-        total = guest = 0
-        size = None
-        for line in out.splitlines():
-            head = re.match(r"^([0-9a-f]+)-([0-9a-f]+) ", line)
-            if head:
-                size = int(head.group(2), 16) - int(head.group(1), 16)
-            elif line.startswith("Rss:"):
-                kib = int(line.split()[1])
-                total += kib
-                if size == mem_mib << 20:
-                    guest += kib
-        overheads.append(total - guest)
+        maps = smaps_mappings(out)
+        guest = guest_ram_rss(maps, mem_mib << 20)
+        assert guest is not None, f"no guest RAM mapping of {mem_mib} MiB in vmm {pid}"
+        overheads.append(sum(kib for _, _, kib in maps) - guest)
     return stats(overheads)
 
 
@@ -145,8 +164,13 @@ def density(a, c, n):
 
 
 BOOT_TO_INIT = re.compile(r"boot-to-init=([\d.]+) s")
-GUEST_CMDLINE = ("console=ttyS0 root=/dev/vda ro rootfstype=ext4 panic=-1 quiet reboot=k noxsave "
-                 "gi.exec=/bin/true")
+GUEST_CMDLINE = "console=ttyS0 root=/dev/vda ro rootfstype=ext4 panic=-1 quiet reboot=k noxsave"
+# What the guest runs through guest-init's debug hook before it powers off: nothing, or
+# the Python runtime client's import (its tree comes through virtio-blk).
+WORKLOADS = {
+    "true": ("rootfs-provided.ext4", "/bin/true"),
+    "python": ("rootfs-python3.11.ext4", "PYTHONPATH=/var/runtime /usr/bin/python3 -c import\\ awslambdaric"),
+}
 
 
 def tools_disk(workdir, reference_vmm):
@@ -162,34 +186,39 @@ def tools_disk(workdir, reference_vmm):
     return img
 
 
-def direct_boot(a, vmm, extra=""):
-    """One VM booted by `vmm` straight from the shell (no jail, no worker): the guest
-    runs /bin/true through guest-init's debug hook and powers off."""
+def direct_boot(a, vmm, workload, extra=""):
+    """One VM booted by `vmm` straight from the shell (no jail, no worker): guest-init
+    runs the workload's command and powers off. Returns (guest boot-to-init by the
+    guest's clock, vmm exec to exit by L1's clock), in ms."""
     images = "/usr/share/lambda-microvm/images"
+    rootfs, command = WORKLOADS[workload]
     rc, out = a.shell(
-        f"t0=$(cut -d' ' -f1 /proc/uptime); {vmm} --kernel {images}/vmlinux --rootfs {images}/rootfs-provided.ext4 "
-        f"--rootfs-read-only --mem-mib 128 {extra} --cmdline '{GUEST_CMDLINE}' 2>/dev/null; "
-        "echo rc=$? t0=$t0 t1=$(cut -d' ' -f1 /proc/uptime)", timeout=300)
+        f"t0=$(cut -d' ' -f1 /proc/uptime); {vmm} --kernel {images}/vmlinux --rootfs {images}/{rootfs} "
+        f"--rootfs-read-only --mem-mib 128 {extra} --cmdline '{GUEST_CMDLINE} gi.exec=\"{command}\"' "
+        "2>/dev/null; echo rc=$? t0=$t0 t1=$(cut -d' ' -f1 /proc/uptime)", timeout=300)
     boot = BOOT_TO_INIT.search(out)
     # /proc/uptime: 10 ms resolution (busybox date has no %N).
     wall = re.search(r"rc=(\d+) t0=([\d.]+) t1=([\d.]+)", out)
     assert boot and wall and wall.group(1) == "0", out[-2000:]
+    assert "guest-init: exec status: 0" in out, out[-2000:]
     return float(boot.group(1)) * 1000, (float(wall.group(3)) - float(wall.group(2))) * 1000
 
 
-def vmm_ab(a, rounds):
+def vmm_ab(a, rounds, workload):
     """This build's vmm against a reference vmm binary, interleaved, same guest."""
-    rc, out = a.shell("mkdir -p /mnt/tools && mount -o ro /dev/vdb /mnt/tools && ls /mnt/tools")
+    rc, out = a.shell("mkdir -p /mnt/tools && (grep -q ' /mnt/tools ' /proc/mounts || "
+                      "mount -o ro /dev/vdb /mnt/tools) && ls /mnt/tools")
     assert rc == 0 and "vmm-reference" in out, out
     runs = {"this": {"boot_to_init_ms": [], "exec_to_exit_ms": []},
             "reference": {"boot_to_init_ms": [], "exec_to_exit_ms": []}}
     for i in range(rounds):
-        order = [("this", "/usr/bin/vmm", "--xsave off"), ("reference", "/mnt/tools/vmm-reference", "")]
-        for label, vmm, extra in (order if i % 2 == 0 else order[::-1]):
-            boot, wall = direct_boot(a, vmm, extra)
+        order = [("this", "/usr/bin/vmm"), ("reference", "/mnt/tools/vmm-reference")]
+        for label, vmm in (order if i % 2 == 0 else order[::-1]):
+            boot, wall = direct_boot(a, vmm, workload)
             runs[label]["boot_to_init_ms"].append(boot)
             runs[label]["exec_to_exit_ms"].append(wall)
-    out = {k: {m: stats(v) for m, v in r.items()} for k, r in runs.items()}
+    out = {"workload": workload, "rounds": rounds}
+    out.update({k: {m: stats(v) for m, v in r.items()} for k, r in runs.items()})
     out["ratio_this_to_reference"] = {
         m: round(out["this"][m]["p50"] / out["reference"][m]["p50"], 3) for m in runs["this"]}
     return out
@@ -203,6 +232,8 @@ def main():
     ap.add_argument("--dense", type=int, default=8)
     ap.add_argument("--reference-vmm", help="a vmm binary to compare with (e.g. an earlier build)")
     ap.add_argument("--ab-rounds", type=int, default=10)
+    ap.add_argument("--ab-workload", choices=sorted(WORKLOADS), action="append",
+                    help="what the A/B guests run (repeatable; default: true)")
     ap.add_argument("--only-ab", action="store_true", help="run only the vmm comparison")
     args = ap.parse_args()
     require_appliance()
@@ -214,7 +245,8 @@ def main():
         c = a.client()
         result = {"l1_boot_to_supervisor_ready_s": round(a.ready_after, 2)}
         if args.reference_vmm:
-            result["vmm_direct_boot_ab"] = vmm_ab(a, args.ab_rounds)
+            result["vmm_direct_boot_ab"] = [vmm_ab(a, args.ab_rounds, w)
+                                             for w in args.ab_workload or ["true"]]
         if args.only_ab:
             raise StopIteration
         result["cold_start"] = cold_starts(a, c, args.cold)

@@ -20,6 +20,11 @@ slow() {
   cat "$1"
 }
 
+linger() {
+  sleep 8
+  cat "$1"
+}
+
 slowenv() {
   if grep -q slow "$1"; then sleep 2; fi
   printf '"%s"' "$MARK"

@@ -170,6 +170,32 @@ fn namespaces_identity_and_network() {
 }
 
 #[test]
+fn a_jail_gets_lambdas_descriptor_limit_not_the_workers() {
+    if !prerequisites_met() {
+        return;
+    }
+    // The supervisor raises its own limit for connections; a sandbox must not inherit it.
+    let f = fixture(None);
+    let o = run_sh(
+        &f.cfg,
+        "grep 'Max open files' /proc/self/limits; ulimit -n 4096 || echo refused",
+    );
+    assert_eq!(o.exit, Exit::Code(0), "stderr: {}", o.stderr);
+    let fields: Vec<&str> = o.stdout.split_whitespace().collect();
+    assert_eq!(
+        fields.get(3..5),
+        Some(&["1024", "1024"][..]),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("refused"),
+        "the hard limit holds: {}",
+        o.stdout
+    );
+}
+
+#[test]
 fn an_agent_as_the_jails_root_keeps_only_its_capabilities() {
     if !prerequisites_met() {
         return;

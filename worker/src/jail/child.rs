@@ -109,6 +109,13 @@ fn run_step(step: &Step, plan: &ChildPlan) -> bool {
                     && libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid) == 0
             }
             Step::KeepCaps(mask) => keep_caps(*mask),
+            Step::LimitFiles(n) => {
+                let lim = libc::rlimit {
+                    rlim_cur: *n,
+                    rlim_max: *n,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+            }
             Step::NoNewPrivs => libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0,
             Step::Seccomp(i) => {
                 let Some(prog) = plan.seccomp.get(*i) else {

@@ -35,6 +35,9 @@ const CAP_SETGID: u64 = 6;
 const CAP_SETUID: u64 = 7;
 /// Size of the uid/gid range mapped into each jail.
 pub const ID_RANGE: u32 = 65536;
+
+/// Descriptors a jailed program may hold (soft and hard): Lambda's 1,024.
+pub const SANDBOX_NOFILE: u64 = 1024;
 /// Host gid of every jail's gid 0 (its other gids map into its leased range). The jail
 /// does its bind mounts as its root, so a directory owned by this group with mode 0710
 /// lets jails reach the code inside it by name while other host users cannot traverse
@@ -245,6 +248,7 @@ fn build_plan(
         uid: cfg.uid,
         gid: cfg.gid,
     });
+    steps.push(Step::LimitFiles(SANDBOX_NOFILE));
     steps.push(Step::NoNewPrivs);
     let seccomp = if cfg.seccomp {
         seccomp::build()?.programs

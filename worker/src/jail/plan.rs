@@ -36,6 +36,9 @@ pub enum Step {
     /// Drops every capability not in the mask from the bounding set and clears the
     /// ambient set, so a program exec'd as (namespace) root gets only these.
     KeepCaps(u64),
+    /// Soft and hard `RLIMIT_NOFILE`: a sandbox gets Lambda's limit, not whatever the
+    /// supervisor raised its own to.
+    LimitFiles(u64),
     NoNewPrivs,
     Seccomp(usize),
     Chdir(CString),
