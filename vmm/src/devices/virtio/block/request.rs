@@ -84,79 +84,53 @@ fn guest_err(_: vm_memory::GuestMemoryError) -> RequestError {
     RequestError::GuestMemory
 }
 
-/// Reads `len` bytes of the disk at `off` straight into guest memory at `addr`: one
-/// `pread` per guest memory region the range spans, no bounce buffer (each copy costs
-/// dearly when the host itself is a nested or emulated machine).
-fn disk_to_guest<M: GuestMemoryTrait + ?Sized>(
+/// Which way a data descriptor's bytes go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transfer {
+    DiskToGuest,
+    GuestToDisk,
+}
+
+/// Moves `len` bytes between the disk at `off` and guest memory at `addr`, in place:
+/// one `pread`/`pwrite` per guest memory region the range spans and no bounce buffer
+/// (each copy costs dearly when the host itself is a nested or emulated machine).
+fn transfer<M: GuestMemoryTrait + ?Sized>(
     mem: &M,
     disk: &File,
-    off: u64,
-    addr: GuestAddress,
-    len: u32,
+    (off, addr, len): (u64, GuestAddress, u32),
+    way: Transfer,
 ) -> Result<(), RequestError> {
+    let access = match way {
+        Transfer::DiskToGuest => Permissions::Write,
+        Transfer::GuestToDisk => Permissions::Read,
+    };
     let mut pos = off;
     for slice in mem
-        .get_slices(addr, len as usize, Permissions::Write)
+        .get_slices(addr, len as usize, access)
         .map_err(guest_err)?
     {
         let slice = slice.map_err(guest_err)?;
+        // Plain mmap'd guest RAM: the same pointer serves reads and writes.
         let guard = slice.ptr_guard_mut();
         let mut done = 0usize;
         while done < slice.len() {
             let at =
                 libc::off_t::try_from(pos + done as u64).map_err(|_| RequestError::OutOfRange)?;
-            // SAFETY: `guard` points at `slice.len()` bytes of mapped guest memory, kept
-            // mapped while `slice` lives; the kernel writes at most the `slice.len() - done`
-            // bytes that follow `done`. The guest may race on these bytes: that only
-            // changes what it reads, never our memory.
+            let (ptr, rest) = (guard.as_ptr().wrapping_add(done), slice.len() - done);
+            // SAFETY: `ptr` points `done` bytes into the `slice.len()` bytes of mapped
+            // guest memory behind `guard`, kept mapped while `slice` lives; the kernel
+            // touches at most the `rest` bytes that follow. The guest may race on these
+            // bytes: that only changes what it or the disk sees, never our memory.
             let n = unsafe {
-                libc::pread(
-                    disk.as_raw_fd(),
-                    guard.as_ptr().add(done).cast(),
-                    slice.len() - done,
-                    at,
-                )
+                match way {
+                    Transfer::DiskToGuest => libc::pread(disk.as_raw_fd(), ptr.cast(), rest, at),
+                    Transfer::GuestToDisk => libc::pwrite(disk.as_raw_fd(), ptr.cast(), rest, at),
+                }
             };
-            done += io_progress(n, "read past the end of the disk file")?;
+            done += io_progress(n, way)?;
         }
-        slice.bitmap().mark_dirty(0, slice.len());
-        pos += slice.len() as u64;
-    }
-    Ok(())
-}
-
-/// Writes `len` bytes of guest memory at `addr` to the disk at `off`, in place (see
-/// `disk_to_guest`).
-fn guest_to_disk<M: GuestMemoryTrait + ?Sized>(
-    mem: &M,
-    disk: &File,
-    off: u64,
-    addr: GuestAddress,
-    len: u32,
-) -> Result<(), RequestError> {
-    let mut pos = off;
-    for slice in mem
-        .get_slices(addr, len as usize, Permissions::Read)
-        .map_err(guest_err)?
-    {
-        let slice = slice.map_err(guest_err)?;
-        let guard = slice.ptr_guard();
-        let mut done = 0usize;
-        while done < slice.len() {
-            let at =
-                libc::off_t::try_from(pos + done as u64).map_err(|_| RequestError::OutOfRange)?;
-            // SAFETY: `guard` points at `slice.len()` bytes of mapped guest memory, kept
-            // mapped while `slice` lives; the kernel reads at most the `slice.len() - done`
-            // bytes that follow `done`.
-            let n = unsafe {
-                libc::pwrite(
-                    disk.as_raw_fd(),
-                    guard.as_ptr().add(done).cast(),
-                    slice.len() - done,
-                    at,
-                )
-            };
-            done += io_progress(n, "the disk file took no more bytes")?;
+        if way == Transfer::DiskToGuest {
+            slice.bitmap().mark_dirty(0, slice.len());
         }
         pos += slice.len() as u64;
     }
@@ -164,9 +138,12 @@ fn guest_to_disk<M: GuestMemoryTrait + ?Sized>(
 }
 
 /// Bytes a `pread`/`pwrite` moved; an interrupted call moved none and is retried.
-fn io_progress(n: isize, stalled: &str) -> Result<usize, RequestError> {
+fn io_progress(n: isize, way: Transfer) -> Result<usize, RequestError> {
     match n {
-        0 => Err(RequestError::Io(stalled.to_owned())),
+        0 if way == Transfer::DiskToGuest => Err(RequestError::Io(
+            "read past the end of the disk file".into(),
+        )),
+        0 => Err(RequestError::Io("the disk file took no more bytes".into())),
         n if n > 0 => Ok(n as usize),
         _ => {
             let e = std::io::Error::last_os_error();
@@ -214,7 +191,12 @@ fn execute<M: GuestMemoryTrait + ?Sized>(
             let mut off = check_data(data, true, hdr.sector, disk)?;
             let mut written = 0u32;
             for d in data {
-                disk_to_guest(mem, &disk.file, off, d.addr(), d.len())?;
+                transfer(
+                    mem,
+                    &disk.file,
+                    (off, d.addr(), d.len()),
+                    Transfer::DiskToGuest,
+                )?;
                 off += u64::from(d.len());
                 written += d.len();
             }
@@ -229,7 +211,12 @@ fn execute<M: GuestMemoryTrait + ?Sized>(
             }
             let mut off = check_data(data, false, hdr.sector, disk)?;
             for d in data {
-                guest_to_disk(mem, &disk.file, off, d.addr(), d.len())?;
+                transfer(
+                    mem,
+                    &disk.file,
+                    (off, d.addr(), d.len()),
+                    Transfer::GuestToDisk,
+                )?;
                 off += u64::from(d.len());
                 add(&metrics.write_bytes, u64::from(d.len()));
             }
@@ -368,7 +355,7 @@ mod tests {
     #[test]
     fn a_read_lands_in_guest_memory_across_regions() {
         let (mem, addr, disk, content) = straddling();
-        disk_to_guest(&mem, &disk, 4096, addr, 100 * 1024).expect("read");
+        transfer(&mem, &disk, (4096, addr, 100 * 1024), Transfer::DiskToGuest).expect("read");
         let mut got = vec![0u8; 100 * 1024];
         mem.read_slice(&mut got, addr).expect("guest");
         assert!(got == content[4096..4096 + 100 * 1024], "bytes differ");
@@ -379,7 +366,7 @@ mod tests {
         let (mem, addr, disk, mut content) = straddling();
         let data: Vec<u8> = (0..100 * 1024u32).map(|i| (i % 13) as u8 + 1).collect();
         mem.write_slice(&data, addr).expect("guest");
-        guest_to_disk(&mem, &disk, 8192, addr, 100 * 1024).expect("write");
+        transfer(&mem, &disk, (8192, addr, 100 * 1024), Transfer::GuestToDisk).expect("write");
         content[8192..8192 + 100 * 1024].copy_from_slice(&data);
         let mut got = vec![0u8; content.len()];
         std::os::unix::fs::FileExt::read_exact_at(&disk, &mut got, 0).expect("disk");
@@ -391,11 +378,16 @@ mod tests {
         let (mem, addr, disk, _) = straddling();
         let end = 400 * 1024 - 512;
         assert!(matches!(
-            disk_to_guest(&mem, &disk, end, addr, 1024),
+            transfer(&mem, &disk, (end, addr, 1024), Transfer::DiskToGuest),
             Err(RequestError::Io(_))
         ));
         assert_eq!(
-            disk_to_guest(&mem, &disk, 0, GuestAddress(0x20_0000 - 512), 1024),
+            transfer(
+                &mem,
+                &disk,
+                (0, GuestAddress(0x20_0000 - 512), 1024),
+                Transfer::DiskToGuest
+            ),
             Err(RequestError::GuestMemory)
         );
     }
