@@ -110,11 +110,19 @@ fn run_step(step: &Step, plan: &ChildPlan) -> bool {
             }
             Step::KeepCaps(mask) => keep_caps(*mask),
             Step::LimitFiles(n) => {
-                let lim = libc::rlimit {
-                    rlim_cur: *n,
-                    rlim_max: *n,
+                // Never above the inherited hard limit: raising it would need privilege.
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
                 };
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+                    let n = (*n).min(lim.rlim_max);
+                    lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+                }
             }
             Step::NoNewPrivs => libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0,
             Step::Seccomp(i) => {

@@ -36,8 +36,8 @@ pub enum Step {
     /// Drops every capability not in the mask from the bounding set and clears the
     /// ambient set, so a program exec'd as (namespace) root gets only these.
     KeepCaps(u64),
-    /// Soft and hard `RLIMIT_NOFILE`: a sandbox gets Lambda's limit, not whatever the
-    /// supervisor raised its own to.
+    /// Soft and hard `RLIMIT_NOFILE` (at most the inherited hard limit): a sandbox gets
+    /// Lambda's limit, not whatever the supervisor raised its own to.
     LimitFiles(u64),
     NoNewPrivs,
     Seccomp(usize),
