@@ -230,6 +230,7 @@ def test_the_guest_kernel_boots_without_timer_or_xsave_warnings(appliance):
     for warning in ("APIC timer disabled", "XSAVE consistency problem", "Hammer"):
         assert warning not in out, out
 
+
 def test_an_event_accepted_before_a_reboot_runs_after_it(appliance, client):
     deploy(client, "vm-event", "shell", "function.handler")
     # Throttled to nothing, the event must wait in the durable queue.
@@ -273,7 +274,6 @@ def test_an_event_accepted_before_a_reboot_runs_after_it(appliance, client):
         return f"END RequestId: {rid}" in out
 
     wait_for(ran, 240, "the stored event to run after the reboot")
-
 
 
 def test_sigterm_to_pid_1_shuts_down_cleanly(appliance):
