@@ -7,8 +7,9 @@ descriptors, then checking that nothing is left behind.
 The mix: warm invokes, cold starts (a configuration update makes the next invoke start
 a new sandbox), function errors, timeouts, response streaming and Event invocations.
 Every invoke's outcome is checked; anything else counts as an unexpected error.
-Flatness: after the warm-up (the first quarter), the median of the last third of the
-samples is compared with the median of the first third, per series.
+Flatness: after the warm-up (the first quarter), among the samples taken at the usual
+number of live sandbox processes, the median of the last third is compared with the
+median of the first third, per series.
 Writes JSON; exits non-zero when a goal is missed (--check, the default).
 """
 
@@ -190,6 +191,17 @@ def flatness(samples, key):
     return {"first_median": first, "last_median": last, "change": round(change, 4)}
 
 
+def at_usual_pool_size(samples):
+    """The samples taken with the most common number of live sandbox processes. One
+    sandbox more or fewer (the pool follows the load) moves every series by its share;
+    a leak shows as growth at the same pool size. All samples when too few match."""
+    if not samples:
+        return samples
+    counts = statistics.multimode(s["sandbox_processes"] for s in samples)
+    usual = [s for s in samples if s["sandbox_processes"] == max(counts)]
+    return usual if len(usual) >= 6 else samples
+
+
 def leftovers(data_dir, seen):
     """What a stopped supervisor must not leave: sandbox processes, mounts, cgroups."""
     found = [f"sandbox process {pid} still runs" for pid, t in seen
@@ -253,7 +265,7 @@ def run(duration, clients, data_dir, interval):
     final = sample(sup.proc.pid, seen)
     rc = sup.stop()
     time.sleep(1)
-    warm = samples[len(samples) // 4:]
+    warm = at_usual_pool_size(samples[len(samples) // 4:])
     series = ["supervisor_rss_kib", "supervisor_fds", "sandbox_processes", "sandbox_rss_kib", "sandbox_fds"]
     return {
         "duration_s": round(time.time() - started, 1),
