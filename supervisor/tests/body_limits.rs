@@ -8,16 +8,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body::Frame;
 use http_body_util::BodyExt as _;
-use supervisor::auth::{sign_request, SigningRequest};
 use supervisor::config::Config;
 use supervisor::invoke::InvokeService;
 use supervisor::Supervisor;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tower::ServiceExt as _;
+
+mod common;
 
 const AK: &str = "AKIABODYLIMITS000000";
 const SK: &str = "body-limits-secret";
@@ -64,28 +65,7 @@ fn router() -> (tempfile::TempDir, Router) {
 
 /// Signed headers for a POST of `body` to `path`.
 fn signed_headers(path: &str, extra: &[(&'static str, &str)], body: &[u8]) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert("host", HeaderValue::from_static("localhost:9000"));
-    for (k, v) in extra {
-        headers.insert(*k, HeaderValue::from_str(v).expect("header"));
-    }
-    let auth = sign_request(
-        &SigningRequest {
-            method: "POST",
-            path,
-            query: None,
-            body,
-            access_key_id: AK,
-            secret_access_key: SK,
-            region: "us-east-1",
-            service: "lambda",
-            now: supervisor::timefmt::now(),
-        },
-        &mut headers,
-    )
-    .expect("sign");
-    headers.insert("authorization", auth.parse().expect("auth header"));
-    headers
+    common::signed_headers(("POST", path), (AK, SK), extra, body)
 }
 
 /// A signed request whose body is `body`, announcing `content_length` (if any).

@@ -9,11 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use base64::Engine as _;
 use http_body_util::BodyExt as _;
-use supervisor::auth::{sign_request, SigningRequest};
 use supervisor::config::Config;
 use supervisor::dataplane::{CodeForm, DataPlane};
 use supervisor::invoke::InvokeService;
@@ -22,6 +21,8 @@ use tower::ServiceExt as _;
 use worker::sandbox::{Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
 use worker::spec::ChunkSink;
 use worker::{FunctionVersionSpec, InvokeRequest, Worker, WorkerConfig};
+
+mod common;
 
 const AK: &str = "AKIAINVOKETEST000000";
 const SK: &str = "invoke-secret";
@@ -201,37 +202,12 @@ fn env_with(plane: bool) -> Env {
 }
 
 fn signed(method: &str, uri: &str, extra: &[(&'static str, &str)], body: Vec<u8>) -> Request<Body> {
-    let (path, query) = match uri.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (uri, None),
-    };
-    let mut headers = HeaderMap::new();
-    headers.insert("host", HeaderValue::from_static("localhost:9000"));
-    for (k, v) in extra {
-        headers.insert(*k, HeaderValue::from_str(v).expect("header"));
-    }
-    let auth = sign_request(
-        &SigningRequest {
-            method,
-            path,
-            query,
-            body: &body,
-            access_key_id: AK,
-            secret_access_key: SK,
-            region: "us-east-1",
-            service: "lambda",
-            now: supervisor::timefmt::now(),
-        },
-        &mut headers,
-    )
-    .expect("sign");
+    let headers = common::signed_headers((method, uri), (AK, SK), extra, &body);
     let mut req = Request::builder().method(method).uri(uri);
     for (k, v) in &headers {
         req = req.header(k, v);
     }
-    req.header("authorization", auth)
-        .body(Body::from(body))
-        .expect("request")
+    req.body(Body::from(body)).expect("request")
 }
 
 struct Resp {
