@@ -1,0 +1,1 @@
+//! Placement of invokes on workers (being written).

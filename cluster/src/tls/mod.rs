@@ -1,0 +1,1 @@
+//! Mutually authenticated TLS for links (being written).
