@@ -5,6 +5,7 @@
 //! types in [`spec`], so the two can later run on different hosts.
 
 pub mod bench;
+pub mod code;
 pub mod jail;
 pub mod logfile;
 pub mod metrics;
@@ -13,7 +14,7 @@ pub mod report;
 pub mod sandbox;
 pub mod spec;
 
-pub use pool::{Worker, WorkerConfig};
+pub use pool::{CodeSupply, Worker, WorkerConfig};
 pub use spec::{
     FunctionKey, FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult, Report,
     ThrottleReason, WorkerError, MAX_BUFFERED_RESPONSE_BYTES,

@@ -22,6 +22,9 @@ pub struct FunctionVersionSpec {
     pub env: Vec<(String, String)>,
     /// Reserved concurrency; `Some(0)` disables the function.
     pub reserved_concurrency: Option<u32>,
+    /// The package to pull and unpack per sandbox when neither `code_dir` nor
+    /// `code_image` is given (a worker on another host).
+    pub code: Option<crate::code::CodeRef>,
     /// Code and configuration revision of this version (the registry's RevisionId):
     /// a sandbox started for one revision never serves another. Empty when the caller
     /// does not track revisions.
@@ -170,7 +173,22 @@ pub enum WorkerError {
     InvalidSpec(String),
     /// A sandbox could not be created (HTTP 500/502 `ServiceException`).
     #[error("sandbox unavailable: {0}")]
-    Sandbox(String),
+    Sandbox(crate::sandbox::SandboxError),
+    /// The function's code could not be fetched or unpacked.
+    #[error("function code: {0}")]
+    Code(#[from] crate::code::CodeError),
+}
+
+impl WorkerError {
+    /// Whether trying again later (or on another host) may succeed: a retry policy
+    /// (asynchronous invokes) uses this.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Throttled(_) | Self::Sandbox(_) => true,
+            Self::InvalidSpec(_) => false,
+            Self::Code(e) => e.is_transient(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +201,7 @@ mod tests {
             version: "$LATEST".into(),
             code_dir: None,
             code_image: None,
+            code: None,
             runtime: "provided.al2023".into(),
             handler: "bootstrap".into(),
             memory_mib: 128,

@@ -80,6 +80,7 @@ fn spec(name: &str, code: &std::path::Path, handler: &str) -> FunctionVersionSpe
         version: "$LATEST".into(),
         code_dir: Some(code.to_path_buf()),
         code_image: None,
+        code: None,
         runtime: "provided.al2023".into(),
         handler: handler.into(),
         memory_mib: 128,

@@ -3,12 +3,9 @@
 //! or a read-only ext4 image, cached by CodeSha256).
 
 pub mod atomic;
-pub mod central_dir;
 pub mod envelope;
 pub mod ext4;
-pub mod extract;
 pub mod master_key;
-pub mod zipcheck;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
@@ -19,6 +16,9 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 pub use envelope::CodeAad;
+/// The package format lives with the worker, which unpacks code; uploads are checked
+/// with the same code.
+pub use worker::code::package::{central_dir, extract, zipcheck};
 pub use master_key::MasterKey;
 pub use zipcheck::{ZipError, ZipLimits, ZipPlan};
 

@@ -98,6 +98,7 @@ fn spec(name: &str, code: &std::path::Path, memory_mib: u32) -> FunctionVersionS
         version: "$LATEST".into(),
         code_dir: Some(code.to_path_buf()),
         code_image: None,
+        code: None,
         runtime: "provided.al2023".into(),
         handler: "echo".into(),
         memory_mib,

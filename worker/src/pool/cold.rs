@@ -20,6 +20,9 @@ pub(crate) enum ColdStartError {
     /// Infrastructure failure: a service error, not a function error.
     #[error("{0}")]
     Start(SandboxError),
+    /// The function's code could not be had or unpacked.
+    #[error(transparent)]
+    Code(crate::code::CodeError),
     /// The function's init failed: returned to the caller as a function error.
     #[error("init failed: {error}")]
     Init {
@@ -34,10 +37,22 @@ pub(crate) enum ColdStartError {
 }
 
 impl ColdStartError {
+    /// As the worker interface reports a start that produced no sandbox.
+    pub fn into_worker_error(self) -> crate::spec::WorkerError {
+        use crate::spec::WorkerError;
+        match self {
+            Self::Code(e) => WorkerError::Code(e),
+            Self::Start(e) | Self::Init { error: e, .. } => WorkerError::Sandbox(e),
+            Self::InitTimeout(limit, _) => WorkerError::Sandbox(SandboxError::Start(format!(
+                "init did not finish within {limit:?}"
+            ))),
+        }
+    }
+
     /// The runtime's output during the failed init.
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         match self {
-            ColdStartError::Start(_) => Vec::new(),
+            ColdStartError::Start(_) | ColdStartError::Code(_) => Vec::new(),
             ColdStartError::Init { logs, .. } | ColdStartError::InitTimeout(_, logs) => {
                 std::mem::take(logs)
             }
@@ -71,7 +86,27 @@ pub(crate) async fn start(
     let id = inner.new_sandbox_id();
     let t0 = Instant::now();
     let deadline = tokio::time::Instant::from_std(t0 + limit);
-    let mut sb = match tokio::time::timeout_at(deadline, inner.backend.create(spec, &id)).await {
+    let unpacked = match inner.unpack_code(spec, &id).await {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("worker: sandbox {id} ({}:{}): {e}", spec.name, spec.version);
+            return Err(ColdStartError::Code(e));
+        }
+    };
+    let (local_spec, code_dir) = match unpacked {
+        Some((s, d)) => (Some(s), Some(d)),
+        None => (None, None),
+    };
+    let spec = local_spec.as_ref().unwrap_or(spec);
+    let created = tokio::time::timeout_at(deadline, inner.backend.create(spec, &id)).await;
+    let created = match (created, code_dir) {
+        (Ok(Ok(sb)), Some(code_dir)) => Ok(Ok(Box::new(crate::code::unpack::WithCode {
+            inner: sb,
+            code_dir,
+        }) as Box<dyn Sandbox>)),
+        (other, _) => other,
+    };
+    let mut sb = match created {
         Ok(Ok(mut sb)) => {
             if let Some(sink) = inner.log_sink(spec) {
                 sb.set_log_sink(sink);

@@ -33,6 +33,8 @@ pub(crate) struct Ready {
 pub(crate) enum NotReady {
     /// Infrastructure failure: a service error, not the function's.
     Service(SandboxError),
+    /// The function's code could not be had or unpacked.
+    Code(crate::code::CodeError),
     /// The host has no memory for another sandbox: a throttle, retried like one.
     NoCapacity,
     /// Both inits failed: the invoke's result, as Lambda gives it.
@@ -63,7 +65,7 @@ fn describe(e: &ColdStartError) -> (&'static str, Option<String>) {
     match e {
         ColdStartError::InitTimeout(..) => ("timeout", None),
         ColdStartError::Init { error, .. } => ("error", Some(error_type_of(error))),
-        ColdStartError::Start(_) => ("error", None),
+        ColdStartError::Start(_) | ColdStartError::Code(_) => ("error", None),
     }
 }
 
@@ -109,6 +111,7 @@ pub(crate) async fn cold_start(
             });
         }
         Err(ColdStartError::Start(e)) => return Err(NotReady::Service(e)),
+        Err(ColdStartError::Code(e)) => return Err(NotReady::Code(e)),
         Err(e) => e,
     };
     let mut before_start = String::new();
@@ -140,6 +143,7 @@ pub(crate) async fn cold_start(
             })
         }
         Err(ColdStartError::Start(e)) => Err(NotReady::Service(e)),
+        Err(ColdStartError::Code(e)) => Err(NotReady::Code(e)),
         Err(second) => {
             let f = failed_twice(spec, request_id, second, before_start, t0.elapsed());
             inner.log_platform(spec, &f.platform_lines);
@@ -177,6 +181,7 @@ fn failed_twice(
         }
         ColdStartError::Init { error, .. } => init_error_result(rid, error),
         ColdStartError::Start(e) => init_error_result(rid, e),
+        ColdStartError::Code(e) => init_error_result(rid, SandboxError::Start(e.to_string())),
     };
     after_start.push_str(&platform_lines);
     FailedInit {

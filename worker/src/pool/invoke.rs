@@ -229,7 +229,8 @@ impl Worker {
         let inner = &self.inner;
         let ready = match self.check_out(spec, &req.request_id).await {
             Ok(r) => r,
-            Err(NotReady::Service(e)) => return Err(WorkerError::Sandbox(e.to_string())),
+            Err(NotReady::Service(e)) => return Err(WorkerError::Sandbox(e)),
+            Err(NotReady::Code(e)) => return Err(WorkerError::Code(e)),
             Err(NotReady::NoCapacity) => {
                 inner.metrics.throttle("host_memory");
                 return Err(WorkerError::Throttled(

@@ -104,8 +104,16 @@ impl State {
     }
 }
 
+/// How a worker gets code it is told of by digest only ([`crate::spec::FunctionVersionSpec::code`]).
+#[derive(Clone)]
+pub struct CodeSupply {
+    pub cache: Arc<crate::code::cache::SealedCache>,
+    pub unpacker: crate::code::unpack::Unpacker,
+}
+
 pub(crate) struct Inner {
     pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) code: Option<CodeSupply>,
     pub(crate) cfg: WorkerConfig,
     pub(crate) state: Mutex<State>,
     pub(crate) metrics: Metrics,
@@ -140,6 +148,35 @@ impl crate::sandbox::LogSink for VersionLog {
 static NEXT_SANDBOX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Inner {
+    /// For a spec naming its code by digest only: pulls the package and unpacks it for
+    /// sandbox `id`; returns the spec pointing at that directory, and the directory
+    /// (removed when dropped). `None` when the spec already has local code.
+    pub(crate) async fn unpack_code(
+        &self,
+        spec: &FunctionVersionSpec,
+        id: &str,
+    ) -> Result<Option<(FunctionVersionSpec, crate::code::unpack::CodeDir)>, crate::code::CodeError> {
+        use crate::code::CodeError;
+        if spec.code_dir.is_some() || spec.code_image.is_some() {
+            return Ok(None);
+        }
+        let Some(code) = &spec.code else {
+            return Ok(None);
+        };
+        let supply = self.code.as_ref().ok_or_else(|| {
+            CodeError::Unreachable("this worker was given no code source".to_owned())
+        })?;
+        let zip = supply.cache.get(code).await?;
+        let unpacker = supply.unpacker.clone();
+        let sandbox = id.to_owned();
+        let dir = tokio::task::spawn_blocking(move || unpacker.unpack(&zip, &sandbox))
+            .await
+            .map_err(|e| CodeError::Unreachable(format!("unpack task: {e}")))??;
+        let mut local = spec.clone();
+        local.code_dir = Some(dir.clone());
+        Ok(Some((local, crate::code::unpack::CodeDir(dir))))
+    }
+
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -198,6 +235,15 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(backend: Arc<dyn Backend>, cfg: WorkerConfig) -> Self {
+        Self::with_code(backend, cfg, None)
+    }
+
+    /// A worker that can also run specs naming their code by digest only.
+    pub fn with_code(
+        backend: Arc<dyn Backend>,
+        cfg: WorkerConfig,
+        code: Option<CodeSupply>,
+    ) -> Self {
         let logs = cfg
             .log_dir
             .as_ref()
@@ -215,6 +261,7 @@ impl Worker {
         Self {
             inner: Arc::new(Inner {
                 backend,
+                code,
                 cfg,
                 state: Mutex::new(state),
                 metrics: Metrics::default(),
@@ -274,7 +321,7 @@ impl Worker {
                         });
                     started += 1;
                 }
-                Err(e) => return Err(WorkerError::Sandbox(e.to_string())),
+                Err(e) => return Err(e.into_worker_error()),
             }
         }
         Ok(started)

@@ -156,6 +156,7 @@ pub fn spec(name: &str) -> FunctionVersionSpec {
         version: "$LATEST".into(),
         code_dir: None,
         code_image: None,
+        code: None,
         runtime: "provided.al2023".into(),
         handler: "bootstrap".into(),
         memory_mib: 128,

@@ -164,7 +164,7 @@ fn rejects_escaping_symlinks_including_chains() {
 #[test]
 fn rejects_a_name_repeated_exactly() {
     let z =
-        crate::codestore::central_dir::tests::raw_zip(&[("bootstrap", b"1"), ("bootstrap", b"2")]);
+        crate::code::package::central_dir::tests::raw_zip(&[("bootstrap", b"1"), ("bootstrap", b"2")]);
     assert!(
         matches!(validate(&z, &ZipLimits::default()), Err(ZipError::Duplicate(n)) if n == "bootstrap")
     );

@@ -1,0 +1,131 @@
+//! Unpacks a package into one sandbox's own code directory.
+//!
+//! The directories live under a root that is root-owned, mode 0710 with the jails'
+//! root group (see `worker::jail::JAIL_ROOT_GID`), so only jails can traverse it; the
+//! files inside are world-readable for the jail's unprivileged users. A sandbox's
+//! directory is removed when the sandbox is ([`WithCode`]).
+
+use super::package::{self, ZipLimits};
+use super::CodeError;
+use crate::sandbox::{BoxFuture, LogLine, LogSink, Reply, Sandbox, SandboxError};
+use crate::spec::{ChunkSink, InvokeRequest};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Makes per-sandbox code directories under `root`.
+#[derive(Debug, Clone)]
+pub struct Unpacker {
+    pub root: PathBuf,
+    /// Group of `root` (the jails' root gid), or `None` to keep it private.
+    pub group: Option<u32>,
+    pub limits: ZipLimits,
+}
+
+impl Unpacker {
+    /// Validates `zip` and unpacks it into `root/<sandbox_id>`. Blocking.
+    pub fn unpack(&self, zip: &[u8], sandbox_id: &str) -> Result<PathBuf, CodeError> {
+        let plan = package::validate(zip, &self.limits)?;
+        self.prepare_root()?;
+        let dest = self.root.join(sandbox_id);
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dest)
+            .map_err(io(&dest))?;
+        if let Err(e) = package::extract(zip, &plan, &dest) {
+            let _ = std::fs::remove_dir_all(&dest);
+            return Err(e.into());
+        }
+        Ok(dest)
+    }
+
+    fn prepare_root(&self) -> Result<(), CodeError> {
+        let root = &self.root;
+        match std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+        {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(root)(e)),
+            _ => {}
+        }
+        let mode = match self.group {
+            Some(gid) => {
+                std::os::unix::fs::chown(root, None, Some(gid)).map_err(io(root))?;
+                0o710
+            }
+            None => 0o700,
+        };
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).map_err(io(root))
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CodeError + '_ {
+    move |source| CodeError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A sandbox together with the code directory unpacked for it alone.
+pub struct WithCode {
+    pub inner: Box<dyn Sandbox>,
+    /// Removed when dropped, after the sandbox is (fields drop in order).
+    pub code_dir: CodeDir,
+}
+
+/// A sandbox's code directory, removed with everything in it when dropped.
+pub struct CodeDir(pub PathBuf);
+
+impl Drop for CodeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Sandbox for WithCode {
+    fn init(&mut self) -> BoxFuture<'_, Result<(), SandboxError>> {
+        self.inner.init()
+    }
+    fn invoke<'a>(
+        &'a mut self,
+        req: &'a InvokeRequest,
+        deadline_ms: u64,
+    ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
+        self.inner.invoke(req, deadline_ms)
+    }
+    fn invoke_streaming<'a>(
+        &'a mut self,
+        req: &'a InvokeRequest,
+        deadline_ms: u64,
+        chunks: ChunkSink,
+    ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
+        self.inner.invoke_streaming(req, deadline_ms, chunks)
+    }
+    fn set_log_sink(&mut self, sink: Arc<dyn LogSink>) {
+        self.inner.set_log_sink(sink);
+    }
+    fn take_logs(&mut self) -> Vec<LogLine> {
+        self.inner.take_logs()
+    }
+    fn max_memory_bytes(&self) -> Option<u64> {
+        self.inner.max_memory_bytes()
+    }
+    fn oom_killed(&self) -> bool {
+        self.inner.oom_killed()
+    }
+    fn console_tail(&self) -> Option<String> {
+        self.inner.console_tail()
+    }
+    fn start_details(&self) -> Option<String> {
+        self.inner.start_details()
+    }
+    fn destroy(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
+        let Self { inner, code_dir } = *self;
+        Box::pin(async move {
+            inner.destroy(grace).await;
+            let _ = tokio::task::spawn_blocking(move || drop(code_dir)).await;
+        })
+    }
+}
