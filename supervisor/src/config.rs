@@ -138,7 +138,7 @@ pub enum ConfigError {
     #[error("invalid account id '{0}': expected 12 digits")]
     Account(String),
     #[error("{0}")]
-    DataPlane(String),
+    Host(String),
 }
 
 /// Fully resolved settings.
@@ -268,7 +268,7 @@ impl ServeArgs {
         cfg.data_plane = self
             .data_plane
             .resolve(file.data_plane)
-            .map_err(ConfigError::DataPlane)?;
+            .map_err(ConfigError::Host)?;
         Ok(cfg)
     }
 }

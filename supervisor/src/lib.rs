@@ -6,7 +6,6 @@ pub mod auth;
 pub mod codestore;
 pub mod config;
 pub mod control;
-mod datadir_lock;
 pub mod dataplane;
 pub mod demo;
 pub mod http;
@@ -18,6 +17,6 @@ pub mod serve;
 mod supervisor;
 pub mod timefmt;
 
-pub use datadir_lock::LockError;
+pub use worker::host::lock::LockError;
 pub use prepare::{PrepareError, PreparedCode};
 pub use supervisor::{StartupReport, Supervisor, SupervisorError};

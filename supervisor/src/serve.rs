@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::dataplane::{self, BuildContext};
+use crate::dataplane::Host;
 use crate::invoke::InvokeService;
 use crate::Supervisor;
 
@@ -63,12 +63,11 @@ pub async fn prepare(config: Config) -> Result<Prepared, String> {
         );
     }
     let cfg = sup.config();
-    let plane = dataplane::build(&BuildContext {
-        config: &cfg.data_plane,
-        region: &cfg.region,
-        account_id: &cfg.account_id,
-        log_dir: cfg.data_dir.join("logs"),
-    });
+    let plane = Host::start(&cfg.data_plane.host_settings(
+        &cfg.region,
+        &cfg.account_id,
+        cfg.data_dir.join("logs"),
+    ));
     let plane = match plane {
         Ok(p) => {
             eprintln!("supervisor: {}", p.selection);

@@ -11,7 +11,7 @@ use crate::auth::{Credentials, CredentialsError, Verifier};
 use crate::codestore::master_key::MasterKeyError;
 use crate::codestore::{CodeStore, CodeStoreError, MasterKey, ZipLimits};
 use crate::config::Config;
-use crate::datadir_lock::DataDirLock;
+use worker::host::lock::DataDirLock;
 use crate::registry::{Registry, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +24,7 @@ pub enum SupervisorError {
     #[error("master key {0} is missing but the data dir holds encrypted code; restore the key (or pass --master-key-file)")]
     MissingMasterKey(PathBuf),
     #[error(transparent)]
-    Lock(#[from] crate::datadir_lock::LockError),
+    Lock(#[from] worker::host::lock::LockError),
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
     #[error(transparent)]

@@ -14,7 +14,7 @@ use axum::Router;
 use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use supervisor::config::Config;
-use supervisor::dataplane::{CodeForm, DataPlane};
+use supervisor::dataplane::{CodeForm, Host};
 use supervisor::invoke::InvokeService;
 use supervisor::Supervisor;
 use tower::ServiceExt as _;
@@ -183,7 +183,7 @@ fn env_with(plane: bool) -> Env {
                 ..WorkerConfig::default()
             },
         );
-        Ok(DataPlane::from_worker(
+        Ok(Host::from_worker(
             worker,
             CodeForm::Directory,
             dir.path().join("run"),

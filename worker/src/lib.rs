@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod code;
+pub mod host;
 pub mod jail;
 pub mod logfile;
 pub mod metrics;

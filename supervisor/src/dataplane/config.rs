@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use worker::host::HostSettings;
 use worker::sandbox::select::Isolation;
 
 /// Lambda recycles execution environments after about 14 hours.
@@ -87,6 +88,28 @@ impl DataPlaneConfig {
             prewarm: Vec::new(),
             event_retry_base: Duration::from_millis(DEFAULT_EVENT_RETRY_BASE_MS),
             init_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl DataPlaneConfig {
+    /// The settings of this host's worker (the embedded data plane).
+    pub fn host_settings(&self, region: &str, account_id: &str, log_dir: PathBuf) -> HostSettings {
+        HostSettings {
+            isolation: self.isolation,
+            vmm_binary: self.vmm_binary.clone(),
+            kernel: self.kernel.clone(),
+            vm_cmdline: self.vm_cmdline.clone(),
+            images_dir: self.images_dir.clone(),
+            run_dir: self.run_dir.clone(),
+            idle_timeout: self.idle_timeout,
+            lease: self.lease,
+            host_concurrency: self.host_concurrency,
+            init_timeout: self.init_timeout,
+            region: region.to_owned(),
+            account_id: account_id.to_owned(),
+            log_dir: Some(log_dir),
+            code: None,
         }
     }
 }

@@ -1,11 +1,9 @@
-//! The supervisor's side of the worker interface: settings and construction of the
-//! [`worker::Worker`] that runs sandboxes on this host.
+//! The frontend's data-plane settings (`supervisor serve` flags and config file); the
+//! host itself is started by [`worker::host::Host::start`].
 
 pub mod args;
-mod build;
 pub mod config;
-pub mod sweep;
 
 pub use args::{DataPlaneArgs, DataPlaneFile};
-pub use build::{build, BuildContext, CodeForm, DataPlane, DataPlaneError};
 pub use config::{DataPlaneConfig, Prewarm};
+pub use worker::host::{CodeForm, Host, HostError};

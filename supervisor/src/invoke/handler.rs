@@ -146,9 +146,7 @@ async fn sync(
             Ok(response::throttled(reason, &request_id))
         }
         Err(RunError::Api(e)) => Err(e),
-        Err(RunError::Sandbox(m)) => Err(ApiError::service(format!(
-            "could not start an execution environment: {m}"
-        ))),
+        Err(RunError::Worker(e)) => Err(super::worker_error(&e)),
     }
 }
 

@@ -22,7 +22,7 @@ use axum::{Extension, Router};
 use worker::{InvokeOutcome, InvokeRequest, ThrottleReason, WorkerError};
 
 use crate::control::names::FunctionRef;
-use crate::dataplane::DataPlane;
+use crate::dataplane::Host;
 use crate::http::ApiError;
 use crate::Supervisor;
 use events::EventQueue;
@@ -43,8 +43,19 @@ pub enum RunError {
     /// Not found, bad request, code unpacking failure: answered as is.
     Api(ApiError),
     Throttled(ThrottleReason),
-    /// The worker could not create a sandbox.
-    Sandbox(String),
+    /// The worker could not run it (no sandbox, no code): a service error.
+    Worker(WorkerError),
+}
+
+impl RunError {
+    /// Whether another attempt may succeed (the Event retry policy's system retries).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Api(e) => e.kind.status().is_server_error(),
+            Self::Throttled(_) => true,
+            Self::Worker(e) => e.is_transient(),
+        }
+    }
 }
 
 impl From<ApiError> for RunError {
@@ -60,7 +71,25 @@ impl From<WorkerError> for RunError {
             WorkerError::InvalidSpec(m) => {
                 Self::Api(ApiError::service(format!("invalid function spec: {m}")))
             }
-            WorkerError::Sandbox(m) => Self::Sandbox(m),
+            other => Self::Worker(other),
+        }
+    }
+}
+
+/// A worker's failure as the caller sees it: Lambda's `ServiceException`.
+pub(crate) fn worker_error(e: &WorkerError) -> ApiError {
+    match e {
+        WorkerError::Code(c) => ApiError::service(format!("could not get the function's code: {c}")),
+        other => ApiError::service(format!("could not start an execution environment: {other}")),
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Api(e) => write!(f, "{e}"),
+            Self::Throttled(r) => f.write_str(r.as_str()),
+            Self::Worker(e) => write!(f, "{e}"),
         }
     }
 }
@@ -69,7 +98,7 @@ impl From<WorkerError> for RunError {
 pub struct InvokeService {
     sup: Arc<Supervisor>,
     /// The worker, or why none could be started (the control plane still serves).
-    plane: Result<DataPlane, String>,
+    plane: Result<Host, String>,
     specs: Arc<Specs>,
     metrics: FrontMetrics,
     events: EventQueue,
@@ -78,7 +107,7 @@ pub struct InvokeService {
 impl InvokeService {
     pub fn new(
         sup: Arc<Supervisor>,
-        plane: Result<DataPlane, String>,
+        plane: Result<Host, String>,
     ) -> Result<Arc<Self>, InvokeSetupError> {
         let specs = Arc::new(Specs::default());
         specs.load_reserved(sup.registry().all_reserved_concurrency()?);
@@ -103,7 +132,7 @@ impl InvokeService {
         &self.sup
     }
 
-    pub fn plane(&self) -> Option<&DataPlane> {
+    pub fn plane(&self) -> Option<&Host> {
         self.plane.as_ref().ok()
     }
 
@@ -247,7 +276,7 @@ impl InvokeService {
     /// After an invoke of `spec`, whose sandbox is idle again.
     fn retire_if_superseded(
         &self,
-        plane: &DataPlane,
+        plane: &Host,
         f: &FunctionRef,
         spec: &worker::FunctionVersionSpec,
     ) {

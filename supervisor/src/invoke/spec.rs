@@ -152,6 +152,7 @@ impl Specs {
             version: record.version.clone(),
             code_dir,
             code_image,
+            code: None,
             runtime: record.runtime.clone(),
             handler: record.handler.clone().unwrap_or_default(),
             memory_mib: record.memory_size,

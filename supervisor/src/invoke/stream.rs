@@ -23,7 +23,7 @@ use worker::{FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult};
 use super::eventstream::event;
 use super::handler::{error_response, target};
 use super::headers::{self, InvocationType};
-use super::{response, InvokeService, RunError};
+use super::{response, worker_error, InvokeService, RunError};
 use crate::control::names::FunctionRef;
 use crate::http::ApiError;
 use crate::ids::uuid_v4;
@@ -119,9 +119,7 @@ async fn handle(
 fn run_error(e: RunError) -> ApiError {
     match e {
         RunError::Api(e) => e,
-        RunError::Sandbox(m) => {
-            ApiError::service(format!("could not start an execution environment: {m}"))
-        }
+        RunError::Worker(e) => worker_error(&e),
         RunError::Throttled(r) => ApiError::service(r.as_str()),
     }
 }

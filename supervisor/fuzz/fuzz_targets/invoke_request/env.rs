@@ -11,7 +11,7 @@ use axum::Router;
 use base64::Engine as _;
 use supervisor::auth::{sign_request, SigningRequest};
 use supervisor::config::Config;
-use supervisor::dataplane::{CodeForm, DataPlane};
+use supervisor::dataplane::{CodeForm, Host};
 use supervisor::invoke::InvokeService;
 use supervisor::Supervisor;
 use tower::ServiceExt as _;
@@ -147,7 +147,7 @@ pub fn env() -> &'static Env {
                 ..WorkerConfig::default()
             };
             let worker = Worker::new(Arc::new(EchoBackend), worker_cfg);
-            let plane = DataPlane::from_worker(worker, CodeForm::Directory, dir.path().join("run"));
+            let plane = Host::from_worker(worker, CodeForm::Directory, dir.path().join("run"));
             let svc = InvokeService::new(sup.clone(), Ok(plane)).expect("invoke service");
             let router = sup.router(svc.signed_routes(), svc.public_routes());
             for f in [ECHO, FAIL] {

@@ -166,13 +166,14 @@ async fn run_one(svc: &InvokeService, ev: Event) {
             RunOutcome::Throttled
         }
         Err(RunError::Api(e)) if e.kind == ErrorKind::ResourceNotFound => RunOutcome::Gone,
-        Err(RunError::Api(e)) => {
-            tracing::warn!(event = %ev.id, error = %e, "event invocation failed");
-            RunOutcome::SystemError
-        }
-        Err(RunError::Sandbox(e)) => {
-            tracing::warn!(event = %ev.id, error = %e, "event invocation failed");
-            RunOutcome::SystemError
+        Err(e) => {
+            let transient = e.is_transient();
+            tracing::warn!(event = %ev.id, error = %e, transient, "event invocation failed");
+            if transient {
+                RunOutcome::SystemError
+            } else {
+                RunOutcome::Permanent
+            }
         }
     };
     let now = now_ms();

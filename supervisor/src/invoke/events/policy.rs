@@ -23,6 +23,8 @@ pub enum RunOutcome {
     SystemError,
     /// The function or version no longer exists.
     Gone,
+    /// A failure no retry can fix (e.g. code that does not match its digest).
+    Permanent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,7 @@ pub enum Next {
 pub fn decide(ev: &Event, outcome: RunOutcome, base: Duration, now_ms: i64) -> Next {
     match outcome {
         RunOutcome::Success => Next::Done("succeeded"),
-        RunOutcome::Gone => Next::Done("dropped"),
+        RunOutcome::Gone | RunOutcome::Permanent => Next::Done("dropped"),
         RunOutcome::FunctionError => {
             let attempts = ev.attempts.saturating_add(1);
             if attempts >= MAX_ATTEMPTS {

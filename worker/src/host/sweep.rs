@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::datadir_lock::{DataDirLock, LockError};
+use super::lock::{DataDirLock, LockError};
 
 /// Name prefix of the run dirs supervisors create in the temp dir.
 pub const RUN_DIR_PREFIX: &str = "lambda-supervisor-";

@@ -1,0 +1,276 @@
+//! One host's data plane: [`Host::start`] chooses the isolation, finds the VMM and guest
+//! images, takes the run dir (lock, sweep of dead predecessors), and builds the
+//! [`Worker`] with its sandbox backend and code supply. The embedded frontend and the
+//! worker daemon start a host the same way.
+
+pub mod lock;
+pub mod sweep;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::code::cache::SealedCache;
+use crate::code::package::ZipLimits;
+use crate::code::unpack::Unpacker;
+use crate::code::CodeSource;
+use crate::pool::CodeSupply;
+use crate::sandbox::launcher::Launcher;
+use crate::sandbox::microvm::{MicroVmBackend, MicroVmConfig};
+use crate::sandbox::process::{ProcessBackend, ProcessConfig};
+use crate::sandbox::select::{self, Isolation};
+use crate::sandbox::session::Identity;
+use crate::sandbox::Backend;
+use crate::{Worker, WorkerConfig};
+use lock::{DataDirLock, LockError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{backend} backend: {reason}")]
+    Backend {
+        backend: &'static str,
+        reason: String,
+    },
+    #[error("{what} not found at {path} ({hint})")]
+    Missing {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+    #[error("run dir {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("run dir: {0}")]
+    RunDirLock(#[from] LockError),
+    #[error("code cache: {0}")]
+    CodeCache(#[from] crate::code::cache::CacheError),
+}
+
+/// Everything a host needs to run sandboxes.
+#[derive(Clone)]
+pub struct HostSettings {
+    pub isolation: Isolation,
+    /// Our VMM binary [default: `vmm` beside the current executable].
+    pub vmm_binary: Option<PathBuf>,
+    /// Guest kernel [default: `vmlinux` in the images dir].
+    pub kernel: Option<PathBuf>,
+    /// Extra guest kernel command line (e.g. PVM workarounds).
+    pub vm_cmdline: String,
+    pub images_dir: PathBuf,
+    /// Per-sandbox run directories [default: a fresh dir under the system temp dir].
+    pub run_dir: Option<PathBuf>,
+    pub idle_timeout: Duration,
+    pub lease: Duration,
+    pub host_concurrency: u32,
+    pub init_timeout: Duration,
+    pub region: String,
+    pub account_id: String,
+    /// Per-function log files (rotated) go here.
+    pub log_dir: Option<PathBuf>,
+    /// Where code named by digest only comes from, and how much of it to keep sealed.
+    pub code: Option<CodeSettings>,
+}
+
+/// The code supply of a host that is told of code by digest (a worker host).
+#[derive(Clone)]
+pub struct CodeSettings {
+    pub source: Arc<dyn CodeSource>,
+    /// Sealed packages kept beyond this many bytes are evicted, least recently used first.
+    pub cache_max_bytes: u64,
+}
+
+/// How the worker wants code handed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeForm {
+    /// Unpacked directory (process backend).
+    Directory,
+    /// Read-only ext4 image (microVM backend).
+    Image,
+}
+
+/// A started host: its worker plus what the frontend needs to know about it.
+pub struct Host {
+    pub worker: Worker,
+    pub code_form: CodeForm,
+    /// The one log line saying which isolation is used and why.
+    pub selection: String,
+    pub run_dir: PathBuf,
+    /// Group given the code mirror root under `run_dir` (the jails' root gid), or
+    /// `None` to keep it private (see `invoke::expose`).
+    pub code_group: Option<u32>,
+    /// The run dir was made for this process (and is removed at shutdown).
+    pub owns_run_dir: bool,
+    /// Held while this process lives, so a startup sweep elsewhere (even from another
+    /// pid namespace) never takes this run dir for a dead supervisor's.
+    _run_dir_lock: Option<DataDirLock>,
+}
+
+impl Host {
+    /// Wraps an already constructed worker (embedding, tests with other backends).
+    pub fn from_worker(worker: Worker, code_form: CodeForm, run_dir: PathBuf) -> Self {
+        Self {
+            worker,
+            code_form,
+            selection: "isolation: embedded worker".to_owned(),
+            run_dir,
+            code_group: crate::jail::mirror_group(),
+            owns_run_dir: false,
+            _run_dir_lock: None,
+        }
+    }
+}
+
+fn require(
+    what: &'static str,
+    path: PathBuf,
+    hint: &'static str,
+) -> Result<PathBuf, HostError> {
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(HostError::Missing { what, path, hint })
+    }
+}
+
+fn launcher(cfg: &HostSettings) -> Result<Launcher, HostError> {
+    const IMAGES_HINT: &str = "build the images or pass --images-dir / --kernel";
+    let vmm = match &cfg.vmm_binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("vmm")))
+            .unwrap_or_else(|| PathBuf::from("vmm")),
+    };
+    let kernel = cfg
+        .kernel
+        .clone()
+        .unwrap_or_else(|| cfg.images_dir.join("vmlinux"));
+    Ok(Launcher {
+        vmm: require("vmm binary", vmm, "build it or pass --vmm-binary")?,
+        kernel: require("guest kernel", kernel, IMAGES_HINT)?,
+    })
+}
+
+fn backend_err(backend: &'static str) -> impl Fn(crate::sandbox::SandboxError) -> HostError {
+    move |e| HostError::Backend {
+        backend,
+        reason: e.to_string(),
+    }
+}
+
+impl Host {
+    /// Resolves `auto`, creates the backend, the code supply and the worker, and starts
+    /// the reaper. Must run inside a Tokio runtime.
+    pub fn start(cfg: &HostSettings) -> Result<Host, HostError> {
+        let (isolation, selection) = select::resolve(cfg.isolation);
+        let owns_run_dir = cfg.run_dir.is_none();
+        let run_dir = cfg.run_dir.clone().unwrap_or_else(sweep::default_run_dir);
+        std::fs::create_dir_all(&run_dir).map_err(|source| HostError::RunDir {
+            path: run_dir.clone(),
+            source,
+        })?;
+        let run_dir_lock = if owns_run_dir {
+            Some(DataDirLock::acquire(&run_dir)?)
+        } else {
+            None
+        };
+        let backend = make_backend(cfg, isolation, &run_dir);
+        // After the backend started: it has killed and removed the sandbox cgroups of
+        // dead workers, so nothing of theirs still runs from these dirs.
+        sweep_temp_dir();
+        let (backend, code_form) = backend?;
+        let code_group = crate::jail::mirror_group();
+        let code = match &cfg.code {
+            Some(c) => Some(CodeSupply {
+                cache: Arc::new(SealedCache::open(
+                    &run_dir.join("code-cache"),
+                    c.cache_max_bytes,
+                    c.source.clone(),
+                )?),
+                unpacker: Unpacker {
+                    root: run_dir.join("code"),
+                    group: code_group,
+                    limits: ZipLimits::default(),
+                },
+            }),
+            None => None,
+        };
+        let worker = Worker::with_code(backend, worker_config(cfg), code);
+        // The reaper stops on its own once the worker is dropped.
+        drop(worker.spawn_reaper());
+        Ok(Host {
+            worker,
+            code_form,
+            selection,
+            run_dir,
+            code_group,
+            owns_run_dir,
+            _run_dir_lock: run_dir_lock,
+        })
+    }
+}
+
+fn worker_config(cfg: &HostSettings) -> WorkerConfig {
+    WorkerConfig {
+        host_concurrency: cfg.host_concurrency,
+        idle_timeout: cfg.idle_timeout,
+        lease: cfg.lease,
+        init_timeout: cfg.init_timeout,
+        reap_interval: (cfg.idle_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        region: cfg.region.clone(),
+        account_id: cfg.account_id.clone(),
+        log_dir: cfg.log_dir.clone(),
+        ..WorkerConfig::default()
+    }
+}
+
+/// Creates the sandbox backend `isolation` names.
+fn make_backend(
+    cfg: &HostSettings,
+    isolation: Isolation,
+    run_dir: &std::path::Path,
+) -> Result<(Arc<dyn Backend>, CodeForm), HostError> {
+    let identity = Identity {
+        region: cfg.region.clone(),
+        account_id: cfg.account_id.clone(),
+    };
+    Ok(match isolation {
+        Isolation::MicroVm => {
+            let mut mc =
+                MicroVmConfig::from_images_dir(&cfg.images_dir, run_dir.to_owned(), launcher(cfg)?);
+            mc.identity = identity;
+            mc.extra_cmdline = cfg.vm_cmdline.clone();
+            let b = MicroVmBackend::new(mc).map_err(backend_err("microvm"))?;
+            (Arc::new(b), CodeForm::Image)
+        }
+        // `resolve` never returns Auto; treat it as process to stay total.
+        Isolation::Process | Isolation::Auto => {
+            let mut pc = ProcessConfig::from_images_dir(&cfg.images_dir, run_dir.to_owned());
+            pc.identity = identity;
+            require(
+                "guest-init binary",
+                pc.guest_init.clone(),
+                "build the images or set --images-dir / LAMBDA_IMAGES_DIR",
+            )?;
+            let b = ProcessBackend::new(pc).map_err(backend_err("process"))?;
+            (Arc::new(b), CodeForm::Directory)
+        }
+    })
+}
+
+/// Removes the temp-dir run dirs of supervisors that are gone (see [`sweep`]).
+fn sweep_temp_dir() {
+    let swept = sweep::sweep_stale_run_dirs(&std::env::temp_dir());
+    if !swept.removed.is_empty() {
+        tracing::info!(
+            count = swept.removed.len(),
+            "removed run dirs left by supervisors that are gone"
+        );
+    }
+    for e in &swept.failed {
+        tracing::warn!(error = %e, "could not remove a stale run dir");
+    }
+}
