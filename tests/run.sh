@@ -16,6 +16,16 @@ SECONDS=0
 step "images (kernel, guest-init, rootfs variants)"
 image-build/build.sh
 
+step "test host packages (tcpdump for the cluster link capture)"
+missing=()
+for pkg in tcpdump iproute2; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
 step "python test environment"
 PYENV=$REPO_ROOT/target/pyenv
 [ -x "$PYENV/bin/python" ] || python3 -m venv "$PYENV"

@@ -37,6 +37,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the API server until SIGTERM or SIGINT.
     Serve(Box<ServeArgs>),
+    /// Run a worker daemon: this host's sandboxes, for frontends on other hosts.
+    Worker(Box<crate::cluster_cli::WorkerArgs>),
+    /// Cluster CA and certificates, and the status of a frontend's workers.
+    #[command(subcommand)]
+    Cluster(crate::cluster_cli::ClusterCommand),
     /// Start a supervisor on an embedded default (data dir under the user's cache
     /// dir, auto isolation), deploy a sample shell function, invoke it, print the
     /// response and the REPORT line, and stop.
@@ -95,6 +100,8 @@ pub struct ServeArgs {
     pub announce_generated_credentials: bool,
     #[command(flatten)]
     pub data_plane: DataPlaneArgs,
+    #[command(flatten)]
+    pub frontend: crate::cluster_cli::FrontendArgs,
 }
 
 /// The `--config` file: the same settings, kebab-case keys.
@@ -158,6 +165,8 @@ pub struct Config {
     /// `/metrics` without SigV4.
     pub public_metrics: bool,
     pub data_plane: DataPlaneConfig,
+    /// `Some` for the frontend role: sandboxes run on these workers.
+    pub cluster: Option<cluster::frontend::FrontendSettings>,
 }
 
 impl Config {
@@ -177,6 +186,7 @@ impl Config {
             announce_generated_credentials: false,
             public_metrics: false,
             data_plane: DataPlaneConfig::defaults(),
+            cluster: None,
         }
     }
 }
@@ -269,6 +279,7 @@ impl ServeArgs {
             .data_plane
             .resolve(file.data_plane)
             .map_err(ConfigError::Host)?;
+        cfg.cluster = self.frontend.resolve().map_err(ConfigError::Host)?;
         Ok(cfg)
     }
 }

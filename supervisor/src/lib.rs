@@ -3,6 +3,7 @@
 //! wiring to the worker that runs sandboxes.
 
 pub mod auth;
+pub mod cluster_cli;
 pub mod codestore;
 pub mod config;
 pub mod control;
@@ -17,6 +18,6 @@ pub mod serve;
 mod supervisor;
 pub mod timefmt;
 
-pub use worker::host::lock::LockError;
 pub use prepare::{PrepareError, PreparedCode};
 pub use supervisor::{StartupReport, Supervisor, SupervisorError};
+pub use worker::host::lock::LockError;

@@ -32,6 +32,11 @@ fn main() -> std::process::ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|config| runtime.block_on(serve(config))),
         Command::Demo(args) => runtime.block_on(supervisor::demo::run(*args)),
+        Command::Worker(args) => runtime.block_on(supervisor::cluster_cli::run_worker(
+            *args,
+            shutdown_signal(),
+        )),
+        Command::Cluster(cmd) => runtime.block_on(supervisor::cluster_cli::run_cluster(cmd)),
     };
     // Do not wait forever for blocking tasks (e.g. a sandbox that never started).
     runtime.shutdown_timeout(std::time::Duration::from_secs(3));

@@ -63,6 +63,26 @@ pub async fn prepare(config: Config) -> Result<Prepared, String> {
         );
     }
     let cfg = sup.config();
+    if let Some(fs) = cfg.cluster.clone() {
+        let codes = crate::invoke::CodeIndex::new(&sup);
+        let fe = cluster::frontend::Frontend::start(fs, codes.clone())
+            .await
+            .map_err(|e| format!("frontend role: {e}"))?;
+        eprintln!(
+            "supervisor: frontend {} with {} worker(s); code served on {}",
+            fe.id,
+            cfg.cluster.as_ref().map_or(0, |c| c.workers.len()),
+            fe.code_source()
+        );
+        let invoke = InvokeService::with_remote(
+            sup.clone(),
+            Err("this frontend runs no sandboxes (--role frontend)".into()),
+            Some(fe),
+            Some(codes),
+        )
+        .map_err(|e| e.to_string())?;
+        return bind(sup, invoke, listen).await;
+    }
     let plane = Host::start(&cfg.data_plane.host_settings(
         &cfg.region,
         &cfg.account_id,
@@ -81,6 +101,14 @@ pub async fn prepare(config: Config) -> Result<Prepared, String> {
         }
     };
     let invoke = InvokeService::new(sup.clone(), plane).map_err(|e| e.to_string())?;
+    bind(sup, invoke, listen).await
+}
+
+async fn bind(
+    sup: Arc<Supervisor>,
+    invoke: Arc<InvokeService>,
+    listen: SocketAddr,
+) -> Result<Prepared, String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("binding {listen}: {e}"))?;

@@ -11,8 +11,8 @@ use crate::auth::{Credentials, CredentialsError, Verifier};
 use crate::codestore::master_key::MasterKeyError;
 use crate::codestore::{CodeStore, CodeStoreError, MasterKey, ZipLimits};
 use crate::config::Config;
-use worker::host::lock::DataDirLock;
 use crate::registry::{Registry, RegistryError};
+use worker::host::lock::DataDirLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

@@ -15,7 +15,7 @@ pub mod report;
 pub mod sandbox;
 pub mod spec;
 
-pub use pool::{CodeSupply, Worker, WorkerConfig};
+pub use pool::{CodeSupply, PoolLoad, Worker, WorkerConfig};
 pub use spec::{
     FunctionKey, FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult, Report,
     ThrottleReason, WorkerError, MAX_BUFFERED_RESPONSE_BYTES,

@@ -18,7 +18,12 @@ fn worker(capacity_mib: u64) -> WorkerLoad {
 }
 
 fn request<'a>(function: &'a str, version_key: &'a str, memory_mib: u64) -> Request<'a> {
-    Request { function, version_key, memory_mib, min_lease: Duration::from_secs(60) }
+    Request {
+        function,
+        version_key,
+        memory_mib,
+        min_lease: Duration::from_secs(60),
+    }
 }
 
 /// Records a started sandbox on `worker`, as the frontend would after `Cold`.
@@ -37,7 +42,10 @@ fn most_recently_used_warm_sandbox_wins_over_an_older_one() {
     workers[0].idle.insert("f:1".into(), 100);
     workers[1].idle.insert("f:1".into(), 300);
     workers[2].idle.insert("f:1".into(), 200);
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 128)), Choice::Warm(1));
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 128)),
+        Choice::Warm(1)
+    );
 }
 
 #[test]
@@ -45,7 +53,10 @@ fn warm_needs_the_same_version() {
     let mut workers = vec![worker(4096), worker(4096)];
     workers[0].idle.insert("f:2".into(), 500);
     workers[1].used_mib = 1024; // so that a cold start would pick worker 0
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 128)), Choice::Cold(0));
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 128)),
+        Choice::Cold(0)
+    );
 }
 
 #[test]
@@ -56,11 +67,17 @@ fn warm_on_a_draining_or_expiring_worker_is_skipped() {
     workers[1].idle.insert("f:1".into(), 800);
     workers[1].lease_remaining = Duration::from_secs(10); // lease about to end
     workers[2].idle.insert("f:1".into(), 100);
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 128)), Choice::Warm(2));
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 128)),
+        Choice::Warm(2)
+    );
 
     workers[2].available = false;
     // No eligible warm sandbox left, and no eligible worker for a cold start.
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 128)), Choice::Full);
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 128)),
+        Choice::Full
+    );
 }
 
 #[test]
@@ -69,7 +86,10 @@ fn warm_on_a_worker_at_its_busy_limit_is_skipped() {
     workers[0].idle.insert("f:1".into(), 900);
     workers[0].busy = 4 * 2;
     let policy = Policy { busy_per_cpu: 2 };
-    assert_eq!(policy.choose(&workers, &request("f", "f:1", 128)), Choice::Cold(1));
+    assert_eq!(
+        policy.choose(&workers, &request("f", "f:1", 128)),
+        Choice::Cold(1)
+    );
 }
 
 #[test]
@@ -94,7 +114,10 @@ fn copies_spread_even_onto_a_more_loaded_worker() {
     let mut workers = vec![worker(8192), worker(8192)];
     start(&mut workers[0], "f", 256);
     start(&mut workers[1], "g", 4096); // worker 1 holds more memory, but no f
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 256)), Choice::Cold(1));
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 256)),
+        Choice::Cold(1)
+    );
 }
 
 #[test]
@@ -107,8 +130,14 @@ fn different_functions_mix_on_a_worker() {
     workers[2].used_mib = 4096; // other load: less attractive than 0 and 1
     start(&mut workers[2], "f", 0);
     start(&mut workers[2], "g", 0);
-    assert_eq!(policy().choose(&workers, &request("g", "g:1", 512)), Choice::Cold(0));
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 512)), Choice::Cold(1));
+    assert_eq!(
+        policy().choose(&workers, &request("g", "g:1", 512)),
+        Choice::Cold(0)
+    );
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 512)),
+        Choice::Cold(1)
+    );
 }
 
 #[test]
@@ -117,7 +146,10 @@ fn ties_go_to_the_least_loaded_worker() {
     workers[0].used_mib = 2048; // 25 %
     workers[1].used_mib = 512; // 12.5 %
     workers[2].used_mib = 4096; // 50 %
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 128)), Choice::Cold(1));
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 128)),
+        Choice::Cold(1)
+    );
 }
 
 #[test]
@@ -140,9 +172,18 @@ fn memory_capacity_is_respected() {
     workers[0].used_mib = 3500; // 596 MiB left
     workers[1].used_mib = 3900; // 196 MiB left
     start(&mut workers[0], "f", 0); // worker 0 would lose on spreading
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 512)), Choice::Cold(0));
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 196)), Choice::Cold(1));
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 597)), Choice::Full);
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 512)),
+        Choice::Cold(0)
+    );
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 196)),
+        Choice::Cold(1)
+    );
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 597)),
+        Choice::Full
+    );
 }
 
 #[test]
@@ -151,23 +192,38 @@ fn full_only_when_no_worker_fits() {
     workers[0].used_mib = 1024;
     workers[1].used_mib = 1024;
     workers[2].used_mib = 768;
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 256)), Choice::Cold(2));
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 256)),
+        Choice::Cold(2)
+    );
     workers[2].used_mib = 769;
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 256)), Choice::Full);
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 256)),
+        Choice::Full
+    );
     // A warm sandbox needs no new memory: still served on a full worker.
     workers[1].idle.insert("f:1".into(), 7);
-    assert_eq!(policy().choose(&workers, &request("f", "f:1", 256)), Choice::Warm(1));
+    assert_eq!(
+        policy().choose(&workers, &request("f", "f:1", 256)),
+        Choice::Warm(1)
+    );
 }
 
 #[test]
 fn zero_capacity_or_unavailable_fleet_is_full() {
     let req = request("f", "f:1", 128);
-    assert_eq!(policy().choose::<RandomState>(&[], &req), Choice::Full);
+    assert_eq!(
+        policy().choose::<String, RandomState>(&[], &req),
+        Choice::Full
+    );
 
     let zero_memory = vec![worker(0), worker(0)];
     assert_eq!(policy().choose(&zero_memory, &req), Choice::Full);
     let zero_memory_request = request("f", "f:1", 0);
-    assert_eq!(policy().choose(&zero_memory, &zero_memory_request), Choice::Full);
+    assert_eq!(
+        policy().choose(&zero_memory, &zero_memory_request),
+        Choice::Full
+    );
 
     let mut zero_cpus = vec![worker(4096)];
     zero_cpus[0].cpus = 0;

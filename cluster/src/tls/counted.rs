@@ -14,7 +14,8 @@ use super::{LinkStats, RefusalReason};
 /// the bytes read and written into [`LinkStats`], and a read that fails because a record
 /// did not decrypt or parse (rustls: `InvalidData` carrying `DecryptError` /
 /// `InvalidMessage`; tampering or corruption on the wire) as [`RefusalReason::BadRecord`],
-/// once per stream.
+/// once per stream. After a bad record the TLS session is dead: further reads fail at
+/// once (`InvalidData`) instead of waiting on the socket.
 #[derive(Debug)]
 pub struct Counted<S> {
     inner: S,
@@ -55,6 +56,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.bad_record_counted {
+            let dead = "link closed after a bad record";
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, dead)));
+        }
         let before = buf.filled().len();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         match &poll {

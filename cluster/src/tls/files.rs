@@ -117,4 +117,3 @@ pub(crate) fn stamp(path: &Path) -> io::Result<Option<Stamp>> {
 pub(crate) fn stamps(paths: &[&Path]) -> Vec<Option<Stamp>> {
     paths.iter().map(|p| stamp(p).ok().flatten()).collect()
 }
-

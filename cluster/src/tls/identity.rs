@@ -83,7 +83,9 @@ impl Identity {
         let rest = uri
             .strip_prefix(IDENTITY_SCHEME)
             .and_then(|r| r.strip_prefix("://"))
-            .ok_or_else(|| TlsError::BadIdentity(format!("{uri:?} is not a {IDENTITY_SCHEME} URI")))?;
+            .ok_or_else(|| {
+                TlsError::BadIdentity(format!("{uri:?} is not a {IDENTITY_SCHEME} URI"))
+            })?;
         let (role, id) = rest
             .split_once('/')
             .ok_or_else(|| TlsError::BadIdentity(format!("{uri:?} has no id")))?;

@@ -152,25 +152,60 @@ impl LinkStats {
 
     fn render_into(&self, out: &mut String, p: &str) -> fmt::Result {
         let secs = |micros: u64| micros as f64 / 1e6;
-        writeln!(out, "# HELP {p}_link_handshakes_total Completed TLS handshakes.")?;
+        writeln!(
+            out,
+            "# HELP {p}_link_handshakes_total Completed TLS handshakes."
+        )?;
         writeln!(out, "# TYPE {p}_link_handshakes_total counter")?;
         writeln!(out, "{p}_link_handshakes_total {}", self.handshakes())?;
-        writeln!(out, "# HELP {p}_link_handshake_seconds Time spent in completed TLS handshakes.")?;
+        writeln!(
+            out,
+            "# HELP {p}_link_handshake_seconds Time spent in completed TLS handshakes."
+        )?;
         writeln!(out, "# TYPE {p}_link_handshake_seconds summary")?;
-        writeln!(out, "{p}_link_handshake_seconds_sum {}", secs(self.handshake_micros_total()))?;
-        writeln!(out, "{p}_link_handshake_seconds_count {}", self.handshakes())?;
-        writeln!(out, "# HELP {p}_link_handshake_seconds_max Longest completed TLS handshake.")?;
+        writeln!(
+            out,
+            "{p}_link_handshake_seconds_sum {}",
+            secs(self.handshake_micros_total())
+        )?;
+        writeln!(
+            out,
+            "{p}_link_handshake_seconds_count {}",
+            self.handshakes()
+        )?;
+        writeln!(
+            out,
+            "# HELP {p}_link_handshake_seconds_max Longest completed TLS handshake."
+        )?;
         writeln!(out, "# TYPE {p}_link_handshake_seconds_max gauge")?;
-        writeln!(out, "{p}_link_handshake_seconds_max {}", secs(self.handshake_micros_max()))?;
-        writeln!(out, "# HELP {p}_link_refusals_total Refused handshakes and bad records, by reason.")?;
+        writeln!(
+            out,
+            "{p}_link_handshake_seconds_max {}",
+            secs(self.handshake_micros_max())
+        )?;
+        writeln!(
+            out,
+            "# HELP {p}_link_refusals_total Refused handshakes and bad records, by reason."
+        )?;
         writeln!(out, "# TYPE {p}_link_refusals_total counter")?;
         for reason in RefusalReason::ALL {
             let n = self.refusals(reason);
             writeln!(out, "{p}_link_refusals_total{{reason=\"{reason}\"}} {n}")?;
         }
-        writeln!(out, "# HELP {p}_link_bytes_total Plaintext bytes through links.")?;
+        writeln!(
+            out,
+            "# HELP {p}_link_bytes_total Plaintext bytes through links."
+        )?;
         writeln!(out, "# TYPE {p}_link_bytes_total counter")?;
-        writeln!(out, "{p}_link_bytes_total{{direction=\"in\"}} {}", self.bytes_in())?;
-        writeln!(out, "{p}_link_bytes_total{{direction=\"out\"}} {}", self.bytes_out())
+        writeln!(
+            out,
+            "{p}_link_bytes_total{{direction=\"in\"}} {}",
+            self.bytes_in()
+        )?;
+        writeln!(
+            out,
+            "{p}_link_bytes_total{{direction=\"out\"}} {}",
+            self.bytes_out()
+        )
     }
 }

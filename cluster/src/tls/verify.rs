@@ -43,6 +43,17 @@ pub(crate) fn certificate_reason(error: &CertificateError) -> RefusalReason {
     }
 }
 
+/// A chain that fails on a signature names an issuer like the cluster CA's that did not
+/// sign it: an impostor CA, refused as unknown (alert unknown_ca).
+fn chain_error(error: Error) -> Error {
+    match error {
+        Error::InvalidCertificate(CertificateError::BadSignature) => {
+            CertificateError::UnknownIssuer.into()
+        }
+        other => other,
+    }
+}
+
 /// Counts the certificate error in `result`, if any (see the module comment).
 fn counted<T>(result: Result<T, Error>, stats: &LinkStats) -> Result<T, Error> {
     if let Err(Error::InvalidCertificate(e)) = &result {
@@ -67,7 +78,9 @@ fn check_role(end_entity: &CertificateDer<'_>, expected: Role) -> Result<Identit
     Ok(identity)
 }
 
-fn crls_of(path: &Option<PathBuf>) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
+fn crls_of(
+    path: &Option<PathBuf>,
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
     path.as_deref().map_or(Ok(Vec::new()), load_crls)
 }
 
@@ -75,7 +88,9 @@ fn crl_paths(crl: &Option<PathBuf>) -> Vec<PathBuf> {
     crl.iter().cloned().collect()
 }
 
-fn verifier_err(crl: &Option<PathBuf>) -> impl FnOnce(rustls::server::VerifierBuilderError) -> TlsError + '_ {
+fn verifier_err(
+    crl: &Option<PathBuf>,
+) -> impl FnOnce(rustls::server::VerifierBuilderError) -> TlsError + '_ {
     move |source| TlsError::Verifier {
         crl: crl.clone(),
         source,
@@ -142,7 +157,8 @@ impl ClientCertVerifier for ClientIdentityVerifier {
         let chain = self
             .inner
             .current()
-            .verify_client_cert(end_entity, intermediates, now);
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(chain_error);
         let result = chain.and_then(|ok| check_role(end_entity, self.peer).map(|_| ok));
         counted(result, &self.stats)
     }
@@ -153,7 +169,10 @@ impl ClientCertVerifier for ClientIdentityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        counted(verify_tls12_signature(message, cert, dss, &self.algs), &self.stats)
+        counted(
+            verify_tls12_signature(message, cert, dss, &self.algs),
+            &self.stats,
+        )
     }
 
     fn verify_tls13_signature(
@@ -162,7 +181,10 @@ impl ClientCertVerifier for ClientIdentityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        counted(verify_tls13_signature(message, cert, dss, &self.algs), &self.stats)
+        counted(
+            verify_tls13_signature(message, cert, dss, &self.algs),
+            &self.stats,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -226,7 +248,7 @@ impl ServerCertVerifier for ServerIdentityVerifier {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
-            other => other,
+            other => other.map_err(chain_error),
         };
         let result = chain.and_then(|ok| check_role(end_entity, self.peer).map(|_| ok));
         counted(result, &self.stats)
@@ -238,7 +260,10 @@ impl ServerCertVerifier for ServerIdentityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        counted(verify_tls12_signature(message, cert, dss, &self.algs), &self.stats)
+        counted(
+            verify_tls12_signature(message, cert, dss, &self.algs),
+            &self.stats,
+        )
     }
 
     fn verify_tls13_signature(
@@ -247,7 +272,10 @@ impl ServerCertVerifier for ServerIdentityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        counted(verify_tls13_signature(message, cert, dss, &self.algs), &self.stats)
+        counted(
+            verify_tls13_signature(message, cert, dss, &self.algs),
+            &self.stats,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -16,10 +16,10 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 pub use envelope::CodeAad;
+pub use master_key::MasterKey;
 /// The package format lives with the worker, which unpacks code; uploads are checked
 /// with the same code.
 pub use worker::code::package::{central_dir, extract, zipcheck};
-pub use master_key::MasterKey;
 pub use zipcheck::{ZipError, ZipLimits, ZipPlan};
 
 use crate::ids::random_hex;

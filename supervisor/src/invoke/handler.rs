@@ -147,6 +147,7 @@ async fn sync(
         }
         Err(RunError::Api(e)) => Err(e),
         Err(RunError::Worker(e)) => Err(super::worker_error(&e)),
+        Err(RunError::Remote(e)) => Err(super::remote::remote_error(&e)),
     }
 }
 
@@ -157,4 +158,17 @@ pub async fn metrics(Extension(svc): Svc) -> Response {
         svc.metrics_text(),
     )
         .into_response()
+}
+
+/// `GET /cluster/status`: this node's role and, for a frontend, its workers.
+pub async fn cluster_status(Extension(svc): Svc) -> Response {
+    let body = match svc.remote() {
+        Some(fe) => serde_json::json!({
+            "role": "frontend",
+            "id": fe.id,
+            "workers": fe.summary(),
+        }),
+        None => serde_json::json!({ "role": "embedded", "workers": [] }),
+    };
+    axum::Json(body).into_response()
 }

@@ -11,6 +11,8 @@ mod expose;
 mod handler;
 pub mod headers;
 pub mod metrics;
+mod remote;
+pub use remote::CodeIndex;
 mod response;
 mod spec;
 mod stream;
@@ -45,6 +47,8 @@ pub enum RunError {
     Throttled(ThrottleReason),
     /// The worker could not run it (no sandbox, no code): a service error.
     Worker(WorkerError),
+    /// A worker host failed or vanished (frontend role).
+    Remote(cluster::frontend::RemoteError),
 }
 
 impl RunError {
@@ -54,6 +58,7 @@ impl RunError {
             Self::Api(e) => e.kind.status().is_server_error(),
             Self::Throttled(_) => true,
             Self::Worker(e) => e.is_transient(),
+            Self::Remote(e) => e.is_transient(),
         }
     }
 }
@@ -79,7 +84,9 @@ impl From<WorkerError> for RunError {
 /// A worker's failure as the caller sees it: Lambda's `ServiceException`.
 pub(crate) fn worker_error(e: &WorkerError) -> ApiError {
     match e {
-        WorkerError::Code(c) => ApiError::service(format!("could not get the function's code: {c}")),
+        WorkerError::Code(c) => {
+            ApiError::service(format!("could not get the function's code: {c}"))
+        }
         other => ApiError::service(format!("could not start an execution environment: {other}")),
     }
 }
@@ -90,6 +97,7 @@ impl std::fmt::Display for RunError {
             Self::Api(e) => write!(f, "{e}"),
             Self::Throttled(r) => f.write_str(r.as_str()),
             Self::Worker(e) => write!(f, "{e}"),
+            Self::Remote(e) => write!(f, "{e}"),
         }
     }
 }
@@ -99,6 +107,9 @@ pub struct InvokeService {
     sup: Arc<Supervisor>,
     /// The worker, or why none could be started (the control plane still serves).
     plane: Result<Host, String>,
+    /// The frontend role: sandboxes run on these workers.
+    remote: Option<Arc<cluster::frontend::Frontend>>,
+    codes: Arc<remote::CodeIndex>,
     specs: Arc<Specs>,
     metrics: FrontMetrics,
     events: EventQueue,
@@ -108,6 +119,16 @@ impl InvokeService {
     pub fn new(
         sup: Arc<Supervisor>,
         plane: Result<Host, String>,
+    ) -> Result<Arc<Self>, InvokeSetupError> {
+        Self::with_remote(sup, plane, None, None)
+    }
+
+    /// With `remote`, invokes run on worker hosts; `codes` is what they fetch code from.
+    pub fn with_remote(
+        sup: Arc<Supervisor>,
+        plane: Result<Host, String>,
+        remote: Option<Arc<cluster::frontend::Frontend>>,
+        codes: Option<Arc<remote::CodeIndex>>,
     ) -> Result<Arc<Self>, InvokeSetupError> {
         let specs = Arc::new(Specs::default());
         specs.load_reserved(sup.registry().all_reserved_concurrency()?);
@@ -119,9 +140,18 @@ impl InvokeService {
             let worker = p.worker.clone();
             sup.on_deletion(Box::new(move |name, version| worker.forget(name, version)));
         }
+        if let Some(fe) = &remote {
+            let fe = fe.clone();
+            sup.on_deletion(Box::new(move |name, version| {
+                fe.forget(name, version, None)
+            }));
+        }
+        let codes = codes.unwrap_or_else(|| remote::CodeIndex::new(&sup));
         Ok(Arc::new(Self {
             sup,
             plane,
+            remote,
+            codes,
             specs,
             metrics: FrontMetrics::default(),
             events,
@@ -130,6 +160,11 @@ impl InvokeService {
 
     pub fn supervisor(&self) -> &Arc<Supervisor> {
         &self.sup
+    }
+
+    /// The frontend role's cluster.
+    pub fn remote(&self) -> Option<&Arc<cluster::frontend::Frontend>> {
+        self.remote.as_ref()
     }
 
     pub fn plane(&self) -> Option<&Host> {
@@ -166,6 +201,7 @@ impl InvokeService {
                 "/2019-09-30/functions/{name}/concurrency",
                 get(concurrency::get),
             )
+            .route("/cluster/status", get(handler::cluster_status))
             .layer(Extension(self.clone()))
     }
 
@@ -208,6 +244,9 @@ impl InvokeService {
 
     /// Starts `count` idle sandboxes for `f` (the `--prewarm` pool).
     pub async fn prewarm(&self, f: &FunctionRef, count: u32) -> Result<u32, String> {
+        if self.remote.is_some() {
+            return Err("--prewarm is not supported with --role frontend".into());
+        }
         let resolved = self.resolve(f).await.map_err(|e| e.to_string())?;
         let w = self.plane.as_ref().map_err(Clone::clone)?;
         w.worker
@@ -218,6 +257,9 @@ impl InvokeService {
 
     /// Registry lookup and code preparation on the blocking pool.
     async fn resolve(&self, f: &FunctionRef) -> Result<worker::FunctionVersionSpec, ApiError> {
+        if let Some(fe) = &self.remote {
+            return self.resolve_by_digest(fe, f).await;
+        }
         let plane = self
             .plane
             .as_ref()
@@ -225,25 +267,49 @@ impl InvokeService {
         if let Some(spec) = self.specs.current(&self.sup, f) {
             return Ok(spec);
         }
-        let form = plane.code_form;
-        let exposed_root = plane.run_dir.join("code");
-        let code_group = plane.code_group;
+        let way = spec::CodeWay::Local {
+            form: plane.code_form,
+            exposed_root: plane.run_dir.join("code"),
+            group: plane.code_group,
+        };
         let sup = self.sup.clone();
         let f2 = f.clone();
         let specs = self.specs.clone();
         // Code preparation (first use of a revision) decrypts and unpacks, and the
         // registry read takes a mutex held across fsyncs: both stay off async threads.
-        let resolved = tokio::task::spawn_blocking(move || {
-            specs.resolve(&sup, &f2, form, &exposed_root, code_group)
-        })
-        .await
-        .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
+        let resolved = tokio::task::spawn_blocking(move || specs.resolve(&sup, &f2, &way))
+            .await
+            .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
         if resolved.revised {
             // Sandboxes are keyed by revision too, so the old ones would never serve
             // again: stop them now instead of at the idle timeout. Other functions'
             // sandboxes stay warm.
             let s = &resolved.spec;
             plane.worker.retire_stale(&s.name, &s.version, &s.revision);
+        }
+        Ok(resolved.spec)
+    }
+
+    /// Resolution in the frontend role: code by digest, revisions retired on workers.
+    async fn resolve_by_digest(
+        &self,
+        fe: &cluster::frontend::Frontend,
+        f: &FunctionRef,
+    ) -> Result<worker::FunctionVersionSpec, ApiError> {
+        if let Some(spec) = self.specs.current(&self.sup, f) {
+            return Ok(spec);
+        }
+        let way = spec::CodeWay::ByDigest {
+            source: fe.code_source().to_owned(),
+            index: self.codes.clone(),
+        };
+        let (sup, f2, specs) = (self.sup.clone(), f.clone(), self.specs.clone());
+        let resolved = tokio::task::spawn_blocking(move || specs.resolve(&sup, &f2, &way))
+            .await
+            .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
+        if resolved.revised {
+            let s = &resolved.spec;
+            fe.forget(&s.name, Some(&s.version), Some(&s.revision));
         }
         Ok(resolved.spec)
     }
@@ -264,6 +330,9 @@ impl InvokeService {
         req: InvokeRequest,
     ) -> Result<InvokeOutcome, RunError> {
         let spec = self.resolve(f).await?;
+        if let Some(fe) = &self.remote {
+            return self.run_remote(fe, &spec, req, None).await;
+        }
         let plane = self
             .plane
             .as_ref()
@@ -296,6 +365,9 @@ impl InvokeService {
         let mut text = self.metrics.render(depth);
         if let Some(w) = self.worker() {
             text.push_str(&w.metrics());
+        }
+        if let Some(fe) = &self.remote {
+            text.push_str(&fe.metrics());
         }
         text
     }

@@ -29,6 +29,67 @@ pub struct Specs {
     reserved: RwLock<HashMap<String, u32>>,
 }
 
+/// How the worker gets a version's code.
+pub enum CodeWay {
+    /// Plaintext prepared here, mirrored under `exposed_root` for the local worker.
+    Local {
+        form: CodeForm,
+        exposed_root: std::path::PathBuf,
+        group: Option<u32>,
+    },
+    /// By digest: a worker host fetches it from `source` (this frontend), which serves
+    /// what `index` holds.
+    ByDigest {
+        source: String,
+        index: std::sync::Arc<super::remote::CodeIndex>,
+    },
+}
+
+type CodeParts = (
+    Option<std::path::PathBuf>,
+    Option<std::path::PathBuf>,
+    Option<worker::code::CodeRef>,
+);
+
+/// The spec's code fields for `record`. Blocking (may decrypt and unpack).
+fn code_for(
+    sup: &Supervisor,
+    record: &FunctionRecord,
+    way: &CodeWay,
+) -> Result<CodeParts, ApiError> {
+    let version = Some(record.version.as_str());
+    match way {
+        CodeWay::Local {
+            form,
+            exposed_root,
+            group,
+        } => {
+            let exposed = |p: &std::path::Path| {
+                super::expose::expose(p, exposed_root, *group)
+                    .map_err(|e| ApiError::service(e.to_string()))
+            };
+            Ok(match form {
+                CodeForm::Directory => {
+                    let p = sup.prepare_code(&record.name, version)?.path;
+                    (Some(exposed(&p)?), None, None)
+                }
+                CodeForm::Image => {
+                    let p = sup.prepare_code_image(&record.name, version)?.path;
+                    (None, Some(exposed(&p)?), None)
+                }
+            })
+        }
+        CodeWay::ByDigest { source, index } => {
+            index.add(record);
+            let code = worker::code::CodeRef {
+                sha256: record.code_sha256.clone(),
+                source: source.clone(),
+            };
+            Ok((None, None, Some(code)))
+        }
+    }
+}
+
 /// What [`Specs::resolve`] found.
 pub struct Resolved {
     pub spec: FunctionVersionSpec,
@@ -104,9 +165,7 @@ impl Specs {
         &self,
         sup: &Supervisor,
         f: &FunctionRef,
-        form: CodeForm,
-        exposed_root: &std::path::Path,
-        code_group: Option<u32>,
+        way: &CodeWay,
     ) -> Result<Resolved, ApiError> {
         let generation = sup.registry().generation();
         let record = Self::record(sup, f)?;
@@ -132,27 +191,13 @@ impl Specs {
         // recreated function must not inherit from the cache.
         let reserved = sup.registry().reserved_concurrency(&record.name)?;
         self.set_reserved(&record.name, reserved);
-        let version = Some(record.version.as_str());
-        let exposed = |p: &std::path::Path| {
-            super::expose::expose(p, exposed_root, code_group)
-                .map_err(|e| ApiError::service(e.to_string()))
-        };
-        let (code_dir, code_image) = match form {
-            CodeForm::Directory => {
-                let p = sup.prepare_code(&record.name, version)?.path;
-                (Some(exposed(&p)?), None)
-            }
-            CodeForm::Image => {
-                let p = sup.prepare_code_image(&record.name, version)?.path;
-                (None, Some(exposed(&p)?))
-            }
-        };
+        let (code_dir, code_image, code) = code_for(sup, &record, way)?;
         let spec = FunctionVersionSpec {
             name: record.name.clone(),
             version: record.version.clone(),
             code_dir,
             code_image,
-            code: None,
+            code,
             runtime: record.runtime.clone(),
             handler: record.handler.clone().unwrap_or_default(),
             memory_mib: record.memory_size,

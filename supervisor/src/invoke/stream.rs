@@ -120,6 +120,7 @@ fn run_error(e: RunError) -> ApiError {
     match e {
         RunError::Api(e) => e,
         RunError::Worker(e) => worker_error(&e),
+        RunError::Remote(e) => super::remote::remote_error(&e),
         RunError::Throttled(r) => ApiError::service(r.as_str()),
     }
 }
@@ -133,6 +134,13 @@ impl InvokeService {
         req: InvokeRequest,
         chunks: ChunkSink,
     ) -> Result<InvokeOutcome, RunError> {
+        if let Some(fe) = &self.remote {
+            let out = self.run_remote(fe, &spec, req, Some(chunks)).await?;
+            if let InvokeResult::FunctionError { error_type, .. } = &out.result {
+                self.metrics.function_error(error_type);
+            }
+            return Ok(out);
+        }
         let plane = self
             .plane
             .as_ref()

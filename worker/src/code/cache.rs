@@ -122,14 +122,20 @@ impl SealedCache {
             }
         }
         let path = self.path(hex);
-        let sealed = std::fs::read(&path).map_err(|e| CacheError::from(io(&path)(e)))?;
+        let sealed = std::fs::read(&path).map_err(io(&path))?;
         if sealed.len() < NONCE_LEN {
             return Err(CacheError::Open(hex.to_owned()).into());
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let zip = self
             .key
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: hex.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: hex.as_bytes(),
+                },
+            )
             .map_err(|_| CacheError::Open(hex.to_owned()))?;
         check_digest(code, &zip)?;
         Ok(Some(zip))
@@ -139,10 +145,18 @@ impl SealedCache {
         let nonce = random::<NONCE_LEN>()?;
         let body = self
             .key
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: zip, aad: hex.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: zip,
+                    aad: hex.as_bytes(),
+                },
+            )
             .map_err(|_| CacheError::Seal)?;
         let path = self.path(hex);
-        let tmp = self.dir.join(format!(".tmp-{hex}-{}", u64::from_le_bytes(random::<8>()?)));
+        let tmp = self
+            .dir
+            .join(format!(".tmp-{hex}-{}", u64::from_le_bytes(random::<8>()?)));
         let mut data = Vec::with_capacity(NONCE_LEN + body.len());
         data.extend_from_slice(&nonce);
         data.extend_from_slice(&body);

@@ -57,7 +57,10 @@ async fn a_package_is_fetched_once_and_kept_sealed() {
     // On disk: not the plaintext.
     for e in std::fs::read_dir(d.path().join("cache")).expect("dir") {
         let bytes = std::fs::read(e.expect("entry").path()).expect("read");
-        assert!(!bytes.windows(64).any(|w| w == &p[..64]), "plaintext on disk");
+        assert!(
+            !bytes.windows(64).any(|w| w == &p[..64]),
+            "plaintext on disk"
+        );
     }
 }
 
@@ -65,7 +68,10 @@ async fn a_package_is_fetched_once_and_kept_sealed() {
 async fn a_package_that_does_not_match_its_digest_is_refused_and_not_cached() {
     let (_d, up, cache) = setup(1 << 20, true);
     let p = up.packages[1].clone();
-    let e = cache.get(&reference(&p)).await.expect_err("corrupt upstream");
+    let e = cache
+        .get(&reference(&p))
+        .await
+        .expect_err("corrupt upstream");
     assert!(matches!(e, CodeError::DigestMismatch(_)), "{e}");
     assert!(!e.is_transient());
     assert_eq!(cache.held_bytes(), 0);
@@ -78,10 +84,18 @@ async fn least_recently_used_packages_are_evicted_beyond_the_bound() {
     let [a, b, c] = [0, 1, 2].map(|i| up.packages[i].clone());
     cache.get(&reference(&a)).await.expect("a");
     cache.get(&reference(&b)).await.expect("b");
-    cache.get(&reference(&a)).await.expect("a again: now b is the oldest");
+    cache
+        .get(&reference(&a))
+        .await
+        .expect("a again: now b is the oldest");
     cache.get(&reference(&c)).await.expect("c evicts b");
     assert!(cache.held_bytes() <= 2100);
-    assert_eq!(std::fs::read_dir(d.path().join("cache")).expect("dir").count(), 2);
+    assert_eq!(
+        std::fs::read_dir(d.path().join("cache"))
+            .expect("dir")
+            .count(),
+        2
+    );
     let before = up.fetches.load(Ordering::SeqCst);
     cache.get(&reference(&a)).await.expect("a still held");
     assert_eq!(up.fetches.load(Ordering::SeqCst), before);

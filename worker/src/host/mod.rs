@@ -122,11 +122,7 @@ impl Host {
     }
 }
 
-fn require(
-    what: &'static str,
-    path: PathBuf,
-    hint: &'static str,
-) -> Result<PathBuf, HostError> {
+fn require(what: &'static str, path: PathBuf, hint: &'static str) -> Result<PathBuf, HostError> {
     if path.exists() {
         Ok(path)
     } else {

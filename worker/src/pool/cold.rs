@@ -60,13 +60,16 @@ impl ColdStartError {
     }
 }
 
-/// RAII count of sandboxes in the starting state.
-struct Starting<'a>(&'a Inner);
+/// RAII count of sandboxes in the starting state, in total and per version.
+struct Starting<'a>(&'a Inner, crate::spec::FunctionKey);
 
 impl<'a> Starting<'a> {
-    fn new(inner: &'a Inner) -> Self {
-        inner.lock().starting += 1;
-        Self(inner)
+    fn new(inner: &'a Inner, key: crate::spec::FunctionKey) -> Self {
+        let mut st = inner.lock();
+        st.starting += 1;
+        *st.starting_keys.entry(key.clone()).or_default() += 1;
+        drop(st);
+        Self(inner, key)
     }
 }
 
@@ -74,6 +77,12 @@ impl Drop for Starting<'_> {
     fn drop(&mut self) {
         let mut st = self.0.lock();
         st.starting = st.starting.saturating_sub(1);
+        if let Some(n) = st.starting_keys.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.starting_keys.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -82,7 +91,7 @@ pub(crate) async fn start(
     spec: &FunctionVersionSpec,
     limit: Duration,
 ) -> Result<Started, ColdStartError> {
-    let _starting = Starting::new(inner);
+    let _starting = Starting::new(inner, spec.key());
     let id = inner.new_sandbox_id();
     let t0 = Instant::now();
     let deadline = tokio::time::Instant::from_std(t0 + limit);

@@ -97,6 +97,11 @@ impl<S> IdleStack<S> {
     }
 
     /// When the least recently used sandbox was last used.
+    /// When the most recently used idle sandbox was last used.
+    pub fn mru_last_used(&self) -> Option<Instant> {
+        self.entries.iter().map(|e| e.last_used).max()
+    }
+
     pub fn lru_last_used(&self) -> Option<Instant> {
         self.entries.first().map(|e| e.last_used)
     }

@@ -20,6 +20,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+/// One function version's sandboxes on this worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolLoad {
+    pub key: FunctionKey,
+    pub idle: u32,
+    pub busy: u32,
+    /// Time since the most recently used idle sandbox was last used.
+    pub idle_for: Option<Duration>,
+}
+
 /// Tunables of one worker.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -74,6 +84,7 @@ pub(crate) struct State {
     pub(crate) busy_keys: HashMap<FunctionKey, u32>,
     pub(crate) forgotten: HashSet<FunctionKey>,
     pub(crate) starting: u64,
+    pub(crate) starting_keys: HashMap<FunctionKey, u32>,
     /// Memory (MiB) promised to sandboxes that are starting (see [`memory`]).
     pub(crate) starting_mib: u64,
     /// The current revision of each (function, version) whose revision was replaced
@@ -155,7 +166,8 @@ impl Inner {
         &self,
         spec: &FunctionVersionSpec,
         id: &str,
-    ) -> Result<Option<(FunctionVersionSpec, crate::code::unpack::CodeDir)>, crate::code::CodeError> {
+    ) -> Result<Option<(FunctionVersionSpec, crate::code::unpack::CodeDir)>, crate::code::CodeError>
+    {
         use crate::code::CodeError;
         if spec.code_dir.is_some() || spec.code_image.is_some() {
             return Ok(None);
@@ -256,6 +268,7 @@ impl Worker {
             busy_keys: HashMap::new(),
             forgotten: HashSet::new(),
             starting: 0,
+            starting_keys: HashMap::new(),
             current_revision: HashMap::new(),
         };
         Self {
@@ -285,6 +298,39 @@ impl Worker {
             }
         };
         self.inner.metrics.render(counts)
+    }
+
+    /// Sandboxes per function version (idle, and busy or starting), for placement
+    /// across hosts.
+    pub fn pools(&self) -> Vec<PoolLoad> {
+        let st = self.inner.lock();
+        let mut out: HashMap<&FunctionKey, PoolLoad> = HashMap::new();
+        let blank = |k: &FunctionKey| PoolLoad {
+            key: k.clone(),
+            idle: 0,
+            busy: 0,
+            idle_for: None,
+        };
+        for (k, stack) in &st.idle {
+            let p = out.entry(k).or_insert_with(|| blank(k));
+            p.idle = stack.len() as u32;
+            p.idle_for = stack.mru_last_used().map(|t| t.elapsed());
+        }
+        // A starting sandbox counts as busy: placement must see it at once.
+        for (k, n) in st.busy_keys.iter().chain(&st.starting_keys) {
+            out.entry(k).or_insert_with(|| blank(k)).busy += *n;
+        }
+        out.into_values().collect()
+    }
+
+    /// The sealed code cache, on a worker told of code by digest.
+    pub fn code_cache(&self) -> Option<&Arc<crate::code::cache::SealedCache>> {
+        self.inner.code.as_ref().map(|c| &c.cache)
+    }
+
+    /// Invokes running now.
+    pub fn busy(&self) -> u64 {
+        self.inner.lock().busy
     }
 
     /// Number of idle sandboxes of a function version.

@@ -22,8 +22,15 @@ use serde::Serialize;
 use super::rng::Rng;
 
 /// Memory sizes (MiB) and their weights.
-const MEMORY_MIX: [(u64, f64); 7] =
-    [(128, 0.30), (256, 0.25), (512, 0.20), (1024, 0.12), (1536, 0.06), (2048, 0.04), (3008, 0.03)];
+const MEMORY_MIX: [(u64, f64); 7] = [
+    (128, 0.30),
+    (256, 0.25),
+    (512, 0.20),
+    (1024, 0.12),
+    (1536, 0.06),
+    (2048, 0.04),
+    (3008, 0.03),
+];
 /// Memory that buys one full vCPU on Lambda.
 const MIB_PER_CPU: f64 = 1769.0;
 
@@ -55,7 +62,13 @@ pub struct TraceParams {
 }
 
 impl TraceParams {
-    pub fn new(functions: usize, steps: usize, seed: u64, workers: usize, worker_cpus: u32) -> Self {
+    pub fn new(
+        functions: usize,
+        steps: usize,
+        seed: u64,
+        workers: usize,
+        worker_cpus: u32,
+    ) -> Self {
         TraceParams {
             functions,
             steps,
@@ -94,10 +107,14 @@ pub struct FunctionProfile {
 impl FunctionProfile {
     fn draw(params: &TraceParams, rng: &mut Rng) -> Self {
         let memory_mib = draw_memory(rng);
-        let utilisation = params.utilisation.0 + (params.utilisation.1 - params.utilisation.0) * rng.uniform();
+        let utilisation =
+            params.utilisation.0 + (params.utilisation.1 - params.utilisation.0) * rng.uniform();
         let cpu_calm = (memory_mib as f64 / MIB_PER_CPU).min(1.0) * utilisation;
         let (low, high) = params.burst_multiplier_range;
-        let multiplier = rng.lognormal(params.burst_multiplier_median.ln(), params.burst_multiplier_sigma);
+        let multiplier = rng.lognormal(
+            params.burst_multiplier_median.ln(),
+            params.burst_multiplier_sigma,
+        );
         FunctionProfile {
             memory_mib,
             cpu_calm,
@@ -145,12 +162,21 @@ pub struct Trace {
 impl Trace {
     pub fn generate(params: TraceParams) -> Self {
         let count = params.functions;
-        let mut functions: Vec<FunctionProfile> =
-            (0..count).map(|f| FunctionProfile::draw(&params, &mut Rng::stream(params.seed, f as u64))).collect();
+        let mut functions: Vec<FunctionProfile> = (0..count)
+            .map(|f| FunctionProfile::draw(&params, &mut Rng::stream(params.seed, f as u64)))
+            .collect();
         // Scale base concurrency so that the mean CPU demand hits the target.
-        let cpu_per_unit: f64 = functions.iter().map(|p| p.base_concurrency * p.mean_cpu_per_base()).sum();
-        let target_cpu = params.target_load * params.calibration_workers as f64 * f64::from(params.worker_cpus);
-        let scale = if cpu_per_unit > 0.0 { target_cpu / cpu_per_unit } else { 0.0 };
+        let cpu_per_unit: f64 = functions
+            .iter()
+            .map(|p| p.base_concurrency * p.mean_cpu_per_base())
+            .sum();
+        let target_cpu =
+            params.target_load * params.calibration_workers as f64 * f64::from(params.worker_cpus);
+        let scale = if cpu_per_unit > 0.0 {
+            target_cpu / cpu_per_unit
+        } else {
+            0.0
+        };
         for profile in &mut functions {
             profile.base_concurrency *= scale;
         }
@@ -159,21 +185,34 @@ impl Trace {
         let mut bursting = vec![false; count * params.steps];
         for (f, profile) in functions.iter().enumerate() {
             // A second stream per function: the profile's draws stay independent of the trace length.
-            let mut rng = Rng::stream(params.seed ^ 0x5eed_0f_7ace, f as u64);
+            let mut rng = Rng::stream(params.seed ^ 0x005e_ed0f_7ace, f as u64);
             let mut on = rng.chance(profile.burst_share());
-            let mut current = rng.poisson(profile.base_concurrency * if on { profile.burst_multiplier } else { 1.0 });
+            let mut current = rng.poisson(
+                profile.base_concurrency * if on { profile.burst_multiplier } else { 1.0 },
+            );
             for step in 0..params.steps {
-                let flip = if on { profile.burst_end } else { profile.burst_start };
+                let flip = if on {
+                    profile.burst_end
+                } else {
+                    profile.burst_start
+                };
                 if rng.chance(flip) {
                     on = !on;
                 }
-                let mean = profile.base_concurrency * if on { profile.burst_multiplier } else { 1.0 };
-                current = rng.binomial(current, params.persistence) + rng.poisson((1.0 - params.persistence) * mean);
+                let mean =
+                    profile.base_concurrency * if on { profile.burst_multiplier } else { 1.0 };
+                current = rng.binomial(current, params.persistence)
+                    + rng.poisson((1.0 - params.persistence) * mean);
                 demand[step * count + f] = current;
                 bursting[step * count + f] = on;
             }
         }
-        Trace { params, functions, demand, bursting }
+        Trace {
+            params,
+            functions,
+            demand,
+            bursting,
+        }
     }
 
     pub fn steps(&self) -> usize {
@@ -198,7 +237,11 @@ impl Trace {
     /// Whole-fleet CPU demand per step (independent of placement).
     pub fn aggregate_cpu(&self) -> Vec<f64> {
         (0..self.steps())
-            .map(|step| (0..self.functions.len()).map(|f| f64::from(self.demand(step, f)) * self.cpu_share(step, f)).sum())
+            .map(|step| {
+                (0..self.functions.len())
+                    .map(|f| f64::from(self.demand(step, f)) * self.cpu_share(step, f))
+                    .sum()
+            })
             .collect()
     }
 

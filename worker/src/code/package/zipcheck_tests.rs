@@ -163,8 +163,10 @@ fn rejects_escaping_symlinks_including_chains() {
 
 #[test]
 fn rejects_a_name_repeated_exactly() {
-    let z =
-        crate::code::package::central_dir::tests::raw_zip(&[("bootstrap", b"1"), ("bootstrap", b"2")]);
+    let z = crate::code::package::central_dir::tests::raw_zip(&[
+        ("bootstrap", b"1"),
+        ("bootstrap", b"2"),
+    ]);
     assert!(
         matches!(validate(&z, &ZipLimits::default()), Err(ZipError::Duplicate(n)) if n == "bootstrap")
     );

@@ -1,0 +1,125 @@
+//! One worker as a frontend sees it: a long-lived link connection, re-established with
+//! backoff, and the worker's status, polled as a heartbeat.
+
+use crate::link::body::{read_limited, LinkBody};
+use crate::link::status::WorkerStatus;
+use crate::link::{transport, STATUS_PATH};
+use crate::tls::{self, LinkStats};
+use hyper::client::conn::http2::SendRequest;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub(crate) const POLL_EVERY: Duration = Duration::from_millis(500);
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const MAX_STATUS_BYTES: usize = 4 << 20;
+
+pub struct RemoteWorker {
+    pub addr: String,
+    conn: Mutex<Option<SendRequest<LinkBody>>>,
+}
+
+/// What the connection task reports to the frontend.
+pub(crate) enum Event {
+    Status(usize, WorkerStatus),
+    Down(usize, String),
+}
+
+impl RemoteWorker {
+    pub fn new(addr: String) -> Self {
+        Self {
+            addr,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// A sender on the live connection, if there is one.
+    pub fn sender(&self) -> Option<SendRequest<LinkBody>> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|s| !s.is_closed())
+    }
+
+    fn set(&self, s: Option<SendRequest<LinkBody>>) {
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    async fn connect(
+        &self,
+        connector: &tokio_rustls::TlsConnector,
+        stats: &Arc<LinkStats>,
+    ) -> Result<SendRequest<LinkBody>, String> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let (stream, peer) = tls::connect(connector, tcp, stats)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        tracing::debug!(worker = %peer.id, addr = %self.addr, "link up");
+        transport::connect(tls::Counted::new(stream, stats.clone()))
+            .await
+            .map_err(|e| format!("HTTP/2: {e}"))
+    }
+}
+
+async fn poll(send: &mut SendRequest<LinkBody>) -> Result<WorkerStatus, String> {
+    send.ready().await.map_err(|e| e.to_string())?;
+    let req = http::Request::get(format!("http://link{STATUS_PATH}"))
+        .body(LinkBody::empty())
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(POLL_TIMEOUT, send.send_request(req))
+        .await
+        .map_err(|_| "status timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let body = tokio::time::timeout(
+        POLL_TIMEOUT,
+        read_limited(resp.into_body(), MAX_STATUS_BYTES),
+    )
+    .await
+    .map_err(|_| "status timed out".to_owned())?
+    .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| format!("status: {e}"))
+}
+
+/// Keeps worker `index` connected and polled until `events` is closed.
+pub(crate) async fn run(
+    index: usize,
+    w: Arc<RemoteWorker>,
+    connector: tokio_rustls::TlsConnector,
+    stats: Arc<LinkStats>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let why = match w.connect(&connector, &stats).await {
+            Ok(mut send) => {
+                w.set(Some(send.clone()));
+                backoff = BACKOFF_MIN;
+                loop {
+                    match poll(&mut send).await {
+                        Ok(s) => {
+                            if events.send(Event::Status(index, s)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => break e,
+                    }
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
+            }
+            Err(e) => e,
+        };
+        w.set(None);
+        if events.send(Event::Down(index, why)).is_err() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,268 @@
+//! Command line of the multi-host roles: `serve --role frontend` flags, the worker
+//! daemon (`supervisor worker`), and `supervisor cluster init|issue|revoke|status`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use cluster::frontend::FrontendSettings;
+use cluster::tls::{self, Role, TlsFiles};
+
+use crate::dataplane::{DataPlaneArgs, DataPlaneFile};
+
+/// `supervisor serve` flags for the frontend role.
+#[derive(Debug, Args, Default, Clone)]
+pub struct FrontendArgs {
+    /// `embedded` (one process runs the API and the sandboxes; the default) or
+    /// `frontend` (the API here, sandboxes on the `--worker` hosts).
+    #[arg(long, env = "SUPERVISOR_ROLE", value_name = "ROLE")]
+    pub role: Option<String>,
+    /// Directory with the cluster CA certificate and this node's certificate and key
+    /// (as `supervisor cluster issue` writes them).
+    #[arg(long, env = "SUPERVISOR_CLUSTER_DIR", value_name = "DIR")]
+    pub cluster_dir: Option<PathBuf>,
+    /// This node's identity (the id in its certificate).
+    #[arg(long, env = "SUPERVISOR_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+    /// A worker's link address (repeatable).
+    #[arg(long = "worker", value_name = "HOST:PORT")]
+    pub workers: Vec<String>,
+    /// Where workers fetch code from this frontend.
+    #[arg(long, env = "SUPERVISOR_LINK_LISTEN", value_name = "ADDR:PORT")]
+    pub link_listen: Option<SocketAddr>,
+    /// The address workers dial for code, if not `--link-listen`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub link_advertise: Option<String>,
+}
+
+impl FrontendArgs {
+    /// `None` for the embedded role.
+    pub fn resolve(self) -> Result<Option<FrontendSettings>, String> {
+        match self.role.as_deref().unwrap_or("embedded") {
+            "embedded" => return Ok(None),
+            "frontend" => {}
+            other => return Err(format!("--role {other:?}: expected embedded or frontend")),
+        }
+        let dir = self
+            .cluster_dir
+            .ok_or("--role frontend needs --cluster-dir")?;
+        let id = self.node_id.ok_or("--role frontend needs --node-id")?;
+        if self.workers.is_empty() {
+            return Err("--role frontend needs at least one --worker".into());
+        }
+        Ok(Some(FrontendSettings {
+            tls: TlsFiles::in_dir(&dir, Role::Frontend, &id),
+            id,
+            workers: self.workers,
+            link_listen: self
+                .link_listen
+                .ok_or("--role frontend needs --link-listen")?,
+            advertise: self.link_advertise,
+        }))
+    }
+}
+
+/// `supervisor worker`: the worker daemon.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// This worker's identity (the id in its certificate).
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    /// Link address frontends connect to.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    #[arg(long, value_name = "DIR")]
+    pub cluster_dir: PathBuf,
+    /// Lease of one incarnation in seconds [default: 50400 = 14 h].
+    #[arg(long, value_name = "SECS")]
+    pub lease_secs: Option<f64>,
+    /// Start again as a new incarnation when the lease ends, instead of exiting.
+    #[arg(long)]
+    pub rejoin: bool,
+    /// Memory for sandboxes in MiB [default: MemTotal less 512].
+    #[arg(long, value_name = "MIB")]
+    pub capacity_mib: Option<u64>,
+    /// Sealed code kept on this worker, in MiB [default: 2048].
+    #[arg(long, value_name = "MIB")]
+    pub code_cache_mib: Option<u64>,
+    #[arg(long, default_value = crate::config::DEFAULT_REGION)]
+    pub region: String,
+    #[arg(long, default_value = crate::config::DEFAULT_ACCOUNT)]
+    pub account_id: String,
+    /// Per-function log files [default: RUN_DIR/logs].
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data_plane: DataPlaneArgs,
+}
+
+/// Runs the worker daemon until SIGTERM/SIGINT (or the end of its lease without
+/// `--rejoin`).
+pub async fn run_worker(
+    args: WorkerArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let dp = args.data_plane.resolve(DataPlaneFile::default())?;
+    let lease = match args.lease_secs {
+        Some(s) => Duration::try_from_secs_f64(s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or(format!("--lease-secs must be positive, got {s}"))?,
+        None => Duration::from_secs(crate::dataplane::config::DEFAULT_LEASE_SECS),
+    };
+    let log_dir = args
+        .log_dir
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("lambda-worker-{}-logs", args.id)));
+    let tls = TlsFiles::in_dir(&args.cluster_dir, Role::Worker, &args.id);
+    let settings = cluster::daemon::DaemonSettings {
+        id: args.id.clone(),
+        listen: args.listen,
+        tls: tls.clone(),
+        host: dp.host_settings(&args.region, &args.account_id, log_dir),
+        code_cache_max_bytes: args.code_cache_mib.unwrap_or(2048) << 20,
+        lease,
+        rejoin: args.rejoin,
+        capacity_mib: args.capacity_mib,
+    };
+    let (daemon, listener) = cluster::daemon::Daemon::start(settings)
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("worker {}: listening on {}", args.id, args.listen);
+    daemon
+        .serve(listener, &tls, args.rejoin, shutdown)
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("worker {}: stopped", args.id);
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create the cluster CA in DIR.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Issue a certificate for a worker or a frontend.
+    Issue {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(
+            long,
+            value_name = "ID",
+            conflicts_with = "frontend",
+            required_unless_present = "frontend"
+        )]
+        worker: Option<String>,
+        #[arg(long, value_name = "ID")]
+        frontend: Option<String>,
+        /// Where the certificate and key go [default: DIR].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Lifetime in hours [default: 12, shorter than the default 14 h worker lease].
+        #[arg(long, value_name = "HOURS")]
+        hours: Option<f64>,
+    },
+    /// Revoke every certificate of a worker or a frontend (new handshakes only).
+    Revoke {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(
+            long,
+            value_name = "ID",
+            conflicts_with = "frontend",
+            required_unless_present = "frontend"
+        )]
+        worker: Option<String>,
+        #[arg(long, value_name = "ID")]
+        frontend: Option<String>,
+    },
+    /// List a frontend's workers: role, lease remaining, load (a signed API call).
+    Status {
+        /// The frontend's API address, e.g. 127.0.0.1:9000.
+        #[arg(long, value_name = "ADDR:PORT")]
+        endpoint: SocketAddr,
+        /// TOML credentials file (access_key_id, secret_access_key).
+        #[arg(long, value_name = "FILE")]
+        credentials_file: PathBuf,
+        #[arg(long, default_value = crate::config::DEFAULT_REGION)]
+        region: String,
+    },
+}
+
+fn identity(worker: Option<String>, frontend: Option<String>) -> Result<(Role, String), String> {
+    match (worker, frontend) {
+        (Some(w), None) => Ok((Role::Worker, w)),
+        (None, Some(f)) => Ok((Role::Frontend, f)),
+        _ => Err("give exactly one of --worker ID or --frontend ID".into()),
+    }
+}
+
+pub async fn run_cluster(cmd: ClusterCommand) -> Result<(), String> {
+    match cmd {
+        ClusterCommand::Init { dir } => {
+            tls::ca::init(&dir).map_err(|e| e.to_string())?;
+            eprintln!("cluster CA created in {}", dir.display());
+        }
+        ClusterCommand::Issue {
+            dir,
+            worker,
+            frontend,
+            out,
+            hours,
+        } => {
+            let (role, id) = identity(worker, frontend)?;
+            let lifetime = match hours {
+                Some(h) => Duration::try_from_secs_f64(h * 3600.0)
+                    .map_err(|_| format!("--hours {h}: not a lifetime"))?,
+                None => tls::DEFAULT_CERT_LIFETIME,
+            };
+            let out = out.unwrap_or_else(|| dir.clone());
+            let paths =
+                tls::ca::issue(&dir, role, &id, lifetime, &out).map_err(|e| e.to_string())?;
+            eprintln!("issued {role} {id}: {paths:?}");
+        }
+        ClusterCommand::Revoke {
+            dir,
+            worker,
+            frontend,
+        } => {
+            let (role, id) = identity(worker, frontend)?;
+            let n = tls::ca::revoke(&dir, role, &id).map_err(|e| e.to_string())?;
+            eprintln!("revoked {n} certificate(s) of {role} {id}");
+        }
+        ClusterCommand::Status {
+            endpoint,
+            credentials_file,
+            region,
+        } => {
+            let text = std::fs::read_to_string(&credentials_file)
+                .map_err(|e| format!("{}: {e}", credentials_file.display()))?;
+            let c: crate::auth::Credentials = toml::from_str(&text)
+                .map_err(|e| format!("{}: {e}", credentials_file.display()))?;
+            let client = crate::demo::client::Client {
+                addr: endpoint,
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+                region,
+            };
+            let r = tokio::task::spawn_blocking(move || {
+                client.send("GET", "/cluster/status", &[], b"")
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            if r.status != 200 {
+                return Err(format!(
+                    "{} answered {}: {}",
+                    endpoint,
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+            println!("{}", String::from_utf8_lossy(&r.body));
+        }
+    }
+    Ok(())
+}
