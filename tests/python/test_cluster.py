@@ -2,6 +2,7 @@
 and three workers, each in its own network namespace, driven with boto3."""
 
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -316,40 +317,3 @@ def test_a_cut_cable_is_noticed_within_seconds(cluster):
     r, _, _ = invoke(fe.client(), "c-sh", b'{"k":"v"}')
     assert r["StatusCode"] == 200, status
 
-
-def test_lease_expiry_drains_a_worker_without_failing_an_invoke_and_it_rejoins(tmp_path):
-    require_process_backend()
-    ca = tmp_path / "ca"
-    make_ca(ca, ("l1", "l2"))
-    with Network("b") as net:
-        fe_ns = net.add_host("fe", FRONTEND_ADDR)
-        short = WorkerDaemon(net.add_host("l1", f"{SUBNET}.11"), "l1", f"{SUBNET}.11", ca, tmp_path,
-                             "--lease-secs", "8", "--rejoin").start()
-        steady = WorkerDaemon(net.add_host("l2", f"{SUBNET}.12"), "l2", f"{SUBNET}.12", ca, tmp_path).start()
-        fe = Frontend(fe_ns, tmp_path / "data", ca, [short.link, steady.link]).start()
-        try:
-            fe.wait_workers(2)
-            client = fe.client()
-            deploy(client, "leased", "shell", "function.handler", Timeout=3)
-            first = {w["address"]: w["incarnation"] for w in fe.cluster_status()["workers"]}
-            failures, count = [], 0
-            t_end = time.time() + 14
-            while time.time() < t_end:
-                try:
-                    r, _, _ = invoke(client, "leased", b'{"k":"v"}')
-                    assert r["StatusCode"] == 200 and "FunctionError" not in r
-                    count += 1
-                except Exception as e:  # noqa: BLE001 - every failure is reported
-                    failures.append(repr(e))
-                time.sleep(0.1)
-            assert not failures, failures
-            assert count > 20
-            assert "draining" in short.log() and "rejoining as incarnation" in short.log(), short.log()
-            status = fe.wait_workers(2)
-            now = {w["address"]: w["incarnation"] for w in status["workers"]}
-            assert now[short.link] != first[short.link], "the leased worker kept its incarnation"
-            assert now[steady.link] == first[steady.link]
-        finally:
-            fe.stop()
-            short.stop()
-            steady.stop()

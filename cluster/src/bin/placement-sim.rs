@@ -30,7 +30,8 @@ const USAGE: &str = "usage: placement-sim [options]
   --search-tolerance X     fleet search precision, fraction of the fleet (0.02)
   --no-search              skip the fleet-size search
   --no-evict               throttle instead of evicting idle sandboxes when full
-  --policies a,b           subset of policy,random,pack";
+  --policies a,b,...       rules to compare: policy,random,pack (default) and
+                           balance (least loaded, copies ignored: an ablation)";
 
 struct Options {
     trace: TraceParams,
@@ -123,10 +124,10 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
         enabled: true,
         p99_load_limit: 0.8,
         throttle_budget: 0.001,
-        tolerance: 0.01,
+        tolerance: 0.02,
     };
     let (mut target_load, mut persistence, mut sigma) = (0.4f64, 0.8f64, 1.8f64);
-    let (mut rules, mut sweep, mut out) = (Rule::ALL.to_vec(), Vec::new(), None);
+    let (mut rules, mut sweep, mut out) = (Rule::DEFAULT.to_vec(), Vec::new(), None);
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));

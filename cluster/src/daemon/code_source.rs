@@ -42,9 +42,13 @@ impl LinkCodeSource {
         .map_err(|e| unreachable("connecting to", &e))?
         .map_err(|e| unreachable("connecting to", &e))?;
         let _ = tcp.set_nodelay(true);
-        let (stream, _peer) = tls::connect(&self.connector, tcp, &self.stats)
-            .await
-            .map_err(|e| unreachable("TLS with", &e))?;
+        let (stream, _peer) = tokio::time::timeout(
+            crate::link::HANDSHAKE_TIMEOUT,
+            tls::connect(&self.connector, tcp, &self.stats),
+        )
+        .await
+        .map_err(|e| unreachable("TLS with", &e))?
+        .map_err(|e| unreachable("TLS with", &e))?;
         let stream = tls::Counted::new(stream, self.stats.clone());
         let mut send = transport::connect(stream)
             .await

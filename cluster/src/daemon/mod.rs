@@ -167,6 +167,7 @@ impl Daemon {
     ) -> Result<(), DaemonError> {
         let server = tls::server_config(tls_files, Role::Frontend, self.stats.clone())?;
         let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        eprintln!("worker {}: incarnation {}", self.id, self.incarnation().id);
         let lease = tokio::spawn(lease::run(self.clone(), rejoin));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -179,7 +180,11 @@ impl Daemon {
             let _ = tcp.set_nodelay(true);
             let (me, acceptor) = (self.clone(), acceptor.clone());
             tokio::spawn(async move {
-                let Ok((tls, peer)) = tls::accept(&acceptor, tcp, &me.stats).await else {
+                let accepted = tokio::time::timeout(
+                    crate::link::HANDSHAKE_TIMEOUT,
+                    tls::accept(&acceptor, tcp, &me.stats),
+                );
+                let Ok(Ok((tls, peer))) = accepted.await else {
                     return;
                 };
                 tracing::debug!(peer = %peer.id, "frontend connected");

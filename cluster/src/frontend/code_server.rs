@@ -29,7 +29,11 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (acceptor, lookup, stats) = (acceptor.clone(), lookup.clone(), stats.clone());
         tokio::spawn(async move {
-            let Ok((stream, peer)) = tls::accept(&acceptor, tcp, &stats).await else {
+            let accepted = tokio::time::timeout(
+                crate::link::HANDSHAKE_TIMEOUT,
+                tls::accept(&acceptor, tcp, &stats),
+            );
+            let Ok(Ok((stream, peer))) = accepted.await else {
                 return;
             };
             tracing::debug!(worker = %peer.id, "code fetch connection");

@@ -147,6 +147,15 @@ impl Frontend {
         self.views.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// One status round trip to worker `index` over its link (the link's own latency,
+    /// for benchmarks); `false` when it is not connected or the request failed.
+    pub async fn status_round_trip(&self, index: usize) -> bool {
+        let Some(mut send) = self.workers.get(index).and_then(|w| w.sender()) else {
+            return false;
+        };
+        remote::poll(&mut send).await.is_ok()
+    }
+
     /// Workers currently up and taking invokes.
     pub fn available_workers(&self) -> usize {
         let mut v = self.views();

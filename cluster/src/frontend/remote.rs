@@ -58,9 +58,13 @@ impl RemoteWorker {
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        let (stream, peer) = tls::connect(connector, tcp, stats)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
+        let (stream, peer) = tokio::time::timeout(
+            crate::link::HANDSHAKE_TIMEOUT,
+            tls::connect(connector, tcp, stats),
+        )
+        .await
+        .map_err(|_| "TLS handshake timed out".to_owned())?
+        .map_err(|e| format!("TLS: {e}"))?;
         tracing::debug!(worker = %peer.id, addr = %self.addr, "link up");
         transport::connect(tls::Counted::new(stream, stats.clone()))
             .await
@@ -68,7 +72,7 @@ impl RemoteWorker {
     }
 }
 
-async fn poll(send: &mut SendRequest<LinkBody>) -> Result<WorkerStatus, String> {
+pub(crate) async fn poll(send: &mut SendRequest<LinkBody>) -> Result<WorkerStatus, String> {
     send.ready().await.map_err(|e| e.to_string())?;
     let req = http::Request::get(format!("http://link{STATUS_PATH}"))
         .body(LinkBody::empty())

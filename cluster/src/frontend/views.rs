@@ -168,3 +168,7 @@ impl Worker<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "views_tests.rs"]
+mod tests;

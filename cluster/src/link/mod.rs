@@ -8,6 +8,10 @@ pub mod status;
 pub mod transport;
 pub mod wire;
 
+/// A peer gets this long to finish its TLS handshake: a connection that stalls in it
+/// holds nothing for longer.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Request paths on a worker.
 pub const INVOKE_PATH: &str = "/v1/invoke";
 pub const STATUS_PATH: &str = "/v1/status";

@@ -20,8 +20,9 @@
 //! `<role>-<id>.pem` / `<role>-<id>.key`; [`TlsFiles::in_dir`] names that layout. A
 //! running process re-reads its certificate and key and the CRL when they change (looked
 //! at on handshakes, at most every [`RELOAD_CHECK_INTERVAL`]); a file that fails to load
-//! leaves the previous version in use, with a warning. Established connections are
-//! unaffected by either.
+//! leaves the previous version in use, with a warning (at start, in [`server_config`] /
+//! [`client_config`], it is an error). A CRL file that does not exist yet means nothing
+//! is revoked. Established connections are unaffected by either.
 //!
 //! # API
 //!

@@ -152,60 +152,46 @@ impl LinkStats {
 
     fn render_into(&self, out: &mut String, p: &str) -> fmt::Result {
         let secs = |micros: u64| micros as f64 / 1e6;
-        writeln!(
+        let handshakes = self.handshakes();
+        header(
             out,
-            "# HELP {p}_link_handshakes_total Completed TLS handshakes."
+            p,
+            "handshakes_total",
+            "counter",
+            "Completed TLS handshakes.",
         )?;
-        writeln!(out, "# TYPE {p}_link_handshakes_total counter")?;
-        writeln!(out, "{p}_link_handshakes_total {}", self.handshakes())?;
-        writeln!(
-            out,
-            "# HELP {p}_link_handshake_seconds Time spent in completed TLS handshakes."
-        )?;
-        writeln!(out, "# TYPE {p}_link_handshake_seconds summary")?;
-        writeln!(
-            out,
-            "{p}_link_handshake_seconds_sum {}",
-            secs(self.handshake_micros_total())
-        )?;
-        writeln!(
-            out,
-            "{p}_link_handshake_seconds_count {}",
-            self.handshakes()
-        )?;
-        writeln!(
-            out,
-            "# HELP {p}_link_handshake_seconds_max Longest completed TLS handshake."
-        )?;
-        writeln!(out, "# TYPE {p}_link_handshake_seconds_max gauge")?;
-        writeln!(
-            out,
-            "{p}_link_handshake_seconds_max {}",
-            secs(self.handshake_micros_max())
-        )?;
-        writeln!(
-            out,
-            "# HELP {p}_link_refusals_total Refused handshakes and bad records, by reason."
-        )?;
-        writeln!(out, "# TYPE {p}_link_refusals_total counter")?;
+        writeln!(out, "{p}_link_handshakes_total {handshakes}")?;
+        let help = "Time spent in completed TLS handshakes.";
+        header(out, p, "handshake_seconds", "summary", help)?;
+        let sum = secs(self.handshake_micros_total());
+        writeln!(out, "{p}_link_handshake_seconds_sum {sum}")?;
+        writeln!(out, "{p}_link_handshake_seconds_count {handshakes}")?;
+        let help = "Longest completed TLS handshake.";
+        header(out, p, "handshake_seconds_max", "gauge", help)?;
+        let max = secs(self.handshake_micros_max());
+        writeln!(out, "{p}_link_handshake_seconds_max {max}")?;
+        let help = "Refused handshakes and bad records, by reason.";
+        header(out, p, "refusals_total", "counter", help)?;
         for reason in RefusalReason::ALL {
             let n = self.refusals(reason);
             writeln!(out, "{p}_link_refusals_total{{reason=\"{reason}\"}} {n}")?;
         }
-        writeln!(
+        header(
             out,
-            "# HELP {p}_link_bytes_total Plaintext bytes through links."
+            p,
+            "bytes_total",
+            "counter",
+            "Plaintext bytes through links.",
         )?;
-        writeln!(out, "# TYPE {p}_link_bytes_total counter")?;
-        writeln!(
-            out,
-            "{p}_link_bytes_total{{direction=\"in\"}} {}",
-            self.bytes_in()
-        )?;
-        writeln!(
-            out,
-            "{p}_link_bytes_total{{direction=\"out\"}} {}",
-            self.bytes_out()
-        )
+        for (direction, n) in [("in", self.bytes_in()), ("out", self.bytes_out())] {
+            writeln!(out, "{p}_link_bytes_total{{direction=\"{direction}\"}} {n}")?;
+        }
+        Ok(())
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of `<prefix>_link_<name>`.
+fn header(out: &mut String, prefix: &str, name: &str, kind: &str, help: &str) -> fmt::Result {
+    writeln!(out, "# HELP {prefix}_link_{name} {help}")?;
+    writeln!(out, "# TYPE {prefix}_link_{name} {kind}")
 }

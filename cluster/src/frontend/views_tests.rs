@@ -1,0 +1,85 @@
+use super::*;
+use crate::link::status::{CodeCacheStatus, PoolStatus, WorkerStatus};
+
+fn status(incarnation: &str, pools: Vec<PoolStatus>) -> WorkerStatus {
+    WorkerStatus {
+        id: "w1".into(),
+        incarnation: incarnation.into(),
+        lease_remaining_ms: 60_000,
+        draining: false,
+        capacity_mib: 4096,
+        cpus: 2,
+        in_flight: 0,
+        pools,
+        code_cache: CodeCacheStatus::default(),
+    }
+}
+
+fn pool(function: &str, idle: u32, busy: u32, idle_for_ms: Option<u64>) -> PoolStatus {
+    PoolStatus {
+        function: function.into(),
+        version: "$LATEST".into(),
+        revision: "r".into(),
+        idle,
+        busy,
+        idle_for_ms,
+    }
+}
+
+#[test]
+fn a_status_rebuilds_the_load_and_local_dispatches_adjust_it() {
+    let mut views = Views::new(1);
+    let key = version_key("f", "$LATEST", "r");
+    let memory = HashMap::from([(key.clone(), 512)]);
+    let mut w = views.at(0).expect("worker 0");
+    w.update(
+        status("a", vec![pool("f", 2, 1, Some(100)), pool("g", 0, 1, None)]),
+        &memory,
+        1000,
+    );
+    assert!(w.load.available);
+    assert_eq!(
+        w.load.used_mib,
+        3 * 512 + 128,
+        "unknown versions count as 128 MiB"
+    );
+    assert_eq!(w.load.busy, 2);
+    assert_eq!(w.load.per_function.get("f"), Some(&3));
+    assert_eq!(w.load.idle.get(&key), Some(&900));
+    w.took_warm(&key);
+    assert!(
+        w.load.idle.contains_key(&key),
+        "one idle sandbox of f is left"
+    );
+    w.took_warm(&key);
+    assert!(
+        !w.load.idle.contains_key(&key),
+        "no idle sandbox of f is left"
+    );
+    w.started_cold("f", 512);
+    assert_eq!(w.load.per_function.get("f"), Some(&4));
+    // A sandbox that ended abnormally is gone; a normal one is idle again.
+    w.finished("f", &key, 512, false, 2000);
+    assert_eq!(w.load.per_function.get("f"), Some(&3));
+    w.finished("f", &key, 512, true, 2100);
+    assert_eq!(w.load.idle.get(&key), Some(&2100));
+}
+
+#[test]
+fn a_down_or_draining_worker_is_not_available_and_its_lease_runs_down() {
+    let mut views = Views::new(2);
+    let memory = HashMap::new();
+    views
+        .at(0)
+        .expect("0")
+        .update(status("a", vec![]), &memory, 0);
+    let mut s = status("a", vec![]);
+    s.draining = true;
+    views.at(1).expect("1").update(s, &memory, 0);
+    assert!(views.loads[0].available);
+    assert!(!views.loads[1].available, "draining");
+    views.at(0).expect("0").down("gone".into());
+    assert!(!views.loads[0].available);
+    views.refresh_all(Instant::now() + Duration::from_secs(30));
+    assert!(views.loads[1].lease_remaining <= Duration::from_secs(30));
+}
