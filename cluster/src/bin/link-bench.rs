@@ -74,11 +74,9 @@ fn parse_args() -> Result<Args, String> {
 struct Packages(Vec<(String, Vec<u8>)>);
 
 impl CodeLookup for Packages {
-    fn package(&self, digest_hex: &str) -> Option<Vec<u8>> {
-        self.0
-            .iter()
-            .find(|(h, _)| h == digest_hex)
-            .map(|(_, z)| z.clone())
+    fn package(&self, digest_hex: &str) -> Result<Option<Vec<u8>>, cluster::frontend::LookupError> {
+        let found = self.0.iter().find(|(h, _)| h == digest_hex);
+        Ok(found.map(|(_, z)| z.clone()))
     }
 }
 

@@ -43,7 +43,12 @@ struct Options {
 }
 
 fn main() -> ExitCode {
-    let options = match parse(std::env::args().skip(1).collect()) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|arg| arg == "-h" || arg == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let options = match parse(args) {
         Ok(options) => options,
         Err(message) => {
             eprintln!("{message}\n{USAGE}");
@@ -157,7 +162,6 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
                     .map(rule_named)
                     .collect::<Result<_, _>>()?
             }
-            "-h" | "--help" => return Err("placement-sim".into()),
             other => return Err(format!("unknown option {other}")),
         }
     }

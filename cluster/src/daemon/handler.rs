@@ -34,6 +34,7 @@ fn record(r: &Record) -> LinkResponse {
 }
 
 async fn invoke(d: Arc<Daemon>, req: LinkRequest) -> LinkResponse {
+    let busy = InFlight::new(&d);
     if d.draining.load(Ordering::SeqCst) {
         return record(&Record::Failure(Failure::Draining));
     }
@@ -48,12 +49,12 @@ async fn invoke(d: Arc<Daemon>, req: LinkRequest) -> LinkResponse {
     drop(body);
     let (spec, req, streaming) = head.into_parts(payload);
     if !streaming {
-        let _busy = InFlight::new(&d.in_flight);
         let out = d.host.worker.invoke(&spec, req).await;
+        drop(busy);
         return record(&outcome_record(out));
     }
     let (tx, body) = LinkBody::channel(STREAM_DEPTH);
-    tokio::spawn(stream_invoke(d, spec, req, tx));
+    tokio::spawn(stream_invoke(d, busy, spec, req, tx));
     http::Response::new(body)
 }
 
@@ -70,11 +71,11 @@ fn outcome_record(out: Result<InvokeOutcome, WorkerError>) -> Record {
 /// Runs a streamed invoke, forwarding each chunk as a record, then the outcome.
 async fn stream_invoke(
     d: Arc<Daemon>,
+    _busy: InFlight,
     spec: FunctionVersionSpec,
     req: InvokeRequest,
     tx: tokio::sync::mpsc::Sender<Bytes>,
 ) {
-    let _busy = InFlight::new(&d.in_flight);
     let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(STREAM_DEPTH);
     let forward = {
         let tx = tx.clone();

@@ -77,19 +77,20 @@ fn getrandom(b: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(b)
 }
 
-/// Counts an invoke in flight while alive.
-pub(crate) struct InFlight<'a>(&'a AtomicU64);
+/// Counts an invoke in flight while alive. Taken before the draining flag is read, so
+/// a drain either sees the invoke or the invoke sees the drain (both `SeqCst`).
+pub(crate) struct InFlight(Arc<Daemon>);
 
-impl<'a> InFlight<'a> {
-    fn new(c: &'a AtomicU64) -> Self {
-        c.fetch_add(1, Ordering::SeqCst);
-        Self(c)
+impl InFlight {
+    fn new(d: &Arc<Daemon>) -> Self {
+        d.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(d.clone())
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -170,21 +171,28 @@ impl Daemon {
         eprintln!("worker {}: incarnation {}", self.id, self.incarnation().id);
         let lease = tokio::spawn(lease::run(self.clone(), rejoin));
         let mut shutdown = std::pin::pin!(shutdown);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(
+            crate::link::MAX_PENDING_HANDSHAKES,
+        ));
         loop {
             let accepted = tokio::select! {
-                a = listener.accept() => a,
+                a = crate::link::accept_tcp(&listener) => a,
                 () = &mut shutdown => break,
                 _ = wait_finished(&lease) => break,
             };
-            let Ok((tcp, _)) = accepted else { continue };
-            let _ = tcp.set_nodelay(true);
+            let Some(tcp) = accepted else { continue };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                continue; // dropped: too many handshakes in progress
+            };
             let (me, acceptor) = (self.clone(), acceptor.clone());
             tokio::spawn(async move {
                 let accepted = tokio::time::timeout(
                     crate::link::HANDSHAKE_TIMEOUT,
                     tls::accept(&acceptor, tcp, &me.stats),
                 );
-                let Ok(Ok((tls, peer))) = accepted.await else {
+                let accepted = accepted.await;
+                drop(permit);
+                let Ok(Ok((tls, peer))) = accepted else {
                     return;
                 };
                 tracing::debug!(peer = %peer.id, "frontend connected");

@@ -159,7 +159,14 @@ impl Frontend {
     fn finish(&self, p: &Placed, spec: &FunctionVersionSpec, key: &str, kept: bool) {
         let tick = self.tick();
         if let Some(mut w) = self.views().at(p.index) {
-            w.finished(&spec.name, key, u64::from(spec.memory_mib), kept, tick);
+            let done = super::views::Finished {
+                function: &spec.name,
+                key,
+                memory_mib: u64::from(spec.memory_mib),
+                warm: p.warm,
+                kept,
+            };
+            w.finished(&done, tick);
         }
     }
 
@@ -181,12 +188,21 @@ impl Frontend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone(), u64::from(spec.memory_mib));
-        let head = InvokeHead::new(SpecHead::from_spec(spec, code), &req, chunks.is_some());
+        let mut head = InvokeHead::new(SpecHead::from_spec(spec, code), &req, chunks.is_some());
+        // The reservation holds across workers and is enforced here; a worker carving
+        // it out of its own capacity would shrink every other function's share there.
+        head.spec.reserved_concurrency = None;
         let body = Bytes::from(wire::encode_invoke(&head, &req.payload));
         drop(req);
         let mut tried = Vec::new();
+        // A worker that ran nothing but failed transiently (no sandbox, no code): the
+        // next worker is tried; this is reported if none succeeds.
+        let mut last_failure: Option<RemoteError> = None;
         loop {
-            let placed = self.place(spec, &key, &tried)?;
+            let placed = match self.place(spec, &key, &tried) {
+                Ok(p) => p,
+                Err(e) => return Err(last_failure.unwrap_or(e)),
+            };
             tried.push(placed.index);
             let worker = &self.workers[placed.index];
             let Some(send) = worker.sender() else {
@@ -206,10 +222,23 @@ impl Frontend {
                 }
                 Exchange::Failed(failure) => {
                     self.finish(&placed, spec, &key, false);
-                    return Err(RemoteError::Worker {
+                    let ran_nothing = matches!(
+                        failure,
+                        Failure::Sandbox(_)
+                            | Failure::Code {
+                                transient: true,
+                                ..
+                            }
+                    );
+                    let e = RemoteError::Worker {
                         worker: worker.addr.clone(),
                         failure,
-                    });
+                    };
+                    if !ran_nothing {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, "trying another worker");
+                    last_failure = Some(e);
                 }
                 Exchange::Lost(reason) => {
                     self.lost.fetch_add(1, Ordering::Relaxed);
@@ -239,9 +268,15 @@ async fn exchange(
     else {
         return Exchange::Failed(Failure::InvalidSpec("unbuildable request".into()));
     };
-    let resp = match send.send_request(req).await {
+    let resp = match send.try_send_request(req).await {
         Ok(r) => r,
-        Err(e) => return Exchange::Lost(e.to_string()),
+        Err(mut e) => {
+            // Handed back unsent (the connection was closing): nothing ran.
+            if e.take_message().is_some() {
+                return Exchange::Refused(Failure::Draining);
+            }
+            return Exchange::Lost(e.into_error().to_string());
+        }
     };
     if !resp.status().is_success() {
         return Exchange::Failed(Failure::InvalidSpec(format!(

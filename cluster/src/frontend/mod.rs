@@ -8,7 +8,7 @@ mod remote;
 mod report;
 mod views;
 
-pub use code_server::CodeLookup;
+pub use code_server::{CodeLookup, LookupError};
 pub use dispatch::RemoteError;
 pub use report::WorkerSummary;
 
@@ -93,8 +93,7 @@ impl Frontend {
             workers: s
                 .workers
                 .iter()
-                .cloned()
-                .map(|a| Arc::new(RemoteWorker::new(a)))
+                .map(|w| Arc::new(RemoteWorker::new(w)))
                 .collect(),
             views: Mutex::new(Views::new(n)),
             memory: Mutex::new(HashMap::new()),

@@ -18,6 +18,9 @@ const MAX_STATUS_BYTES: usize = 4 << 20;
 
 pub struct RemoteWorker {
     pub addr: String,
+    /// The identity its certificate must carry (`--worker ID@HOST:PORT`); without one
+    /// any cluster worker may answer at this address.
+    pub expected_id: Option<String>,
     conn: Mutex<Option<SendRequest<LinkBody>>>,
 }
 
@@ -28,9 +31,15 @@ pub(crate) enum Event {
 }
 
 impl RemoteWorker {
-    pub fn new(addr: String) -> Self {
+    /// From `HOST:PORT` or `ID@HOST:PORT`.
+    pub fn new(spec: &str) -> Self {
+        let (expected_id, addr) = match spec.split_once('@') {
+            Some((id, addr)) => (Some(id.to_owned()), addr.to_owned()),
+            None => (None, spec.to_owned()),
+        };
         Self {
             addr,
+            expected_id,
             conn: Mutex::new(None),
         }
     }
@@ -65,6 +74,13 @@ impl RemoteWorker {
         .await
         .map_err(|_| "TLS handshake timed out".to_owned())?
         .map_err(|e| format!("TLS: {e}"))?;
+        if self.expected_id.as_ref().is_some_and(|id| *id != peer.id) {
+            stats.record_refusal(tls::RefusalReason::BadIdentity);
+            return Err(format!(
+                "the worker at {} is {}, not {:?}",
+                self.addr, peer.id, self.expected_id
+            ));
+        }
         tracing::debug!(worker = %peer.id, addr = %self.addr, "link up");
         transport::connect(tls::Counted::new(stream, stats.clone()))
             .await

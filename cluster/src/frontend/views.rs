@@ -63,6 +63,29 @@ pub(crate) struct View {
     /// Idle sandboxes per version key (the load's `idle` holds only the MRU tick).
     pub idle_count: HashMap<String, u32>,
     pub down_reason: Option<String>,
+    /// This frontend's dispatches to the worker that have not finished: a status may
+    /// have been taken before the worker registered them, so they are laid over it.
+    pending: Pending,
+}
+
+#[derive(Default)]
+struct Pending {
+    busy: u32,
+    cold_mib: u64,
+    cold_per_function: HashMap<String, u32>,
+    warm_per_key: HashMap<String, u32>,
+}
+
+fn bump(map: &mut HashMap<String, u32>, key: &str, up: bool) {
+    if up {
+        let n = map.entry(key.to_owned()).or_default();
+        *n = n.saturating_add(1);
+    } else if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 impl View {
@@ -74,13 +97,19 @@ impl View {
             status: None,
             idle_count: HashMap::new(),
             down_reason: Some("not connected yet".into()),
+            pending: Pending::default(),
         }
     }
 }
 
+/// Numbers a worker reports are bounded before they are added up: a peer's figures
+/// must not overflow the frontend's counters.
+const MAX_POOL_COUNT: u32 = 1 << 20;
+
 impl Worker<'_> {
-    /// Replaces the picture with a fresh status. `memory` gives a version's memory size
-    /// (what this frontend dispatched of it); unknown versions count as 128 MiB.
+    /// Replaces the picture with a fresh status, then lays this frontend's unfinished
+    /// dispatches over it. `memory` gives a version's memory size (what this frontend
+    /// dispatched of it); unknown versions count as 128 MiB.
     pub fn update(&mut self, s: WorkerStatus, memory: &HashMap<String, u64>, now_tick: u64) {
         let incarnation_changed = self
             .view
@@ -92,31 +121,59 @@ impl Worker<'_> {
         }
         let l = &mut *self.load;
         l.capacity_mib = s.capacity_mib;
-        l.cpus = s.cpus.max(1);
+        l.cpus = s.cpus.clamp(1, 1 << 16);
         l.idle.clear();
         l.per_function.clear();
         self.view.idle_count.clear();
-        let (mut used, mut busy) = (0, 0);
+        let (mut used, mut busy) = (0u64, 0u32);
         for p in &s.pools {
             let key = version_key(&p.function, &p.version, &p.revision);
-            let n = p.idle + p.busy;
-            used += u64::from(n) * memory.get(&key).copied().unwrap_or(128);
-            busy += p.busy;
-            *l.per_function.entry(p.function.clone()).or_default() += n;
-            if p.idle > 0 {
+            let (idle, run) = (p.idle.min(MAX_POOL_COUNT), p.busy.min(MAX_POOL_COUNT));
+            let n = idle + run;
+            let mib = memory.get(&key).copied().unwrap_or(128);
+            used = used.saturating_add(u64::from(n).saturating_mul(mib));
+            busy = busy.saturating_add(run);
+            let f = l.per_function.entry(p.function.clone()).or_default();
+            *f = f.saturating_add(n);
+            if idle > 0 {
                 let ago = p.idle_for_ms.unwrap_or(0);
                 l.idle.insert(key.clone(), now_tick.saturating_sub(ago));
-                self.view.idle_count.insert(key, p.idle);
+                self.view.idle_count.insert(key, idle);
             }
         }
         l.used_mib = used;
         l.busy = busy;
+        self.overlay_pending();
         self.view.lease_end = Instant::now() + Duration::from_millis(s.lease_remaining_ms);
         self.view.draining = s.draining;
         self.view.up = true;
         self.view.down_reason = None;
         self.view.status = Some(s);
         self.refresh(Instant::now());
+    }
+
+    /// Unfinished dispatches count at least as much as they would on their own.
+    fn overlay_pending(&mut self) {
+        let (l, p) = (&mut *self.load, &self.view.pending);
+        l.busy = l.busy.max(p.busy);
+        l.used_mib = l.used_mib.max(p.cold_mib);
+        for (f, n) in &p.cold_per_function {
+            let have = l.per_function.entry(f.clone()).or_default();
+            *have = (*have).max(*n);
+        }
+        for (key, n) in &p.warm_per_key {
+            let left = self
+                .view
+                .idle_count
+                .get(key)
+                .map_or(0, |c| c.saturating_sub(*n));
+            if left == 0 {
+                self.view.idle_count.remove(key);
+                l.idle.remove(key);
+            } else {
+                self.view.idle_count.insert(key.clone(), left);
+            }
+        }
     }
 
     pub fn down(&mut self, why: String) {
@@ -133,7 +190,9 @@ impl Worker<'_> {
 
     /// A warm sandbox of `key` was taken for an invoke.
     pub fn took_warm(&mut self, key: &str) {
-        self.load.busy += 1;
+        self.load.busy = self.load.busy.saturating_add(1);
+        self.view.pending.busy = self.view.pending.busy.saturating_add(1);
+        bump(&mut self.view.pending.warm_per_key, key, true);
         if let Some(n) = self.view.idle_count.get_mut(key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -145,28 +204,46 @@ impl Worker<'_> {
 
     /// A sandbox of `function` is starting for an invoke.
     pub fn started_cold(&mut self, function: &str, memory_mib: u64) {
-        self.load.busy += 1;
-        self.load.used_mib += memory_mib;
-        *self
-            .load
-            .per_function
-            .entry(function.to_owned())
-            .or_default() += 1;
+        self.load.busy = self.load.busy.saturating_add(1);
+        self.load.used_mib = self.load.used_mib.saturating_add(memory_mib);
+        bump(&mut self.load.per_function, function, true);
+        let p = &mut self.view.pending;
+        p.busy = p.busy.saturating_add(1);
+        p.cold_mib = p.cold_mib.saturating_add(memory_mib);
+        bump(&mut p.cold_per_function, function, true);
     }
 
-    /// An invoke ended; `kept` says whether its sandbox went back to the idle pool.
-    pub fn finished(&mut self, function: &str, key: &str, memory_mib: u64, kept: bool, tick: u64) {
-        self.load.busy = self.load.busy.saturating_sub(1);
-        if kept {
-            *self.view.idle_count.entry(key.to_owned()).or_default() += 1;
-            self.load.idle.insert(key.to_owned(), tick);
+    /// A dispatch ended (`warm` as it was placed); `kept` says whether its sandbox went
+    /// back to the idle pool.
+    pub fn finished(&mut self, d: &Finished<'_>, tick: u64) {
+        let p = &mut self.view.pending;
+        p.busy = p.busy.saturating_sub(1);
+        if d.warm {
+            bump(&mut p.warm_per_key, d.key, false);
         } else {
-            self.load.used_mib = self.load.used_mib.saturating_sub(memory_mib);
-            if let Some(n) = self.load.per_function.get_mut(function) {
+            p.cold_mib = p.cold_mib.saturating_sub(d.memory_mib);
+            bump(&mut p.cold_per_function, d.function, false);
+        }
+        self.load.busy = self.load.busy.saturating_sub(1);
+        if d.kept {
+            bump(&mut self.view.idle_count, d.key, true);
+            self.load.idle.insert(d.key.to_owned(), tick);
+        } else {
+            self.load.used_mib = self.load.used_mib.saturating_sub(d.memory_mib);
+            if let Some(n) = self.load.per_function.get_mut(d.function) {
                 *n = n.saturating_sub(1);
             }
         }
     }
+}
+
+/// What ended, for [`Worker::finished`].
+pub(crate) struct Finished<'a> {
+    pub function: &'a str,
+    pub key: &'a str,
+    pub memory_mib: u64,
+    pub warm: bool,
+    pub kept: bool,
 }
 
 #[cfg(test)]

@@ -59,9 +59,16 @@ fn a_status_rebuilds_the_load_and_local_dispatches_adjust_it() {
     w.started_cold("f", 512);
     assert_eq!(w.load.per_function.get("f"), Some(&4));
     // A sandbox that ended abnormally is gone; a normal one is idle again.
-    w.finished("f", &key, 512, false, 2000);
+    let done = |warm, kept| Finished {
+        function: "f",
+        key: &key,
+        memory_mib: 512,
+        warm,
+        kept,
+    };
+    w.finished(&done(false, false), 2000);
     assert_eq!(w.load.per_function.get("f"), Some(&3));
-    w.finished("f", &key, 512, true, 2100);
+    w.finished(&done(true, true), 2100);
     assert_eq!(w.load.idle.get(&key), Some(&2100));
 }
 
@@ -82,4 +89,36 @@ fn a_down_or_draining_worker_is_not_available_and_its_lease_runs_down() {
     assert!(!views.loads[0].available);
     views.refresh_all(Instant::now() + Duration::from_secs(30));
     assert!(views.loads[1].lease_remaining <= Duration::from_secs(30));
+}
+
+#[test]
+fn a_status_taken_before_the_worker_saw_a_dispatch_does_not_erase_it() {
+    let mut views = Views::new(1);
+    let key = version_key("f", "$LATEST", "r");
+    let memory = HashMap::from([(key.clone(), 256)]);
+    let mut w = views.at(0).expect("worker 0");
+    w.update(status("a", vec![pool("f", 1, 0, Some(5))]), &memory, 100);
+    w.took_warm(&key);
+    w.started_cold("f", 256);
+    // A stale status: the idle sandbox still idle, the new one not there yet.
+    w.update(status("a", vec![pool("f", 1, 0, Some(5))]), &memory, 200);
+    assert!(
+        !w.load.idle.contains_key(&key),
+        "the taken sandbox came back as idle"
+    );
+    assert_eq!(w.load.busy, 2);
+    assert!(w.load.per_function.get("f").copied().unwrap_or(0) >= 1);
+    // Absurd figures from a peer saturate instead of overflowing.
+    w.update(
+        status(
+            "a",
+            vec![
+                pool("f", u32::MAX, u32::MAX, None),
+                pool("g", u32::MAX, 1, None),
+            ],
+        ),
+        &memory,
+        300,
+    );
+    assert!(w.load.busy >= 2);
 }

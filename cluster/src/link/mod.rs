@@ -12,6 +12,26 @@ pub mod wire;
 /// holds nothing for longer.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Handshakes in progress at once on a listener; beyond it new connections are closed
+/// at once, so unauthenticated peers cannot hold every descriptor.
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// Accepts the next connection; a failed accept (e.g. out of descriptors) waits a
+/// little instead of spinning.
+pub async fn accept_tcp(listener: &tokio::net::TcpListener) -> Option<tokio::net::TcpStream> {
+    match listener.accept().await {
+        Ok((tcp, _)) => {
+            let _ = tcp.set_nodelay(true);
+            Some(tcp)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "accepting a link connection");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
 /// Request paths on a worker.
 pub const INVOKE_PATH: &str = "/v1/invoke";
 pub const STATUS_PATH: &str = "/v1/status";

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WorkerStatus {
     pub id: String,
-    /// New on every (re)start and after every lease renewal: sandboxes do not survive it.
+    /// New on every (re)start and after every lease renewal: idle sandboxes are stopped
+    /// at the end of a lease, so a new incarnation starts with none.
     pub incarnation: String,
     pub lease_remaining_ms: u64,
     /// At the end of its lease: takes no new invokes.

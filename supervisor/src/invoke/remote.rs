@@ -4,19 +4,29 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cluster::frontend::{CodeLookup, Frontend, RemoteError};
+use cluster::frontend::{CodeLookup, Frontend, LookupError, RemoteError};
 use worker::spec::ChunkSink;
 use worker::{FunctionVersionSpec, InvokeOutcome, InvokeRequest};
 
 use super::{InvokeService, RunError};
-use crate::codestore::CodeAad;
+use crate::codestore::{CodeAad, CodeStoreError};
 use crate::Supervisor;
 
-/// The code this frontend has dispatched, by digest, for workers' fetches.
+/// One stored object holding a package: its id and what its encryption is bound to.
+#[derive(Clone, PartialEq, Eq)]
+struct Stored {
+    object: String,
+    function: String,
+    version: String,
+    sha256: String,
+}
+
+/// The code this frontend has dispatched, by digest, for workers' fetches. Several
+/// versions (and functions) may share a digest, each with its own object: any one that
+/// still opens will do.
 pub struct CodeIndex {
     sup: std::sync::Weak<Supervisor>,
-    /// Hex digest -> (object id, function, version, CodeSha256).
-    known: Mutex<HashMap<String, (String, String, String, String)>>,
+    known: Mutex<HashMap<String, Vec<Stored>>>,
 }
 
 impl CodeIndex {
@@ -27,51 +37,73 @@ impl CodeIndex {
         })
     }
 
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Stored>>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Remembers a version's code so workers may fetch it.
     pub fn add(&self, record: &crate::registry::FunctionRecord) {
         let Ok(hex) = worker::code::digest_hex(&record.code_sha256) else {
             return;
         };
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            hex,
-            (
-                record.code_object.clone(),
-                record.name.clone(),
-                record.version.clone(),
-                record.code_sha256.clone(),
-            ),
-        );
+        let s = Stored {
+            object: record.code_object.clone(),
+            function: record.name.clone(),
+            version: record.version.clone(),
+            sha256: record.code_sha256.clone(),
+        };
+        let mut known = self.known();
+        let list = known.entry(hex).or_default();
+        if !list.contains(&s) {
+            list.push(s);
+        }
     }
 }
 
 impl CodeLookup for CodeIndex {
-    fn package(&self, digest_hex: &str) -> Option<Vec<u8>> {
-        let (object, function, version, sha) = self
-            .known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(digest_hex)
-            .cloned()?;
-        let sup = self.sup.upgrade()?;
-        let aad = CodeAad {
-            function: &function,
-            version: &version,
-            code_sha256: &sha,
-        };
-        match sup.store().read(&object, &aad) {
-            Ok(zip) => Some(zip),
-            Err(e) => {
-                tracing::warn!(error = %e, "serving code to a worker");
-                None
+    fn package(&self, digest_hex: &str) -> Result<Option<Vec<u8>>, LookupError> {
+        let candidates = self.known().get(digest_hex).cloned().unwrap_or_default();
+        let sup = self
+            .sup
+            .upgrade()
+            .ok_or("the supervisor is shutting down")?;
+        let mut failure: Option<LookupError> = None;
+        for s in candidates {
+            let aad = CodeAad {
+                function: &s.function,
+                version: &s.version,
+                code_sha256: &s.sha256,
+            };
+            match sup.store().read(&s.object, &aad) {
+                Ok(zip) => return Ok(Some(zip)),
+                // Deleted or replaced since: forget it, try the next one.
+                Err(CodeStoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    if let Some(list) = self.known().get_mut(digest_hex) {
+                        list.retain(|x| *x != s);
+                    }
+                }
+                Err(e) => failure = Some(Box::new(e)),
             }
         }
+        failure.map_or(Ok(None), Err)
     }
 }
 
 impl From<RemoteError> for RunError {
     fn from(e: RemoteError) -> Self {
+        use cluster::link::wire::Failure;
         match e {
             RemoteError::Throttled(r) => Self::Throttled(r),
+            RemoteError::Worker {
+                failure: Failure::Throttled { reserved },
+                ..
+            } => Self::Throttled(if reserved {
+                worker::ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded
+            } else {
+                worker::ThrottleReason::ConcurrentInvocationLimitExceeded
+            }),
             other => Self::Remote(other),
         }
     }

@@ -24,6 +24,8 @@ pub enum CacheError {
     Open(String),
     #[error("OS random number generator: {0}")]
     Random(String),
+    #[error("cache task failed: {0}")]
+    Task(String),
 }
 
 struct Entry {
@@ -44,6 +46,9 @@ pub struct SealedCache {
     key: Aes256Gcm,
     upstream: Arc<dyn CodeSource>,
     index: Mutex<Index>,
+    /// One fetch per digest at a time: a burst of cold starts of a new version waits for
+    /// the first download instead of making its own.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     hits: std::sync::atomic::AtomicU64,
     fetches: std::sync::atomic::AtomicU64,
 }
@@ -86,6 +91,7 @@ impl SealedCache {
                 total: 0,
                 clock: 0,
             }),
+            fetching: Mutex::new(HashMap::new()),
             hits: 0.into(),
             fetches: 0.into(),
         })
@@ -188,24 +194,67 @@ impl SealedCache {
     pub async fn get(self: &Arc<Self>, code: &CodeRef) -> Result<Vec<u8>, CodeError> {
         use std::sync::atomic::Ordering::Relaxed;
         let hex = digest_hex(&code.sha256)?;
-        let (me, c, h) = (self.clone(), code.clone(), hex.clone());
-        let cached = tokio::task::spawn_blocking(move || me.read(&c, &h))
-            .await
-            .map_err(|e| CodeError::Unreachable(format!("cache task: {e}")))?;
-        // A damaged or foreign file is fetched again, not trusted.
-        if let Ok(Some(zip)) = cached {
-            self.hits.fetch_add(1, Relaxed);
+        if let Some(zip) = self.cached(code, &hex).await? {
             return Ok(zip);
         }
+        let gate = self
+            .fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(hex.clone())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        // Another caller may have fetched it while this one waited.
+        if let Some(zip) = self.cached(code, &hex).await? {
+            return Ok(zip);
+        }
+        let fetched = self.fetch_and_keep(code, hex.clone()).await;
+        self.fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&hex);
+        let zip = fetched?;
+        self.fetches.fetch_add(1, Relaxed);
+        Ok(zip)
+    }
+
+    /// A cached copy, counted as a hit. A damaged or foreign file is not trusted: `None`.
+    async fn cached(
+        self: &Arc<Self>,
+        code: &CodeRef,
+        hex: &str,
+    ) -> Result<Option<Vec<u8>>, CodeError> {
+        let (me, c, h) = (self.clone(), code.clone(), hex.to_owned());
+        let found = tokio::task::spawn_blocking(move || me.read(&c, &h))
+            .await
+            .map_err(task_failed)?;
+        match found {
+            Ok(Some(zip)) => {
+                self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(Some(zip))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn fetch_and_keep(
+        self: &Arc<Self>,
+        code: &CodeRef,
+        hex: String,
+    ) -> Result<Vec<u8>, CodeError> {
         let zip = self.upstream.fetch(code).await?;
         check_digest(code, &zip)?;
-        self.fetches.fetch_add(1, Relaxed);
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.write(&hex, &zip).map(|()| zip))
             .await
-            .map_err(|e| CodeError::Unreachable(format!("cache task: {e}")))?
+            .map_err(task_failed)?
             .map_err(CodeError::from)
     }
+}
+
+fn task_failed(e: tokio::task::JoinError) -> CodeError {
+    CodeError::Cache(CacheError::Task(e.to_string()))
 }
 
 /// Drops least recently used entries (never `keep`) until `total <= max`; returns them.

@@ -120,3 +120,19 @@ async fn a_tampered_cache_file_is_fetched_again_not_trusted() {
     assert_eq!(cache.get(&reference(&p)).await.expect("refetched"), p);
     assert_eq!(up.fetches.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_burst_of_cold_starts_fetches_a_new_package_once() {
+    let (_d, up, cache) = setup(1 << 20, false);
+    let code = reference(&up.packages[0]);
+    let gets: Vec<_> = (0..8)
+        .map(|_| {
+            let (cache, code) = (cache.clone(), code.clone());
+            tokio::spawn(async move { cache.get(&code).await.map(|z| z.len()) })
+        })
+        .collect();
+    for g in gets {
+        assert_eq!(g.await.expect("join").expect("get"), 1000);
+    }
+    assert_eq!(up.fetches.load(Ordering::SeqCst), 1);
+}

@@ -24,6 +24,15 @@ pub struct Unpacker {
 }
 
 impl Unpacker {
+    /// Removes whatever an earlier process left under the root (a crash between unpacking
+    /// and a sandbox's end). Blocking.
+    pub fn clear(&self) -> Result<(), CodeError> {
+        match std::fs::remove_dir_all(&self.root) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.root)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Validates `zip` and unpacks it into `root/<sandbox_id>`. Blocking.
     pub fn unpack(&self, zip: &[u8], sandbox_id: &str) -> Result<PathBuf, CodeError> {
         let plan = package::validate(zip, &self.limits)?;
@@ -58,6 +67,50 @@ impl Unpacker {
             None => 0o700,
         };
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).map_err(io(root))
+    }
+}
+
+/// Unpacks on the blocking pool. If the caller stops waiting (its invoke was
+/// cancelled), the directory is removed once the unpacking ends: no plaintext is left.
+pub async fn unpack_in_background(
+    unpacker: &Unpacker,
+    zip: Vec<u8>,
+    sandbox_id: &str,
+) -> Result<CodeDir, CodeError> {
+    let (u, id) = (unpacker.clone(), sandbox_id.to_owned());
+    let path = unpacker.root.join(sandbox_id);
+    let mut pending = Pending {
+        task: Some(tokio::task::spawn_blocking(move || u.unpack(&zip, &id))),
+        path,
+    };
+    let result = match pending.task.as_mut() {
+        Some(task) => task.await,
+        None => return Err(CodeError::Unreachable("unpack task missing".into())),
+    };
+    pending.task = None;
+    let dir = result.map_err(|e| CodeError::Io {
+        path: pending.path.clone(),
+        source: std::io::Error::other(format!("unpack task: {e}")),
+    })??;
+    Ok(CodeDir(dir))
+}
+
+/// An unpacking whose caller may go away before it ends.
+struct Pending {
+    task: Option<tokio::task::JoinHandle<Result<PathBuf, CodeError>>>,
+    path: PathBuf,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else { return };
+        let path = std::mem::take(&mut self.path);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = task.await;
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(path)).await;
+            });
+        }
     }
 }
 

@@ -46,6 +46,8 @@ pub enum HostError {
     RunDirLock(#[from] LockError),
     #[error("code cache: {0}")]
     CodeCache(#[from] crate::code::cache::CacheError),
+    #[error("sandbox code: {0}")]
+    Code(#[from] crate::code::CodeError),
 }
 
 /// Everything a host needs to run sandboxes.
@@ -186,13 +188,16 @@ impl Host {
                     c.source.clone(),
                 )?),
                 unpacker: Unpacker {
-                    root: run_dir.join("code"),
+                    root: run_dir.join("sandbox-code"),
                     group: code_group,
                     limits: ZipLimits::default(),
                 },
             }),
             None => None,
         };
+        if let Some(c) = &code {
+            c.unpacker.clear()?;
+        }
         let worker = Worker::with_code(backend, worker_config(cfg), code);
         // The reaper stops on its own once the worker is dropped.
         drop(worker.spawn_reaper());

@@ -93,28 +93,20 @@ pub(crate) async fn start(
 ) -> Result<Started, ColdStartError> {
     let _starting = Starting::new(inner, spec.key());
     let id = inner.new_sandbox_id();
-    let t0 = Instant::now();
-    let deadline = tokio::time::Instant::from_std(t0 + limit);
-    let unpacked = match inner.unpack_code(spec, &id).await {
-        Ok(u) => u,
+    // Fetching code has its own bound and is not the function's init: the clock starts
+    // once the code is in place.
+    let (local_spec, code_dir) = match inner.unpack_code(spec, &id).await {
+        Ok(Some((s, d))) => (Some(s), Some(d)),
+        Ok(None) => (None, None),
         Err(e) => {
             eprintln!("worker: sandbox {id} ({}:{}): {e}", spec.name, spec.version);
             return Err(ColdStartError::Code(e));
         }
     };
-    let (local_spec, code_dir) = match unpacked {
-        Some((s, d)) => (Some(s), Some(d)),
-        None => (None, None),
-    };
     let spec = local_spec.as_ref().unwrap_or(spec);
-    let created = tokio::time::timeout_at(deadline, inner.backend.create(spec, &id)).await;
-    let created = match (created, code_dir) {
-        (Ok(Ok(sb)), Some(code_dir)) => Ok(Ok(Box::new(crate::code::unpack::WithCode {
-            inner: sb,
-            code_dir,
-        }) as Box<dyn Sandbox>)),
-        (other, _) => other,
-    };
+    let t0 = Instant::now();
+    let deadline = tokio::time::Instant::from_std(t0 + limit);
+    let created = create(inner, spec, &id, deadline, code_dir).await;
     let mut sb = match created {
         Ok(Ok(mut sb)) => {
             if let Some(sink) = inner.log_sink(spec) {
@@ -184,6 +176,25 @@ pub(crate) async fn start(
             inner.destroy_all(vec![sb]);
             Err(ColdStartError::InitTimeout(limit, logs))
         }
+    }
+}
+
+/// Creates the sandbox within `deadline`; with `code_dir`, the directory goes with it.
+async fn create(
+    inner: &Inner,
+    spec: &FunctionVersionSpec,
+    id: &str,
+    deadline: tokio::time::Instant,
+    code_dir: Option<crate::code::unpack::CodeDir>,
+) -> Result<Result<Box<dyn Sandbox>, SandboxError>, tokio::time::error::Elapsed> {
+    let created = tokio::time::timeout_at(deadline, inner.backend.create(spec, id)).await;
+    match (created, code_dir) {
+        (Ok(Ok(sb)), Some(code_dir)) => Ok(Ok(Box::new(crate::code::unpack::WithCode {
+            inner: sb,
+            code_dir,
+        }))),
+        // A failed start drops `code_dir`, which removes it.
+        (other, _) => other,
     }
 }
 

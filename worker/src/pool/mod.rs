@@ -179,14 +179,10 @@ impl Inner {
             CodeError::Unreachable("this worker was given no code source".to_owned())
         })?;
         let zip = supply.cache.get(code).await?;
-        let unpacker = supply.unpacker.clone();
-        let sandbox = id.to_owned();
-        let dir = tokio::task::spawn_blocking(move || unpacker.unpack(&zip, &sandbox))
-            .await
-            .map_err(|e| CodeError::Unreachable(format!("unpack task: {e}")))??;
+        let dir = crate::code::unpack::unpack_in_background(&supply.unpacker, zip, id).await?;
         let mut local = spec.clone();
-        local.code_dir = Some(dir.clone());
-        Ok(Some((local, crate::code::unpack::CodeDir(dir))))
+        local.code_dir = Some(dir.0.clone());
+        Ok(Some((local, dir)))
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
