@@ -45,6 +45,12 @@ pub const SANDBOX_NOFILE: u64 = 1024;
 /// no host user or group may be given it.
 pub const JAIL_ROOT_GID: u32 = 999_999;
 
+/// Code being unpacked (files a sandbox will execute) is written under the read side;
+/// jails are cloned, and helper programs spawned, under the write side. A cloned child
+/// holds copies of all the worker's descriptors until its exec, and a copy of one still
+/// open for writing makes another sandbox's exec of that file fail with ETXTBSY.
+pub static CLONE_GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// The host gid a jail's `gid` is (see [`write_id_maps`]).
 pub fn host_gid(host_id_base: u32, gid: u32) -> u32 {
     if gid == 0 {

@@ -133,6 +133,9 @@ fn clone_child(plan: &ChildPlan) -> Result<i32, JailError> {
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP;
+    // No unpacked code is open for writing while the child takes its copy of the
+    // descriptor table (see `CLONE_GATE`).
+    let gate = super::CLONE_GATE.write().unwrap_or_else(|p| p.into_inner());
     // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy of the
     // address space and runs only `child::run`, which makes raw system calls on data
     // prepared above and never returns.
@@ -149,6 +152,7 @@ fn clone_child(plan: &ChildPlan) -> Result<i32, JailError> {
     if pid == 0 {
         child::run(plan);
     }
+    drop(gate);
     if pid < 0 {
         return Err(io_err("clone")(io::Error::last_os_error()));
     }

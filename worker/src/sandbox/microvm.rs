@@ -107,13 +107,21 @@ fn build_code_image(dir: &Path, out: &Path) -> Result<(), SandboxError> {
         }
     }
     let mib = (bytes * 2 / (1 << 20)) + 16;
-    let status = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "code", "-d"])
-        .arg(dir)
-        .arg(out)
-        .arg(format!("{mib}M"))
-        .stdout(std::process::Stdio::null())
-        .status()
+    let child = {
+        // Spawned like a jail: no unpacked code open for writing is copied into it.
+        let _gate = crate::jail::CLONE_GATE
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "code", "-d"])
+            .arg(dir)
+            .arg(out)
+            .arg(format!("{mib}M"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+    };
+    let status = child
+        .and_then(|mut c| c.wait())
         .map_err(|e| start_err(format!("mkfs.ext4: {e}")))?;
     if !status.success() {
         return Err(start_err(format!("mkfs.ext4 failed: {status}")));

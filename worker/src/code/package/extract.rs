@@ -51,6 +51,10 @@ fn io(path: &str) -> impl FnOnce(std::io::Error) -> ExtractError + '_ {
 /// Extracts into `dest`, which must be an empty directory. Directories and
 /// files come first and symlinks last, so no write ever follows a link.
 pub fn extract(zip: &[u8], plan: &ZipPlan, dest: &Path) -> Result<(), ExtractError> {
+    // Files written here may be executed by a sandbox: no jail is cloned meanwhile.
+    let _writing = crate::jail::CLONE_GATE
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
     let mut archive = ZipArchive::new(Cursor::new(zip)).map_err(|e| ExtractError::Zip {
         path: String::new(),
         reason: e.to_string(),
