@@ -79,10 +79,6 @@ pub struct ServeArgs {
     /// DATA_DIR/master.key, generated on first start.
     #[arg(long, env = "SUPERVISOR_MASTER_KEY_FILE", value_name = "FILE")]
     pub master_key_file: Option<PathBuf>,
-    /// Where decrypted code (directories, ext4 images) is cached for sandboxes
-    /// [default: DATA_DIR/cache].
-    #[arg(long, env = "SUPERVISOR_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
     /// Largest accepted difference between X-Amz-Date and the server clock [default: 900].
     #[arg(long, env = "SUPERVISOR_MAX_CLOCK_SKEW_SECS", value_name = "SECS")]
     pub max_clock_skew_secs: Option<u32>,
@@ -115,7 +111,6 @@ struct FileConfig {
     region: Option<String>,
     account_id: Option<String>,
     master_key_file: Option<PathBuf>,
-    cache_dir: Option<PathBuf>,
     max_clock_skew_secs: Option<u32>,
     public_metrics: Option<bool>,
     #[serde(default)]
@@ -158,7 +153,6 @@ pub struct Config {
     pub region: String,
     pub account_id: String,
     pub master_key_file: Option<PathBuf>,
-    pub cache_dir: PathBuf,
     pub max_clock_skew_secs: u32,
     /// Print generated secrets once on stderr (`--announce-generated-credentials`).
     pub announce_generated_credentials: bool,
@@ -181,7 +175,6 @@ impl Config {
             region: DEFAULT_REGION.to_owned(),
             account_id: DEFAULT_ACCOUNT.to_owned(),
             master_key_file: None,
-            cache_dir: data_dir.join("cache"),
             max_clock_skew_secs: DEFAULT_MAX_CLOCK_SKEW_SECS,
             announce_generated_credentials: false,
             public_metrics: false,
@@ -267,9 +260,6 @@ impl ServeArgs {
             cfg.account_id = a;
         }
         cfg.master_key_file = self.master_key_file.or(file.master_key_file);
-        if let Some(c) = self.cache_dir.or(file.cache_dir) {
-            cfg.cache_dir = c;
-        }
         if let Some(s) = self.max_clock_skew_secs.or(file.max_clock_skew_secs) {
             cfg.max_clock_skew_secs = s;
         }
@@ -306,7 +296,6 @@ mod tests {
         assert_eq!(c.region, "ap-south-1");
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.listen.port(), 1234);
-        assert_eq!(c.cache_dir, PathBuf::from("/tmp/x/cache"));
         assert_eq!(c.account_id, DEFAULT_ACCOUNT);
     }
 

@@ -18,6 +18,6 @@ pub mod serve;
 mod supervisor;
 pub mod timefmt;
 
-pub use prepare::{PrepareError, PreparedCode};
+pub use prepare::PrepareError;
 pub use supervisor::{StartupReport, Supervisor, SupervisorError};
 pub use worker::host::lock::LockError;

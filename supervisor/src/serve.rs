@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::dataplane::Host;
-use crate::invoke::InvokeService;
+use crate::invoke::{CodeIndex, InvokeService, LocalCode};
+use worker::host::CodeSettings;
 use crate::Supervisor;
 
 /// Time idle sandboxes get to stop after the server has drained.
@@ -22,8 +23,9 @@ pub struct Prepared {
     pub addr: SocketAddr,
 }
 
-/// Raises the descriptor limit, opens the data dir, starts the worker and binds the
-/// listener. Prints the operator messages (generated keys, isolation choice).
+/// Raises the descriptor limit, opens the data dir, starts the worker (or, for the
+/// frontend role, the links to the workers) and binds the listener. Prints the
+/// operator messages (generated keys, isolation choice).
 pub async fn prepare(config: Config) -> Result<Prepared, String> {
     // Before anything opens descriptors; `http::serve` derives its connection cap from
     // the limit in force.
@@ -33,6 +35,16 @@ pub async fn prepare(config: Config) -> Result<Prepared, String> {
     let listen = config.listen;
     let announce = config.announce_generated_credentials;
     let (sup, report) = Supervisor::open(config).map_err(|e| e.to_string())?;
+    announce_startup(&sup, &report, announce);
+    let codes = CodeIndex::new(&sup);
+    let invoke = match sup.config().cluster.clone() {
+        Some(settings) => start_frontend(&sup, settings, codes).await?,
+        None => start_embedded(&sup, codes)?,
+    };
+    bind(sup, invoke, listen).await
+}
+
+fn announce_startup(sup: &Supervisor, report: &crate::StartupReport, announce: bool) {
     if let Some(path) = &report.generated_credentials {
         let c = sup.credentials();
         if announce {
@@ -62,33 +74,41 @@ pub async fn prepare(config: Config) -> Result<Prepared, String> {
             "removed code objects left by an interrupted write"
         );
     }
+}
+
+/// The frontend role: links to the workers and the code server they fetch from.
+async fn start_frontend(
+    sup: &Arc<Supervisor>,
+    settings: cluster::frontend::FrontendSettings,
+    codes: Arc<CodeIndex>,
+) -> Result<Arc<InvokeService>, String> {
+    let workers = settings.workers.len();
+    let fe = cluster::frontend::Frontend::start(settings, codes.clone())
+        .await
+        .map_err(|e| format!("frontend role: {e}"))?;
+    eprintln!(
+        "supervisor: frontend {} with {workers} worker(s); code served on {}",
+        fe.id,
+        fe.code_source()
+    );
+    let none = Err("this frontend runs no sandboxes (--role frontend)".to_owned());
+    InvokeService::with_remote(sup.clone(), none, Some(fe), codes).map_err(|e| e.to_string())
+}
+
+/// The embedded data plane: this host's worker, pulling code from this process's store.
+fn start_embedded(
+    sup: &Arc<Supervisor>,
+    codes: Arc<CodeIndex>,
+) -> Result<Arc<InvokeService>, String> {
     let cfg = sup.config();
-    if let Some(fs) = cfg.cluster.clone() {
-        let codes = crate::invoke::CodeIndex::new(&sup);
-        let fe = cluster::frontend::Frontend::start(fs, codes.clone())
-            .await
-            .map_err(|e| format!("frontend role: {e}"))?;
-        eprintln!(
-            "supervisor: frontend {} with {} worker(s); code served on {}",
-            fe.id,
-            cfg.cluster.as_ref().map_or(0, |c| c.workers.len()),
-            fe.code_source()
-        );
-        let invoke = InvokeService::with_remote(
-            sup.clone(),
-            Err("this frontend runs no sandboxes (--role frontend)".into()),
-            Some(fe),
-            Some(codes),
-        )
-        .map_err(|e| e.to_string())?;
-        return bind(sup, invoke, listen).await;
-    }
-    let plane = Host::start(&cfg.data_plane.host_settings(
-        &cfg.region,
-        &cfg.account_id,
-        cfg.data_dir.join("logs"),
-    ));
-    let plane = match plane {
+    let mut settings =
+        cfg.data_plane
+            .host_settings(&cfg.region, &cfg.account_id, cfg.data_dir.join("logs"));
+    settings.code = Some(CodeSettings {
+        source: Arc::new(LocalCode(codes.clone())),
+        cache_max_bytes: None,
+    });
+    let plane = match Host::start(&settings) {
         Ok(p) => {
             eprintln!("supervisor: {}", p.selection);
             Ok(p)
@@ -100,8 +120,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, String> {
             Err(e.to_string())
         }
     };
-    let invoke = InvokeService::new(sup.clone(), plane).map_err(|e| e.to_string())?;
-    bind(sup, invoke, listen).await
+    InvokeService::new(sup.clone(), plane, codes).map_err(|e| e.to_string())
 }
 
 async fn bind(

@@ -106,12 +106,13 @@ impl Supervisor {
             }
         };
         let registry = Registry::open(&dir.join("registry.sqlite3"))?;
-        let store = CodeStore::open(
-            &dir.join("code"),
-            &config.cache_dir,
-            master,
-            ZipLimits::default(),
-        )?;
+        // Earlier versions kept decrypted code under DATA_DIR/cache; plaintext is now
+        // only in sandboxes' own directories.
+        let legacy_cache = dir.join("cache");
+        if legacy_cache.is_dir() {
+            std::fs::remove_dir_all(&legacy_cache).map_err(dir_err)?;
+        }
+        let store = CodeStore::open(&dir.join("code"), master, ZipLimits::default())?;
 
         // A crash after sealing code but before the registry commit leaves
         // an unreferenced object; nothing can reach it, so remove it.

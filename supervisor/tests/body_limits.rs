@@ -57,7 +57,8 @@ fn router() -> (tempfile::TempDir, Router) {
     let mut cfg = Config::with_data_dir(&dir.path().join("data"));
     cfg.credentials = Some((AK.into(), SK.into()));
     let (sup, _) = Supervisor::open(cfg).expect("open");
-    let svc = InvokeService::new(sup.clone(), Err("no data plane in this test".into()))
+    let codes = supervisor::invoke::CodeIndex::new(&sup);
+    let svc = InvokeService::new(sup.clone(), Err("no data plane in this test".into()), codes)
         .expect("invoke service");
     let router = sup.router(svc.signed_routes(), svc.public_routes());
     (dir, router)

@@ -215,7 +215,7 @@ async fn oversized_request_is_413() {
 }
 
 #[tokio::test]
-async fn prepare_code_and_orphan_collection() {
+async fn code_package_and_orphan_collection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let zip = zip_with_bootstrap("prepared");
     {
@@ -226,23 +226,11 @@ async fn prepare_code_and_orphan_collection() {
         )
         .await;
         assert_eq!(status, StatusCode::CREATED);
-        let prepared = tokio::task::spawn_blocking(move || sup.prepare_code("p", None))
+        let package = tokio::task::spawn_blocking(move || sup.code_package("p", None))
             .await
             .expect("join")
-            .expect("prepare");
-        assert_eq!(
-            prepared.code_sha256,
-            supervisor::codestore::code_sha256(&zip)
-        );
-        let boot = prepared.path.join("bootstrap");
-        assert_eq!(
-            std::fs::read_to_string(&boot).expect("read"),
-            "#!/bin/sh\necho prepared\n"
-        );
-        assert_eq!(
-            std::fs::metadata(&boot).expect("meta").permissions().mode() & 0o777,
-            0o755
-        );
+            .expect("package");
+        assert_eq!(package, zip, "decrypted and checked against its CodeSha256");
     }
     // An object sealed but never committed (crash between the two steps)
     // is collected at the next start; committed ones are kept.
@@ -256,27 +244,11 @@ async fn prepare_code_and_orphan_collection() {
     let (sup, report) = Supervisor::open(cfg).expect("reopen");
     assert_eq!(report.orphans_removed, 1);
     assert!(!orphan.exists());
-    let dir_path = sup.prepare_code("p", None).expect("prepare").path;
+    assert_eq!(sup.code_package("p", None).expect("package"), zip);
     assert!(matches!(
-        sup.prepare_code("p", Some("1")),
+        sup.code_package("p", Some("1")),
         Err(supervisor::PrepareError::NotFound(_))
     ));
-
-    // Cache pruning keeps referenced (or in-use) code and drops the rest.
-    let none = std::collections::HashSet::new();
-    assert_eq!(sup.prune_code_cache(&none).expect("prune"), 0);
-    assert!(dir_path.is_dir());
-    let f = supervisor::control::names::FunctionRef {
-        name: "p".into(),
-        qualifier: None,
-    };
-    supervisor::control::ops::delete(&sup, &f).expect("delete");
-    let in_use: std::collections::HashSet<String> =
-        [supervisor::codestore::code_sha256(&zip)].into();
-    assert_eq!(sup.prune_code_cache(&in_use).expect("prune"), 0);
-    assert!(dir_path.is_dir(), "in-use code must survive");
-    assert_eq!(sup.prune_code_cache(&none).expect("prune"), 1);
-    assert!(!dir_path.exists());
 }
 
 #[tokio::test]

@@ -14,7 +14,8 @@ use axum::Router;
 use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use supervisor::config::Config;
-use supervisor::dataplane::{CodeForm, Host};
+use supervisor::dataplane::Host;
+use supervisor::invoke::{local_code_supply, CodeIndex};
 use supervisor::invoke::InvokeService;
 use supervisor::Supervisor;
 use tower::ServiceExt as _;
@@ -175,23 +176,22 @@ fn env_with(plane: bool) -> Env {
     cfg.data_plane.host_concurrency = 10;
     let (sup, _) = Supervisor::open(cfg).expect("open");
     let seen: Seen = Arc::default();
+    let codes = CodeIndex::new(&sup);
+    let run_dir = dir.path().join("run");
     let plane = if plane {
-        let worker = Worker::new(
+        let worker = Worker::with_code(
             Arc::new(ScriptedBackend { seen: seen.clone() }),
             WorkerConfig {
                 host_concurrency: 10,
                 ..WorkerConfig::default()
             },
+            Some(local_code_supply(&codes, &run_dir)),
         );
-        Ok(Host::from_worker(
-            worker,
-            CodeForm::Directory,
-            dir.path().join("run"),
-        ))
+        Ok(Host::from_worker(worker, run_dir))
     } else {
         Err("no backend in this test".to_owned())
     };
-    let svc = InvokeService::new(sup.clone(), plane).expect("invoke service");
+    let svc = InvokeService::new(sup.clone(), plane, codes).expect("invoke service");
     svc.start_background();
     let router = sup.router(svc.signed_routes(), svc.public_routes());
     Env {

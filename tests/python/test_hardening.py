@@ -423,16 +423,16 @@ def test_concurrent_large_uploads_have_a_memory_bound(tmp_path):
         sup.stop()
 
 
-def test_a_full_cache_disk_is_a_service_error_not_a_bad_package(tmp_path):
+def test_a_full_disk_for_sandbox_code_is_a_service_error_not_a_bad_package(tmp_path):
     import subprocess
 
     from botocore.exceptions import ClientError
 
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(cache)], check=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(run)], check=True)
     try:
-        sup = start_supervisor(tmp_path / "data", "--cache-dir", str(cache))
+        sup = start_supervisor(tmp_path / "data", "--run-dir", str(run))
         try:
             c = sup.client()
             boot = (FUNCTIONS / "shell" / "bootstrap").read_bytes()
@@ -447,7 +447,7 @@ def test_a_full_cache_disk_is_a_service_error_not_a_bad_package(tmp_path):
         finally:
             sup.stop()
     finally:
-        subprocess.run(["umount", "-l", str(cache)], check=False)
+        subprocess.run(["umount", "-l", str(run)], check=False)
 
 
 DIE_PY = '''

@@ -115,7 +115,7 @@ impl Daemon {
         let code = Arc::new(LinkCodeSource::new(client, stats.clone()));
         s.host.code = Some(CodeSettings {
             source: code.clone(),
-            cache_max_bytes: s.code_cache_max_bytes,
+            cache_max_bytes: Some(s.code_cache_max_bytes),
         });
         let host = Host::start(&s.host)?;
         eprintln!("worker {}: {}", s.id, host.selection);

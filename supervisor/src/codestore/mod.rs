@@ -1,16 +1,13 @@
 //! Encrypted code store: validated zips sealed with AES-256-GCM, written
-//! atomically, decrypted only when a sandbox is prepared (into a directory
-//! or a read-only ext4 image, cached by CodeSha256).
+//! atomically, decrypted only when a worker pulls a package (which it unpacks into
+//! each sandbox's own directory).
 
 pub mod atomic;
 pub mod envelope;
-pub mod ext4;
 pub mod master_key;
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -30,10 +27,6 @@ pub enum CodeStoreError {
     Zip(#[from] ZipError),
     #[error(transparent)]
     Envelope(#[from] envelope::EnvelopeError),
-    #[error(transparent)]
-    Extract(#[from] extract::ExtractError),
-    #[error(transparent)]
-    Ext4(#[from] ext4::Ext4Error),
     #[error("code store I/O on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -70,39 +63,25 @@ pub(crate) fn sha_dir_name(code_sha256: &str) -> Result<String, CodeStoreError> 
 
 pub struct CodeStore {
     objects: PathBuf,
-    cache: PathBuf,
     master: MasterKey,
     limits: ZipLimits,
-    /// One lock per CodeSha256 being materialised, so concurrent prepares of
-    /// the same code wait for one build instead of racing.
-    building: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl CodeStore {
-    /// Opens (creating) `objects_dir` and `cache_dir` and clears leftovers of
-    /// interrupted writes.
+    /// Opens (creating) `objects_dir` and clears leftovers of interrupted writes.
     pub fn open(
         objects_dir: &Path,
-        cache_dir: &Path,
         master: MasterKey,
         limits: ZipLimits,
     ) -> Result<Self, CodeStoreError> {
-        for d in [
-            objects_dir.to_owned(),
-            cache_dir.join("dirs"),
-            cache_dir.join("images"),
-        ] {
-            std::fs::create_dir_all(&d).map_err(io_err(&d))?;
-            atomic::remove_stale_temps(&d).map_err(io_err(&d))?;
-        }
+        std::fs::create_dir_all(objects_dir).map_err(io_err(objects_dir))?;
+        atomic::remove_stale_temps(objects_dir).map_err(io_err(objects_dir))?;
         std::fs::set_permissions(objects_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_err(objects_dir))?;
         Ok(Self {
             objects: objects_dir.to_owned(),
-            cache: cache_dir.to_owned(),
             master,
             limits,
-            building: Mutex::new(HashMap::new()),
         })
     }
 
@@ -190,114 +169,6 @@ impl CodeStore {
             }
         }
         Ok(ids)
-    }
-
-    fn build_lock(&self, key: &str) -> Arc<Mutex<()>> {
-        let mut map = self.building.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.to_owned()).or_default().clone()
-    }
-
-    /// Removes cached plaintext (directories and images) whose digest (hex)
-    /// is not in `keep`; returns how many entries were removed.
-    pub fn prune_cache(
-        &self,
-        keep: &std::collections::HashSet<String>,
-    ) -> Result<usize, CodeStoreError> {
-        let mut removed = 0;
-        for (kind, suffix) in [("dirs", ""), ("images", ".ext4")] {
-            let dir = self.cache.join(kind);
-            for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
-                let entry = entry.map_err(io_err(&dir))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(hex) = name.strip_suffix(suffix) else {
-                    continue;
-                };
-                if name.starts_with(atomic::TMP_PREFIX) || keep.contains(hex) {
-                    continue;
-                }
-                let lock_key = format!("{}-{hex}", if kind == "dirs" { "dir" } else { "img" });
-                let lock = self.build_lock(&lock_key);
-                let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-                let path = entry.path();
-                let result = if kind == "dirs" {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                result.map_err(io_err(&path))?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Decrypts and extracts the code into `cache/dirs/<sha>`; reuses an
-    /// existing extraction of the same CodeSha256.
-    pub fn materialize_dir(
-        &self,
-        object_id: &str,
-        aad: &CodeAad<'_>,
-    ) -> Result<PathBuf, CodeStoreError> {
-        let name = sha_dir_name(aad.code_sha256)?;
-        let dest = self.cache.join("dirs").join(&name);
-        let lock = self.build_lock(&format!("dir-{name}"));
-        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        if dest.is_dir() {
-            return Ok(dest);
-        }
-        let zip = self.read(object_id, aad)?;
-        let plan = self.validate(&zip)?;
-        let tmp =
-            self.cache
-                .join("dirs")
-                .join(format!("{}{}", atomic::TMP_PREFIX, random_hex::<8>()));
-        std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-        let built = extract::extract(&zip, &plan, &tmp)
-            .map_err(CodeStoreError::from)
-            .and_then(|()| std::fs::rename(&tmp, &dest).map_err(io_err(&dest)));
-        if let Err(e) = built {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        Ok(dest)
-    }
-
-    /// Builds (or reuses) a read-only ext4 image `cache/images/<sha>.ext4`.
-    pub fn materialize_image(
-        &self,
-        object_id: &str,
-        aad: &CodeAad<'_>,
-    ) -> Result<PathBuf, CodeStoreError> {
-        let name = sha_dir_name(aad.code_sha256)?;
-        let dest = self.cache.join("images").join(format!("{name}.ext4"));
-        let lock = self.build_lock(&format!("img-{name}"));
-        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        if dest.is_file() {
-            return Ok(dest);
-        }
-        let zip = self.read(object_id, aad)?;
-        let plan = self.validate(&zip)?;
-        let images = self.cache.join("images");
-        let stage = images.join(format!("{}{}", atomic::TMP_PREFIX, random_hex::<8>()));
-        let tmp_img = images.join(format!("{}{}.ext4", atomic::TMP_PREFIX, random_hex::<8>()));
-        let result = (|| {
-            std::fs::create_dir(&stage).map_err(io_err(&stage))?;
-            extract::extract(&zip, &plan, &stage)?;
-            let entries = plan.entries.len() as u64;
-            let size = ext4::image_size_bytes(plan.unzipped_size, entries);
-            ext4::build_image(&stage, &tmp_img, size, entries)?;
-            std::fs::set_permissions(&tmp_img, std::fs::Permissions::from_mode(0o444))
-                .map_err(io_err(&tmp_img))?;
-            std::fs::File::open(&tmp_img)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&tmp_img))?;
-            std::fs::rename(&tmp_img, &dest).map_err(io_err(&dest))
-        })();
-        let _ = std::fs::remove_dir_all(&stage);
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp_img);
-        }
-        result.map(|()| dest)
     }
 }
 

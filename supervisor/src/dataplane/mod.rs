@@ -6,4 +6,4 @@ pub mod config;
 
 pub use args::{DataPlaneArgs, DataPlaneFile};
 pub use config::{DataPlaneConfig, Prewarm};
-pub use worker::host::{CodeForm, Host, HostError};
+pub use worker::host::{Host, HostError};

@@ -7,12 +7,11 @@
 mod concurrency;
 pub mod events;
 pub mod eventstream;
-mod expose;
 mod handler;
 pub mod headers;
 pub mod metrics;
 mod remote;
-pub use remote::CodeIndex;
+pub use remote::{local_code_supply, CodeIndex, LocalCode};
 mod response;
 mod spec;
 mod stream;
@@ -102,6 +101,15 @@ impl std::fmt::Display for RunError {
     }
 }
 
+/// Where the embedded worker's code comes from: this process's own store.
+const LOCAL_CODE_SOURCE: &str = "local";
+
+/// Who stops the sandboxes of a replaced revision.
+enum Retire<'a> {
+    Local(&'a worker::Worker),
+    Remote(&'a cluster::frontend::Frontend),
+}
+
 /// Shared state of the invoke path.
 pub struct InvokeService {
     sup: Arc<Supervisor>,
@@ -116,19 +124,23 @@ pub struct InvokeService {
 }
 
 impl InvokeService {
+    /// The embedded data plane: `plane`'s worker pulls code from `codes`
+    /// ([`LocalCode`]), which resolution fills.
     pub fn new(
         sup: Arc<Supervisor>,
         plane: Result<Host, String>,
+        codes: Arc<remote::CodeIndex>,
     ) -> Result<Arc<Self>, InvokeSetupError> {
-        Self::with_remote(sup, plane, None, None)
+        Self::with_remote(sup, plane, None, codes)
     }
 
-    /// With `remote`, invokes run on worker hosts; `codes` is what they fetch code from.
+    /// With `remote`, invokes run on worker hosts, which fetch code from `codes` through
+    /// this frontend's code server.
     pub fn with_remote(
         sup: Arc<Supervisor>,
         plane: Result<Host, String>,
         remote: Option<Arc<cluster::frontend::Frontend>>,
-        codes: Option<Arc<remote::CodeIndex>>,
+        codes: Arc<remote::CodeIndex>,
     ) -> Result<Arc<Self>, InvokeSetupError> {
         let specs = Arc::new(Specs::default());
         specs.load_reserved(sup.registry().all_reserved_concurrency()?);
@@ -146,7 +158,6 @@ impl InvokeService {
                 fe.forget(name, version, None)
             }));
         }
-        let codes = codes.unwrap_or_else(|| remote::CodeIndex::new(&sup));
         Ok(Arc::new(Self {
             sup,
             plane,
@@ -257,59 +268,44 @@ impl InvokeService {
 
     /// Registry lookup and code preparation on the blocking pool.
     async fn resolve(&self, f: &FunctionRef) -> Result<worker::FunctionVersionSpec, ApiError> {
-        if let Some(fe) = &self.remote {
-            return self.resolve_by_digest(fe, f).await;
-        }
-        let plane = self
-            .plane
-            .as_ref()
-            .map_err(|why| ApiError::service(format!("the data plane is not running: {why}")))?;
+        let retire = match (&self.remote, &self.plane) {
+            (Some(fe), _) => Retire::Remote(fe),
+            (None, Ok(plane)) => Retire::Local(&plane.worker),
+            (None, Err(why)) => {
+                return Err(ApiError::service(format!(
+                    "the data plane is not running: {why}"
+                )))
+            }
+        };
         if let Some(spec) = self.specs.current(&self.sup, f) {
             return Ok(spec);
         }
-        let way = spec::CodeWay::Local {
-            form: plane.code_form,
-            exposed_root: plane.run_dir.join("code"),
-            group: plane.code_group,
+        let source = match &self.remote {
+            Some(fe) => fe.code_source().to_owned(),
+            None => LOCAL_CODE_SOURCE.to_owned(),
         };
-        let sup = self.sup.clone();
-        let f2 = f.clone();
-        let specs = self.specs.clone();
-        // Code preparation (first use of a revision) decrypts and unpacks, and the
-        // registry read takes a mutex held across fsyncs: both stay off async threads.
-        let resolved = tokio::task::spawn_blocking(move || specs.resolve(&sup, &f2, &way))
-            .await
-            .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
+        let (sup, f2, specs, codes) = (
+            self.sup.clone(),
+            f.clone(),
+            self.specs.clone(),
+            self.codes.clone(),
+        );
+        // The registry read takes a mutex held across fsyncs: off async threads.
+        let resolved =
+            tokio::task::spawn_blocking(move || specs.resolve(&sup, &f2, &source, &codes))
+                .await
+                .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
         if resolved.revised {
             // Sandboxes are keyed by revision too, so the old ones would never serve
             // again: stop them now instead of at the idle timeout. Other functions'
             // sandboxes stay warm.
             let s = &resolved.spec;
-            plane.worker.retire_stale(&s.name, &s.version, &s.revision);
-        }
-        Ok(resolved.spec)
-    }
-
-    /// Resolution in the frontend role: code by digest, revisions retired on workers.
-    async fn resolve_by_digest(
-        &self,
-        fe: &cluster::frontend::Frontend,
-        f: &FunctionRef,
-    ) -> Result<worker::FunctionVersionSpec, ApiError> {
-        if let Some(spec) = self.specs.current(&self.sup, f) {
-            return Ok(spec);
-        }
-        let way = spec::CodeWay::ByDigest {
-            source: fe.code_source().to_owned(),
-            index: self.codes.clone(),
-        };
-        let (sup, f2, specs) = (self.sup.clone(), f.clone(), self.specs.clone());
-        let resolved = tokio::task::spawn_blocking(move || specs.resolve(&sup, &f2, &way))
-            .await
-            .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
-        if resolved.revised {
-            let s = &resolved.spec;
-            fe.forget(&s.name, Some(&s.version), Some(&s.revision));
+            match retire {
+                Retire::Remote(fe) => fe.forget(&s.name, Some(&s.version), Some(&s.revision)),
+                Retire::Local(w) => {
+                    w.retire_stale(&s.name, &s.version, &s.revision);
+                }
+            }
         }
         Ok(resolved.spec)
     }

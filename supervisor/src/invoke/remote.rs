@@ -91,6 +91,44 @@ impl CodeLookup for CodeIndex {
     }
 }
 
+/// The embedded worker's code source: this process's own encrypted store, through the
+/// same index the code server uses.
+pub struct LocalCode(pub Arc<CodeIndex>);
+
+impl worker::code::CodeSource for LocalCode {
+    fn fetch<'a>(
+        &'a self,
+        code: &'a worker::code::CodeRef,
+    ) -> worker::sandbox::BoxFuture<'a, Result<Vec<u8>, worker::code::CodeError>> {
+        use worker::code::CodeError;
+        Box::pin(async move {
+            let hex = worker::code::digest_hex(&code.sha256)?;
+            let index = self.0.clone();
+            // Decrypting a package is blocking work.
+            match tokio::task::spawn_blocking(move || index.package(&hex)).await {
+                Ok(Ok(Some(zip))) => Ok(zip),
+                Ok(Ok(None)) => Err(CodeError::NotFound(code.sha256.clone())),
+                Ok(Err(e)) => Err(CodeError::Unreachable(format!("code store: {e}"))),
+                Err(e) => Err(CodeError::Unreachable(format!("code store task: {e}"))),
+            }
+        })
+    }
+}
+
+/// A worker's code supply pulling from this process's store, unpacking under
+/// `run_dir` (for workers built outside [`worker::host::Host::start`]: tests, embedding).
+pub fn local_code_supply(codes: &Arc<CodeIndex>, run_dir: &std::path::Path) -> worker::CodeSupply {
+    worker::CodeSupply {
+        source: Arc::new(LocalCode(codes.clone())),
+        cache: None,
+        unpacker: worker::code::unpack::Unpacker {
+            root: run_dir.join("sandbox-code"),
+            group: worker::jail::mirror_group(),
+            limits: worker::code::package::ZipLimits::default(),
+        },
+    }
+}
+
 impl From<RemoteError> for RunError {
     fn from(e: RemoteError) -> Self {
         use cluster::link::wire::Failure;

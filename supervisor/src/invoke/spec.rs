@@ -1,5 +1,6 @@
 //! Turns a function reference into the worker's [`FunctionVersionSpec`]: registry
-//! record, plaintext code in the form the backend wants, reserved concurrency.
+//! record, code by digest (remembered in the [`CodeIndex`] workers pull from),
+//! reserved concurrency.
 //! Specs are cached per version and rebuilt when the record's revision changes.
 
 use std::collections::HashMap;
@@ -9,9 +10,9 @@ use std::time::Duration;
 use worker::FunctionVersionSpec;
 
 use crate::control::names::FunctionRef;
-use crate::dataplane::CodeForm;
 use crate::http::ApiError;
 use crate::registry::{FunctionRecord, LATEST};
+use super::remote::CodeIndex;
 use crate::Supervisor;
 
 struct Cached {
@@ -27,67 +28,6 @@ pub struct Specs {
     /// Keyed by (function, qualifier as requested or `$LATEST`).
     cache: Mutex<HashMap<(String, String), Cached>>,
     reserved: RwLock<HashMap<String, u32>>,
-}
-
-/// How the worker gets a version's code.
-pub enum CodeWay {
-    /// Plaintext prepared here, mirrored under `exposed_root` for the local worker.
-    Local {
-        form: CodeForm,
-        exposed_root: std::path::PathBuf,
-        group: Option<u32>,
-    },
-    /// By digest: a worker host fetches it from `source` (this frontend), which serves
-    /// what `index` holds.
-    ByDigest {
-        source: String,
-        index: std::sync::Arc<super::remote::CodeIndex>,
-    },
-}
-
-type CodeParts = (
-    Option<std::path::PathBuf>,
-    Option<std::path::PathBuf>,
-    Option<worker::code::CodeRef>,
-);
-
-/// The spec's code fields for `record`. Blocking (may decrypt and unpack).
-fn code_for(
-    sup: &Supervisor,
-    record: &FunctionRecord,
-    way: &CodeWay,
-) -> Result<CodeParts, ApiError> {
-    let version = Some(record.version.as_str());
-    match way {
-        CodeWay::Local {
-            form,
-            exposed_root,
-            group,
-        } => {
-            let exposed = |p: &std::path::Path| {
-                super::expose::expose(p, exposed_root, *group)
-                    .map_err(|e| ApiError::service(e.to_string()))
-            };
-            Ok(match form {
-                CodeForm::Directory => {
-                    let p = sup.prepare_code(&record.name, version)?.path;
-                    (Some(exposed(&p)?), None, None)
-                }
-                CodeForm::Image => {
-                    let p = sup.prepare_code_image(&record.name, version)?.path;
-                    (None, Some(exposed(&p)?), None)
-                }
-            })
-        }
-        CodeWay::ByDigest { source, index } => {
-            index.add(record);
-            let code = worker::code::CodeRef {
-                sha256: record.code_sha256.clone(),
-                source: source.clone(),
-            };
-            Ok((None, None, Some(code)))
-        }
-    }
 }
 
 /// What [`Specs::resolve`] found.
@@ -160,12 +100,13 @@ impl Specs {
         cache.get(&Self::key(f)).map(|c| c.revision_id.clone())
     }
 
-    /// Blocking: registry lookup and, for a new revision, code preparation.
+    /// Blocking: registry lookup.
     pub fn resolve(
         &self,
         sup: &Supervisor,
         f: &FunctionRef,
-        way: &CodeWay,
+        code_source: &str,
+        codes: &CodeIndex,
     ) -> Result<Resolved, ApiError> {
         let generation = sup.registry().generation();
         let record = Self::record(sup, f)?;
@@ -191,13 +132,17 @@ impl Specs {
         // recreated function must not inherit from the cache.
         let reserved = sup.registry().reserved_concurrency(&record.name)?;
         self.set_reserved(&record.name, reserved);
-        let (code_dir, code_image, code) = code_for(sup, &record, way)?;
+        codes.add(&record);
+        let code = worker::code::CodeRef {
+            sha256: record.code_sha256.clone(),
+            source: code_source.to_owned(),
+        };
         let spec = FunctionVersionSpec {
             name: record.name.clone(),
             version: record.version.clone(),
-            code_dir,
-            code_image,
-            code,
+            code_dir: None,
+            code_image: None,
+            code: Some(code),
             runtime: record.runtime.clone(),
             handler: record.handler.clone().unwrap_or_default(),
             memory_mib: record.memory_size,

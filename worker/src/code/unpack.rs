@@ -182,3 +182,7 @@ impl Sandbox for WithCode {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "unpack_tests.rs"]
+mod tests;

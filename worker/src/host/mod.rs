@@ -71,37 +71,26 @@ pub struct HostSettings {
     pub account_id: String,
     /// Per-function log files (rotated) go here.
     pub log_dir: Option<PathBuf>,
-    /// Where code named by digest only comes from, and how much of it to keep sealed.
+    /// Where the worker pulls the code it is told of by digest.
     pub code: Option<CodeSettings>,
 }
 
-/// The code supply of a host that is told of code by digest (a worker host).
+/// A host's code supply.
 #[derive(Clone)]
 pub struct CodeSettings {
     pub source: Arc<dyn CodeSource>,
-    /// Sealed packages kept beyond this many bytes are evicted, least recently used first.
-    pub cache_max_bytes: u64,
-}
-
-/// How the worker wants code handed to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeForm {
-    /// Unpacked directory (process backend).
-    Directory,
-    /// Read-only ext4 image (microVM backend).
-    Image,
+    /// Keep fetched packages sealed, evicting beyond this many bytes (a worker host,
+    /// whose source is another host); `None` for a source on this host that is already
+    /// encrypted at rest (the embedded frontend's store).
+    pub cache_max_bytes: Option<u64>,
 }
 
 /// A started host: its worker plus what the frontend needs to know about it.
 pub struct Host {
     pub worker: Worker,
-    pub code_form: CodeForm,
     /// The one log line saying which isolation is used and why.
     pub selection: String,
     pub run_dir: PathBuf,
-    /// Group given the code mirror root under `run_dir` (the jails' root gid), or
-    /// `None` to keep it private (see `invoke::expose`).
-    pub code_group: Option<u32>,
     /// The run dir was made for this process (and is removed at shutdown).
     pub owns_run_dir: bool,
     /// Held while this process lives, so a startup sweep elsewhere (even from another
@@ -111,13 +100,11 @@ pub struct Host {
 
 impl Host {
     /// Wraps an already constructed worker (embedding, tests with other backends).
-    pub fn from_worker(worker: Worker, code_form: CodeForm, run_dir: PathBuf) -> Self {
+    pub fn from_worker(worker: Worker, run_dir: PathBuf) -> Self {
         Self {
             worker,
-            code_form,
             selection: "isolation: embedded worker".to_owned(),
             run_dir,
-            code_group: crate::jail::mirror_group(),
             owns_run_dir: false,
             _run_dir_lock: None,
         }
@@ -178,39 +165,46 @@ impl Host {
         // After the backend started: it has killed and removed the sandbox cgroups of
         // dead workers, so nothing of theirs still runs from these dirs.
         sweep_temp_dir();
-        let (backend, code_form) = backend?;
-        let code_group = crate::jail::mirror_group();
+        let backend = backend?;
         let code = match &cfg.code {
-            Some(c) => Some(CodeSupply {
-                cache: Arc::new(SealedCache::open(
-                    &run_dir.join("code-cache"),
-                    c.cache_max_bytes,
-                    c.source.clone(),
-                )?),
-                unpacker: Unpacker {
-                    root: run_dir.join("sandbox-code"),
-                    group: code_group,
-                    limits: ZipLimits::default(),
-                },
-            }),
+            Some(c) => Some(code_supply(c, &run_dir)?),
             None => None,
         };
-        if let Some(c) = &code {
-            c.unpacker.clear()?;
-        }
         let worker = Worker::with_code(backend, worker_config(cfg), code);
         // The reaper stops on its own once the worker is dropped.
         drop(worker.spawn_reaper());
         Ok(Host {
             worker,
-            code_form,
             selection,
             run_dir,
-            code_group,
             owns_run_dir,
             _run_dir_lock: run_dir_lock,
         })
     }
+}
+
+/// The cache (when asked for) and the unpacker under `run_dir`; code an earlier process
+/// left there is removed.
+fn code_supply(c: &CodeSettings, run_dir: &std::path::Path) -> Result<CodeSupply, HostError> {
+    let cache = match c.cache_max_bytes {
+        Some(max) => Some(Arc::new(SealedCache::open(
+            &run_dir.join("code-cache"),
+            max,
+            c.source.clone(),
+        )?)),
+        None => None,
+    };
+    let unpacker = Unpacker {
+        root: run_dir.join("sandbox-code"),
+        group: crate::jail::mirror_group(),
+        limits: ZipLimits::default(),
+    };
+    unpacker.clear()?;
+    Ok(CodeSupply {
+        source: c.source.clone(),
+        cache,
+        unpacker,
+    })
 }
 
 fn worker_config(cfg: &HostSettings) -> WorkerConfig {
@@ -233,7 +227,7 @@ fn make_backend(
     cfg: &HostSettings,
     isolation: Isolation,
     run_dir: &std::path::Path,
-) -> Result<(Arc<dyn Backend>, CodeForm), HostError> {
+) -> Result<Arc<dyn Backend>, HostError> {
     let identity = Identity {
         region: cfg.region.clone(),
         account_id: cfg.account_id.clone(),
@@ -245,7 +239,7 @@ fn make_backend(
             mc.identity = identity;
             mc.extra_cmdline = cfg.vm_cmdline.clone();
             let b = MicroVmBackend::new(mc).map_err(backend_err("microvm"))?;
-            (Arc::new(b), CodeForm::Image)
+            Arc::new(b)
         }
         // `resolve` never returns Auto; treat it as process to stay total.
         Isolation::Process | Isolation::Auto => {
@@ -257,7 +251,7 @@ fn make_backend(
                 "build the images or set --images-dir / LAMBDA_IMAGES_DIR",
             )?;
             let b = ProcessBackend::new(pc).map_err(backend_err("process"))?;
-            (Arc::new(b), CodeForm::Directory)
+            Arc::new(b)
         }
     })
 }

@@ -118,7 +118,10 @@ impl State {
 /// How a worker gets code it is told of by digest only ([`crate::spec::FunctionVersionSpec::code`]).
 #[derive(Clone)]
 pub struct CodeSupply {
-    pub cache: Arc<crate::code::cache::SealedCache>,
+    pub source: Arc<dyn crate::code::CodeSource>,
+    /// Sealed copies of fetched packages (a worker host); `None` when the source is
+    /// this host's own encrypted code store (the embedded frontend).
+    pub cache: Option<Arc<crate::code::cache::SealedCache>>,
     pub unpacker: crate::code::unpack::Unpacker,
 }
 
@@ -178,7 +181,14 @@ impl Inner {
         let supply = self.code.as_ref().ok_or_else(|| {
             CodeError::Unreachable("this worker was given no code source".to_owned())
         })?;
-        let zip = supply.cache.get(code).await?;
+        let zip = match &supply.cache {
+            Some(cache) => cache.get(code).await?,
+            None => {
+                let zip = supply.source.fetch(code).await?;
+                crate::code::check_digest(code, &zip)?;
+                zip
+            }
+        };
         let dir = crate::code::unpack::unpack_in_background(&supply.unpacker, zip, id).await?;
         let mut local = spec.clone();
         local.code_dir = Some(dir.0.clone());
@@ -321,7 +331,7 @@ impl Worker {
 
     /// The sealed code cache, on a worker told of code by digest.
     pub fn code_cache(&self) -> Option<&Arc<crate::code::cache::SealedCache>> {
-        self.inner.code.as_ref().map(|c| &c.cache)
+        self.inner.code.as_ref().and_then(|c| c.cache.as_ref())
     }
 
     /// Invokes running now.

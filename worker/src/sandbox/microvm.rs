@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 
+mod code_image;
 mod probe;
 
 /// guest-init's default vsock port (`runtime_api::protocol::DEFAULT_VSOCK_PORT`).
@@ -92,40 +93,9 @@ fn chown(p: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
         .map_err(|e| start_err(format!("chown {}: {e}", p.display())))
 }
 
-/// Builds a read-only ext4 image of a code directory (`mkfs.ext4 -d`, no mounts).
+/// Builds a read-only ext4 image of a code directory, readable by the jail.
 fn build_code_image(dir: &Path, out: &Path) -> Result<(), SandboxError> {
-    let mut bytes = 0u64;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| start_err(format!("code dir: {e}")))?;
-        for entry in entries.flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => stack.push(entry.path()),
-                Ok(m) => bytes += m.len() + 4096,
-                Err(_) => {}
-            }
-        }
-    }
-    let mib = (bytes * 2 / (1 << 20)) + 16;
-    let child = {
-        // Spawned like a jail: no unpacked code open for writing is copied into it.
-        let _gate = crate::jail::CLONE_GATE
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", "code", "-d"])
-            .arg(dir)
-            .arg(out)
-            .arg(format!("{mib}M"))
-            .stdout(std::process::Stdio::null())
-            .spawn()
-    };
-    let status = child
-        .and_then(|mut c| c.wait())
-        .map_err(|e| start_err(format!("mkfs.ext4: {e}")))?;
-    if !status.success() {
-        return Err(start_err(format!("mkfs.ext4 failed: {status}")));
-    }
+    code_image::build(dir, out).map_err(|e| start_err(format!("code image: {e}")))?;
     chmod(out, 0o644)
 }
 

@@ -11,7 +11,8 @@ use axum::Router;
 use base64::Engine as _;
 use supervisor::auth::{sign_request, SigningRequest};
 use supervisor::config::Config;
-use supervisor::dataplane::{CodeForm, Host};
+use supervisor::dataplane::Host;
+use supervisor::invoke::{local_code_supply, CodeIndex};
 use supervisor::invoke::InvokeService;
 use supervisor::Supervisor;
 use tower::ServiceExt as _;
@@ -146,9 +147,12 @@ pub fn env() -> &'static Env {
                 log_dir: None,
                 ..WorkerConfig::default()
             };
-            let worker = Worker::new(Arc::new(EchoBackend), worker_cfg);
-            let plane = Host::from_worker(worker, CodeForm::Directory, dir.path().join("run"));
-            let svc = InvokeService::new(sup.clone(), Ok(plane)).expect("invoke service");
+            let codes = CodeIndex::new(&sup);
+            let run_dir = dir.path().join("run");
+            let supply = local_code_supply(&codes, &run_dir);
+            let worker = Worker::with_code(Arc::new(EchoBackend), worker_cfg, Some(supply));
+            let plane = Host::from_worker(worker, run_dir);
+            let svc = InvokeService::new(sup.clone(), Ok(plane), codes).expect("invoke service");
             let router = sup.router(svc.signed_routes(), svc.public_routes());
             for f in [ECHO, FAIL] {
                 create(&router, f).await;

@@ -1,5 +1,5 @@
-//! Builds a read-only ext4 image from a materialised code directory with
-//! `mke2fs -d` (e2fsprogs), so no mount or root privilege is needed.
+//! A sandbox's read-only code drive: an ext4 image of its unpacked code directory,
+//! built with `mke2fs -d` (e2fsprogs), so no mount or root privilege is needed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,6 +37,31 @@ pub fn image_size_bytes(data_bytes: u64, entries: u64) -> u64 {
     size.div_ceil(1024 * 1024) * 1024 * 1024
 }
 
+/// Bytes and entries under `dir` (for [`image_size_bytes`]).
+fn measure(dir: &Path) -> std::io::Result<(u64, u64)> {
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let m = entry.metadata()?;
+            entries += 1;
+            if m.is_dir() {
+                stack.push(entry.path());
+            } else {
+                bytes += m.len();
+            }
+        }
+    }
+    Ok((bytes, entries))
+}
+
+/// Writes an image of `dir` to `image`, sized for its content. Blocking.
+pub fn build(dir: &Path, image: &Path) -> Result<(), Ext4Error> {
+    let (bytes, entries) = measure(dir).map_err(Ext4Error::Spawn)?;
+    build_image(dir, image, image_size_bytes(bytes, entries), entries)
+}
+
 /// Writes an ext4 image of `src` to `image` (which must not exist).
 pub fn build_image(
     src: &Path,
@@ -44,7 +69,8 @@ pub fn build_image(
     size_bytes: u64,
     inodes: u64,
 ) -> Result<(), Ext4Error> {
-    let out = Command::new(mke2fs()?)
+    let mut cmd = Command::new(mke2fs()?);
+    cmd
         .args([
             "-q",
             "-F",
@@ -65,7 +91,17 @@ pub fn build_image(
         .arg(src)
         .arg(image)
         .arg(format!("{}k", size_bytes / 1024))
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = {
+        // Spawned like a jail: no unpacked code open for writing is copied into it.
+        let _gate = crate::jail::CLONE_GATE
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        cmd.spawn()
+    };
+    let out = child
+        .and_then(|c| c.wait_with_output())
         .map_err(Ext4Error::Spawn)?;
     if out.status.success() {
         Ok(())
