@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::dataplane::Host;
 use crate::invoke::{CodeIndex, InvokeService, LocalCode};
-use worker::host::CodeSettings;
 use crate::Supervisor;
+use worker::host::CodeSettings;
 
 /// Time idle sandboxes get to stop after the server has drained.
 const SANDBOX_STOP_GRACE: Duration = Duration::from_millis(700);

@@ -2,7 +2,6 @@
 //! shapes, and the code-preparation API the sandbox side uses.
 
 use std::io::{Cursor, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 
 use axum::body::Body;

@@ -85,7 +85,6 @@ fn store_bench(runs: usize) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = CodeStore::open(
         &dir.path().join("code"),
-        &dir.path().join("cache"),
         MasterKey::from_bytes([0x42; 32]),
         ZipLimits::default(),
     )

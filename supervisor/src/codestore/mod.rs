@@ -50,17 +50,6 @@ pub fn code_sha256(zip: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(zip))
 }
 
-/// File-system-safe form of a CodeSha256 (hex of the digest).
-pub(crate) fn sha_dir_name(code_sha256: &str) -> Result<String, CodeStoreError> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(code_sha256)
-        .map_err(|_| CodeStoreError::DigestMismatch)?;
-    if raw.len() != 32 {
-        return Err(CodeStoreError::DigestMismatch);
-    }
-    Ok(hex::encode(raw))
-}
-
 pub struct CodeStore {
     objects: PathBuf,
     master: MasterKey,

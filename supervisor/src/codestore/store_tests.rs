@@ -1,5 +1,4 @@
 use std::io::{Cursor, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
 
 use zip::write::SimpleFileOptions;
 use zip::ZipWriter;

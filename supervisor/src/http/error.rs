@@ -137,8 +137,6 @@ impl From<CodeStoreError> for ApiError {
     fn from(e: CodeStoreError) -> Self {
         match e {
             CodeStoreError::Zip(z) => z.into(),
-            CodeStoreError::Extract(ref x) if x.is_host_failure() => Self::service(e.to_string()),
-            CodeStoreError::Extract(_) => Self::new(ErrorKind::InvalidZipFile, e.to_string()),
             other => Self::service(other.to_string()),
         }
     }

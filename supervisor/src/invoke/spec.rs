@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use worker::FunctionVersionSpec;
 
+use super::remote::CodeIndex;
 use crate::control::names::FunctionRef;
 use crate::http::ApiError;
 use crate::registry::{FunctionRecord, LATEST};
-use super::remote::CodeIndex;
 use crate::Supervisor;
 
 struct Cached {

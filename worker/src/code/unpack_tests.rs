@@ -6,9 +6,11 @@ use zip::write::SimpleFileOptions;
 fn sample_zip() -> Vec<u8> {
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let o = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    w.start_file("bootstrap", o.unix_permissions(0o755)).expect("start");
+    w.start_file("bootstrap", o.unix_permissions(0o755))
+        .expect("start");
     w.write_all(b"#!/bin/sh\necho hi\n").expect("write");
-    w.start_file("lib/data.txt", o.unix_permissions(0o644)).expect("start");
+    w.start_file("lib/data.txt", o.unix_permissions(0o644))
+        .expect("start");
     w.write_all(b"hello").expect("write");
     w.add_symlink("lib/alias", "data.txt", o).expect("link");
     w.finish().expect("finish").into_inner()
@@ -31,14 +33,20 @@ fn a_sandbox_gets_its_own_copy_with_modes_and_links_and_the_root_stays_closed() 
     assert_ne!(a, b);
     let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(&a.join("bootstrap")), 0o755);
-    assert_eq!(std::fs::read(a.join("lib/alias")).expect("via link"), b"hello");
+    assert_eq!(
+        std::fs::read(a.join("lib/alias")).expect("via link"),
+        b"hello"
+    );
     assert_eq!(
         std::fs::read_link(a.join("lib/alias")).expect("link"),
         Path::new("data.txt")
     );
     assert_eq!(mode(&u.root), 0o700, "no jails: private");
     drop(CodeDir(a.clone()));
-    assert!(!a.exists() && b.exists(), "each directory goes with its own sandbox");
+    assert!(
+        !a.exists() && b.exists(),
+        "each directory goes with its own sandbox"
+    );
     u.clear().expect("clear");
     assert!(!u.root.exists());
 }

@@ -70,29 +70,28 @@ pub fn build_image(
     inodes: u64,
 ) -> Result<(), Ext4Error> {
     let mut cmd = Command::new(mke2fs()?);
-    cmd
-        .args([
-            "-q",
-            "-F",
-            "-t",
-            "ext4",
-            "-b",
-            "4096",
-            "-m",
-            "0",
-            "-L",
-            "lambda-code",
-        ])
-        // No journal: the image is mounted read-only and never modified.
-        .args(["-O", "^has_journal", "-E", "root_owner=0:0"])
-        .arg("-N")
-        .arg((inodes + 64).to_string())
-        .arg("-d")
-        .arg(src)
-        .arg(image)
-        .arg(format!("{}k", size_bytes / 1024))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
+    cmd.args([
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-b",
+        "4096",
+        "-m",
+        "0",
+        "-L",
+        "lambda-code",
+    ])
+    // No journal: the image is mounted read-only and never modified.
+    .args(["-O", "^has_journal", "-E", "root_owner=0:0"])
+    .arg("-N")
+    .arg((inodes + 64).to_string())
+    .arg("-d")
+    .arg(src)
+    .arg(image)
+    .arg(format!("{}k", size_bytes / 1024))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
     let child = {
         // Spawned like a jail: no unpacked code open for writing is copied into it.
         let _gate = crate::jail::CLONE_GATE
