@@ -500,23 +500,30 @@ def test_two_supervisors_never_share_a_host_uid(server, client, tmp_path):
 JAIL_ROOT_GID = 999999  # worker::jail::JAIL_ROOT_GID
 
 
-def test_code_mirrors_are_closed_to_other_users(server, client):
+def test_sandbox_code_is_closed_to_other_users(server, client):
     import glob
     import stat
     import subprocess
 
+    boot = (FUNCTIONS / "shell" / "bootstrap").read_bytes()
+    fn = (FUNCTIONS / "shell" / "function.sh").read_bytes()
+    client.create_function(FunctionName="code-dirs", Runtime="provided.al2023", Role=ROLE,
+                           Handler="function.handler",
+                           Code={"ZipFile": make_zip({"bootstrap": (boot, 0o755), "function.sh": fn})})
+    r = client.invoke(FunctionName="code-dirs", Payload=b"{}")
+    assert r["StatusCode"] == 200 and "FunctionError" not in r
     run_dirs = glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                       f"lambda-supervisor-{server.proc.pid}"))
     assert run_dirs, "the supervisor's default run dir"
-    code = os.path.join(run_dirs[0], "code")
-    assert os.path.isdir(code) and os.listdir(code), "an invoke above made a code mirror"
+    code = os.path.join(run_dirs[0], "sandbox-code")
+    assert os.path.isdir(code) and os.listdir(code), "a live sandbox has its own code directory"
     assert stat.S_IMODE(os.stat(run_dirs[0]).st_mode) == 0o711, oct(os.stat(run_dirs[0]).st_mode)
     st = os.stat(code)
-    # Only the jails' root group may pass: a mirror's name shows in its jail's mountinfo.
+    # Only the jails' root group may pass: a directory's name shows in its jail's mountinfo.
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o710, 0, JAIL_ROOT_GID), st
-    assert all(len(n.rsplit(".", 1)[-1]) == 32 for n in os.listdir(code)), os.listdir(code)
-    mirror = os.path.join(code, sorted(os.listdir(code))[0])
-    for cmd in (["ls", code], ["ls", mirror]):
+    assert all(n.startswith("sb-") for n in os.listdir(code)), os.listdir(code)
+    own = os.path.join(code, sorted(os.listdir(code))[0])
+    for cmd in (["ls", code], ["ls", own]):
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                             *cmd], capture_output=True, text=True)
         assert r.returncode != 0 and "Permission denied" in r.stderr, (cmd, r.returncode, r.stderr)

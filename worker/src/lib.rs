@@ -1,8 +1,10 @@
-//! Worker side of the data plane: sandboxes on one host (pool, jail, backends).
+//! Worker side of the data plane: sandboxes on one host (host start-up, code supply,
+//! pool, jail, backends).
 //!
-//! The frontend (Invoke API, auth, registry) talks to this crate only through
-//! [`Worker::invoke`], [`Worker::invoke_streaming`], [`Worker::metrics`] and the plain
-//! types in [`spec`], so the two can later run on different hosts.
+//! A frontend (Invoke API, auth, registry) talks to this crate only through
+//! [`Worker::invoke`], [`Worker::invoke_streaming`], [`Worker::metrics`], the plain types
+//! in [`spec`] and a [`code::CodeSource`] the worker pulls code from: in the same
+//! process (the embedded role) or across a link (`cluster::daemon`).
 
 pub mod bench;
 pub mod code;

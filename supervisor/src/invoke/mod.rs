@@ -1,8 +1,8 @@
 //! The Invoke API (`POST /2015-03-31/functions/{name}/invocations`), reserved
 //! concurrency, asynchronous invocations and `/metrics`: the frontend half of the
 //! data plane. It reaches sandboxes only through [`worker::Worker::invoke`],
-//! [`worker::Worker::invoke_streaming`] and [`worker::Worker::metrics`], so the worker
-//! can later live on another host.
+//! [`worker::Worker::invoke_streaming`] and [`worker::Worker::metrics`] (embedded role),
+//! or through `cluster::frontend::Frontend` to worker hosts (frontend role).
 
 mod concurrency;
 pub mod events;
