@@ -148,15 +148,8 @@ pub enum ClusterCommand {
     Issue {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
-        #[arg(
-            long,
-            value_name = "ID",
-            conflicts_with = "frontend",
-            required_unless_present = "frontend"
-        )]
-        worker: Option<String>,
-        #[arg(long, value_name = "ID")]
-        frontend: Option<String>,
+        #[command(flatten)]
+        node: NodeArg,
         /// Where the certificate and key go [default: DIR].
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -168,15 +161,8 @@ pub enum ClusterCommand {
     Revoke {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
-        #[arg(
-            long,
-            value_name = "ID",
-            conflicts_with = "frontend",
-            required_unless_present = "frontend"
-        )]
-        worker: Option<String>,
-        #[arg(long, value_name = "ID")]
-        frontend: Option<String>,
+        #[command(flatten)]
+        node: NodeArg,
     },
     /// List a frontend's workers: role, lease remaining, load (a signed API call).
     Status {
@@ -191,8 +177,22 @@ pub enum ClusterCommand {
     },
 }
 
-fn identity(worker: Option<String>, frontend: Option<String>) -> Result<(Role, String), String> {
-    match (worker, frontend) {
+/// `--worker ID` or `--frontend ID`: whose certificate.
+#[derive(Debug, Args)]
+pub struct NodeArg {
+    #[arg(
+        long,
+        value_name = "ID",
+        conflicts_with = "frontend",
+        required_unless_present = "frontend"
+    )]
+    worker: Option<String>,
+    #[arg(long, value_name = "ID")]
+    frontend: Option<String>,
+}
+
+fn identity(node: NodeArg) -> Result<(Role, String), String> {
+    match (node.worker, node.frontend) {
         (Some(w), None) => Ok((Role::Worker, w)),
         (None, Some(f)) => Ok((Role::Frontend, f)),
         _ => Err("give exactly one of --worker ID or --frontend ID".into()),
@@ -207,12 +207,11 @@ pub async fn run_cluster(cmd: ClusterCommand) -> Result<(), String> {
         }
         ClusterCommand::Issue {
             dir,
-            worker,
-            frontend,
+            node,
             out,
             hours,
         } => {
-            let (role, id) = identity(worker, frontend)?;
+            let (role, id) = identity(node)?;
             let lifetime = match hours {
                 Some(h) => Duration::try_from_secs_f64(h * 3600.0)
                     .map_err(|_| format!("--hours {h}: not a lifetime"))?,
@@ -223,12 +222,8 @@ pub async fn run_cluster(cmd: ClusterCommand) -> Result<(), String> {
                 tls::ca::issue(&dir, role, &id, lifetime, &out).map_err(|e| e.to_string())?;
             eprintln!("issued {role} {id}: {paths:?}");
         }
-        ClusterCommand::Revoke {
-            dir,
-            worker,
-            frontend,
-        } => {
-            let (role, id) = identity(worker, frontend)?;
+        ClusterCommand::Revoke { dir, node } => {
+            let (role, id) = identity(node)?;
             let n = tls::ca::revoke(&dir, role, &id).map_err(|e| e.to_string())?;
             eprintln!("revoked {n} certificate(s) of {role} {id}");
         }

@@ -80,15 +80,6 @@ impl CodeLookup for Packages {
     }
 }
 
-fn zip_of(bin: &[u8]) -> Result<Vec<u8>, String> {
-    use std::io::Write as _;
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let o = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
-    w.start_file("bootstrap", o).map_err(|e| e.to_string())?;
-    w.write_all(bin).map_err(|e| e.to_string())?;
-    Ok(w.finish().map_err(|e| e.to_string())?.into_inner())
-}
-
 fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
@@ -183,7 +174,8 @@ async fn start(args: &Args, package: &[u8]) -> Result<Bed, String> {
     .map_err(e)?;
     let worker_tls = TlsFiles::in_dir(&ca, Role::Worker, "bench-w");
     let frontend_tls = TlsFiles::in_dir(&ca, Role::Frontend, "bench-fe");
-    let zip = zip_of(&std::fs::read(&args.fn_bin).map_err(|e| e.to_string())?)?;
+    let zip =
+        worker::bench::bootstrap_zip(&std::fs::read(&args.fn_bin).map_err(|e| e.to_string())?)?;
     let sha = code_sha256(&zip);
     let daemon_addr = format!("127.0.0.1:{}", free_port()?);
     let host = HostSettings {

@@ -226,15 +226,6 @@ fn mem_available_kib() -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn zip_of(bin: &[u8]) -> Result<Vec<u8>, String> {
-    use std::io::Write as _;
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let o = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
-    w.start_file("bootstrap", o).map_err(|e| e.to_string())?;
-    w.write_all(bin).map_err(|e| e.to_string())?;
-    Ok(w.finish().map_err(|e| e.to_string())?.into_inner())
-}
-
 async fn run(args: Args) -> Result<serde_json::Value, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut cfg = Config::with_data_dir(&dir.path().join("data"));
@@ -254,7 +245,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let server = tokio::spawn(prepared.run(async {
         let _ = stop_rx.await;
     }));
-    let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_of(
+    let zip_b64 = base64::engine::general_purpose::STANDARD.encode(worker::bench::bootstrap_zip(
         &std::fs::read(&args.fn_bin).map_err(|e| e.to_string())?,
     )?);
     create(addr, "bench-echo", &zip_b64, args.memory_mb).await?;

@@ -9,9 +9,6 @@ pub mod master_key;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use sha2::{Digest, Sha256};
-
 pub use envelope::CodeAad;
 pub use master_key::MasterKey;
 /// The package format lives with the worker, which unpacks code; uploads are checked
@@ -45,10 +42,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CodeStoreError + '_ {
     }
 }
 
-/// `CodeSha256` as Lambda reports it: base64 of the zip's SHA-256.
-pub fn code_sha256(zip: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(zip))
-}
+/// `CodeSha256` as Lambda reports it (the worker checks packages with the same function).
+pub use worker::code::code_sha256;
 
 pub struct CodeStore {
     objects: PathBuf,
