@@ -109,6 +109,10 @@ pub fn run() -> ! {
     ));
     let supervisor = match boot::data_disk(&settings) {
         Ok(()) => {
+            if settings.role != crate::role::Role::Embedded {
+                let id = settings.node_id.as_ref().unwrap_or(&settings.hostname);
+                log(format!("role: {} {id}", settings.role.as_str()));
+            }
             let s = settings.clone();
             services.push(Service::new("supervisor", move || {
                 Ok(crate::supervisor::command(&s, Path::new(DATA_MOUNT)))

@@ -13,6 +13,7 @@ pub mod modules;
 pub mod mounts;
 pub mod net;
 pub mod power;
+pub mod role;
 pub mod service;
 pub mod settings;
 pub mod supervisor;

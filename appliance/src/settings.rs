@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::net::NetConfig;
+use crate::role::Role;
 
 /// Where the persistent data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +35,14 @@ pub struct Settings {
     /// A tty (e.g. `ttyS1`) that gets a root shell; none by default.
     pub shell: Option<String>,
     pub listen: SocketAddr,
-    /// Extra `supervisor serve` arguments (`lambda.serve="..."`).
+    /// Extra `supervisor serve` (or, for a worker, `supervisor worker`) arguments
+    /// (`lambda.serve="..."`).
     pub serve_args: Vec<String>,
+    pub role: Role,
+    /// This node's cluster identity (its certificate's); the hostname by default.
+    pub node_id: Option<String>,
+    /// Where a worker takes links from frontends, and a frontend serves code to workers.
+    pub link_listen: SocketAddr,
     /// `(access key id, secret)` given on the command line.
     pub credentials: Option<(String, String)>,
     /// How long in-flight invokes get to finish at shutdown.
@@ -66,6 +73,9 @@ impl Default for Settings {
             shell: None,
             listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
             serve_args: Vec::new(),
+            role: Role::Embedded,
+            node_id: None,
+            link_listen: SocketAddr::from(([0, 0, 0, 0], 9443)),
             credentials: None,
             stop_timeout: Duration::from_secs(90),
             modules: Vec::new(),
@@ -125,6 +135,20 @@ fn hostname(v: &str) -> Result<String, SettingsError> {
     }
 }
 
+/// A cluster node id as certificates carry it: `[A-Za-z0-9._-]{1,64}`.
+fn node_id(v: &str) -> Result<String, SettingsError> {
+    let ok_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if !v.is_empty() && v.len() <= 64 && v.bytes().all(ok_char) {
+        Ok(v.to_owned())
+    } else {
+        Err(invalid(
+            "lambda.node_id",
+            v,
+            "expected [A-Za-z0-9._-], 1 to 64 characters",
+        ))
+    }
+}
+
 fn tty(v: &str) -> Result<String, SettingsError> {
     let name = v.strip_prefix("/dev/").unwrap_or(v);
     if name.starts_with("tty") && name.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -164,6 +188,13 @@ impl Settings {
                         .map_err(|_| invalid("lambda.listen", v, "expected ADDR:PORT"))?
                 }
                 "lambda.serve" => s.serve_args = v.split_whitespace().map(str::to_owned).collect(),
+                "lambda.role" => s.role = v.parse().map_err(|e| invalid("lambda.role", v, e))?,
+                "lambda.node_id" => s.node_id = Some(node_id(v)?),
+                "lambda.link_listen" => {
+                    s.link_listen = v
+                        .parse()
+                        .map_err(|_| invalid("lambda.link_listen", v, "expected ADDR:PORT"))?
+                }
                 "lambda.access_key_id" => key_id = Some(v.to_owned()),
                 "lambda.secret_access_key" => secret = Some(v.to_owned()),
                 "lambda.stop_timeout" => s.stop_timeout = secs("lambda.stop_timeout", v)?,
@@ -205,9 +236,13 @@ mod tests {
             "lambda.data=/dev/vdb lambda.shell=ttyS1 lambda.listen=127.0.0.1:80 \
              lambda.serve=\"--init-timeout-secs 60 --host-concurrency 8\" \
              lambda.access_key_id=AKIA1 lambda.secret_access_key=s3cret \
-             lambda.stop_timeout=5 lambda.modules=tun,veth lambda.hostname=box-1 lambda.ip=off",
+             lambda.stop_timeout=5 lambda.modules=tun,veth lambda.hostname=box-1 lambda.ip=off \
+             lambda.role=worker lambda.node_id=w-1.a lambda.link_listen=10.0.0.5:7443",
         )
         .unwrap();
+        assert_eq!(s.role, Role::Worker);
+        assert_eq!(s.node_id.as_deref(), Some("w-1.a"));
+        assert_eq!(s.link_listen, "10.0.0.5:7443".parse().unwrap());
         assert_eq!(s.data, DataDisk::Path("/dev/vdb".into()));
         assert_eq!(s.shell.as_deref(), Some("ttyS1"));
         assert_eq!(s.listen.port(), 80);
@@ -233,6 +268,9 @@ mod tests {
             "lambda.listen=nowhere",
             "lambda.typo=1",
             "lambda.access_key_id=only-half",
+            "lambda.role=primary",
+            "lambda.node_id=a/b",
+            "lambda.link_listen=9443",
         ] {
             assert!(Settings::from_cmdline(bad).is_err(), "{bad}");
         }

@@ -51,13 +51,20 @@ impl FrontendArgs {
         if self.workers.is_empty() {
             return Err("--role frontend needs at least one --worker".into());
         }
+        let link_listen = self
+            .link_listen
+            .ok_or("--role frontend needs --link-listen")?;
+        if link_listen.ip().is_unspecified() && self.link_advertise.is_none() {
+            return Err(format!(
+                "--link-listen {link_listen} needs --link-advertise HOST:PORT: workers dial \
+                 that address for code"
+            ));
+        }
         Ok(Some(FrontendSettings {
             tls: TlsFiles::in_dir(&dir, Role::Frontend, &id),
             id,
             workers: self.workers,
-            link_listen: self
-                .link_listen
-                .ok_or("--role frontend needs --link-listen")?,
+            link_listen,
             advertise: self.link_advertise,
         }))
     }

@@ -38,7 +38,8 @@ class Appliance:
     """One appliance VM. `data` is its data disk (a raw file), kept across boots."""
 
     def __init__(self, workdir, data=None, data_size=4 << 30, mem_mib=4096, cpus=2,
-                 serve_args=(), cmdline="", disk_image=None, forward=(), drives=()):
+                 serve_args=(), cmdline="", disk_image=None, forward=(), drives=(),
+                 ready="supervisor: listening on"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data = Path(data) if data else self.workdir / "data.img"
@@ -53,6 +54,9 @@ class Appliance:
         self.forward = list(forward)
         # Extra raw drives after the data disk (/dev/vdb, ...), e.g. benchmark tools.
         self.drives = [Path(d) for d in drives]
+        # What the console says once the appliance serves; a worker host prints no
+        # API credentials.
+        self.ready = ready
         self.ports = {}
         self.proc = None
         self.port = None
@@ -109,12 +113,12 @@ class Appliance:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.console_text()
-            if "supervisor: listening on" in text:
+            if self.ready in text:
                 self.ready_after = time.monotonic() - self.boot_started
                 found = CREDENTIALS.search(text)
                 if found:
                     self.credentials = found.groups()
-                if self.credentials is None:
+                if self.credentials is None and "lambda.role=worker" not in self.cmdline():
                     raise RuntimeError("the appliance printed no credentials on its first boot")
                 return self
             if self.proc.poll() is not None:

@@ -94,6 +94,24 @@ def make_ca(dir, workers, frontends=("fe1",)):
         cluster_cli("issue", "--dir", str(dir), "--frontend", f)
 
 
+def cluster_status(endpoint):
+    """A frontend's signed `GET /cluster/status`."""
+    import json
+    import urllib.request
+
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+
+    url = f"{endpoint}/cluster/status"
+    req = botocore.awsrequest.AWSRequest(method="GET", url=url)
+    creds = botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY)
+    botocore.auth.SigV4Auth(creds, "lambda", REGION).add_auth(req)
+    r = urllib.request.Request(url, headers=dict(req.headers.items()))
+    with urllib.request.urlopen(r, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
 class WorkerDaemon:
     """`supervisor worker` inside a host namespace."""
 
@@ -194,20 +212,7 @@ class Frontend(Supervisor):
         raise AssertionError(f"{n} workers not up: {status}")
 
     def cluster_status(self):
-        import json
-        import urllib.request
-
-        import botocore.auth
-        import botocore.awsrequest
-        import botocore.credentials
-
-        url = f"{self.endpoint}/cluster/status"
-        req = botocore.awsrequest.AWSRequest(method="GET", url=url)
-        creds = botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY)
-        botocore.auth.SigV4Auth(creds, "lambda", REGION).add_auth(req)
-        r = urllib.request.Request(url, headers=dict(req.headers.items()))
-        with urllib.request.urlopen(r, timeout=5) as resp:
-            return json.loads(resp.read())
+        return cluster_status(self.endpoint)
 
     def metrics_text(self):
         from invoke_harness import metrics

@@ -369,6 +369,36 @@ impl Backend for MicroVmBackend {
     }
 }
 
+/// How long a lost guest connection waits for the VMM's exit before explaining it.
+const LOST_GUEST_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+impl VmSandbox {
+    /// The guest connection ended mid-invoke without a word from guest-init: the
+    /// worker's log says what the VMM and the guest's console said (a kernel panic, a
+    /// VMM error or signal), so the cause is on record. The caller's error stays
+    /// Lambda's.
+    async fn explain_lost_guest(&mut self, res: &Result<Reply, SandboxError>) {
+        let lost = matches!(res, Err(SandboxError::Exited { message, .. })
+            if message == super::session::NO_REASON);
+        let Some(proc) = self.proc.as_mut().filter(|_| lost) else {
+            return;
+        };
+        let exit = match tokio::time::timeout(LOST_GUEST_EXIT_WAIT, proc.wait()).await {
+            Ok(Ok(e)) => e.unreaped().to_string(),
+            Ok(Err(e)) => format!("unknown ({e})"),
+            Err(_) => format!("still running after {LOST_GUEST_EXIT_WAIT:?}"),
+        };
+        // Output the exit flushed may still be on its way through the tails' readers.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        eprintln!(
+            "worker: microVM lost its guest connection mid-invoke; vmm: {exit}; vmm log: {}; \
+             guest console ended with:\n{}",
+            self.stderr.text(),
+            self.serial.text(),
+        );
+    }
+}
+
 pub struct VmSandbox {
     session: Session,
     proc: Option<JailedProcess>,
@@ -394,7 +424,11 @@ impl Sandbox for VmSandbox {
         req: &'a InvokeRequest,
         deadline_ms: u64,
     ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
-        Box::pin(self.session.invoke(req, deadline_ms))
+        Box::pin(async move {
+            let res = self.session.invoke(req, deadline_ms).await;
+            self.explain_lost_guest(&res).await;
+            res
+        })
     }
 
     fn invoke_streaming<'a>(
@@ -403,7 +437,14 @@ impl Sandbox for VmSandbox {
         deadline_ms: u64,
         chunks: ChunkSink,
     ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
-        Box::pin(self.session.invoke_streaming(req, deadline_ms, chunks))
+        Box::pin(async move {
+            let res = self
+                .session
+                .invoke_streaming(req, deadline_ms, chunks)
+                .await;
+            self.explain_lost_guest(&res).await;
+            res
+        })
     }
 
     fn set_log_sink(&mut self, sink: std::sync::Arc<dyn super::LogSink>) {

@@ -1,0 +1,108 @@
+"""The appliance as a cluster worker host. Booted with `lambda.role=worker` under nested
+KVM in QEMU TCG, with its certificate, key, the CA certificate and the CRL on its data
+disk, it runs `supervisor worker` with microVM isolation. A frontend on this machine
+reaches it over the mutually authenticated link (QEMU's forwarded port), the worker
+fetches code back from the frontend (QEMU's 10.0.2.2 is this machine's loopback), and
+boto3's invokes run in microVMs inside the appliance."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from appliance_harness import Appliance, free_port, require_appliance
+from cluster_harness import cluster_status, make_ca
+from invoke_harness import deploy, invoke, json_body
+from supervisor_harness import Supervisor
+
+try:
+    import boto3  # noqa: F401
+except ImportError:
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("boto3 not installed", allow_module_level=True)
+
+WORKER_ID = "aw1"
+GUEST_LINK_PORT = 9443
+
+
+def data_disk_with(path, files):
+    """A 4 GiB ext4 data disk (label lambda-data) holding `files` under cluster/."""
+    staging = path.parent / "staging"
+    (staging / "cluster").mkdir(parents=True)
+    for f in files:
+        shutil.copy2(f, staging / "cluster" / f.name)
+    with open(path, "wb") as f:
+        f.truncate(4 << 30)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "lambda-data", "-d", str(staging), str(path)],
+                   check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    require_appliance()
+    tmp = tmp_path_factory.mktemp("appliance-worker")
+    ca = tmp / "ca"
+    make_ca(ca, workers=[WORKER_ID])
+    # The worker gets its own key and the public parts, never the CA's key.
+    node_files = [ca / n for n in ("ca.pem", f"worker-{WORKER_ID}.pem", f"worker-{WORKER_ID}.key")]
+    node_files += [ca / "crl.pem"] if (ca / "crl.pem").exists() else []
+    data = data_disk_with(tmp / "disk" / "data.img", node_files)
+    appliance = Appliance(tmp / "vm", data=data,
+                          cmdline=f"lambda.role=worker lambda.node_id={WORKER_ID}",
+                          serve_args=["--init-timeout-secs", "120"],
+                          forward=(GUEST_LINK_PORT,), ready=f"worker {WORKER_ID}: listening on")
+    link_port = free_port()
+    frontend = None
+    try:
+        appliance.start()
+        frontend = Supervisor(tmp / "frontend", extra_args=[
+            "--role", "frontend", "--node-id", "fe1", "--cluster-dir", str(ca),
+            "--link-listen", f"127.0.0.1:{link_port}",
+            "--link-advertise", f"10.0.2.2:{link_port}",
+            "--worker", f"{WORKER_ID}@127.0.0.1:{appliance.ports[GUEST_LINK_PORT]}"]).start()
+        yield appliance, frontend
+    finally:
+        if frontend:
+            frontend.stop()
+        appliance.kill()
+
+
+def diagnostics(appliance, frontend):
+    return (f"frontend log:\n{frontend.log()[-4000:]}\n"
+            f"appliance console:\n{appliance.console_text()[-4000:]}")
+
+
+def test_the_appliance_worker_runs_a_frontends_invokes_in_microvms(cluster):
+    appliance, frontend = cluster
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        workers = cluster_status(frontend.endpoint)["workers"]
+        if any(w["up"] for w in workers):
+            break
+        time.sleep(0.5)
+    assert [w["id"] for w in workers if w["up"]] == [WORKER_ID], (
+        workers, diagnostics(appliance, frontend))
+    assert appliance.vmm_processes() == []
+
+    client = frontend.client()
+    deploy(client, "aw-python", "python", "app.echo")
+    for i in range(2):
+        payload = json.dumps({"n": i}).encode()
+        r, body, _ = invoke(client, "aw-python", payload=payload)
+        assert r["StatusCode"] == 200 and "FunctionError" not in r, (
+            body, diagnostics(appliance, frontend))
+        assert json_body(body) == {"n": i}
+    # It ran in one of the appliance's own microVMs, kept warm for the second invoke.
+    vmms = appliance.vmm_processes()
+    assert len(vmms) == 1, (vmms, diagnostics(appliance, frontend))
+    assert vmms[0][1] != 0, "the vmm runs under an unprivileged host uid"
+    # The frontend's picture: one worker, this sandbox on it, both invokes sent to it (the
+    # code it ran came from the frontend over the link: nothing else holds it).
+    (worker,) = cluster_status(frontend.endpoint)["workers"]
+    assert worker["id"] == WORKER_ID and worker["up"], worker
+    assert worker["sandboxes"] == 1 and worker["invokes_sent"] >= 2, worker
