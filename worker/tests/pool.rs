@@ -168,13 +168,21 @@ async fn idle_sandboxes_are_reaped() {
         idle_timeout: Duration::from_millis(100),
         ..Default::default()
     });
-    let s = spec("f");
+    let mut s = spec("f");
+    s.memory_mib = 640;
     w.invoke(&s, req("a", "x")).await.unwrap();
     assert_eq!(w.reap(), 0);
+    let pools = w.pools();
+    assert_eq!(pools.len(), 1);
+    assert_eq!(
+        (pools[0].idle, pools[0].busy, pools[0].memory_mib),
+        (1, 0, 640)
+    );
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(w.reap(), 1);
     settle().await;
     assert_eq!(w.idle_count(&s.key()), 0);
+    assert!(w.pools().is_empty());
     assert_eq!(counters.destroyed.load(Ordering::SeqCst), 1);
     assert!(w
         .metrics()

@@ -138,6 +138,7 @@ pub(super) fn status(d: &Daemon) -> WorkerStatus {
             idle: p.idle,
             busy: p.busy,
             idle_for_ms: p.idle_for.map(|t| t.as_millis() as u64),
+            memory_mib: p.memory_mib,
         })
         .collect();
     let (hits, fetches, bytes) = d.code_cache_counts();

@@ -105,11 +105,13 @@ impl View {
 /// Numbers a worker reports are bounded before they are added up: a peer's figures
 /// must not overflow the frontend's counters.
 const MAX_POOL_COUNT: u32 = 1 << 20;
+/// Lambda's largest memory size: a bigger figure from a worker is taken as this.
+const MAX_MEMORY_MIB: u32 = 10_240;
 
 impl Worker<'_> {
     /// Replaces the picture with a fresh status, then lays this frontend's unfinished
-    /// dispatches over it. `memory` gives a version's memory size (what this frontend
-    /// dispatched of it); unknown versions count as 128 MiB.
+    /// dispatches over it. A version's memory size is what the worker reports, else
+    /// what this frontend dispatched of it (`memory`), else 128 MiB.
     pub fn update(&mut self, s: WorkerStatus, memory: &HashMap<String, u64>, now_tick: u64) {
         let incarnation_changed = self
             .view
@@ -130,7 +132,10 @@ impl Worker<'_> {
             let key = version_key(&p.function, &p.version, &p.revision);
             let (idle, run) = (p.idle.min(MAX_POOL_COUNT), p.busy.min(MAX_POOL_COUNT));
             let n = idle + run;
-            let mib = memory.get(&key).copied().unwrap_or(128);
+            let mib = match p.memory_mib.min(MAX_MEMORY_MIB) {
+                0 => memory.get(&key).copied().unwrap_or(128),
+                reported => u64::from(reported),
+            };
             used = used.saturating_add(u64::from(n).saturating_mul(mib));
             busy = busy.saturating_add(run);
             let f = l.per_function.entry(p.function.clone()).or_default();

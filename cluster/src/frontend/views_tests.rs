@@ -23,7 +23,29 @@ fn pool(function: &str, idle: u32, busy: u32, idle_for_ms: Option<u64>) -> PoolS
         idle,
         busy,
         idle_for_ms,
+        memory_mib: 0,
     }
+}
+
+#[test]
+fn a_workers_own_memory_figures_win_over_what_this_frontend_remembers() {
+    let mut views = Views::new(1);
+    // A restarted frontend remembers nothing; the worker says what its sandboxes hold.
+    let sized = |function, mib| PoolStatus {
+        memory_mib: mib,
+        ..pool(function, 1, 1, Some(10))
+    };
+    let mut w = views.at(0).expect("worker 0");
+    let remembered = HashMap::from([(version_key("f", "$LATEST", "r"), 256)]);
+    w.update(
+        status(
+            "a",
+            vec![sized("f", 1024), sized("g", 2048), sized("h", 1 << 30)],
+        ),
+        &remembered,
+        1000,
+    );
+    assert_eq!(w.load.used_mib, 2 * 1024 + 2 * 2048 + 2 * 10_240);
 }
 
 #[test]

@@ -30,6 +30,9 @@ pub struct PoolStatus {
     pub busy: u32,
     /// Milliseconds since the most recently used idle sandbox was last used.
     pub idle_for_ms: Option<u64>,
+    /// Memory of each of the version's sandboxes; 0 from a worker that does not say.
+    #[serde(default)]
+    pub memory_mib: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -64,10 +64,12 @@ impl ColdStartError {
 struct Starting<'a>(&'a Inner, crate::spec::FunctionKey);
 
 impl<'a> Starting<'a> {
-    fn new(inner: &'a Inner, key: crate::spec::FunctionKey) -> Self {
+    fn new(inner: &'a Inner, spec: &FunctionVersionSpec) -> Self {
+        let key = spec.key();
         let mut st = inner.lock();
         st.starting += 1;
         *st.starting_keys.entry(key.clone()).or_default() += 1;
+        st.memory_mib.insert(key.clone(), spec.memory_mib);
         drop(st);
         Self(inner, key)
     }
@@ -91,7 +93,7 @@ pub(crate) async fn start(
     spec: &FunctionVersionSpec,
     limit: Duration,
 ) -> Result<Started, ColdStartError> {
-    let _starting = Starting::new(inner, spec.key());
+    let _starting = Starting::new(inner, spec);
     let id = inner.new_sandbox_id();
     // Fetching code has its own bound and is not the function's init: the clock starts
     // once the code is in place.

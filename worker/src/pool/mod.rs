@@ -7,6 +7,7 @@ mod idle;
 mod init_phase;
 mod invoke;
 mod memory;
+mod reap;
 
 pub use admission::{Concurrency, Slot};
 pub use idle::{IdleEntry, IdleStack, Retire};
@@ -17,7 +18,7 @@ use crate::sandbox::{Backend, Sandbox};
 use crate::spec::{FunctionKey, FunctionVersionSpec, WorkerError};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One function version's sandboxes on this worker.
@@ -28,6 +29,8 @@ pub struct PoolLoad {
     pub busy: u32,
     /// Time since the most recently used idle sandbox was last used.
     pub idle_for: Option<Duration>,
+    /// The version's memory size (each of its sandboxes has this much).
+    pub memory_mib: u32,
 }
 
 /// Tunables of one worker.
@@ -87,32 +90,12 @@ pub(crate) struct State {
     pub(crate) starting_keys: HashMap<FunctionKey, u32>,
     /// Memory (MiB) promised to sandboxes that are starting (see [`memory`]).
     pub(crate) starting_mib: u64,
+    /// The memory size of each version with a sandbox here, set when one starts;
+    /// the reaper forgets versions with none left.
+    pub(crate) memory_mib: HashMap<FunctionKey, u32>,
     /// The current revision of each (function, version) whose revision was replaced
     /// ([`Worker::retire_stale`]); idle sandboxes of any other revision are retired.
     pub(crate) current_revision: HashMap<(String, String), String>,
-}
-
-impl State {
-    fn is_stale(&self, key: &FunctionKey) -> bool {
-        self.current_revision
-            .get(&(key.name.clone(), key.version.clone()))
-            .is_some_and(|current| *current != key.revision)
-    }
-
-    /// Removes the idle sandboxes of replaced revisions.
-    fn take_stale(&mut self) -> Vec<IdleEntry<Box<dyn Sandbox>>> {
-        let stale: Vec<FunctionKey> = self
-            .idle
-            .keys()
-            .filter(|k| self.is_stale(k))
-            .cloned()
-            .collect();
-        stale
-            .iter()
-            .filter_map(|k| self.idle.remove(k))
-            .flat_map(|mut s| s.drain_all())
-            .collect()
-    }
 }
 
 /// How a worker gets code it is told of by digest only ([`crate::spec::FunctionVersionSpec::code`]).
@@ -275,6 +258,7 @@ impl Worker {
             forgotten: HashSet::new(),
             starting: 0,
             starting_keys: HashMap::new(),
+            memory_mib: HashMap::new(),
             current_revision: HashMap::new(),
         };
         Self {
@@ -310,21 +294,22 @@ impl Worker {
     /// across hosts.
     pub fn pools(&self) -> Vec<PoolLoad> {
         let st = self.inner.lock();
-        let mut out: HashMap<&FunctionKey, PoolLoad> = HashMap::new();
+        let mut out: HashMap<FunctionKey, PoolLoad> = HashMap::new();
         let blank = |k: &FunctionKey| PoolLoad {
             key: k.clone(),
             idle: 0,
             busy: 0,
             idle_for: None,
+            memory_mib: st.memory_mib.get(k).copied().unwrap_or(0),
         };
         for (k, stack) in &st.idle {
-            let p = out.entry(k).or_insert_with(|| blank(k));
+            let p = out.entry(k.clone()).or_insert_with(|| blank(k));
             p.idle = stack.len() as u32;
             p.idle_for = stack.mru_last_used().map(|t| t.elapsed());
         }
         // A starting sandbox counts as busy: placement must see it at once.
         for (k, n) in st.busy_keys.iter().chain(&st.starting_keys) {
-            out.entry(k).or_insert_with(|| blank(k)).busy += *n;
+            out.entry(k.clone()).or_insert_with(|| blank(k)).busy += *n;
         }
         out.into_values().collect()
     }
@@ -382,22 +367,12 @@ impl Worker {
     /// Retires idle sandboxes past the idle timeout or lease, or of a replaced revision;
     /// returns how many.
     pub fn reap(&self) -> usize {
-        reap(&self.inner)
+        reap::reap(&self.inner)
     }
 
     /// Runs [`Worker::reap`] every `reap_interval` until the worker is dropped.
     pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let every = self.inner.cfg.reap_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                reap(&inner);
-            }
-        })
+        reap::spawn(&self.inner)
     }
 
     /// Makes `current` the revision of `name`/`version` and stops that version's idle
@@ -471,27 +446,4 @@ impl Worker {
         };
         self.inner.destroy_all(all);
     }
-}
-
-fn reap(inner: &Inner) -> usize {
-    let now = Instant::now();
-    let gone: Vec<(IdleEntry<Box<dyn Sandbox>>, Retire)> = {
-        let mut st = inner.lock();
-        let mut gone: Vec<_> = st
-            .take_stale()
-            .into_iter()
-            .map(|e| (e, Retire::Stale))
-            .collect();
-        for stack in st.idle.values_mut() {
-            gone.extend(stack.drain_expired(now, inner.cfg.idle_timeout, inner.cfg.lease));
-        }
-        st.idle.retain(|_, s| !s.is_empty());
-        gone
-    };
-    let n = gone.len();
-    for (_, why) in &gone {
-        inner.metrics.reaped(why.as_str());
-    }
-    inner.destroy_all(gone.into_iter().map(|(e, _)| e.sandbox).collect());
-    n
 }
