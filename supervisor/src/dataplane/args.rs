@@ -50,6 +50,11 @@ pub struct DataPlaneArgs {
     /// only for slow hosts (nested virtualisation under an emulator).
     #[arg(long, env = "SUPERVISOR_INIT_TIMEOUT_SECS", value_name = "SECS")]
     pub init_timeout_secs: Option<f64>,
+    /// Leave the cgroup2 mount's options as they are. By default the worker turns on
+    /// `favordynmods`, without which a sandbox's start often waits 10-30 ms for an RCU
+    /// grace period (see `worker::jail::dynmods`).
+    #[arg(long)]
+    pub keep_cgroup_mount_options: bool,
 }
 
 /// The `[data-plane]` table of the `--config` file.
@@ -69,6 +74,8 @@ pub struct DataPlaneFile {
     prewarm: Vec<String>,
     event_retry_base_ms: Option<u64>,
     init_timeout_secs: Option<f64>,
+    #[serde(default)]
+    keep_cgroup_mount_options: bool,
 }
 
 fn secs(name: &str, v: f64) -> Result<Duration, String> {
@@ -119,6 +126,8 @@ impl DataPlaneArgs {
         if let Some(s) = self.init_timeout_secs.or(file.init_timeout_secs) {
             c.init_timeout = secs("init-timeout-secs", s)?;
         }
+        c.keep_cgroup_mount_options =
+            self.keep_cgroup_mount_options || file.keep_cgroup_mount_options;
         Ok(c)
     }
 }

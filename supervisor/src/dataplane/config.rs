@@ -71,6 +71,9 @@ pub struct DataPlaneConfig {
     pub event_retry_base: Duration,
     /// Bound on sandbox start plus the runtime's init (Lambda: 10 s).
     pub init_timeout: Duration,
+    /// Leave the cgroup2 mount's options alone (no `favordynmods`, see
+    /// `worker::jail::dynmods`).
+    pub keep_cgroup_mount_options: bool,
 }
 
 impl DataPlaneConfig {
@@ -88,6 +91,7 @@ impl DataPlaneConfig {
             prewarm: Vec::new(),
             event_retry_base: Duration::from_millis(DEFAULT_EVENT_RETRY_BASE_MS),
             init_timeout: Duration::from_secs(10),
+            keep_cgroup_mount_options: false,
         }
     }
 }
@@ -110,6 +114,7 @@ impl DataPlaneConfig {
             account_id: account_id.to_owned(),
             log_dir: Some(log_dir),
             code: None,
+            favor_cgroup_dynmods: !self.keep_cgroup_mount_options,
         }
     }
 }

@@ -121,11 +121,11 @@ pub fn local_code_supply(codes: &Arc<CodeIndex>, run_dir: &std::path::Path) -> w
     worker::CodeSupply {
         source: Arc::new(LocalCode(codes.clone())),
         cache: None,
-        unpacker: worker::code::unpack::Unpacker {
-            root: run_dir.join("sandbox-code"),
-            group: worker::jail::mirror_group(),
-            limits: worker::code::package::ZipLimits::default(),
-        },
+        unpacker: worker::code::unpack::Unpacker::new(
+            run_dir.join("sandbox-code"),
+            worker::jail::mirror_group(),
+            worker::code::package::ZipLimits::default(),
+        ),
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod package;
+pub mod template;
 pub mod unpack;
 
 use crate::sandbox::BoxFuture;

@@ -1,29 +1,78 @@
-//! Unpacks a package into one sandbox's own code directory.
+//! Gives each sandbox its own code directory: hard links into the package's template
+//! (see [`super::template`]), which is unpacked first if no sandbox holds it now.
 //!
 //! The directories live under a root that is root-owned, mode 0710 with the jails'
 //! root group (see `worker::jail::JAIL_ROOT_GID`), so only jails can traverse it; the
 //! files inside are world-readable for the jail's unprivileged users. A sandbox's
 //! directory is removed when the sandbox is ([`WithCode`]).
 
+use super::package::zipcheck::DataCheck;
 use super::package::{self, ZipLimits};
+use super::template::{link_tree, Template, Templates};
 use super::CodeError;
 use crate::sandbox::{BoxFuture, LogLine, LogSink, Reply, Sandbox, SandboxError};
 use crate::spec::{ChunkSink, InvokeRequest};
+use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Makes per-sandbox code directories under `root`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Unpacker {
     pub root: PathBuf,
     /// Group of `root` (the jails' root gid), or `None` to keep it private.
     pub group: Option<u32>,
     pub limits: ZipLimits,
+    templates: Arc<Templates>,
 }
 
+/// Numbers templates: one being removed never shares a name with its successor.
+static NEXT_TEMPLATE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Unpacker {
+    pub fn new(root: PathBuf, group: Option<u32>, limits: ZipLimits) -> Self {
+        Self {
+            root,
+            group,
+            limits,
+            templates: Arc::default(),
+        }
+    }
+
+    /// A directory for sandbox `id` with the package whose hex digest is `digest_hex`:
+    /// hard links to the digest's template, unpacked from what `fetch` returns first if
+    /// no sandbox holds one now (concurrent callers wait for that one unpacking).
+    pub async fn for_sandbox(
+        &self,
+        digest_hex: &str,
+        id: &str,
+        fetch: impl Future<Output = Result<Vec<u8>, CodeError>>,
+    ) -> Result<CodeDir, CodeError> {
+        let template = {
+            let slot = self.templates.slot(digest_hex);
+            let mut live = slot.lock().await;
+            match live.upgrade() {
+                Some(t) => t,
+                None => {
+                    let zip = fetch.await?;
+                    let n = NEXT_TEMPLATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let path = self.root.join(format!("tpl-{digest_hex}-{n}"));
+                    let u = self.clone();
+                    let dir = in_background(path, move |p| u.unpack_into(&zip, p)).await?;
+                    let t = Arc::new(Template(dir));
+                    *live = Arc::downgrade(&t);
+                    t
+                }
+            }
+        };
+        let src = template.0.path.clone();
+        let mut dir = in_background(self.root.join(id), move |p| link_tree(&src, p)).await?;
+        dir.template = Some(template);
+        Ok(dir)
+    }
+
     /// Removes whatever an earlier process left under the root (a crash between unpacking
     /// and a sandbox's end). Blocking.
     pub fn clear(&self) -> Result<(), CodeError> {
@@ -35,18 +84,26 @@ impl Unpacker {
 
     /// Validates `zip` and unpacks it into `root/<sandbox_id>`. Blocking.
     pub fn unpack(&self, zip: &[u8], sandbox_id: &str) -> Result<PathBuf, CodeError> {
-        let plan = package::validate(zip, &self.limits)?;
-        self.prepare_root()?;
         let dest = self.root.join(sandbox_id);
+        self.unpack_into(zip, &dest)?;
+        Ok(dest)
+    }
+
+    /// Validates `zip` and unpacks it into `dest` (a new directory under the root);
+    /// nothing is left there on failure. Blocking.
+    fn unpack_into(&self, zip: &[u8], dest: &Path) -> Result<(), CodeError> {
+        // The data is checked (CRC-32, sizes) as it is extracted: one decompression.
+        let plan = package::zipcheck::validate_with(zip, &self.limits, DataCheck::AtExtraction)?;
+        self.prepare_root()?;
         std::fs::DirBuilder::new()
             .mode(0o755)
-            .create(&dest)
-            .map_err(io(&dest))?;
-        if let Err(e) = package::extract(zip, &plan, &dest) {
-            let _ = std::fs::remove_dir_all(&dest);
+            .create(dest)
+            .map_err(io(dest))?;
+        if let Err(e) = package::extract(zip, &plan, dest) {
+            let _ = std::fs::remove_dir_all(dest);
             return Err(e.into());
         }
-        Ok(dest)
+        Ok(())
     }
 
     fn prepare_root(&self) -> Result<(), CodeError> {
@@ -70,17 +127,20 @@ impl Unpacker {
     }
 }
 
-/// Unpacks on the blocking pool. If the caller stops waiting (its invoke was
-/// cancelled), the directory is removed once the unpacking ends: no plaintext is left.
-pub async fn unpack_in_background(
-    unpacker: &Unpacker,
-    zip: Vec<u8>,
-    sandbox_id: &str,
+/// Runs `make(path)` on the blocking pool. If it fails, or the caller stops waiting
+/// (its invoke was cancelled), whatever it left at `path` is removed once it ends: no
+/// plaintext stays behind.
+async fn in_background(
+    path: PathBuf,
+    make: impl FnOnce(&Path) -> Result<(), CodeError> + Send + 'static,
 ) -> Result<CodeDir, CodeError> {
-    let (u, id) = (unpacker.clone(), sandbox_id.to_owned());
-    let path = unpacker.root.join(sandbox_id);
+    let at = path.clone();
     let mut pending = Pending {
-        task: Some(tokio::task::spawn_blocking(move || u.unpack(&zip, &id))),
+        task: Some(tokio::task::spawn_blocking(move || {
+            make(&at).inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&at);
+            })
+        })),
         path,
     };
     let result = match pending.task.as_mut() {
@@ -88,16 +148,17 @@ pub async fn unpack_in_background(
         None => return Err(CodeError::Unreachable("unpack task missing".into())),
     };
     pending.task = None;
-    let dir = result.map_err(|e| CodeError::Io {
-        path: pending.path.clone(),
+    let path = std::mem::take(&mut pending.path);
+    result.map_err(|e| CodeError::Io {
+        path: path.clone(),
         source: std::io::Error::other(format!("unpack task: {e}")),
     })??;
-    Ok(CodeDir(dir))
+    Ok(CodeDir::new(path))
 }
 
 /// An unpacking whose caller may go away before it ends.
 struct Pending {
-    task: Option<tokio::task::JoinHandle<Result<PathBuf, CodeError>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), CodeError>>>,
     path: PathBuf,
 }
 
@@ -128,12 +189,29 @@ pub struct WithCode {
     pub code_dir: CodeDir,
 }
 
-/// A sandbox's code directory, removed with everything in it when dropped.
-pub struct CodeDir(pub PathBuf);
+/// A sandbox's code directory, removed with everything in it when dropped (then the
+/// template it links to, if it was the last made from it).
+pub struct CodeDir {
+    path: PathBuf,
+    template: Option<Arc<Template>>,
+}
+
+impl CodeDir {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            template: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
 
 impl Drop for CodeDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 

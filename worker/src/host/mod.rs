@@ -73,6 +73,9 @@ pub struct HostSettings {
     pub log_dir: Option<PathBuf>,
     /// Where the worker pulls the code it is told of by digest.
     pub code: Option<CodeSettings>,
+    /// Turn on the cgroup2 mount's `favordynmods` if it is off (see
+    /// [`crate::jail::dynmods`]): sandbox starts then never wait for RCU grace periods.
+    pub favor_cgroup_dynmods: bool,
 }
 
 /// A host's code supply.
@@ -161,6 +164,12 @@ impl Host {
         } else {
             None
         };
+        if cfg.favor_cgroup_dynmods {
+            eprintln!(
+                "worker: {}",
+                crate::jail::dynmods::favor_dynamic_modifications()
+            );
+        }
         let backend = make_backend(cfg, isolation, &run_dir);
         // After the backend started: it has killed and removed the sandbox cgroups of
         // dead workers, so nothing of theirs still runs from these dirs.
@@ -194,11 +203,11 @@ fn code_supply(c: &CodeSettings, run_dir: &std::path::Path) -> Result<CodeSupply
         )?)),
         None => None,
     };
-    let unpacker = Unpacker {
-        root: run_dir.join("sandbox-code"),
-        group: crate::jail::mirror_group(),
-        limits: ZipLimits::default(),
-    };
+    let unpacker = Unpacker::new(
+        run_dir.join("sandbox-code"),
+        crate::jail::mirror_group(),
+        ZipLimits::default(),
+    );
     unpacker.clear()?;
     Ok(CodeSupply {
         source: c.source.clone(),

@@ -58,14 +58,17 @@ pub struct CgroupHost {
 
 /// One mount line of `/proc/self/mountinfo` that is a cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct CgroupMount {
+pub(super) struct CgroupMount {
     root: String,
-    mount_point: PathBuf,
-    v2: bool,
-    super_opts: Vec<String>,
+    pub(super) mount_point: PathBuf,
+    pub(super) v2: bool,
+    /// The mount's own options (`rw,nosuid,...`).
+    pub(super) mount_opts: Vec<String>,
+    /// The file system's options (`rw,nsdelegate,...`).
+    pub(super) super_opts: Vec<String>,
 }
 
-fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+pub(super) fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
     text.lines()
         .filter_map(|line| {
             let (pre, post) = line.split_once(" - ")?;
@@ -81,6 +84,7 @@ fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
                 root: (*pre.get(3)?).to_string(),
                 mount_point: PathBuf::from(unescape_mount_path(pre.get(4)?)),
                 v2: fstype == "cgroup2",
+                mount_opts: pre.get(5)?.split(',').map(str::to_string).collect(),
                 super_opts: super_opts.split(',').map(str::to_string).collect(),
             })
         })

@@ -5,6 +5,7 @@
 pub mod cgroup;
 mod child;
 pub mod cpus;
+pub mod dynmods;
 mod layout;
 mod plan;
 mod process;

@@ -97,6 +97,7 @@ pub(crate) async fn start(
     let id = inner.new_sandbox_id();
     // Fetching code has its own bound and is not the function's init: the clock starts
     // once the code is in place.
+    let fetch = Instant::now();
     let (local_spec, code_dir) = match inner.unpack_code(spec, &id).await {
         Ok(Some((s, d))) => (Some(s), Some(d)),
         Ok(None) => (None, None),
@@ -107,6 +108,9 @@ pub(crate) async fn start(
     };
     let spec = local_spec.as_ref().unwrap_or(spec);
     let t0 = Instant::now();
+    let code_ms = code_dir
+        .as_ref()
+        .map(|_| (t0 - fetch).as_secs_f64() * 1000.0);
     let deadline = tokio::time::Instant::from_std(t0 + limit);
     let created = create(inner, spec, &id, deadline, code_dir).await;
     let mut sb = match created {
@@ -137,16 +141,18 @@ pub(crate) async fn start(
         Ok(Ok(())) => {
             let init_duration = t0.elapsed();
             inner.metrics.cold_start(init_duration);
+            let code = code_ms.map(|ms| format!(" after {ms:.1} ms getting its code"));
             let details = sb
                 .start_details()
                 .map(|d| format!(": {d}"))
                 .unwrap_or_default();
             eprintln!(
-                "worker: sandbox {id} ({}:{}, {}) ready in {} ms{details}",
+                "worker: sandbox {id} ({}:{}, {}) ready in {} ms{}{details}",
                 spec.name,
                 spec.version,
                 inner.backend.name(),
-                init_duration.as_millis()
+                init_duration.as_millis(),
+                code.unwrap_or_default(),
             );
             Ok(Started {
                 sandbox: sb,

@@ -164,17 +164,20 @@ impl Inner {
         let supply = self.code.as_ref().ok_or_else(|| {
             CodeError::Unreachable("this worker was given no code source".to_owned())
         })?;
-        let zip = match &supply.cache {
-            Some(cache) => cache.get(code).await?,
-            None => {
-                let zip = supply.source.fetch(code).await?;
-                crate::code::check_digest(code, &zip)?;
-                zip
+        let fetch = async {
+            match &supply.cache {
+                Some(cache) => cache.get(code).await,
+                None => {
+                    let zip = supply.source.fetch(code).await?;
+                    crate::code::check_digest(code, &zip)?;
+                    Ok(zip)
+                }
             }
         };
-        let dir = crate::code::unpack::unpack_in_background(&supply.unpacker, zip, id).await?;
+        let digest = crate::code::digest_hex(&code.sha256)?;
+        let dir = supply.unpacker.for_sandbox(&digest, id, fetch).await?;
         let mut local = spec.clone();
-        local.code_dir = Some(dir.0.clone());
+        local.code_dir = Some(dir.path().to_owned());
         Ok(Some((local, dir)))
     }
 

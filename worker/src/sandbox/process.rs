@@ -211,6 +211,7 @@ impl ProcessBackend {
         id: &str,
     ) -> Result<ProcessSandbox, SandboxError> {
         let start_err = |m: String| SandboxError::Start(m);
+        let began = std::time::Instant::now();
         let (cleanup, sock, listener) = self.socket_dir(id)?;
         let lease = self.uids.acquire().map_err(|e| start_err(e.to_string()))?;
         // Only guest-init (the jail's root) may connect.
@@ -237,6 +238,7 @@ impl ProcessBackend {
         .await
         .map_err(|e| start_err(format!("spawn task: {e}")))?
         .map_err(|e| start_err(e.to_string()))?;
+        let spawned = began.elapsed();
         let tail = StderrTail::spawn(proc.take_stderr());
         let stream = tokio::select! {
             r = listener.accept() => r.map_err(|e| start_err(format!("accept: {e}")))?.0,
@@ -250,6 +252,7 @@ impl ProcessBackend {
             }
         };
         drop(listener);
+        let connected = began.elapsed();
         let conn = WireConn::handshake(stream)
             .await
             .map_err(|e| start_err(format!("handshake: {e}: {}", tail.text())))?;
@@ -264,6 +267,7 @@ impl ProcessBackend {
             _sock_dir: cleanup,
             _stderr: tail,
             _cpus: cpus,
+            timeline: (spawned, connected),
         })
     }
 }
@@ -334,6 +338,8 @@ pub struct ProcessSandbox {
     _stderr: StderrTail,
     /// Returned to the placer when the sandbox goes.
     _cpus: Option<CpuLease>,
+    /// Since the start began: jail spawned, guest-init connected.
+    timeline: (Duration, Duration),
 }
 
 impl ProcessSandbox {
@@ -390,6 +396,15 @@ impl ProcessSandbox {
 }
 
 impl Sandbox for ProcessSandbox {
+    fn start_details(&self) -> Option<String> {
+        let (spawned, connected) = self.timeline;
+        Some(format!(
+            "jail spawned {:.1} ms, guest-init connected {:.1} ms",
+            spawned.as_secs_f64() * 1000.0,
+            connected.as_secs_f64() * 1000.0
+        ))
+    }
+
     fn init(&mut self) -> BoxFuture<'_, Result<(), SandboxError>> {
         Box::pin(async move {
             match self.session.init().await {

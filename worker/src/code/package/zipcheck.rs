@@ -156,8 +156,25 @@ fn corrupt(name: &str, e: impl std::fmt::Display) -> ZipError {
     }
 }
 
-/// Validates `zip` against `limits` and returns the extraction plan.
+/// Whether validation reads every file's data (checking its CRC-32 and size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataCheck {
+    /// Decompress every file now: an upload is refused before it is stored.
+    Now,
+    /// Leave it to [`super::extract::extract`], which reads each file to its end (the
+    /// CRC-32 check) and refuses a size other than the declared one: one decompression
+    /// instead of two when the package is unpacked right after.
+    AtExtraction,
+}
+
+/// Validates `zip` against `limits` (reading every file's data) and returns the
+/// extraction plan.
 pub fn validate(zip: &[u8], limits: &ZipLimits) -> Result<ZipPlan, ZipError> {
+    validate_with(zip, limits, DataCheck::Now)
+}
+
+/// [`validate`], with the file data checked now or at extraction.
+pub fn validate_with(zip: &[u8], limits: &ZipLimits, data: DataCheck) -> Result<ZipPlan, ZipError> {
     let size = zip.len() as u64;
     if size > limits.max_zipped {
         return Err(ZipError::ZippedTooLarge {
@@ -242,11 +259,8 @@ pub fn validate(zip: &[u8], limits: &ZipLimits) -> Result<ZipPlan, ZipError> {
             }
             EntryKind::Symlink { target }
         } else {
-            // Reading to EOF makes the zip crate verify the CRC-32.
-            let actual = std::io::copy(&mut (&mut file).take(declared + 1), &mut std::io::sink())
-                .map_err(|e| corrupt(&raw, e))?;
-            if actual != declared {
-                return Err(ZipError::SizeMismatch(raw));
+            if data == DataCheck::Now {
+                check_data(&mut file, declared, &raw)?;
             }
             let executable = mode & 0o111 != 0 || path == "bootstrap";
             EntryKind::File {
@@ -262,6 +276,17 @@ pub fn validate(zip: &[u8], limits: &ZipLimits) -> Result<ZipPlan, ZipError> {
         entries,
         unzipped_size: total,
     })
+}
+
+/// Reads a file to its end, which makes the zip crate verify the CRC-32, and checks
+/// its size against the declared one.
+fn check_data(file: &mut impl Read, declared: u64, name: &str) -> Result<(), ZipError> {
+    let actual = std::io::copy(&mut file.take(declared + 1), &mut std::io::sink())
+        .map_err(|e| corrupt(name, e))?;
+    if actual != declared {
+        return Err(ZipError::SizeMismatch(name.to_owned()));
+    }
+    Ok(())
 }
 
 /// Entries whose local header + data ranges overlap are the signature of a
