@@ -1,7 +1,7 @@
 //! The worker daemon's routes: invokes (buffered and streamed), status, forget,
 //! metrics. Every body from the link is bounded where it is read.
 
-use super::{Daemon, InFlight};
+use super::{budget, Daemon, InFlight};
 use crate::link::body::{read_limited, LinkBody};
 use crate::link::status::{CodeCacheStatus, PoolStatus, WorkerStatus};
 use crate::link::transport::{respond, LinkRequest, LinkResponse};
@@ -38,7 +38,18 @@ async fn invoke(d: Arc<Daemon>, req: LinkRequest) -> LinkResponse {
     if d.draining.load(Ordering::SeqCst) {
         return record(&Record::Failure(Failure::Draining));
     }
-    let body = match read_limited(req.into_body(), wire::MAX_INVOKE_BYTES).await {
+    let limit = match budget::declared_length(&req) {
+        Some(n) if n > wire::MAX_INVOKE_BYTES => {
+            return respond(StatusCode::PAYLOAD_TOO_LARGE, "invoke body too large")
+        }
+        Some(n) => n,
+        None => wire::MAX_INVOKE_BYTES,
+    };
+    // Held until the invoke ends: its payload lives that long.
+    let Some(room) = d.bodies.take(limit) else {
+        return record(&Record::Failure(Failure::Throttled { reserved: false }));
+    };
+    let body = match read_limited(req.into_body(), limit).await {
         Ok(b) => b,
         Err(e) => return respond(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
     };
@@ -50,11 +61,11 @@ async fn invoke(d: Arc<Daemon>, req: LinkRequest) -> LinkResponse {
     let (spec, req, streaming) = head.into_parts(payload);
     if !streaming {
         let out = d.host.worker.invoke(&spec, req).await;
-        drop(busy);
+        drop((busy, room));
         return record(&outcome_record(out));
     }
     let (tx, body) = LinkBody::channel(STREAM_DEPTH);
-    tokio::spawn(stream_invoke(d, busy, spec, req, tx));
+    tokio::spawn(stream_invoke(d, (busy, room), spec, req, tx));
     http::Response::new(body)
 }
 
@@ -71,7 +82,7 @@ fn outcome_record(out: Result<InvokeOutcome, WorkerError>) -> Record {
 /// Runs a streamed invoke, forwarding each chunk as a record, then the outcome.
 async fn stream_invoke(
     d: Arc<Daemon>,
-    _busy: InFlight,
+    _held: (InFlight, tokio::sync::OwnedSemaphorePermit),
     spec: FunctionVersionSpec,
     req: InvokeRequest,
     tx: tokio::sync::mpsc::Sender<Bytes>,
@@ -167,8 +178,11 @@ fn metrics(d: &Daemon) -> String {
         "# TYPE worker_code_cache_hits_total counter\nworker_code_cache_hits_total {hits}\n\
          # TYPE worker_code_fetches_total counter\nworker_code_fetches_total {fetches}\n\
          # TYPE worker_code_cache_bytes gauge\nworker_code_cache_bytes {bytes}\n\
-         # TYPE worker_lease_remaining_seconds gauge\nworker_lease_remaining_seconds {}\n",
-        status(d).lease_remaining_ms as f64 / 1000.0
+         # TYPE worker_lease_remaining_seconds gauge\nworker_lease_remaining_seconds {}\n\
+         # TYPE worker_invokes_refused_body_budget_total counter\n\
+         worker_invokes_refused_body_budget_total {}\n",
+        status(d).lease_remaining_ms as f64 / 1000.0,
+        d.bodies.refused()
     ));
     text
 }

@@ -3,6 +3,7 @@
 //! end it takes no new invokes, lets in-flight ones finish, stops its sandboxes, and
 //! either leaves or rejoins as a new incarnation.
 
+mod budget;
 mod code_source;
 mod handler;
 mod lease;
@@ -56,6 +57,7 @@ pub struct Daemon {
     capacity_mib: u64,
     cpus: u32,
     lease: Duration,
+    bodies: budget::BodyBudget,
 }
 
 struct Incarnation {
@@ -138,6 +140,7 @@ impl Daemon {
                 .unwrap_or_else(|| mem_total_mib().saturating_sub(512)),
             cpus,
             lease: s.lease,
+            bodies: budget::BodyBudget::new(budget::BODY_BUDGET_BYTES),
         });
         Ok((daemon, listener))
     }

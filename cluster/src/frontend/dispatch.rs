@@ -263,8 +263,10 @@ async fn exchange(
         // The connection died before anything was sent: nothing ran.
         return Exchange::Refused(Failure::Draining);
     }
-    let Ok(req) =
-        http::Request::post(format!("http://link{INVOKE_PATH}")).body(LinkBody::full(body))
+    // The worker reserves room for the body by its declared size before reading it.
+    let Ok(req) = http::Request::post(format!("http://link{INVOKE_PATH}"))
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(LinkBody::full(body))
     else {
         return Exchange::Failed(Failure::InvalidSpec("unbuildable request".into()));
     };
