@@ -4,6 +4,7 @@ and how it treats slow or bad clients."""
 
 import json
 import os
+import re
 
 import pytest
 
@@ -521,8 +522,16 @@ def test_sandbox_code_is_closed_to_other_users(server, client):
     st = os.stat(code)
     # Only the jails' root group may pass: a directory's name shows in its jail's mountinfo.
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o710, 0, JAIL_ROOT_GID), st
-    assert all(n.startswith("sb-") for n in os.listdir(code)), os.listdir(code)
-    own = os.path.join(code, sorted(os.listdir(code))[0])
+    names = os.listdir(code)
+    # Sandboxes' own directories, and the one unpacked copy per digest they hard-link to.
+    assert all(re.fullmatch(r"sb-\d+-\d+|tpl-[0-9a-f]{64}-\d+", n) for n in names), names
+    own = os.path.join(code, sorted(n for n in names if n.startswith("sb-"))[0])
+    shared = os.stat(os.path.join(own, "bootstrap"))
+    assert shared.st_nlink >= 2 and shared.st_uid == 0, shared
+    # Read-only for everyone but root: no sandbox can change what another one runs.
+    assert stat.S_IMODE(shared.st_mode) == 0o755, oct(shared.st_mode)
+    assert any(os.path.samestat(shared, os.stat(os.path.join(code, n, "bootstrap")))
+               for n in names if n.startswith("tpl-")), "linked to its digest's copy"
     for cmd in (["ls", code], ["ls", own]):
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                             *cmd], capture_output=True, text=True)
