@@ -19,9 +19,32 @@ pub fn random_hex<const N: usize>() -> String {
     hex::encode(random_bytes::<N>())
 }
 
+thread_local! {
+    /// A per-thread key from the OS generator and a counter: request ids come from
+    /// SHA-256(key, counter), so the invoke path makes no `getrandom` call per request.
+    static ID_STREAM: std::cell::RefCell<([u8; 32], u64)> =
+        std::cell::RefCell::new((random_bytes::<32>(), 0));
+}
+
+/// 16 bytes that are unpredictable without this thread's key and never repeat within it.
+fn id_bytes() -> [u8; 16] {
+    use sha2::Digest as _;
+    ID_STREAM.with(|s| {
+        let mut s = s.borrow_mut();
+        s.1 = s.1.wrapping_add(1);
+        let mut h = sha2::Sha256::new();
+        h.update(s.0);
+        h.update(s.1.to_le_bytes());
+        let out = h.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&out[..16]);
+        b
+    })
+}
+
 /// A random RFC 4122 version-4 UUID in its canonical textual form.
 pub fn uuid_v4() -> String {
-    let mut b = random_bytes::<16>();
+    let mut b = id_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
@@ -49,5 +72,15 @@ mod tests {
         assert_eq!(&u[14..15], "4");
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
         assert_ne!(uuid_v4(), u);
+    }
+
+    #[test]
+    fn ids_never_repeat_within_or_across_threads() {
+        let mine: std::collections::HashSet<String> = (0..10_000).map(|_| uuid_v4()).collect();
+        assert_eq!(mine.len(), 10_000);
+        let theirs = std::thread::spawn(|| (0..1000).map(|_| uuid_v4()).collect::<Vec<_>>())
+            .join()
+            .expect("thread");
+        assert!(theirs.iter().all(|u| !mine.contains(u)));
     }
 }

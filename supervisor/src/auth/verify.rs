@@ -2,6 +2,8 @@
 //! constant-time signature comparison.
 
 use axum::http::HeaderMap;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq as _;
 use time::{Duration, OffsetDateTime};
 
@@ -26,6 +28,31 @@ pub struct Verifier {
     service: String,
     credentials: Vec<Credentials>,
     max_skew: Duration,
+    keys: Arc<SigningKeys>,
+}
+
+/// Signing keys by access key id and date: a key is four HMACs of the secret and
+/// lasts the whole day (region and service are fixed for a verifier).
+#[derive(Debug, Default)]
+struct SigningKeys(Mutex<HashMap<(String, String), [u8; 32]>>);
+
+/// More entries than this (many keys, or dates nobody signs with any more) clears them.
+const MAX_CACHED_KEYS: usize = 64;
+
+impl SigningKeys {
+    fn get(&self, creds: &Credentials, date: &str, region: &str, service: &str) -> [u8; 32] {
+        let id = (creds.access_key_id.clone(), date.to_owned());
+        let mut keys = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = keys.get(&id) {
+            return *k;
+        }
+        let k = signing_key(&creds.secret_access_key, date, region, service);
+        if keys.len() >= MAX_CACHED_KEYS {
+            keys.clear();
+        }
+        keys.insert(id, k);
+        k
+    }
 }
 
 impl Verifier {
@@ -40,6 +67,7 @@ impl Verifier {
             service: service.to_owned(),
             credentials,
             max_skew,
+            keys: Arc::default(),
         }
     }
 
@@ -131,12 +159,9 @@ impl Verifier {
             signed_headers: &parsed.signed_headers,
             payload_sha256: &payload,
         })?;
-        let key = signing_key(
-            &creds.secret_access_key,
-            &parsed.scope_date,
-            &parsed.region,
-            &parsed.service,
-        );
+        let key = self
+            .keys
+            .get(creds, &parsed.scope_date, &parsed.region, &parsed.service);
         let expected = signature(&key, &string_to_sign(amz_date, &parsed.scope(), &creq));
         if bool::from(expected.ct_eq(&parsed.signature)) {
             Ok(creds.access_key_id.clone())

@@ -302,3 +302,51 @@ fn in_tree_signer_round_trips_through_verifier() {
         Err(AuthError::SignatureMismatch)
     ));
 }
+
+/// Headers of a GET signed at `now` with `secret`.
+fn signed_get(now: OffsetDateTime, secret: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("host", HeaderValue::from_static("127.0.0.1:9000"));
+    let auth = sign_request(
+        &SigningRequest {
+            method: "GET",
+            path: "/x",
+            query: None,
+            body: b"",
+            access_key_id: AKID,
+            secret_access_key: secret,
+            region: "us-east-1",
+            service: "service",
+            now,
+        },
+        &mut headers,
+    )
+    .expect("sign");
+    headers.insert("authorization", auth.parse().expect("header"));
+    headers
+}
+
+#[test]
+fn cached_signing_keys_are_per_day_and_never_accept_another_secret() {
+    let v = verifier();
+    let check = |h: &HeaderMap, now| {
+        let req = VerifyRequest {
+            method: "GET",
+            raw_path: "/x",
+            raw_query: None,
+            headers: h,
+            body: b"",
+        };
+        v.verify(&req, now)
+    };
+    let day1 = suite_time();
+    let day2 = day1 + Duration::days(1);
+    for _ in 0..2 {
+        assert!(check(&signed_get(day1, SECRET), day1).is_ok());
+        assert!(check(&signed_get(day2, SECRET), day2).is_ok());
+        assert!(matches!(
+            check(&signed_get(day1, "other"), day1),
+            Err(AuthError::SignatureMismatch)
+        ));
+    }
+}
