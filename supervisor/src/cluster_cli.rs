@@ -100,6 +100,10 @@ pub struct WorkerArgs {
     /// Per-function log files [default: RUN_DIR/logs].
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
+    /// Also serve GET /metrics over plain HTTP here, for scrapers without a cluster
+    /// certificate (frontends read the same over the link).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub data_plane: DataPlaneArgs,
 }
@@ -131,6 +135,7 @@ pub async fn run_worker(
         lease,
         rejoin: args.rejoin,
         capacity_mib: args.capacity_mib,
+        metrics_listen: args.metrics_listen,
     };
     let (daemon, listener) = cluster::daemon::Daemon::start(settings)
         .await

@@ -25,6 +25,7 @@ except ImportError:
     pytest.skip("boto3 not installed", allow_module_level=True)
 
 WORKERS = ("w1", "w2", "w3")
+SCRAPE_PORT = 7200
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,9 @@ def cluster(tmp_path_factory):
         workers = {}
         for i, w in enumerate(WORKERS):
             ns = net.add_host(w, f"{SUBNET}.{11 + i}")
-            workers[w] = WorkerDaemon(ns, w, f"{SUBNET}.{11 + i}", ca, root).start()
+            # w1 also serves its metrics over plain HTTP (for scrapers).
+            extra = ["--metrics-listen", f"{SUBNET}.11:{SCRAPE_PORT}"] if i == 0 else []
+            workers[w] = WorkerDaemon(ns, w, f"{SUBNET}.{11 + i}", ca, root, *extra).start()
         fe = Frontend(fe_ns, root / "data", ca, [d.link for d in workers.values()]).start()
         fe.wait_workers(3)
         try:
@@ -83,6 +86,29 @@ def test_functions_run_on_workers_and_warm_invokes_stick_to_their_worker(cluster
     assert status["role"] == "frontend"
     assert sum(w["sandboxes"] for w in status["workers"]) >= 3
     assert all(w["lease_remaining_secs"] > 0 for w in status["workers"])
+
+
+def scrape(path):
+    """(status, text) of a plain HTTP GET to w1's metrics port (this process is a host
+    on the cluster's network)."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{SUBNET}.11:{SCRAPE_PORT}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+
+
+def test_a_worker_can_serve_its_metrics_to_scrapers_without_a_certificate(cluster):
+    status, text = scrape("/metrics")
+    assert status == 200, text
+    assert "worker_lease_remaining_seconds" in text, text
+    assert "worker_invokes_refused_body_budget_total 0" in text, text
+    # The frontend's connection to w1 shows in w1's own link counters.
+    assert re.search(r"^worker_link_handshakes_total [1-9]", text, re.M), text
+    assert scrape("/")[0] == 404
+    assert scrape("/2018-06-01/runtime/invocation/next")[0] == 404
 
 
 def test_copies_of_one_function_spread_and_different_functions_mix(cluster):

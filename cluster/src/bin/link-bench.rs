@@ -204,6 +204,7 @@ async fn start(args: &Args, package: &[u8]) -> Result<Bed, String> {
         lease: Duration::from_secs(3600),
         rejoin: false,
         capacity_mib: Some(1 << 20),
+        metrics_listen: None,
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -170,7 +170,7 @@ pub(super) fn status(d: &Daemon) -> WorkerStatus {
     }
 }
 
-fn metrics(d: &Daemon) -> String {
+pub(super) fn metrics(d: &Daemon) -> String {
     let mut text = d.host.worker.metrics();
     text.push_str(&d.stats.render("worker"));
     let (hits, fetches, bytes) = d.code_cache_counts();

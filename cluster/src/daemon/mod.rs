@@ -7,6 +7,7 @@ mod budget;
 mod code_source;
 mod handler;
 mod lease;
+mod scrape;
 
 pub use code_source::LinkCodeSource;
 
@@ -44,6 +45,8 @@ pub struct DaemonSettings {
     pub rejoin: bool,
     /// Memory for sandboxes [default: the host's MemTotal less 512 MiB].
     pub capacity_mib: Option<u64>,
+    /// Also serve `/metrics` over plain HTTP here (for scrapers without a certificate).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A running daemon's shared state.
@@ -127,6 +130,14 @@ impl Daemon {
                 addr: s.listen,
                 source,
             })?;
+        let scrape = match s.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| DaemonError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let daemon = Arc::new(Self {
             id: s.id,
@@ -142,6 +153,9 @@ impl Daemon {
             lease: s.lease,
             bodies: budget::BodyBudget::new(budget::BODY_BUDGET_BYTES),
         });
+        if let Some(listener) = scrape {
+            scrape::spawn(Arc::downgrade(&daemon), listener);
+        }
         Ok((daemon, listener))
     }
 
