@@ -2,7 +2,6 @@
 //! constant-time signature comparison.
 
 use axum::http::HeaderMap;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq as _;
 use time::{Duration, OffsetDateTime};
@@ -32,26 +31,40 @@ pub struct Verifier {
 }
 
 /// Signing keys by access key id and date: a key is four HMACs of the secret and
-/// lasts the whole day (region and service are fixed for a verifier).
+/// lasts the whole day (region and service are fixed for a verifier). A short list,
+/// searched without allocating: one entry per key and day in use.
 #[derive(Debug, Default)]
-struct SigningKeys(Mutex<HashMap<(String, String), [u8; 32]>>);
+struct SigningKeys(Mutex<Vec<CachedKey>>);
+
+#[derive(Debug)]
+struct CachedKey {
+    access_key_id: String,
+    date: String,
+    key: [u8; 32],
+}
 
 /// More entries than this (many keys, or dates nobody signs with any more) clears them.
 const MAX_CACHED_KEYS: usize = 64;
 
 impl SigningKeys {
     fn get(&self, creds: &Credentials, date: &str, region: &str, service: &str) -> [u8; 32] {
-        let id = (creds.access_key_id.clone(), date.to_owned());
         let mut keys = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(k) = keys.get(&id) {
-            return *k;
+        let cached = keys
+            .iter()
+            .find(|c| c.access_key_id == creds.access_key_id && c.date == date);
+        if let Some(c) = cached {
+            return c.key;
         }
-        let k = signing_key(&creds.secret_access_key, date, region, service);
+        let key = signing_key(&creds.secret_access_key, date, region, service);
         if keys.len() >= MAX_CACHED_KEYS {
             keys.clear();
         }
-        keys.insert(id, k);
-        k
+        keys.push(CachedKey {
+            access_key_id: creds.access_key_id.clone(),
+            date: date.to_owned(),
+            key,
+        });
+        key
     }
 }
 

@@ -8,7 +8,7 @@
 //! The files are the root's and read-only for the jails (bound read-only at
 //! `/var/task`), so no sandbox can change what another one runs.
 
-use super::unpack::CodeDir;
+use super::unpack::{io, CodeDir};
 use super::CodeError;
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,10 +47,6 @@ impl Templates {
 /// files hard-linked, symbolic links copied. Blocking.
 pub(super) fn link_tree(src: &Path, dest: &Path) -> Result<(), CodeError> {
     use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-    let io = |p: &Path| {
-        let path = p.to_owned();
-        move |source| CodeError::Io { path, source }
-    };
     let mode = std::fs::metadata(src)
         .map_err(io(src))?
         .permissions()

@@ -82,7 +82,9 @@ impl Unpacker {
         }
     }
 
-    /// Validates `zip` and unpacks it into `root/<sandbox_id>`. Blocking.
+    /// Validates `zip` and unpacks it into `root/<sandbox_id>`, without a shared copy.
+    /// Blocking.
+    #[cfg(test)]
     pub fn unpack(&self, zip: &[u8], sandbox_id: &str) -> Result<PathBuf, CodeError> {
         let dest = self.root.join(sandbox_id);
         self.unpack_into(zip, &dest)?;
@@ -175,7 +177,7 @@ impl Drop for Pending {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CodeError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CodeError + '_ {
     move |source| CodeError::Io {
         path: path.to_owned(),
         source,
