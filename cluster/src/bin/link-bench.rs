@@ -67,6 +67,8 @@ fn parse_args() -> Result<Args, String> {
     if !a.fn_bin.is_file() {
         return Err("--fn-bin must name the fn-rust (musl) binary".into());
     }
+    // The jail wants absolute paths.
+    a.images = std::fs::canonicalize(&a.images).map_err(|e| format!("--images: {e}"))?;
     Ok(a)
 }
 
@@ -94,9 +96,10 @@ fn spec(name: &str, code: CodeRef) -> FunctionVersionSpec {
         code: Some(code),
         runtime: "provided.al2023".into(),
         handler: "echo".into(),
-        // One full vCPU per sandbox: the path is measured, not the CPU share.
-        // Room for 32 sandboxes at once on a small host; a 0.29-vCPU share.
-        memory_mib: 512,
+        // One full vCPU per sandbox (Lambda's share at 1,769 MB): the path is measured,
+        // not the CPU share. A smaller share throttles the function itself (CFS quota
+        // spent within a 100 ms period stalls its next invokes for the rest of it).
+        memory_mib: 1769,
         timeout: Duration::from_secs(10),
         env: Vec::new(),
         reserved_concurrency: None,
@@ -289,6 +292,38 @@ fn median_of(runs: &[RunStats], f: impl Fn(&RunStats) -> f64) -> f64 {
     stats::median(runs.iter().map(f).collect())
 }
 
+/// The machine's floor for any link over TCP: one 1 KiB message there and back on
+/// loopback between two tasks of this runtime, no TLS, no HTTP/2.
+async fn tcp_round_trips(n: usize) -> Result<Vec<f64>, String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const SIZE: usize = 1100;
+    let e = |e: std::io::Error| e.to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(e)?;
+    let addr = listener.local_addr().map_err(e)?;
+    let echo = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        s.set_nodelay(true)?;
+        let mut b = vec![0u8; SIZE];
+        while s.read_exact(&mut b).await.is_ok() {
+            s.write_all(&b).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut c = tokio::net::TcpStream::connect(addr).await.map_err(e)?;
+    c.set_nodelay(true).map_err(e)?;
+    let mut b = vec![7u8; SIZE];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        c.write_all(&b).await.map_err(e)?;
+        c.read_exact(&mut b).await.map_err(e)?;
+        out.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(c);
+    let _ = echo.await;
+    Ok(out)
+}
+
 async fn handshakes(bed: &Bed, n: usize) -> Result<Vec<f64>, String> {
     let stats = Arc::new(LinkStats::default());
     let config = tls::client_config(&bed.frontend_tls, Role::Worker, stats.clone())
@@ -347,6 +382,10 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             local.push(l);
             remote.push(r);
         }
+        // A figure over failed invokes would measure nothing.
+        if local.iter().chain(&remote).any(|s| s.errors > 0) {
+            return Err(format!("invokes failed at {c} clients (the first is printed above)"));
+        }
         let p50 = |v: &[RunStats]| median_of(v, |s| s.p50_us);
         let p99 = |v: &[RunStats]| median_of(v, |s| s.p99_us);
         let rate = |v: &[RunStats]| median_of(v, |s| s.per_second);
@@ -374,6 +413,10 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             .await,
         );
     }
+    let mut tcp = Vec::new();
+    for _ in 0..args.rounds {
+        tcp.push(stats::median(tcp_round_trips(5000).await?));
+    }
     let hs = handshakes(&bed, 50).await?;
     let mbs = transfer(&bed, &package, 5).await?;
     Ok(json!({
@@ -383,6 +426,8 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "levels": levels,
         "link_status_round_trip": floor,
         "link_status_round_trip_p50_us_median": median_of(&floor, |s| s.p50_us),
+        "tcp_round_trip_p50_us": tcp.clone(),
+        "tcp_round_trip_p50_us_median": stats::median(tcp),
         "tls_handshake_us_median": stats::median(hs.clone()),
         "tls_handshake_us": hs,
         "code_transfer_mib_per_s_median": stats::median(mbs.clone()),

@@ -2,8 +2,7 @@
 //! frontend that sent the invoke (its link address travels in the code reference),
 //! over a TLS connection that admits only cluster frontends.
 
-use crate::link::body::read_limited;
-use crate::link::transport;
+use crate::link::client::{LinkClient, LinkError};
 use crate::link::CODE_PATH;
 use crate::tls::{self, LinkStats};
 use std::sync::Arc;
@@ -50,14 +49,14 @@ impl LinkCodeSource {
         .map_err(|e| unreachable("TLS with", &e))?
         .map_err(|e| unreachable("TLS with", &e))?;
         let stream = tls::Counted::new(stream, self.stats.clone());
-        let mut send = transport::connect(stream)
+        let send = LinkClient::handshake(stream)
             .await
             .map_err(|e| unreachable("HTTP/2 with", &e))?;
         let req = http::Request::get(format!("http://link{CODE_PATH}{hex}"))
-            .body(crate::link::body::LinkBody::empty())
+            .body(())
             .map_err(|e| unreachable("request to", &e))?;
         let resp = send
-            .send_request(req)
+            .send(req, None)
             .await
             .map_err(|e| unreachable("fetching from", &e))?;
         match resp.status() {
@@ -65,12 +64,11 @@ impl LinkCodeSource {
             http::StatusCode::NOT_FOUND => return Err(CodeError::NotFound(code.sha256.clone())),
             s => return Err(unreachable("fetching from", &s)),
         }
-        read_limited(resp.into_body(), MAX_PACKAGE_BYTES)
+        resp.into_body()
+            .read_all(MAX_PACKAGE_BYTES)
             .await
             .map_err(|e| match e {
-                crate::link::body::ReadError::TooLarge(l) => {
-                    CodeError::TooLarge { limit: l as u64 }
-                }
+                LinkError::TooLarge(l) => CodeError::TooLarge { limit: l as u64 },
                 other => unreachable("reading from", &other),
             })
     }

@@ -3,14 +3,12 @@
 //! vanishes mid-invoke (a clear error; never retried here, since it may have run).
 
 use super::Frontend;
-use crate::link::body::LinkBody;
+use crate::link::client::{LinkClient, LinkError};
 use crate::link::status::version_key;
 use crate::link::wire::{self, Failure, InvokeHead, Record, SpecHead};
 use crate::link::INVOKE_PATH;
 use crate::placement::{Choice, Request};
 use bytes::Bytes;
-use http_body_util::BodyExt as _;
-use hyper::client::conn::http2::SendRequest;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use worker::spec::ChunkSink;
@@ -254,31 +252,19 @@ impl Frontend {
 }
 
 /// Sends the invoke and reads its records until the outcome.
-async fn exchange(
-    mut send: SendRequest<LinkBody>,
-    body: Bytes,
-    chunks: Option<&ChunkSink>,
-) -> Exchange {
-    if send.ready().await.is_err() {
-        // The connection died before anything was sent: nothing ran.
-        return Exchange::Refused(Failure::Draining);
-    }
+async fn exchange(send: LinkClient, body: Bytes, chunks: Option<&ChunkSink>) -> Exchange {
     // The worker reserves room for the body by its declared size before reading it.
     let Ok(req) = http::Request::post(format!("http://link{INVOKE_PATH}"))
         .header(http::header::CONTENT_LENGTH, body.len())
-        .body(LinkBody::full(body))
+        .body(())
     else {
         return Exchange::Failed(Failure::InvalidSpec("unbuildable request".into()));
     };
-    let resp = match send.try_send_request(req).await {
+    let resp = match send.send(req, Some(body)).await {
         Ok(r) => r,
-        Err(mut e) => {
-            // Handed back unsent (the connection was closing): nothing ran.
-            if e.take_message().is_some() {
-                return Exchange::Refused(Failure::Draining);
-            }
-            return Exchange::Lost(e.into_error().to_string());
-        }
+        // The connection was closing, or the worker refused the stream: nothing ran.
+        Err(LinkError::Unsent(_)) => return Exchange::Refused(Failure::Draining),
+        Err(e) => return Exchange::Lost(e.to_string()),
     };
     if !resp.status().is_success() {
         return Exchange::Failed(Failure::InvalidSpec(format!(
@@ -288,19 +274,23 @@ async fn exchange(
     }
     let mut body = resp.into_body();
     let mut buf: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let data = match frame {
-            Ok(f) => match f.into_data() {
-                Ok(d) => d,
-                Err(_) => continue,
-            },
+    while let Some(data) = body.next().await {
+        let data = match data {
+            Ok(d) => d,
             Err(e) => return Exchange::Lost(e.to_string()),
         };
-        buf.extend_from_slice(&data);
+        // The usual answer is one whole record in one piece: decode it in place.
+        let (pending, from_buf) = if buf.is_empty() {
+            (&data[..], false)
+        } else {
+            buf.extend_from_slice(&data);
+            (&buf[..], true)
+        };
+        let mut at = 0;
         loop {
-            match wire::decode_record(&buf) {
+            match wire::decode_record(&pending[at..]) {
                 Ok(Some((rec, used))) => {
-                    buf.drain(..used);
+                    at += used;
                     match rec {
                         Record::Chunk(c) => {
                             if let Some(sink) = chunks {
@@ -318,6 +308,11 @@ async fn exchange(
                 Ok(None) => break,
                 Err(e) => return Exchange::Lost(format!("bad record from the worker: {e}")),
             }
+        }
+        if from_buf {
+            buf.drain(..at);
+        } else {
+            buf.extend_from_slice(&data[at..]);
         }
     }
     Exchange::Lost("the worker ended the stream before the outcome".into())

@@ -149,10 +149,10 @@ impl Frontend {
     /// One status round trip to worker `index` over its link (the link's own latency,
     /// for benchmarks); `false` when it is not connected or the request failed.
     pub async fn status_round_trip(&self, index: usize) -> bool {
-        let Some(mut send) = self.workers.get(index).and_then(|w| w.sender()) else {
+        let Some(send) = self.workers.get(index).and_then(|w| w.sender()) else {
             return false;
         };
-        remote::poll(&mut send).await.is_ok()
+        remote::poll(&send).await.is_ok()
     }
 
     /// Workers currently up and taking invokes.

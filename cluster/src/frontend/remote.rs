@@ -1,11 +1,10 @@
 //! One worker as a frontend sees it: a long-lived link connection, re-established with
 //! backoff, and the worker's status, polled as a heartbeat.
 
-use crate::link::body::{read_limited, LinkBody};
+use crate::link::client::LinkClient;
 use crate::link::status::WorkerStatus;
-use crate::link::{transport, STATUS_PATH};
+use crate::link::STATUS_PATH;
 use crate::tls::{self, LinkStats};
-use hyper::client::conn::http2::SendRequest;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ pub struct RemoteWorker {
     /// The identity its certificate must carry (`--worker ID@HOST:PORT`); without one
     /// any cluster worker may answer at this address.
     pub expected_id: Option<String>,
-    conn: Mutex<Option<SendRequest<LinkBody>>>,
+    conn: Mutex<Option<LinkClient>>,
 }
 
 /// What the connection task reports to the frontend.
@@ -45,7 +44,7 @@ impl RemoteWorker {
     }
 
     /// A sender on the live connection, if there is one.
-    pub fn sender(&self) -> Option<SendRequest<LinkBody>> {
+    pub fn sender(&self) -> Option<LinkClient> {
         self.conn
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -53,7 +52,7 @@ impl RemoteWorker {
             .filter(|s| !s.is_closed())
     }
 
-    fn set(&self, s: Option<SendRequest<LinkBody>>) {
+    fn set(&self, s: Option<LinkClient>) {
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
@@ -61,7 +60,7 @@ impl RemoteWorker {
         &self,
         connector: &tokio_rustls::TlsConnector,
         stats: &Arc<LinkStats>,
-    ) -> Result<SendRequest<LinkBody>, String> {
+    ) -> Result<LinkClient, String> {
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr))
             .await
             .map_err(|_| "connect timed out".to_owned())?
@@ -82,28 +81,24 @@ impl RemoteWorker {
             ));
         }
         tracing::debug!(worker = %peer.id, addr = %self.addr, "link up");
-        transport::connect(tls::Counted::new(stream, stats.clone()))
+        LinkClient::handshake(tls::Counted::new(stream, stats.clone()))
             .await
             .map_err(|e| format!("HTTP/2: {e}"))
     }
 }
 
-pub(crate) async fn poll(send: &mut SendRequest<LinkBody>) -> Result<WorkerStatus, String> {
-    send.ready().await.map_err(|e| e.to_string())?;
+pub(crate) async fn poll(send: &LinkClient) -> Result<WorkerStatus, String> {
     let req = http::Request::get(format!("http://link{STATUS_PATH}"))
-        .body(LinkBody::empty())
+        .body(())
         .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(POLL_TIMEOUT, send.send_request(req))
+    let exchange = async {
+        let resp = send.send(req, None).await?;
+        resp.into_body().read_all(MAX_STATUS_BYTES).await
+    };
+    let body = tokio::time::timeout(POLL_TIMEOUT, exchange)
         .await
         .map_err(|_| "status timed out".to_owned())?
         .map_err(|e| e.to_string())?;
-    let body = tokio::time::timeout(
-        POLL_TIMEOUT,
-        read_limited(resp.into_body(), MAX_STATUS_BYTES),
-    )
-    .await
-    .map_err(|_| "status timed out".to_owned())?
-    .map_err(|e| e.to_string())?;
     serde_json::from_slice(&body).map_err(|e| format!("status: {e}"))
 }
 
@@ -118,11 +113,11 @@ pub(crate) async fn run(
     let mut backoff = BACKOFF_MIN;
     loop {
         let why = match w.connect(&connector, &stats).await {
-            Ok(mut send) => {
+            Ok(send) => {
                 w.set(Some(send.clone()));
                 backoff = BACKOFF_MIN;
                 loop {
-                    match poll(&mut send).await {
+                    match poll(&send).await {
                         Ok(s) => {
                             if events.send(Event::Status(index, s)).is_err() {
                                 return;

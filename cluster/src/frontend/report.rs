@@ -1,7 +1,7 @@
 //! What the frontend tells operators: `/metrics` lines and `cluster status`.
 
 use super::Frontend;
-use crate::link::body::LinkBody;
+use bytes::Bytes;
 use crate::link::FORGET_PATH;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -98,16 +98,11 @@ impl Frontend {
         })
         .to_string();
         for w in &self.workers {
-            let Some(mut send) = w.sender() else { continue };
-            let body = body.clone();
+            let Some(send) = w.sender() else { continue };
+            let body = Bytes::from(body.clone());
             tokio::spawn(async move {
-                if send.ready().await.is_err() {
-                    return;
-                }
-                if let Ok(req) = http::Request::post(format!("http://link{FORGET_PATH}"))
-                    .body(LinkBody::full(body))
-                {
-                    let _ = send.send_request(req).await;
+                if let Ok(req) = http::Request::post(format!("http://link{FORGET_PATH}")).body(()) {
+                    let _ = send.send(req, Some(body)).await;
                 }
             });
         }

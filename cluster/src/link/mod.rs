@@ -4,6 +4,7 @@
 //! its own stream with its own flow control.
 
 pub mod body;
+pub mod client;
 pub mod status;
 pub mod transport;
 pub mod wire;

@@ -1,19 +1,18 @@
-//! HTTP/2 on an established (TLS) stream: serving one connection, and opening a
-//! multiplexed client connection. Windows are sized for multi-megabyte payloads, and
-//! keep-alive pings notice a peer that vanished without closing the connection.
+//! HTTP/2 on an established (TLS) stream: serving one connection (the client end is
+//! [`super::client`]). Windows are sized for multi-megabyte payloads, and keep-alive
+//! pings notice a peer that vanished without closing the connection.
 
 use super::body::LinkBody;
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-const STREAM_WINDOW: u32 = 4 << 20;
-const CONNECTION_WINDOW: u32 = 16 << 20;
+pub(crate) const STREAM_WINDOW: u32 = 4 << 20;
+pub(crate) const CONNECTION_WINDOW: u32 = 16 << 20;
 /// A peer silent this long after a ping is gone (a cut network, a frozen host).
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,29 +40,6 @@ where
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .serve_connection(TokioIo::new(io), svc)
         .await
-}
-
-/// Opens an HTTP/2 client connection on `io`; the connection runs on its own task
-/// until it fails or every sender is dropped.
-pub async fn connect<S>(io: S) -> Result<SendRequest<LinkBody>, hyper::Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .handshake(TokioIo::new(io))
-        .await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "link connection ended");
-        }
-    });
-    Ok(send)
 }
 
 /// A plain response.

@@ -10,6 +10,9 @@ pub struct RunStats {
     pub errors: usize,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// With `max_us`: rare stalls that the percentiles hide but throughput feels.
+    pub mean_us: f64,
+    pub max_us: f64,
     pub per_second: f64,
 }
 
@@ -55,6 +58,8 @@ pub fn summarize(
         errors,
         p50_us: us(percentile(&samples, 50.0)),
         p99_us: us(percentile(&samples, 99.0)),
+        mean_us: us(samples.iter().sum::<Duration>() / samples.len().max(1) as u32),
+        max_us: us(samples.last().copied().unwrap_or_default()),
         per_second: samples.len() as f64 / elapsed.as_secs_f64().max(1e-9),
     }
 }
