@@ -42,6 +42,15 @@ fn id_bytes() -> [u8; 16] {
     })
 }
 
+/// A draw uniform in [0, 1) from the same stream (weighted alias routing).
+pub fn unit_draw() -> f64 {
+    let b = id_bytes();
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[..8]);
+    // The top 53 bits: every value exactly representable.
+    (u64::from_le_bytes(x) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// A random RFC 4122 version-4 UUID in its canonical textual form.
 pub fn uuid_v4() -> String {
     let mut b = id_bytes();
@@ -64,6 +73,16 @@ pub fn uuid_v4() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unit_draws_are_uniform_in_zero_one() {
+        let n = 20_000;
+        let draws: Vec<f64> = (0..n).map(|_| unit_draw()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let below = draws.iter().filter(|d| **d < 0.3).count() as f64 / n as f64;
+        // 0.3 ± 5 standard deviations (0.0032 each).
+        assert!((below - 0.3).abs() < 0.017, "{below}");
+    }
 
     #[test]
     fn uuid_has_version_and_variant() {

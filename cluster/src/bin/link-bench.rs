@@ -298,7 +298,9 @@ async fn tcp_round_trips(n: usize) -> Result<Vec<f64>, String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     const SIZE: usize = 1100;
     let e = |e: std::io::Error| e.to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(e)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(e)?;
     let addr = listener.local_addr().map_err(e)?;
     let echo = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await?;
@@ -384,7 +386,9 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         }
         // A figure over failed invokes would measure nothing.
         if local.iter().chain(&remote).any(|s| s.errors > 0) {
-            return Err(format!("invokes failed at {c} clients (the first is printed above)"));
+            return Err(format!(
+                "invokes failed at {c} clients (the first is printed above)"
+            ));
         }
         let p50 = |v: &[RunStats]| median_of(v, |s| s.p50_us);
         let p99 = |v: &[RunStats]| median_of(v, |s| s.p99_us);

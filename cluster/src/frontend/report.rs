@@ -1,8 +1,8 @@
 //! What the frontend tells operators: `/metrics` lines and `cluster status`.
 
 use super::Frontend;
-use bytes::Bytes;
 use crate::link::FORGET_PATH;
+use bytes::Bytes;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;

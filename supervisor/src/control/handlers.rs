@@ -35,7 +35,9 @@ pub(crate) fn query_map(raw: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
-fn parse_json<'de, T: Deserialize<'de> + Default>(body: &'de [u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<'de, T: Deserialize<'de> + Default>(
+    body: &'de [u8],
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -47,7 +49,7 @@ fn parse_json<'de, T: Deserialize<'de> + Default>(body: &'de [u8]) -> Result<T, 
     })
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     sup: Arc<Supervisor>,
     f: impl FnOnce(&Supervisor) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -56,7 +58,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::service(format!("internal task failed: {e}")))?
 }
 
-fn function_ref(
+pub(crate) fn function_ref(
     sup: &Supervisor,
     raw_name: &str,
     query: &HashMap<String, String>,
@@ -70,7 +72,7 @@ fn function_ref(
     )
 }
 
-fn max_items(query: &HashMap<String, String>) -> Result<usize, ApiError> {
+pub(crate) fn max_items(query: &HashMap<String, String>) -> Result<usize, ApiError> {
     match query.get("MaxItems") {
         None => Ok(PAGE_CAP),
         Some(s) => {

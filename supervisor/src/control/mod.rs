@@ -1,5 +1,6 @@
 //! The Lambda function API (`/2015-03-31/functions...`).
 
+pub mod alias;
 pub(crate) mod handlers;
 pub mod model;
 pub mod names;
@@ -37,5 +38,15 @@ pub fn routes() -> Router<Arc<Supervisor>> {
         .route(
             "/2015-03-31/functions/{name}/versions",
             post(publish_version).get(list_versions),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases",
+            post(alias::create_alias).get(alias::list_aliases),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases/{alias}",
+            get(alias::get_alias)
+                .put(alias::update_alias)
+                .delete(alias::delete_alias),
         )
 }

@@ -193,13 +193,19 @@ pub fn create_function(
     ))
 }
 
+/// A version's configuration; through an alias, the alias's primary version's, under
+/// the alias's ARN (as Lambda answers).
 pub fn get(sup: &Supervisor, f: &FunctionRef) -> Result<FunctionConfiguration, ApiError> {
-    let v = f.qualifier.as_deref().unwrap_or(LATEST);
+    let v = super::alias::version_of(sup, f)?;
     let r = sup
         .registry()
-        .get(&f.name, v)?
+        .get(&f.name, &v)?
         .ok_or_else(|| not_found(sup, &f.name, f.qualifier.as_deref()))?;
-    Ok(configuration(sup, &r, f.qualifier.is_some()))
+    let mut c = configuration(sup, &r, f.qualifier.is_some());
+    if let Some(q) = f.qualifier.as_deref() {
+        c.function_arn = sup.function_arn(&f.name, Some(q));
+    }
+    Ok(c)
 }
 
 pub fn list_functions(
@@ -393,6 +399,11 @@ pub fn delete(sup: &Supervisor, f: &FunctionRef) -> Result<(), ApiError> {
         Some(LATEST) => {
             return Err(ApiError::invalid(
                 "$LATEST version cannot be deleted without deleting the function.",
+            ))
+        }
+        Some(q) if super::alias::is_alias(q) => {
+            return Err(ApiError::invalid(
+                "Deletion of aliases is not supported through DeleteFunction; use DeleteAlias",
             ))
         }
         Some(v) => sup.registry().delete_version(&f.name, v),

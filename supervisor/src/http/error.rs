@@ -151,6 +151,16 @@ impl From<RegistryError> for ApiError {
                 "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id",
             ),
             RegistryError::BadMarker => Self::invalid("Invalid Marker"),
+            RegistryError::AliasExists(name) => {
+                Self::conflict(format!("Alias already exists: {name}"))
+            }
+            RegistryError::AliasNotFound(name) => {
+                Self::not_found(format!("Alias not found: {name}"))
+            }
+            RegistryError::VersionInUse { aliases, .. } => Self::conflict(format!(
+                "Unable to delete version because the following aliases reference it: [{}]",
+                aliases.join(", ")
+            )),
             other => Self::service(other.to_string()),
         }
     }

@@ -4,6 +4,7 @@
 //! [`worker::Worker::invoke_streaming`] and [`worker::Worker::metrics`] (embedded role),
 //! or through `cluster::frontend::Frontend` to worker hosts (frontend role).
 
+mod alias_route;
 mod concurrency;
 pub mod events;
 pub mod eventstream;
@@ -119,6 +120,7 @@ pub struct InvokeService {
     remote: Option<Arc<cluster::frontend::Frontend>>,
     codes: Arc<remote::CodeIndex>,
     specs: Arc<Specs>,
+    aliases: alias_route::AliasRoutes,
     metrics: FrontMetrics,
     events: EventQueue,
 }
@@ -164,6 +166,7 @@ impl InvokeService {
             remote,
             codes,
             specs,
+            aliases: Default::default(),
             metrics: FrontMetrics::default(),
             events,
         }))
@@ -277,6 +280,8 @@ impl InvokeService {
                 )))
             }
         };
+        let routed = self.aliases.route(&self.sup, f).await?;
+        let f = &routed;
         if let Some(spec) = self.specs.current(&self.sup, f) {
             return Ok(spec);
         }
@@ -313,7 +318,7 @@ impl InvokeService {
     /// Whether `f` names an existing version (DryRun, Event).
     async fn exists(&self, f: &FunctionRef) -> Result<(), ApiError> {
         let sup = self.sup.clone();
-        let f = f.clone();
+        let f = self.aliases.route(&sup, f).await?;
         tokio::task::spawn_blocking(move || Specs::record(&sup, &f).map(drop))
             .await
             .map_err(|e| ApiError::service(format!("internal task failed: {e}")))?
@@ -334,18 +339,18 @@ impl InvokeService {
             .as_ref()
             .map_err(|why| ApiError::service(format!("the data plane is not running: {why}")))?;
         let out = plane.worker.invoke(&spec, req).await;
-        self.retire_if_superseded(plane, f, &spec);
+        self.retire_if_superseded(plane, &spec);
         Ok(out?)
     }
 
     /// After an invoke of `spec`, whose sandbox is idle again.
-    fn retire_if_superseded(
-        &self,
-        plane: &Host,
-        f: &FunctionRef,
-        spec: &worker::FunctionVersionSpec,
-    ) {
-        if let Some(current) = self.specs.current_revision(f) {
+    fn retire_if_superseded(&self, plane: &Host, spec: &worker::FunctionVersionSpec) {
+        // The version it ran (an alias was resolved to it).
+        let f = FunctionRef {
+            name: spec.name.clone(),
+            qualifier: Some(spec.version.clone()),
+        };
+        if let Some(current) = self.specs.current_revision(&f) {
             if current != spec.revision {
                 // A newer revision was resolved while this invoke ran: its sandbox
                 // parked under the old revision, where nothing will pick it again.

@@ -24,7 +24,6 @@ use super::eventstream::event;
 use super::handler::{error_response, target};
 use super::headers::{self, InvocationType};
 use super::{response, worker_error, InvokeService, RunError};
-use crate::control::names::FunctionRef;
 use crate::http::ApiError;
 use crate::ids::uuid_v4;
 
@@ -87,8 +86,7 @@ async fn handle(
     let task_svc = Arc::clone(svc);
     // A task of its own: the invoke finishes (and its sandbox goes back to the pool)
     // even when the caller hangs up and the body is dropped.
-    let mut run: Run =
-        tokio::spawn(async move { task_svc.run_streaming(&f, spec, req, chunks).await });
+    let mut run: Run = tokio::spawn(async move { task_svc.run_streaming(spec, req, chunks).await });
     // The headers go out with the first chunk, or at the end when the function wrote
     // none, so a throttle or a failed sandbox start is still an HTTP error.
     let (first, completion) = tokio::select! {
@@ -129,7 +127,6 @@ impl InvokeService {
     /// One streamed invocation of a resolved `spec` through the worker.
     async fn run_streaming(
         &self,
-        f: &FunctionRef,
         spec: FunctionVersionSpec,
         req: InvokeRequest,
         chunks: ChunkSink,
@@ -146,7 +143,7 @@ impl InvokeService {
             .as_ref()
             .map_err(|why| ApiError::service(format!("the data plane is not running: {why}")))?;
         let out = plane.worker.invoke_streaming(&spec, req, chunks).await;
-        self.retire_if_superseded(plane, f, &spec);
+        self.retire_if_superseded(plane, &spec);
         let out = out?;
         if let InvokeResult::FunctionError { error_type, .. } = &out.result {
             self.metrics.function_error(error_type);

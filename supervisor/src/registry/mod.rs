@@ -2,6 +2,7 @@
 //! `synchronous=FULL`): every acknowledged change has been fsynced, and each
 //! change is one transaction, so a crash never leaves half a function.
 
+mod alias;
 mod concurrency;
 mod record;
 
@@ -13,6 +14,7 @@ use std::sync::Mutex;
 use base64::Engine as _;
 use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 
+pub use alias::{AliasPage, AliasRecord};
 pub use record::{FunctionRecord, LATEST};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,16 @@ pub enum RegistryError {
     Conflict,
     #[error("invalid pagination marker")]
     BadMarker,
+    #[error("alias already exists: {0}")]
+    AliasExists(String),
+    #[error("alias not found: {0}")]
+    AliasNotFound(String),
+    /// Lambda refuses to delete a version an alias routes to.
+    #[error("version {version} is referenced by the aliases {aliases:?}")]
+    VersionInUse {
+        version: String,
+        aliases: Vec<String>,
+    },
 }
 
 const SCHEMA: &str = "
@@ -93,6 +105,7 @@ impl Registry {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(alias::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
             generation: AtomicU64::new(0),
@@ -304,6 +317,7 @@ impl Registry {
                 return Err(RegistryError::NotFound(name.to_owned()));
             }
             tx.execute("DELETE FROM versions WHERE function = ?1", [name])?;
+            tx.execute("DELETE FROM aliases WHERE function = ?1", [name])?;
             tx.commit()?;
             self.bump();
             Ok(objects)
@@ -317,6 +331,13 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(version.to_owned()))?;
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let aliases = alias::aliases_routing_to(&tx, name, version)?;
+            if !aliases.is_empty() {
+                return Err(RegistryError::VersionInUse {
+                    version: version.to_owned(),
+                    aliases,
+                });
+            }
             let objects = objects_of(&tx, name, Some(seq))?;
             let n = tx.execute(
                 "DELETE FROM versions WHERE function = ?1 AND seq = ?2",

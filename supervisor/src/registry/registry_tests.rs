@@ -150,3 +150,87 @@ fn reserved_concurrency_persists_and_dies_with_the_function() {
     r.delete_function("a").expect("delete fn");
     assert_eq!(r.reserved_concurrency("a").expect("get"), None);
 }
+
+fn alias(function: &str, name: &str, version: &str, extra: &[(&str, f64)]) -> AliasRecord {
+    AliasRecord {
+        function: function.into(),
+        name: name.into(),
+        function_version: version.into(),
+        description: String::new(),
+        additional_version_weights: extra.iter().map(|(v, w)| ((*v).to_owned(), *w)).collect(),
+        revision_id: format!("rev-{name}-{version}"),
+    }
+}
+
+#[test]
+fn aliases_name_existing_versions_and_pin_them() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let r = Registry::open(&d.path().join("r.db")).expect("open");
+    assert!(matches!(
+        r.create_alias(&alias("f", "prod", LATEST, &[])),
+        Err(RegistryError::NotFound(_))
+    ));
+    r.create(&rec("f", LATEST, "r1"), Some(&rec("f", "1", "r1")))
+        .expect("create");
+    r.publish(&rec("f", "2", "r1"), "r1").expect("publish 2");
+    assert!(matches!(
+        r.create_alias(&alias("f", "prod", "7", &[])),
+        Err(RegistryError::NotFound(w)) if w == "f:7"
+    ));
+    r.create_alias(&alias("f", "prod", "1", &[("2", 0.25)]))
+        .expect("alias");
+    r.create_alias(&alias("f", "dev", LATEST, &[]))
+        .expect("alias");
+    assert!(matches!(
+        r.create_alias(&alias("f", "prod", "2", &[])),
+        Err(RegistryError::AliasExists(_))
+    ));
+    // Versions an alias routes to cannot be deleted, primary or additional.
+    for v in ["1", "2"] {
+        assert!(matches!(
+            r.delete_version("f", v),
+            Err(RegistryError::VersionInUse { aliases, .. }) if aliases == ["prod"]
+        ));
+    }
+    let got = r.get_alias("f", "prod").expect("get").expect("some");
+    assert_eq!(got.additional_version_weights.get("2"), Some(&0.25));
+    // Update checks the revision it was given.
+    let mut moved = alias("f", "prod", "2", &[]);
+    assert!(matches!(
+        r.update_alias(&moved, Some("stale")),
+        Err(RegistryError::Conflict)
+    ));
+    moved.revision_id = "rev-2".into();
+    r.update_alias(&moved, Some(&got.revision_id))
+        .expect("update");
+    r.delete_version("f", "1")
+        .expect("no alias routes to 1 now");
+    // Listing: name order, filtered by version, paged.
+    let all = r.list_aliases("f", None, None, 1).expect("list");
+    assert_eq!(all.items[0].name, "dev");
+    let next = r
+        .list_aliases("f", None, all.next_marker.as_deref(), 1)
+        .expect("page 2");
+    assert_eq!(next.items[0].name, "prod");
+    assert!(next.next_marker.is_none());
+    let on2 = r.list_aliases("f", Some("2"), None, 50).expect("filter");
+    assert_eq!(on2.items.len(), 1);
+    // Deleting the function deletes its aliases.
+    r.delete_function("f").expect("delete");
+    r.create(&rec("f", LATEST, "r9"), None).expect("recreate");
+    assert_eq!(r.get_alias("f", "dev").expect("get"), None);
+    assert!(matches!(
+        r.delete_alias("f", "dev"),
+        Err(RegistryError::AliasNotFound(_))
+    ));
+}
+
+#[test]
+fn weighted_alias_picks_by_draw() {
+    let a = alias("f", "prod", "1", &[("2", 0.3)]);
+    assert_eq!(a.pick(0.0), "2");
+    assert_eq!(a.pick(0.299), "2");
+    assert_eq!(a.pick(0.3), "1");
+    assert_eq!(a.pick(0.999), "1");
+    assert_eq!(alias("f", "p", "1", &[]).pick(0.0), "1");
+}
