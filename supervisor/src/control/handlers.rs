@@ -121,12 +121,16 @@ pub async fn get_function(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let f = function_ref(&sup, &name, &query_map(q.as_deref()))?;
-    let configuration = blocking(sup, move |s| ops::get(s, &f)).await?;
+    let (configuration, tags) = blocking(sup, move |s| {
+        Ok((ops::get(s, &f)?, super::tags::for_get_function(s, &f)?))
+    })
+    .await?;
     Ok(Json(GetFunctionResponse {
         configuration,
         code: CodeLocation {
             repository_type: "S3",
         },
+        tags,
     })
     .into_response())
 }

@@ -1,15 +1,18 @@
 //! The Lambda function API (`/2015-03-31/functions...`).
 
+pub mod account;
 pub mod alias;
 pub(crate) mod handlers;
 pub mod model;
 pub mod names;
 pub mod ops;
+pub mod policy;
+pub mod tags;
 pub mod validate;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::Supervisor;
@@ -48,5 +51,23 @@ pub fn routes() -> Router<Arc<Supervisor>> {
             get(alias::get_alias)
                 .put(alias::update_alias)
                 .delete(alias::delete_alias),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/policy",
+            post(policy::add_permission).get(policy::get_policy),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/policy/{sid}",
+            delete(policy::remove_permission),
+        )
+        .route(
+            "/2016-08-19/account-settings",
+            get(account::get_account_settings),
+        )
+        .route(
+            "/2017-03-31/tags/{arn}",
+            get(tags::list_tags)
+                .post(tags::tag_resource)
+                .delete(tags::untag_resource),
         )
 }

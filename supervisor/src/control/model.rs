@@ -52,6 +52,7 @@ pub struct CreateFunctionRequest<'a> {
     pub package_type: Option<String>,
     pub architectures: Option<Vec<String>>,
     pub layers: Option<Vec<String>>,
+    pub tags: Option<crate::registry::Tags>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +170,8 @@ pub struct CodeLocation {
 pub struct GetFunctionResponse {
     pub configuration: FunctionConfiguration,
     pub code: CodeLocation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<crate::registry::Tags>,
 }
 
 #[derive(Debug, Serialize)]

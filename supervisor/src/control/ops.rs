@@ -125,6 +125,8 @@ pub fn create_function(
         .and_then(|e| e.variables)
         .unwrap_or_default();
     validate::environment(&environment)?;
+    let tags = req.tags.unwrap_or_default();
+    super::tags::validate(&tags)?;
     let code = req
         .code
         .ok_or_else(|| ApiError::invalid("Code is required"))?;
@@ -182,7 +184,7 @@ pub fn create_function(
     } else {
         None
     };
-    if let Err(e) = sup.registry().create(&latest, published.as_ref()) {
+    if let Err(e) = sup.registry().create(&latest, published.as_ref(), &tags) {
         discard(sup, &objects);
         return Err(e.into());
     }

@@ -11,6 +11,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::InvokeService;
+use crate::control::handlers::blocking;
 use crate::control::names::{resolve, FunctionRef};
 use crate::http::{ApiError, ErrorKind};
 use crate::Supervisor;
@@ -42,15 +43,6 @@ fn function(svc: &InvokeService, raw: &str) -> Result<FunctionRef, ApiError> {
         ));
     }
     Ok(f)
-}
-
-async fn blocking<T: Send + 'static>(
-    sup: Arc<Supervisor>,
-    f: impl FnOnce(&Supervisor) -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || f(&sup))
-        .await
-        .map_err(|e| ApiError::service(format!("internal task failed: {e}")))?
 }
 
 fn not_found(sup: &Supervisor, name: &str) -> ApiError {

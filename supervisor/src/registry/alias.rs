@@ -55,7 +55,11 @@ pub struct AliasPage {
     pub next_marker: Option<String>,
 }
 
-fn version_exists(conn: &Connection, function: &str, version: &str) -> Result<bool, RegistryError> {
+pub(super) fn version_exists(
+    conn: &Connection,
+    function: &str,
+    version: &str,
+) -> Result<bool, RegistryError> {
     let Some(seq) = seq_of(version) else {
         return Ok(false);
     };
@@ -79,7 +83,7 @@ fn check_versions(conn: &Connection, a: &AliasRecord) -> Result<(), RegistryErro
     Ok(())
 }
 
-fn read(
+pub(super) fn read(
     conn: &Connection,
     function: &str,
     name: &str,
@@ -149,13 +153,16 @@ impl Registry {
 
     pub fn delete_alias(&self, function: &str, name: &str) -> Result<(), RegistryError> {
         self.with(|conn| {
-            let n = conn.execute(
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
                 "DELETE FROM aliases WHERE function = ?1 AND name = ?2",
                 params![function, name],
             )?;
             if n == 0 {
                 return Err(RegistryError::AliasNotFound(name.to_owned()));
             }
+            super::meta::drop_policy(&tx, function, name)?;
+            tx.commit()?;
             self.bump();
             Ok(())
         })

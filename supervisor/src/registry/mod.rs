@@ -4,6 +4,7 @@
 
 mod alias;
 mod concurrency;
+mod meta;
 mod record;
 
 use std::collections::HashSet;
@@ -15,6 +16,7 @@ use base64::Engine as _;
 use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 
 pub use alias::{AliasPage, AliasRecord};
+pub use meta::{PolicyRecord, Tags, MAX_TAGS};
 pub use record::{FunctionRecord, LATEST};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,12 @@ pub enum RegistryError {
         version: String,
         aliases: Vec<String>,
     },
+    #[error("a resource holds at most {} tags", meta::MAX_TAGS)]
+    TooManyTags,
+    #[error("statement {0} already exists")]
+    StatementExists(String),
+    #[error("statement {0} not found")]
+    StatementNotFound(String),
 }
 
 const SCHEMA: &str = "
@@ -106,6 +114,7 @@ impl Registry {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(alias::SCHEMA)?;
+        conn.execute_batch(meta::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
             generation: AtomicU64::new(0),
@@ -130,11 +139,12 @@ impl Registry {
         f(&mut conn)
     }
 
-    /// Inserts a new function's `$LATEST` (and optionally version 1).
+    /// Inserts a new function's `$LATEST` (and optionally version 1) with its tags.
     pub fn create(
         &self,
         latest: &FunctionRecord,
         published: Option<&FunctionRecord>,
+        tags: &Tags,
     ) -> Result<(), RegistryError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -157,6 +167,7 @@ impl Registry {
             for r in std::iter::once(latest).chain(published) {
                 insert_version(&tx, r)?;
             }
+            meta::write_tags(&tx, &latest.name, tags)?;
             tx.commit()?;
             self.bump();
             Ok(())
@@ -318,6 +329,8 @@ impl Registry {
             }
             tx.execute("DELETE FROM versions WHERE function = ?1", [name])?;
             tx.execute("DELETE FROM aliases WHERE function = ?1", [name])?;
+            tx.execute("DELETE FROM tags WHERE function = ?1", [name])?;
+            tx.execute("DELETE FROM policies WHERE function = ?1", [name])?;
             tx.commit()?;
             self.bump();
             Ok(objects)
@@ -339,6 +352,7 @@ impl Registry {
                 });
             }
             let objects = objects_of(&tx, name, Some(seq))?;
+            meta::drop_policy(&tx, name, version)?;
             let n = tx.execute(
                 "DELETE FROM versions WHERE function = ?1 AND seq = ?2",
                 params![name, seq],
@@ -362,6 +376,21 @@ impl Registry {
                 out.insert(serde_json::from_str::<FunctionRecord>(&row?)?.code_sha256);
             }
             Ok(out)
+        })
+    }
+
+    /// How many functions there are and the size of every version's package.
+    pub fn usage(&self) -> Result<(u64, u64), RegistryError> {
+        self.with(|conn| {
+            let functions: i64 =
+                conn.query_row("SELECT COUNT(*) FROM functions", [], |r| r.get(0))?;
+            let mut stmt = conn.prepare("SELECT record FROM versions")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut bytes = 0u64;
+            for row in rows {
+                bytes += serde_json::from_str::<FunctionRecord>(&row?)?.code_size;
+            }
+            Ok((u64::try_from(functions).unwrap_or(0), bytes))
         })
     }
 

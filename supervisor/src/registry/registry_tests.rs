@@ -26,9 +26,10 @@ fn create_get_conflict_and_reopen() {
     let path = d.path().join("r.db");
     {
         let r = Registry::open(&path).expect("open");
-        r.create(&rec("a", LATEST, "r1"), None).expect("create");
+        r.create(&rec("a", LATEST, "r1"), None, &Tags::new())
+            .expect("create");
         assert!(matches!(
-            r.create(&rec("a", LATEST, "r1"), None),
+            r.create(&rec("a", LATEST, "r1"), None, &Tags::new()),
             Err(RegistryError::AlreadyExists(_))
         ));
         assert_eq!(
@@ -49,8 +50,12 @@ fn create_get_conflict_and_reopen() {
 fn publish_update_and_revision_checks() {
     let d = tempfile::tempdir().expect("tempdir");
     let r = Registry::open(&d.path().join("r.db")).expect("open");
-    r.create(&rec("f", LATEST, "r1"), Some(&rec("f", "1", "v1")))
-        .expect("create");
+    r.create(
+        &rec("f", LATEST, "r1"),
+        Some(&rec("f", "1", "v1")),
+        &Tags::new(),
+    )
+    .expect("create");
     assert_eq!(r.next_version("f").expect("next"), 2);
     assert!(matches!(
         r.update_latest(&rec("f", LATEST, "r2"), "stale"),
@@ -91,6 +96,7 @@ fn pagination_visits_everything_once() {
         r.create(
             &rec(&format!("fn{i}"), LATEST, "r"),
             Some(&rec(&format!("fn{i}"), "1", "v")),
+            &Tags::new(),
         )
         .expect("create");
     }
@@ -134,7 +140,8 @@ fn reserved_concurrency_persists_and_dies_with_the_function() {
             r.set_reserved_concurrency("nope", 3),
             Err(RegistryError::NotFound(_))
         ));
-        r.create(&rec("a", LATEST, "r1"), None).expect("create");
+        r.create(&rec("a", LATEST, "r1"), None, &Tags::new())
+            .expect("create");
         r.set_reserved_concurrency("a", 3).expect("set");
         r.set_reserved_concurrency("a", 5).expect("overwrite");
     }
@@ -170,8 +177,12 @@ fn aliases_name_existing_versions_and_pin_them() {
         r.create_alias(&alias("f", "prod", LATEST, &[])),
         Err(RegistryError::NotFound(_))
     ));
-    r.create(&rec("f", LATEST, "r1"), Some(&rec("f", "1", "r1")))
-        .expect("create");
+    r.create(
+        &rec("f", LATEST, "r1"),
+        Some(&rec("f", "1", "r1")),
+        &Tags::new(),
+    )
+    .expect("create");
     r.publish(&rec("f", "2", "r1"), "r1").expect("publish 2");
     assert!(matches!(
         r.create_alias(&alias("f", "prod", "7", &[])),
@@ -217,7 +228,8 @@ fn aliases_name_existing_versions_and_pin_them() {
     assert_eq!(on2.items.len(), 1);
     // Deleting the function deletes its aliases.
     r.delete_function("f").expect("delete");
-    r.create(&rec("f", LATEST, "r9"), None).expect("recreate");
+    r.create(&rec("f", LATEST, "r9"), None, &Tags::new())
+        .expect("recreate");
     assert_eq!(r.get_alias("f", "dev").expect("get"), None);
     assert!(matches!(
         r.delete_alias("f", "dev"),
