@@ -8,6 +8,7 @@ pub mod names;
 pub mod ops;
 pub mod policy;
 pub mod tags;
+pub mod url;
 pub mod validate;
 
 use std::sync::Arc;
@@ -64,6 +65,14 @@ pub fn routes() -> Router<Arc<Supervisor>> {
             "/2016-08-19/account-settings",
             get(account::get_account_settings),
         )
+        .route(
+            "/2021-10-31/functions/{name}/url",
+            post(url::create_url)
+                .get(url::get_url)
+                .put(url::update_url)
+                .delete(url::delete_url),
+        )
+        .route("/2021-10-31/functions/{name}/urls", get(url::list_urls))
         .route(
             "/2017-03-31/tags/{arn}",
             get(tags::list_tags)

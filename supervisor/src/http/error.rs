@@ -157,6 +157,12 @@ impl From<RegistryError> for ApiError {
             RegistryError::AliasNotFound(name) => {
                 Self::not_found(format!("Alias not found: {name}"))
             }
+            RegistryError::UrlExists => Self::conflict(
+                "Failed to create function url config for the function because a config already exists",
+            ),
+            RegistryError::UrlNotFound => {
+                Self::not_found("The resource you requested does not exist.")
+            }
             RegistryError::VersionInUse { aliases, .. } => Self::conflict(format!(
                 "Unable to delete version because the following aliases reference it: [{}]",
                 aliases.join(", ")

@@ -1,9 +1,10 @@
 //! HTTP front end: routing, authentication layer, body limits, AWS error shapes, the
 //! connection cap.
 
-mod body;
+pub(crate) mod body;
 pub mod error;
 pub mod fdlimit;
+pub mod peer;
 mod server;
 
 pub use error::{ApiError, ErrorKind};

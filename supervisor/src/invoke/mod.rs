@@ -16,10 +16,13 @@ pub use remote::{local_code_supply, CodeIndex, LocalCode};
 mod response;
 mod spec;
 mod stream;
+mod url;
+mod url_event;
+mod url_stream;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use axum::{Extension, Router};
 use worker::{InvokeOutcome, InvokeRequest, ThrottleReason, WorkerError};
 
@@ -121,6 +124,7 @@ pub struct InvokeService {
     codes: Arc<remote::CodeIndex>,
     specs: Arc<Specs>,
     aliases: alias_route::AliasRoutes,
+    urls: url::UrlCache,
     metrics: FrontMetrics,
     events: EventQueue,
 }
@@ -167,6 +171,7 @@ impl InvokeService {
             codes,
             specs,
             aliases: Default::default(),
+            urls: Default::default(),
             metrics: FrontMetrics::default(),
             events,
         }))
@@ -221,13 +226,19 @@ impl InvokeService {
 
     /// Routes without authentication: `/metrics` with `--public-metrics`, for scrapers
     /// that cannot sign.
+    /// Routes outside the API's SigV4 layer: function URLs (which authenticate
+    /// themselves) and, when configured, `/metrics`.
     pub fn public_routes(self: &Arc<Self>) -> Router {
-        if !self.sup.config().public_metrics {
-            return Router::new();
-        }
-        Router::new()
-            .route("/metrics", get(handler::metrics))
-            .layer(Extension(self.clone()))
+        let urls = Router::new()
+            .route("/lambda-url/{id}", any(url::serve_url))
+            .route("/lambda-url/{id}/", any(url::serve_url))
+            .route("/lambda-url/{id}/{*rest}", any(url::serve_url));
+        let routes = if self.sup.config().public_metrics {
+            urls.route("/metrics", get(handler::metrics))
+        } else {
+            urls
+        };
+        routes.layer(Extension(self.clone()))
     }
 
     /// Starts the event runner and the configured pre-warming.

@@ -125,7 +125,7 @@ fn run_error(e: RunError) -> ApiError {
 
 impl InvokeService {
     /// One streamed invocation of a resolved `spec` through the worker.
-    async fn run_streaming(
+    pub(super) async fn run_streaming(
         &self,
         spec: FunctionVersionSpec,
         req: InvokeRequest,

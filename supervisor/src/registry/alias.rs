@@ -162,6 +162,7 @@ impl Registry {
                 return Err(RegistryError::AliasNotFound(name.to_owned()));
             }
             super::meta::drop_policy(&tx, function, name)?;
+            super::url::drop_url(&tx, function, name)?;
             tx.commit()?;
             self.bump();
             Ok(())

@@ -6,6 +6,7 @@ mod alias;
 mod concurrency;
 mod meta;
 mod record;
+mod url;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -18,6 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 pub use alias::{AliasPage, AliasRecord};
 pub use meta::{PolicyRecord, Tags, MAX_TAGS};
 pub use record::{FunctionRecord, LATEST};
+pub use url::{Cors, UrlPage, UrlRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -49,6 +51,10 @@ pub enum RegistryError {
     StatementExists(String),
     #[error("statement {0} not found")]
     StatementNotFound(String),
+    #[error("the function URL configuration already exists")]
+    UrlExists,
+    #[error("the function URL configuration does not exist")]
+    UrlNotFound,
 }
 
 const SCHEMA: &str = "
@@ -115,6 +121,7 @@ impl Registry {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(alias::SCHEMA)?;
         conn.execute_batch(meta::SCHEMA)?;
+        conn.execute_batch(url::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
             generation: AtomicU64::new(0),
@@ -331,6 +338,7 @@ impl Registry {
             tx.execute("DELETE FROM aliases WHERE function = ?1", [name])?;
             tx.execute("DELETE FROM tags WHERE function = ?1", [name])?;
             tx.execute("DELETE FROM policies WHERE function = ?1", [name])?;
+            tx.execute("DELETE FROM urls WHERE function = ?1", [name])?;
             tx.commit()?;
             self.bump();
             Ok(objects)
