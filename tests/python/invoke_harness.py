@@ -65,6 +65,31 @@ def shell_zip():
     return make_zip({"bootstrap": (boot, 0o755), "function.sh": fn.encode()})
 
 
+# A shell function that reports what its layers put in /opt, and whether /opt is
+# writable (test_layers.py, and the microVM test in test_appliance.py).
+LAYER_READER_SH = r'''
+handler() {
+  tool=$(tool.sh 2>&1)
+  a=$(cat /opt/etc/a.txt 2>&1)
+  shared=$(cat /opt/etc/shared.txt 2>&1)
+  if touch /opt/etc/new 2>/dev/null; then w=writable; else w=read-only; fi
+  printf '{"tool":"%s","a":"%s","shared":"%s","opt":"%s"}' "$tool" "$a" "$shared" "$w"
+}
+'''
+
+# A layer with a tool on /opt/bin (which is on PATH) and two files.
+LAYER_TOOLS = {
+    "bin/tool.sh": (b"#!/bin/sh\necho tool-from-first\n", 0o755),
+    "etc/a.txt": (b"only-in-first", 0o644),
+    "etc/shared.txt": (b"first", 0o644),
+}
+
+
+def layer_reader_zip():
+    boot = (FUNCTIONS / "shell" / "bootstrap").read_bytes()
+    return make_zip({"bootstrap": (boot, 0o755), "function.sh": LAYER_READER_SH.encode()})
+
+
 def python_zip():
     app = (FUNCTIONS / "python" / "app.py").read_text() + PY_EXTRA
     return make_zip({"app.py": app.encode()})

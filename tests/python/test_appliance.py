@@ -15,9 +15,9 @@ import time
 import pytest
 
 from appliance_harness import CREDENTIALS, Appliance, require_appliance
-from invoke_harness import (PY_EXTRA, deploy, has_init_duration, invoke, json_body, report_line,
-                            shell_zip)
-from supervisor_harness import REGION, ROLE
+from invoke_harness import (LAYER_TOOLS, PY_EXTRA, deploy, has_init_duration, invoke, json_body,
+                            layer_reader_zip, report_line, shell_zip)
+from supervisor_harness import REGION, ROLE, make_zip
 
 try:
     import boto3  # noqa: F401
@@ -215,6 +215,20 @@ def test_a_sandbox_never_serves_another_function(client):
         for name in ("vm-owner-a", "vm-owner-b"):
             _, body, _ = invoke(client, name)
             assert json_body(body) == {"owner": name, "me": name}
+
+
+def test_layers_are_a_read_only_opt_drive_in_the_microvm(client):
+    tools = client.publish_layer_version(LayerName="vm-tools",
+                                         Content={"ZipFile": make_zip(LAYER_TOOLS)})
+    over = client.publish_layer_version(LayerName="vm-over", Content={"ZipFile": make_zip({
+        "etc/shared.txt": (b"second", 0o644)})})
+    client.create_function(FunctionName="vm-layers", Runtime="provided.al2023", Role=ROLE,
+                           Handler="function.handler", Code={"ZipFile": layer_reader_zip()},
+                           Layers=[tools["LayerVersionArn"], over["LayerVersionArn"]],
+                           Timeout=30)
+    _, body, logs = invoke(client, "vm-layers", LogType="Tail")
+    assert json_body(body) == {"tool": "tool-from-first", "a": "only-in-first",
+                               "shared": "second", "opt": "read-only"}, (body, logs)
 
 
 def test_the_guest_kernel_boots_without_timer_or_xsave_warnings(appliance):

@@ -29,6 +29,17 @@ pub struct FunctionVersionSpec {
     /// a sandbox started for one revision never serves another. Empty when the caller
     /// does not track revisions.
     pub revision: String,
+    /// Layers merged read-only into `/opt`.
+    pub layers: Layers,
+}
+
+/// A function's layers, in the order Lambda merges them (a later layer's file wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layers {
+    /// The packages to pull, by digest.
+    pub packages: Vec<crate::code::CodeRef>,
+    /// The merged tree, once unpacked for a sandbox.
+    pub dir: Option<PathBuf>,
 }
 
 /// Identifies a pool of sandboxes: sandboxes are never shared across this key.
@@ -209,6 +220,7 @@ mod tests {
             env: vec![],
             reserved_concurrency: None,
             revision: String::new(),
+            layers: Layers::default(),
         }
     }
 

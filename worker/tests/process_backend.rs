@@ -88,6 +88,7 @@ fn spec(name: &str, code: &std::path::Path, handler: &str) -> FunctionVersionSpe
         env: vec![("GREETING".into(), "hi".into())],
         reserved_concurrency: None,
         revision: String::new(),
+        layers: Default::default(),
     }
 }
 

@@ -104,6 +104,7 @@ fn spec(name: &str, code: CodeRef) -> FunctionVersionSpec {
         env: Vec::new(),
         reserved_concurrency: None,
         revision: "r1".into(),
+        layers: Default::default(),
     }
 }
 

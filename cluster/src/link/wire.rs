@@ -41,6 +41,9 @@ pub struct SpecHead {
     pub env: Vec<(String, String)>,
     pub reserved_concurrency: Option<u32>,
     pub revision: String,
+    /// Layer packages by digest, in merge order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<CodeRef>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -66,6 +69,7 @@ impl SpecHead {
             env: s.env.clone(),
             reserved_concurrency: s.reserved_concurrency,
             revision: s.revision.clone(),
+            layers: s.layers.packages.clone(),
         }
     }
 
@@ -83,6 +87,10 @@ impl SpecHead {
             env: self.env,
             reserved_concurrency: self.reserved_concurrency,
             revision: self.revision,
+            layers: worker::spec::Layers {
+                packages: self.layers,
+                dir: None,
+            },
         }
     }
 }

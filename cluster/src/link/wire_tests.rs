@@ -16,6 +16,10 @@ fn head() -> InvokeHead {
             env: vec![("K".into(), "V".into())],
             reserved_concurrency: None,
             revision: "r1".into(),
+            layers: vec![CodeRef {
+                sha256: "def=".into(),
+                source: "10.0.0.1:9443".into(),
+            }],
         },
         request_id: "rid".into(),
         client_context: None,

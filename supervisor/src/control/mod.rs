@@ -3,6 +3,7 @@
 pub mod account;
 pub mod alias;
 pub(crate) mod handlers;
+pub mod layer;
 pub mod model;
 pub mod names;
 pub mod ops;
@@ -73,6 +74,15 @@ pub fn routes() -> Router<Arc<Supervisor>> {
                 .delete(url::delete_url),
         )
         .route("/2021-10-31/functions/{name}/urls", get(url::list_urls))
+        .route("/2018-10-31/layers", get(layer::list_layers))
+        .route(
+            "/2018-10-31/layers/{name}/versions",
+            post(layer::publish_layer_version).get(layer::list_layer_versions),
+        )
+        .route(
+            "/2018-10-31/layers/{name}/versions/{version}",
+            get(layer::get_layer_version).delete(layer::delete_layer_version),
+        )
         .route(
             "/2017-03-31/tags/{arn}",
             get(tags::list_tags)

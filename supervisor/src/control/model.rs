@@ -124,6 +124,16 @@ pub struct FunctionConfiguration {
     pub package_type: &'static str,
     pub architectures: [&'static str; 1],
     pub ephemeral_storage: EphemeralStorage,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerView>,
+}
+
+/// A layer in a function's configuration.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LayerView {
+    pub arn: String,
+    pub code_size: u64,
 }
 
 impl FunctionConfiguration {
@@ -155,6 +165,14 @@ impl FunctionConfiguration {
             ephemeral_storage: EphemeralStorage {
                 size: i64::from(r.ephemeral_storage),
             },
+            layers: r
+                .layers
+                .iter()
+                .map(|l| LayerView {
+                    arn: l.arn.clone(),
+                    code_size: l.code_size,
+                })
+                .collect(),
         }
     }
 }

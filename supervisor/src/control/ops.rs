@@ -76,13 +76,6 @@ fn only_x86(arch: Option<&Vec<String>>) -> Result<(), ApiError> {
     }
 }
 
-fn no_layers(layers: Option<&Vec<String>>) -> Result<(), ApiError> {
-    match layers {
-        Some(l) if !l.is_empty() => Err(ApiError::invalid("Layers are not supported")),
-        _ => Ok(()),
-    }
-}
-
 pub fn create_function(
     sup: &Supervisor,
     req: CreateFunctionRequest,
@@ -102,7 +95,6 @@ pub fn create_function(
         return Err(ApiError::invalid("Only PackageType Zip is supported"));
     }
     only_x86(req.architectures.as_ref())?;
-    no_layers(req.layers.as_ref())?;
     let runtime = req
         .runtime
         .ok_or_else(|| ApiError::invalid("Runtime is required for .zip deployment packages"))?;
@@ -137,10 +129,11 @@ pub fn create_function(
     })?;
     let zip = validate::decode_zip(&b64)?;
     drop(b64);
-    sup.store().validate(&zip)?;
+    let unzipped_size = sup.store().validate(&zip)?.unzipped_size;
 
     let code_sha = code_sha256(&zip);
     let _guard = sup.write_guard();
+    let layers = super::layer::resolve_layers(sup, &req.layers.unwrap_or_default(), unzipped_size)?;
     if sup.registry().get(&f.name, LATEST)?.is_some() {
         return Err(ApiError::conflict(format!(
             "Function already exist: {}",
@@ -163,6 +156,8 @@ pub fn create_function(
         code_object: String::new(),
         last_modified: lambda_timestamp(now()),
         revision_id: uuid_v4(),
+        unzipped_size,
+        layers,
     };
     // put() encrypts in place, so Publish needs its own plaintext copy.
     let zip_for_v1 = req.publish.unwrap_or(false).then(|| zip.clone());
@@ -259,7 +254,7 @@ pub fn update_code(
     })?;
     let zip = validate::decode_zip(&b64)?;
     drop(b64);
-    sup.store().validate(&zip)?;
+    let unzipped_size = sup.store().validate(&zip)?.unzipped_size;
     let code_sha = code_sha256(&zip);
 
     let _guard = sup.write_guard();
@@ -271,6 +266,8 @@ pub fn update_code(
     let mut new = cur.clone();
     new.code_sha256 = code_sha;
     new.code_size = zip.len() as u64;
+    new.unzipped_size = unzipped_size;
+    super::layer::check_total(&new)?;
     new.last_modified = lambda_timestamp(now());
     new.revision_id = uuid_v4();
     if req.dry_run.unwrap_or(false) {
@@ -296,7 +293,6 @@ pub fn update_configuration(
     req: UpdateFunctionConfigurationRequest,
 ) -> Result<FunctionConfiguration, ApiError> {
     unqualified(sup, f)?;
-    no_layers(req.layers.as_ref())?;
     let _guard = sup.write_guard();
     let cur = sup
         .registry()
@@ -333,6 +329,9 @@ pub fn update_configuration(
     }
     if let Some(e) = req.ephemeral_storage {
         new.ephemeral_storage = validate::ephemeral(e.size)?;
+    }
+    if let Some(arns) = req.layers {
+        new.layers = super::layer::resolve_layers(sup, &arns, new.unzipped_size)?;
     }
     validate::handler_for_runtime(&new.runtime, new.handler.as_deref())?;
     new.last_modified = lambda_timestamp(now());

@@ -41,16 +41,27 @@ impl CodeIndex {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Remembers a version's code so workers may fetch it.
+    /// Remembers a version's code and its layers' so workers may fetch them.
     pub fn add(&self, record: &crate::registry::FunctionRecord) {
-        let Ok(hex) = worker::code::digest_hex(&record.code_sha256) else {
-            return;
-        };
-        let s = Stored {
+        self.remember(Stored {
             object: record.code_object.clone(),
             function: record.name.clone(),
             version: record.version.clone(),
             sha256: record.code_sha256.clone(),
+        });
+        for l in &record.layers {
+            self.remember(Stored {
+                object: l.code_object.clone(),
+                function: crate::control::layer::layer_binding(&l.layer),
+                version: l.version.to_string(),
+                sha256: l.code_sha256.clone(),
+            });
+        }
+    }
+
+    fn remember(&self, s: Stored) {
+        let Ok(hex) = worker::code::digest_hex(&s.sha256) else {
+            return;
         };
         let mut known = self.known();
         let list = known.entry(hex).or_default();

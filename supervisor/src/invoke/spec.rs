@@ -154,6 +154,17 @@ impl Specs {
                 .collect(),
             reserved_concurrency: reserved,
             revision: record.revision_id.clone(),
+            layers: worker::spec::Layers {
+                packages: record
+                    .layers
+                    .iter()
+                    .map(|l| worker::code::CodeRef {
+                        sha256: l.code_sha256.clone(),
+                        source: code_source.to_owned(),
+                    })
+                    .collect(),
+                dir: None,
+            },
         };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
             key,

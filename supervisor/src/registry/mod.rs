@@ -4,6 +4,7 @@
 
 mod alias;
 mod concurrency;
+mod layer;
 mod meta;
 mod record;
 mod url;
@@ -17,8 +18,9 @@ use base64::Engine as _;
 use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 
 pub use alias::{AliasPage, AliasRecord};
+pub use layer::{LayerPage, LayerVersionRecord};
 pub use meta::{PolicyRecord, Tags, MAX_TAGS};
-pub use record::{FunctionRecord, LATEST};
+pub use record::{FunctionRecord, LayerRef, LATEST};
 pub use url::{Cors, UrlPage, UrlRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +124,7 @@ impl Registry {
         conn.execute_batch(alias::SCHEMA)?;
         conn.execute_batch(meta::SCHEMA)?;
         conn.execute_batch(url::SCHEMA)?;
+        conn.execute_batch(layer::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
             generation: AtomicU64::new(0),
@@ -402,15 +405,19 @@ impl Registry {
         })
     }
 
-    /// Every code object some version still references.
+    /// Every code object something still references: a function version's package
+    /// or one of its layers', or a layer version's package.
     pub fn code_objects(&self) -> Result<HashSet<String>, RegistryError> {
         self.with(|conn| {
             let mut stmt = conn.prepare("SELECT record FROM versions")?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             let mut out = HashSet::new();
             for row in rows {
-                out.insert(serde_json::from_str::<FunctionRecord>(&row?)?.code_object);
+                let f = serde_json::from_str::<FunctionRecord>(&row?)?;
+                out.extend(f.layers.into_iter().map(|l| l.code_object));
+                out.insert(f.code_object);
             }
+            out.extend(layer::layer_objects(conn)?);
             Ok(out)
         })
     }

@@ -25,6 +25,26 @@ pub struct FunctionRecord {
     pub code_object: String,
     pub last_modified: String,
     pub revision_id: String,
+    /// Uncompressed size of the package (Lambda's 250 MB counts it with the layers).
+    #[serde(default)]
+    pub unzipped_size: u64,
+    /// Layer versions merged into /opt, in order. Each holds its package's object, so
+    /// the package outlives a deleted layer version while this version uses it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerRef>,
+}
+
+/// One layer version a function version uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    pub arn: String,
+    pub layer: String,
+    pub version: i64,
+    pub code_sha256: String,
+    pub code_size: u64,
+    #[serde(default)]
+    pub unzipped_size: u64,
+    pub code_object: String,
 }
 
 impl FunctionRecord {
@@ -39,5 +59,11 @@ impl FunctionRecord {
             && self.environment == published.environment
             && self.ephemeral_storage == published.ephemeral_storage
             && self.code_sha256 == published.code_sha256
+            && self.layers == published.layers
+    }
+
+    /// The package and its layers, uncompressed.
+    pub fn unzipped_total(&self) -> u64 {
+        self.unzipped_size + self.layers.iter().map(|l| l.unzipped_size).sum::<u64>()
     }
 }

@@ -17,6 +17,8 @@ fn rec(name: &str, version: &str, rev: &str) -> FunctionRecord {
         code_object: format!("obj-{name}-{version}"),
         last_modified: "t".into(),
         revision_id: rev.into(),
+        unzipped_size: 1,
+        layers: Vec::new(),
     }
 }
 

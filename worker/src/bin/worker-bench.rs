@@ -106,6 +106,7 @@ fn spec(name: &str, code: &std::path::Path, memory_mib: u32) -> FunctionVersionS
         env: vec![],
         reserved_concurrency: None,
         revision: String::new(),
+        layers: Default::default(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! directory ([`unpack`]), removed with the sandbox. Plaintext code exists nowhere else.
 
 pub mod cache;
+mod layers;
 pub mod package;
 pub mod template;
 pub mod unpack;

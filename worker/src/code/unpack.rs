@@ -50,17 +50,53 @@ impl Unpacker {
         id: &str,
         fetch: impl Future<Output = Result<Vec<u8>, CodeError>>,
     ) -> Result<CodeDir, CodeError> {
+        let u = self.clone();
+        let prepare = async move {
+            let zip = fetch.await?;
+            Ok(move |p: &Path| u.unpack_into(&zip, p))
+        };
+        self.shared(&format!("tpl-{digest_hex}"), id, prepare).await
+    }
+
+    /// A directory for sandbox `id` with the layers whose hex digests are `digests`
+    /// merged in that order ([`super::layers`]); `fetch` returns their packages in the
+    /// same order. Shared like code: one merged template per ordered list.
+    pub async fn layers_for_sandbox(
+        &self,
+        digests: &[String],
+        id: &str,
+        fetch: impl Future<Output = Result<Vec<Vec<u8>>, CodeError>>,
+    ) -> Result<CodeDir, CodeError> {
+        use sha2::Digest as _;
+        let key: String = sha2::Sha256::digest(digests.join(",").as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let u = self.clone();
+        let prepare = async move {
+            let zips = fetch.await?;
+            Ok(move |p: &Path| u.merge_layers(&zips, p))
+        };
+        self.shared(&format!("tpl-opt-{key}"), &format!("{id}-opt"), prepare)
+            .await
+    }
+
+    /// Hard links to the template named `key` in a new directory `name`; the template
+    /// is made by what `prepare` returns if no sandbox holds one now.
+    async fn shared<F, B>(&self, key: &str, name: &str, prepare: F) -> Result<CodeDir, CodeError>
+    where
+        F: Future<Output = Result<B, CodeError>>,
+        B: FnOnce(&Path) -> Result<(), CodeError> + Send + 'static,
+    {
         let template = {
-            let slot = self.templates.slot(digest_hex);
+            let slot = self.templates.slot(key);
             let mut live = slot.lock().await;
             match live.upgrade() {
                 Some(t) => t,
                 None => {
-                    let zip = fetch.await?;
+                    let build = prepare.await?;
                     let n = NEXT_TEMPLATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let path = self.root.join(format!("tpl-{digest_hex}-{n}"));
-                    let u = self.clone();
-                    let dir = in_background(path, move |p| u.unpack_into(&zip, p)).await?;
+                    let dir = in_background(self.root.join(format!("{key}-{n}")), build).await?;
                     let t = Arc::new(Template(dir));
                     *live = Arc::downgrade(&t);
                     t
@@ -68,9 +104,31 @@ impl Unpacker {
             }
         };
         let src = template.0.path.clone();
-        let mut dir = in_background(self.root.join(id), move |p| link_tree(&src, p)).await?;
+        let mut dir = in_background(self.root.join(name), move |p| link_tree(&src, p)).await?;
         dir.template = Some(template);
         Ok(dir)
+    }
+
+    /// Unpacks each layer on its own next to `dest`, merges them into `dest`, and
+    /// removes the single ones. Blocking.
+    fn merge_layers(&self, zips: &[Vec<u8>], dest: &Path) -> Result<(), CodeError> {
+        let singles: Vec<PathBuf> = (0..zips.len())
+            .map(|i| dest.with_extension(format!("layer{i}")))
+            .collect();
+        let result = (|| {
+            for (zip, at) in zips.iter().zip(&singles) {
+                self.unpack_into(zip, at)?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(dest)
+                .map_err(io(dest))?;
+            super::layers::merge(&singles, dest)
+        })();
+        for at in &singles {
+            let _ = std::fs::remove_dir_all(at);
+        }
+        result
     }
 
     /// Removes whatever an earlier process left under the root (a crash between unpacking
@@ -196,6 +254,8 @@ pub struct WithCode {
 pub struct CodeDir {
     path: PathBuf,
     template: Option<Arc<Template>>,
+    /// Goes with this one (a sandbox's merged layers go with its code).
+    companion: Option<Box<CodeDir>>,
 }
 
 impl CodeDir {
@@ -203,7 +263,13 @@ impl CodeDir {
         Self {
             path,
             template: None,
+            companion: None,
         }
+    }
+
+    /// Keeps `other` until this directory goes.
+    pub fn attach(&mut self, other: CodeDir) {
+        self.companion = Some(Box::new(other));
     }
 
     pub fn path(&self) -> &Path {

@@ -108,6 +108,20 @@ pub struct CodeSupply {
     pub unpacker: crate::code::unpack::Unpacker,
 }
 
+impl CodeSupply {
+    /// A package by digest: through the sealed cache, or from the source and checked.
+    async fn fetch(&self, code: &crate::code::CodeRef) -> Result<Vec<u8>, crate::code::CodeError> {
+        match &self.cache {
+            Some(cache) => cache.get(code).await,
+            None => {
+                let zip = self.source.fetch(code).await?;
+                crate::code::check_digest(code, &zip)?;
+                Ok(zip)
+            }
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) code: Option<CodeSupply>,
@@ -164,21 +178,43 @@ impl Inner {
         let supply = self.code.as_ref().ok_or_else(|| {
             CodeError::Unreachable("this worker was given no code source".to_owned())
         })?;
-        let fetch = async {
-            match &supply.cache {
-                Some(cache) => cache.get(code).await,
-                None => {
-                    let zip = supply.source.fetch(code).await?;
-                    crate::code::check_digest(code, &zip)?;
-                    Ok(zip)
-                }
-            }
-        };
+        let fetch = supply.fetch(code);
         let digest = crate::code::digest_hex(&code.sha256)?;
-        let dir = supply.unpacker.for_sandbox(&digest, id, fetch).await?;
+        let mut dir = supply.unpacker.for_sandbox(&digest, id, fetch).await?;
         let mut local = spec.clone();
         local.code_dir = Some(dir.path().to_owned());
+        if !spec.layers.packages.is_empty() {
+            let opt = self
+                .unpack_layers(supply, &spec.layers.packages, id)
+                .await?;
+            local.layers.dir = Some(opt.path().to_owned());
+            dir.attach(opt);
+        }
         Ok(Some((local, dir)))
+    }
+
+    /// The merged layers for sandbox `id`, pulled (through the cache) if need be.
+    async fn unpack_layers(
+        &self,
+        supply: &CodeSupply,
+        packages: &[crate::code::CodeRef],
+        id: &str,
+    ) -> Result<crate::code::unpack::CodeDir, crate::code::CodeError> {
+        let digests = packages
+            .iter()
+            .map(|p| crate::code::digest_hex(&p.sha256))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fetch = async {
+            let mut zips = Vec::with_capacity(packages.len());
+            for p in packages {
+                zips.push(supply.fetch(p).await?);
+            }
+            Ok(zips)
+        };
+        supply
+            .unpacker
+            .layers_for_sandbox(&digests, id, fetch)
+            .await
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {

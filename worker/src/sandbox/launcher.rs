@@ -8,6 +8,8 @@ use std::path::PathBuf;
 pub const KERNEL: &str = "/vm/kernel";
 pub const ROOTFS: &str = "/vm/rootfs.ext4";
 pub const CODE: &str = "/vm/code.ext4";
+/// The function's merged layers, when it has any (the guest's `/dev/vdc`, at `/opt`).
+pub const OPT: &str = "/vm/opt.ext4";
 pub const VMM: &str = "/vm/vmm";
 pub const VSOCK_DIR: &str = "/run/vm";
 pub const VSOCK_UDS: &str = "/run/vm/vm.vsock";
@@ -35,6 +37,8 @@ pub struct VmShape {
     pub vcpus: u32,
     /// Appended to [`BASE_CMDLINE`].
     pub extra_cmdline: String,
+    /// Whether [`OPT`] is attached (after the code drive).
+    pub opt_drive: bool,
 }
 
 /// Whether the ELF file at `path` asks for a program interpreter (dynamic linking).
@@ -68,13 +72,17 @@ pub fn is_dynamic_elf(path: &std::path::Path) -> std::io::Result<bool> {
 impl Launcher {
     /// The VMM's arguments (paths inside the jail).
     pub fn args(&self, vm: &VmShape) -> Vec<String> {
-        let cmdline = format!("{BASE_CMDLINE} {}", vm.extra_cmdline);
+        let opt = if vm.opt_drive { " gi.opt=/dev/vdc" } else { "" };
+        let cmdline = format!("{BASE_CMDLINE} {}{opt}", vm.extra_cmdline);
+        let opt_drive = vm
+            .opt_drive
+            .then(|| ["--drive".to_string(), format!("{OPT},ro")]);
         ["--kernel", KERNEL, "--rootfs", ROOTFS, "--rootfs-read-only"]
             .iter()
             .map(|s| s.to_string())
+            .chain(["--drive".into(), format!("{CODE},ro")])
+            .chain(opt_drive.into_iter().flatten())
             .chain([
-                "--drive".into(),
-                format!("{CODE},ro"),
                 "--mem-mib".into(),
                 vm.mem_mib.to_string(),
                 "--vcpus".into(),
@@ -113,17 +121,22 @@ mod tests {
             vmm: "/host/vmm".into(),
             kernel: "/host/vmlinux".into(),
         };
-        let joined = l
-            .args(&VmShape {
-                mem_mib: 256,
-                vcpus: 1,
-                extra_cmdline: "gi.port=9000".into(),
-            })
-            .join(" ");
+        let shape = |opt_drive| VmShape {
+            mem_mib: 256,
+            vcpus: 1,
+            extra_cmdline: "gi.port=9000".into(),
+            opt_drive,
+        };
+        let joined = l.args(&shape(false)).join(" ");
         assert!(joined.contains("--vsock-uds /run/vm/vm.vsock"));
         assert!(joined.contains("--drive /vm/code.ext4,ro"));
         assert!(joined.contains("reboot=k gi.port=9000"));
         assert!(joined.contains("--kvm-fd 3"));
         assert!(joined.contains("--mem-mib 256"));
+        assert!(!joined.contains("opt"));
+        // Layers: a second drive after the code's, which the guest mounts at /opt.
+        let joined = l.args(&shape(true)).join(" ");
+        assert!(joined.contains("--drive /vm/code.ext4,ro --drive /vm/opt.ext4,ro"));
+        assert!(joined.contains("gi.port=9000 gi.opt=/dev/vdc"));
     }
 }

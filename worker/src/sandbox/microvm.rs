@@ -94,9 +94,11 @@ fn chown(p: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
 }
 
 /// Builds a read-only ext4 image of a code directory, readable by the jail.
-fn build_code_image(dir: &Path, out: &Path) -> Result<(), SandboxError> {
-    code_image::build(dir, out).map_err(|e| start_err(format!("code image: {e}")))?;
-    chmod(out, 0o644)
+/// A sandbox's own files on the host: removed with `dir` when the sandbox goes.
+struct SandboxFiles {
+    dir: DirGuard,
+    code_image: PathBuf,
+    opt_image: Option<PathBuf>,
 }
 
 /// Opens the host's `/dev/kvm` for one monitor, which inherits it as [`launcher::KVM_FD`]:
@@ -154,12 +156,12 @@ impl MicroVmBackend {
     }
 
     /// The sandbox's host directory (vsock socket dir, a code image built from a code
-    /// directory when the function has no image).
+    /// directory when the function has no image, an image of its merged layers).
     async fn sandbox_files(
         &self,
         spec: &FunctionVersionSpec,
         id: &str,
-    ) -> Result<(DirGuard, PathBuf), SandboxError> {
+    ) -> Result<SandboxFiles, SandboxError> {
         let files = DirGuard(self.cfg.run_root.join(format!("{id}.files")));
         let _ = std::fs::remove_dir_all(&files.0);
         std::fs::create_dir_all(files.0.join("sock"))
@@ -171,28 +173,32 @@ impl MicroVmBackend {
         chmod(&files.0, 0o710)?;
         let code_image = match (&spec.code_image, &spec.code_dir) {
             (Some(img), _) => img.clone(),
-            (None, Some(dir)) => {
-                let out = files.0.join("code.ext4");
-                let (dir, out2) = (dir.clone(), out.clone());
-                tokio::task::spawn_blocking(move || build_code_image(&dir, &out2))
-                    .await
-                    .map_err(|e| start_err(e.to_string()))??;
-                out
-            }
+            (None, Some(dir)) => code_image::image_of(dir, files.0.join("code.ext4")).await?,
             (None, None) => return Err(start_err("function has no code")),
         };
-        Ok((files, code_image))
+        let opt_image = match &spec.layers.dir {
+            Some(dir) => Some(code_image::image_of(dir, files.0.join("opt.ext4")).await?),
+            None => None,
+        };
+        Ok(SandboxFiles {
+            dir: files,
+            code_image,
+            opt_image,
+        })
     }
 
     /// Read-only files the VMM sees in its jail.
-    fn binds(&self, rootfs: PathBuf, code_image: PathBuf) -> Vec<(PathBuf, PathBuf)> {
+    fn binds(&self, rootfs: PathBuf, files: &SandboxFiles) -> Vec<(PathBuf, PathBuf)> {
         let l = &self.cfg.launcher;
         let mut ro_binds = vec![
             (l.vmm.clone(), PathBuf::from(launcher::VMM)),
             (l.kernel.clone(), PathBuf::from(launcher::KERNEL)),
             (rootfs, PathBuf::from(launcher::ROOTFS)),
-            (code_image, PathBuf::from(launcher::CODE)),
+            (files.code_image.clone(), PathBuf::from(launcher::CODE)),
         ];
+        if let Some(opt) = &files.opt_image {
+            ro_binds.push((opt.clone(), PathBuf::from(launcher::OPT)));
+        }
         if self.vmm_is_dynamic {
             ro_binds.push((PathBuf::from("/usr"), PathBuf::from("/usr")));
         }
@@ -243,10 +249,10 @@ impl MicroVmBackend {
             .get(&spec.runtime)
             .ok_or_else(|| start_err(format!("no rootfs image for runtime {:?}", spec.runtime)))?
             .to_path_buf();
-        let (files, code_image) = self.sandbox_files(spec, id).await?;
+        let files = self.sandbox_files(spec, id).await?;
         let lease = self.uids.acquire().map_err(|e| start_err(e.to_string()))?;
         let id_base = lease.host_base();
-        let sock_dir = files.0.join("sock");
+        let sock_dir = files.dir.0.join("sock");
         chown(
             &sock_dir,
             id_base + jail::SANDBOX_UID,
@@ -261,6 +267,7 @@ impl MicroVmBackend {
             mem_mib: spec.memory_mib,
             vcpus: self.cfg.vcpus,
             extra_cmdline: self.cfg.extra_cmdline.clone(),
+            opt_drive: files.opt_image.is_some(),
         });
         args.extend(self.probed_flags.iter().cloned());
         let cpus = self
@@ -268,7 +275,7 @@ impl MicroVmBackend {
             .place_cpus
             .then(|| self.placer.lease(self.cfg.vcpus as usize))
             .flatten();
-        let binds = self.binds(rootfs, code_image);
+        let binds = self.binds(rootfs, &files);
         let jcfg = self.jail_config(spec, id, binds, &sock_dir, id_base, &cpus);
         let cmd = JailCommand {
             exe: PathBuf::from(launcher::VMM),
@@ -306,7 +313,7 @@ impl MicroVmBackend {
             ),
             proc: Some(proc),
             memory_mib: spec.memory_mib,
-            _files: files,
+            _files: files.dir,
             serial,
             stderr,
             timeline: (spawned, connected),

@@ -169,16 +169,20 @@ impl ProcessBackend {
         let code = spec.code_dir.clone().ok_or_else(|| {
             start_err("the process backend needs an unpacked code directory".into())
         })?;
+        let mut ro_binds = vec![
+            (
+                self.cfg.guest_init.clone(),
+                PathBuf::from(GUEST_INIT_INSIDE),
+            ),
+            (sock_dir.to_path_buf(), PathBuf::from(SOCK_DIR_INSIDE)),
+        ];
+        if let Some(opt) = &spec.layers.dir {
+            ro_binds.push((opt.clone(), PathBuf::from("/opt")));
+        }
         Ok(JailConfig {
             rootfs: Some(rootfs),
             code: Some(code),
-            ro_binds: vec![
-                (
-                    self.cfg.guest_init.clone(),
-                    PathBuf::from(GUEST_INIT_INSIDE),
-                ),
-                (sock_dir.to_path_buf(), PathBuf::from(SOCK_DIR_INSIDE)),
-            ],
+            ro_binds,
             rw_binds: Vec::new(),
             devices: Vec::new(),
             run_dir: self.cfg.run_root.join(id),

@@ -164,6 +164,7 @@ pub fn spec(name: &str) -> FunctionVersionSpec {
         env: vec![],
         reserved_concurrency: None,
         revision: String::new(),
+        layers: Default::default(),
     }
 }
 

@@ -112,6 +112,22 @@ pub fn build_image(
     }
 }
 
+/// Builds the read-only ext4 image of `dir` at `out` (world-readable: the jailed VMM
+/// opens it) on the blocking pool.
+pub(super) async fn image_of(
+    dir: &Path,
+    out: PathBuf,
+) -> Result<PathBuf, crate::sandbox::SandboxError> {
+    let (dir, at) = (dir.to_path_buf(), out.clone());
+    tokio::task::spawn_blocking(move || {
+        build(&dir, &at).map_err(|e| super::start_err(format!("code image: {e}")))?;
+        super::chmod(&at, 0o644)
+    })
+    .await
+    .map_err(|e| super::start_err(e.to_string()))??;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
