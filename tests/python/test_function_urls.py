@@ -128,6 +128,13 @@ def test_url_config_lifecycle(client, server):
     client.delete_alias(FunctionName="url-echo", Name="live")
     listed = client.list_function_url_configs(FunctionName="url-echo")["FunctionUrlConfigs"]
     assert [x["FunctionUrl"] for x in listed] == [made["FunctionUrl"]]
+    # Deleted, the URL answers 404; a new configuration gets a new id.
+    client.delete_function_url_config(FunctionName="url-echo")
+    assert request(made["FunctionUrl"])[0] == 404
+    with pytest.raises(ClientError) as e:
+        client.get_function_url_config(FunctionName="url-echo")
+    assert code(e) == "ResourceNotFoundException"
+    made = client.create_function_url_config(FunctionName="url-echo", AuthType="NONE")
     up = client.update_function_url_config(FunctionName="url-echo", Cors={
         "AllowOrigins": ["https://app.example"], "AllowMethods": ["GET", "POST"],
         "ExposeHeaders": ["x-made"], "MaxAge": 120})

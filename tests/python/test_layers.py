@@ -9,8 +9,9 @@ import subprocess
 
 import pytest
 
-from invoke_harness import (LAYER_TOOLS, invoke, json_body, layer_reader_zip, start_supervisor)
-from supervisor_harness import ACCESS_KEY, REGION, ROLE, SECRET_KEY, make_zip
+from invoke_harness import (IMAGES, LAYER_TOOLS, invoke, json_body, layer_reader_zip,
+                            start_supervisor)
+from supervisor_harness import ACCESS_KEY, REGION, ROLE, SECRET_KEY, make_zip, require
 
 try:
     from botocore.exceptions import ClientError
@@ -97,6 +98,22 @@ def test_layers_merge_in_order_into_read_only_opt(client, two_layers):
     client.update_function_configuration(FunctionName="with-layers", Layers=[])
     out = json_body(invoke(client, "with-layers")[1])
     assert "No such file" in out["a"] and "tool-from-first" not in out["tool"], out
+
+
+def test_a_python_function_imports_a_module_from_a_layer(client):
+    require((IMAGES / "rootfs-python3.11").is_dir(), f"rootfs-python3.11 not found in {IMAGES}")
+    lib = client.publish_layer_version(
+        LayerName="pylib", CompatibleRuntimes=["python3.11"],
+        Content={"ZipFile": make_zip({
+            "python/layer_helper.py": b"def greet(who):\n    return 'hello ' + who + ' from a layer'\n",
+        })})
+    app = b"import layer_helper\n\ndef handler(event, context):\n    return layer_helper.greet(event['who'])\n"
+    client.create_function(FunctionName="py-layer", Runtime="python3.11", Role=ROLE,
+                           Handler="app.handler", Code={"ZipFile": make_zip({"app.py": app})},
+                           Layers=[lib["LayerVersionArn"]], Timeout=10)
+    r, body, _ = invoke(client, "py-layer", b'{"who": "py"}')
+    assert "FunctionError" not in r, body
+    assert json_body(body) == "hello py from a layer"
 
 
 def test_bad_layer_references_are_refused(client, two_layers):

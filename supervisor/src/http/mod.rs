@@ -8,4 +8,5 @@ pub mod peer;
 mod server;
 
 pub use error::{ApiError, ErrorKind};
+pub(crate) use server::body_permit;
 pub use server::{build_router, serve, LARGE_BODY_PERMITS, MAX_REQUEST_BYTES};

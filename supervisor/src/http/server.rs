@@ -155,7 +155,7 @@ async fn check(sup: &Supervisor, req: Request) -> Result<(Request, BodyPermit<'_
 
 /// Takes a large (or unsized) body's share of the large-body budget, waiting at
 /// most [`LARGE_BODY_PERMIT_WAIT`].
-async fn body_permit(
+pub(crate) async fn body_permit(
     sup: &Supervisor,
     content_length: Option<u64>,
     limit: usize,

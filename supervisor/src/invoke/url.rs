@@ -185,6 +185,8 @@ enum Refusal {
     Forbidden,
     TooLarge,
     TooSlow,
+    /// Too many large bodies are being read at once.
+    Busy,
 }
 
 impl Refusal {
@@ -193,6 +195,7 @@ impl Refusal {
             Self::Forbidden => message(StatusCode::FORBIDDEN, "Forbidden"),
             Self::TooLarge => too_large(),
             Self::TooSlow => message(StatusCode::REQUEST_TIMEOUT, "Request body too slow"),
+            Self::Busy => message(StatusCode::TOO_MANY_REQUESTS, "Rate Exceeded."),
         }
     }
 }
@@ -244,25 +247,43 @@ pub async fn serve_url(Extension(svc): Extension<Arc<InvokeService>>, req: Reque
     resp
 }
 
-/// Reads the body (bounded) and checks the caller; the caller's access key for
-/// `AWS_IAM`.
+/// Checks what can be checked from the head (a `NONE` URL's policy, an `AWS_IAM`
+/// request's signature headers and clock), reads the body (bounded, and holding its
+/// share of the large-body budget while it is read, as API requests do), then verifies
+/// the signature; the caller's access key for `AWS_IAM`.
 async fn admit(
     sup: &Supervisor,
     r: &Resolved,
     parts: &axum::http::request::Parts,
     body: Body,
 ) -> Result<(Bytes, Option<String>), Refusal> {
+    let uri = parts
+        .extensions
+        .get::<SentUri>()
+        .map_or(&parts.uri, |s| &s.0);
+    match r.url.auth_type.as_str() {
+        "NONE" if !r.public => return Err(Refusal::Forbidden),
+        "NONE" => {}
+        _ => sup
+            .verifier()
+            .precheck(&parts.headers, uri.query(), crate::timefmt::now())
+            .map_err(|_| Refusal::Forbidden)?,
+    }
     let length = parts
         .headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
+    let permit = crate::http::body_permit(sup, length, MAX_URL_BODY)
+        .await
+        .map_err(|_| Refusal::Busy)?;
     let read = read_limited(body, MAX_URL_BODY, length);
     let body = match tokio::time::timeout(BODY_DEADLINE, read).await {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => return Err(Refusal::TooLarge),
         Err(_) => return Err(Refusal::TooSlow),
     };
+    drop(permit);
     let caller = authorize(sup, r, parts, &body)?;
     Ok((body, caller))
 }
@@ -282,7 +303,11 @@ async fn handle(svc: &Arc<InvokeService>, req: Request, request_id: &str) -> Res
     let resolved = match svc.urls.get(&svc.sup, id).await {
         Ok(Some(r)) => r,
         Ok(None) => return message(StatusCode::NOT_FOUND, "Not Found"),
-        Err(e) => return message(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => {
+            // Not for an unauthenticated caller's eyes.
+            tracing::error!(error = %e, "function URL lookup failed");
+            return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        }
     };
     let origin = parts.headers.get("origin").and_then(|v| v.to_str().ok());
     let cors = resolved.url.cors.as_ref().zip(origin);

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 
 mod code_image;
+mod kvm;
+use kvm::{hold_a_vm, open_kvm};
 mod probe;
 
 /// guest-init's default vsock port (`runtime_api::protocol::DEFAULT_VSOCK_PORT`).
@@ -77,6 +79,8 @@ pub struct MicroVmBackend {
     /// Host uid ranges, one leased per live sandbox.
     uids: jail::UidLeases,
     placer: CpuPlacer,
+    /// See [`hold_a_vm`].
+    _held_vm: Option<std::os::fd::OwnedFd>,
 }
 
 fn start_err(m: impl Into<String>) -> SandboxError {
@@ -93,23 +97,11 @@ fn chown(p: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
         .map_err(|e| start_err(format!("chown {}: {e}", p.display())))
 }
 
-/// Builds a read-only ext4 image of a code directory, readable by the jail.
 /// A sandbox's own files on the host: removed with `dir` when the sandbox goes.
 struct SandboxFiles {
     dir: DirGuard,
     code_image: PathBuf,
     opt_image: Option<PathBuf>,
-}
-
-/// Opens the host's `/dev/kvm` for one monitor, which inherits it as [`launcher::KVM_FD`]:
-/// the jail then needs no device node (and its run dir may be on a `nodev` mount).
-fn open_kvm() -> Result<std::os::fd::OwnedFd, SandboxError> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .map(std::os::fd::OwnedFd::from)
-        .map_err(|e| start_err(format!("cannot open /dev/kvm: {e}")))
 }
 
 impl MicroVmBackend {
@@ -145,6 +137,9 @@ impl MicroVmBackend {
                 cfg.launcher.vmm.display()
             );
         }
+        let held_vm = hold_a_vm()
+            .inspect_err(|e| eprintln!("worker: not holding an idle KVM VM: {e}"))
+            .ok();
         Ok(Self {
             cfg,
             probed_flags,
@@ -152,6 +147,7 @@ impl MicroVmBackend {
             cgroups: Arc::new(cgroups),
             uids,
             placer: CpuPlacer::from_own_affinity(),
+            _held_vm: held_vm,
         })
     }
 
