@@ -88,14 +88,11 @@ pub(super) fn read(
     function: &str,
     name: &str,
 ) -> Result<Option<AliasRecord>, RegistryError> {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT record FROM aliases WHERE function = ?1 AND name = ?2",
-            params![function, name],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+    super::record(
+        conn,
+        "SELECT record FROM aliases WHERE function = ?1 AND name = ?2",
+        params![function, name],
+    )
 }
 
 impl Registry {

@@ -47,14 +47,11 @@ fn read(
     layer: &str,
     version: i64,
 ) -> Result<Option<LayerVersionRecord>, RegistryError> {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT record FROM layer_versions WHERE layer = ?1 AND version = ?2",
-            params![layer, version],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+    super::record(
+        conn,
+        "SELECT record FROM layer_versions WHERE layer = ?1 AND version = ?2",
+        params![layer, version],
+    )
 }
 
 /// Whether some function version still runs with the package `object`.

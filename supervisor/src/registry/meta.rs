@@ -54,17 +54,12 @@ fn function_exists(conn: &Connection, name: &str) -> Result<bool, RegistryError>
 }
 
 fn read_tags(conn: &Connection, function: &str) -> Result<Tags, RegistryError> {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT record FROM tags WHERE function = ?1",
-            [function],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(text
-        .map(|t| serde_json::from_str(&t))
-        .transpose()?
-        .unwrap_or_default())
+    let tags = super::record(
+        conn,
+        "SELECT record FROM tags WHERE function = ?1",
+        [function],
+    )?;
+    Ok(tags.unwrap_or_default())
 }
 
 /// Stores `function`'s tags in `tx` (none: no row).
@@ -91,14 +86,11 @@ fn read_policy(
     function: &str,
     qualifier: &str,
 ) -> Result<Option<PolicyRecord>, RegistryError> {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT record FROM policies WHERE function = ?1 AND qualifier = ?2",
-            params![function, qualifier],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+    super::record(
+        conn,
+        "SELECT record FROM policies WHERE function = ?1 AND qualifier = ?2",
+        params![function, qualifier],
+    )
 }
 
 /// Removes the policy of a version or alias that is being deleted.

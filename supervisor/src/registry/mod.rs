@@ -89,6 +89,16 @@ pub struct Page {
     pub next_marker: Option<String>,
 }
 
+/// The JSON record in the first column of the row `sql` selects, if there is one.
+fn record<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Option<T>, RegistryError> {
+    let text: Option<String> = conn.query_row(sql, args, |r| r.get(0)).optional()?;
+    Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+}
+
 fn seq_of(version: &str) -> Option<i64> {
     if version == LATEST {
         Some(0)
@@ -189,29 +199,22 @@ impl Registry {
             return Ok(None);
         };
         self.with(|conn| {
-            let text: Option<String> = conn
-                .query_row(
-                    "SELECT record FROM versions WHERE function = ?1 AND seq = ?2",
-                    params![name, seq],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            text.map(|t| serde_json::from_str(&t).map_err(RegistryError::from))
-                .transpose()
+            record(
+                conn,
+                "SELECT record FROM versions WHERE function = ?1 AND seq = ?2",
+                params![name, seq],
+            )
         })
     }
 
     /// Newest published version of `name`, if any.
     pub fn latest_published(&self, name: &str) -> Result<Option<FunctionRecord>, RegistryError> {
         self.with(|conn| {
-            let text: Option<String> = conn
-                .query_row(
-                    "SELECT record FROM versions WHERE function = ?1 AND seq > 0 ORDER BY seq DESC LIMIT 1",
-                    [name],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            text.map(|t| serde_json::from_str(&t).map_err(RegistryError::from)).transpose()
+            record(
+                conn,
+                "SELECT record FROM versions WHERE function = ?1 AND seq > 0 ORDER BY seq DESC LIMIT 1",
+                [name],
+            )
         })
     }
 
@@ -437,15 +440,12 @@ fn check_revision(
     name: &str,
     expected: &str,
 ) -> Result<(), RegistryError> {
-    let text: Option<String> = tx
-        .query_row(
-            "SELECT record FROM versions WHERE function = ?1 AND seq = 0",
-            [name],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let current: FunctionRecord =
-        serde_json::from_str(&text.ok_or_else(|| RegistryError::NotFound(name.to_owned()))?)?;
+    let current: FunctionRecord = record(
+        tx,
+        "SELECT record FROM versions WHERE function = ?1 AND seq = 0",
+        [name],
+    )?
+    .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
     if current.revision_id == expected {
         Ok(())
     } else {

@@ -1,7 +1,7 @@
 //! Function URL configurations: one per function or alias, found by the URL's id when
 //! a request arrives. They go with the function, or the alias they belong to.
 
-use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::{decode_marker, encode_marker, Registry, RegistryError};
@@ -60,14 +60,11 @@ fn read(
     function: &str,
     qualifier: &str,
 ) -> Result<Option<UrlRecord>, RegistryError> {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT record FROM urls WHERE function = ?1 AND qualifier = ?2",
-            params![function, qualifier],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+    super::record(
+        conn,
+        "SELECT record FROM urls WHERE function = ?1 AND qualifier = ?2",
+        params![function, qualifier],
+    )
 }
 
 /// Removes the URL of an alias that is being deleted.
@@ -122,14 +119,7 @@ impl Registry {
 
     /// The configuration a request's URL id names.
     pub fn url_by_id(&self, url_id: &str) -> Result<Option<UrlRecord>, RegistryError> {
-        self.with(|conn| {
-            let text: Option<String> = conn
-                .query_row("SELECT record FROM urls WHERE url_id = ?1", [url_id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
-        })
+        self.with(|conn| super::record(conn, "SELECT record FROM urls WHERE url_id = ?1", [url_id]))
     }
 
     pub fn update_url(&self, u: &UrlRecord) -> Result<(), RegistryError> {
