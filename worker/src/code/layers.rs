@@ -98,6 +98,15 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
+    /// Empty directories with these names under `root`.
+    fn dirs<const N: usize>(root: &Path, names: [&str; N]) -> [PathBuf; N] {
+        names.map(|n| {
+            let p = root.join(n);
+            std::fs::create_dir_all(&p).expect("mkdir");
+            p
+        })
+    }
+
     fn write(p: &Path, text: &str) {
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(p, text).expect("write");
@@ -106,15 +115,7 @@ mod tests {
     #[test]
     fn later_layers_win_and_links_cannot_lead_writes_out() {
         let d = tempfile::tempdir().expect("tempdir");
-        let (a, b, out, outside) = (
-            d.path().join("a"),
-            d.path().join("b"),
-            d.path().join("out"),
-            d.path().join("outside"),
-        );
-        for p in [&a, &b, &out, &outside] {
-            std::fs::create_dir_all(p).expect("mkdir");
-        }
+        let [a, b, out, outside] = dirs(d.path(), ["a", "b", "out", "outside"]);
         write(&a.join("bin/tool"), "a-tool");
         write(&a.join("lib/only-a"), "a");
         write(&a.join("python/x.py"), "a-x");
@@ -144,15 +145,7 @@ mod tests {
     #[test]
     fn a_link_under_a_linked_directory_is_not_made() {
         let d = tempfile::tempdir().expect("tempdir");
-        let (a, b, out, outside) = (
-            d.path().join("a"),
-            d.path().join("b"),
-            d.path().join("out"),
-            d.path().join("outside"),
-        );
-        for p in [&a, &b, &out, &outside] {
-            std::fs::create_dir_all(p).expect("mkdir");
-        }
+        let [a, b, out, outside] = dirs(d.path(), ["a", "b", "out", "outside"]);
         symlink(&outside, a.join("d")).expect("link");
         std::fs::create_dir_all(b.join("d")).expect("mkdir");
         symlink("/etc/passwd", b.join("d/evil")).expect("link");
