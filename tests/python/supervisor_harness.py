@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import io
+import json
 import os
 import re
 import signal
@@ -145,3 +146,19 @@ def code_sha256(data):
 def bootstrap_zip(marker="hello"):
     script = f"#!/bin/sh\n# {marker}\necho ok\n".encode()
     return make_zip({"bootstrap": (script, 0o755)})
+
+
+def error_code(exc_info):
+    """The AWS error code of a ClientError caught by pytest.raises."""
+    return exc_info.value.response["Error"]["Code"]
+
+
+def aws_lambda(endpoint, *args):
+    """Runs `aws lambda ARGS` against `endpoint` with the test credentials; asserts it
+    succeeded and returns its JSON output (None when it printed nothing)."""
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               AWS_DEFAULT_REGION=REGION, AWS_MAX_ATTEMPTS="1")
+    proc = subprocess.run(["aws", "--endpoint-url", endpoint, "lambda", *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, (args, proc.stderr)
+    return json.loads(proc.stdout) if proc.stdout.strip() else None

@@ -3,14 +3,12 @@ invokes by alias (Qualifier and the ARN suffix), and weighted routing between tw
 versions, checked statistically. Process backend, shell functions.
 """
 
-import json
 import os
-import subprocess
 
 import pytest
 
 from invoke_harness import deploy, invoke, json_body, start_supervisor
-from supervisor_harness import ACCESS_KEY, REGION, SECRET_KEY
+from supervisor_harness import REGION, aws_lambda, error_code
 
 try:
     from botocore.exceptions import ClientError
@@ -46,10 +44,6 @@ def two_versions(client):
     return "al"
 
 
-def code(exc_info):
-    return exc_info.value.response["Error"]["Code"]
-
-
 def test_alias_lifecycle_as_lambda_shapes_it(client, two_versions):
     a = client.create_alias(FunctionName="al", Name="prod", FunctionVersion="1",
                             Description="production")
@@ -71,7 +65,7 @@ def test_alias_lifecycle_as_lambda_shapes_it(client, two_versions):
     with pytest.raises(ClientError) as e:
         client.update_alias(FunctionName="al", Name="prod", FunctionVersion="2",
                             RevisionId="not-the-revision")
-    assert code(e) == "PreconditionFailedException"
+    assert error_code(e) == "PreconditionFailedException"
     u = client.update_alias(FunctionName="al", Name="prod", FunctionVersion="2",
                             RevisionId=a["RevisionId"])
     assert u["FunctionVersion"] == "2" and u["RevisionId"] != a["RevisionId"]
@@ -79,7 +73,7 @@ def test_alias_lifecycle_as_lambda_shapes_it(client, two_versions):
     client.delete_alias(FunctionName="al", Name="dev")
     with pytest.raises(ClientError) as e:
         client.get_alias(FunctionName="al", Name="dev")
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
 
 
 def test_bad_aliases_are_refused_and_store_nothing(client, two_versions):
@@ -99,22 +93,22 @@ def test_bad_aliases_are_refused_and_store_nothing(client, two_versions):
     for params, want in cases:
         with pytest.raises(ClientError) as e:
             client.create_alias(FunctionName="al", **params)
-        assert code(e) == want, params
+        assert error_code(e) == want, params
     names = {x["Name"] for x in client.list_aliases(FunctionName="al")["Aliases"]}
     assert not names & {"ghost", "123", "w"}
     client.create_alias(FunctionName="al", Name="dup", FunctionVersion="1")
     with pytest.raises(ClientError) as e:
         client.create_alias(FunctionName="al", Name="dup", FunctionVersion="2")
-    assert code(e) == "ResourceConflictException"
+    assert error_code(e) == "ResourceConflictException"
     # A version an alias routes to cannot be deleted.
     with pytest.raises(ClientError) as e:
         client.delete_function(FunctionName="al", Qualifier="1")
-    assert code(e) == "ResourceConflictException"
+    assert error_code(e) == "ResourceConflictException"
     assert "dup" in e.value.response["Error"]["Message"]
     client.delete_alias(FunctionName="al", Name="dup")
     with pytest.raises(ClientError) as e:
         invoke(client, "al", Qualifier="no-such-alias")
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
 
 
 def test_invoke_by_alias_runs_its_version(client, two_versions):
@@ -149,14 +143,8 @@ def test_weighted_routing_splits_invokes(client, two_versions):
 
 
 def test_aws_cli_alias_commands(server, two_versions):
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               AWS_DEFAULT_REGION=REGION, AWS_MAX_ATTEMPTS="1")
-
     def aws(*args):
-        proc = subprocess.run(["aws", "--endpoint-url", server.endpoint, "lambda", *args],
-                              capture_output=True, text=True, env=env, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout) if proc.stdout.strip() else None
+        return aws_lambda(server.endpoint, *args)
 
     made = aws("create-alias", "--function-name", "al", "--name", "cli",
                "--function-version", "2")

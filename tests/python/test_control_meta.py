@@ -4,12 +4,11 @@ boto3 and the aws CLI against the real supervisor. Control plane only: no sandbo
 
 import json
 import os
-import subprocess
 
 import pytest
 
-from supervisor_harness import (ACCESS_KEY, REGION, ROLE, SECRET_KEY, Supervisor,
-                                bootstrap_zip)
+from supervisor_harness import (REGION, ROLE, Supervisor, aws_lambda, bootstrap_zip,
+                                error_code)
 
 try:
     from botocore.exceptions import ClientError
@@ -39,10 +38,6 @@ def create(client, name, **kw):
                                   Handler="bootstrap", Code={"ZipFile": bootstrap_zip()}, **kw)
 
 
-def code(exc_info):
-    return exc_info.value.response["Error"]["Code"]
-
-
 def test_tags_on_create_and_through_tag_calls(client, server):
     create(client, "tagged", Tags={"team": "core", "env": "dev"})
     arn = f"{ARN}:tagged"
@@ -55,13 +50,13 @@ def test_tags_on_create_and_through_tag_calls(client, server):
     for bad in [{"aws:owner": "x"}, {f"k{i}": "" for i in range(49)}]:
         with pytest.raises(ClientError) as e:
             client.tag_resource(Resource=arn, Tags=bad)
-        assert code(e) == "InvalidParameterValueException", bad
+        assert error_code(e) == "InvalidParameterValueException", bad
     with pytest.raises(ClientError) as e:
         client.tag_resource(Resource=f"{arn}:1", Tags={"a": "b"})
-    assert code(e) == "InvalidParameterValueException"
+    assert error_code(e) == "InvalidParameterValueException"
     with pytest.raises(ClientError) as e:
         client.list_tags(Resource=f"{ARN}:nobody")
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
     assert client.list_tags(Resource=arn)["Tags"] == {"env": "prod", "cost": "42"}
 
 
@@ -69,7 +64,7 @@ def test_resource_policy_statements(client):
     create(client, "pol", Publish=True)
     with pytest.raises(ClientError) as e:
         client.get_policy(FunctionName="pol")
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
     out = client.add_permission(FunctionName="pol", StatementId="s3", Action="lambda:InvokeFunction",
                                 Principal="s3.amazonaws.com", SourceArn="arn:aws:s3:::bucket",
                                 SourceAccount="123456789012")
@@ -91,15 +86,15 @@ def test_resource_policy_statements(client):
     with pytest.raises(ClientError) as e:
         client.add_permission(FunctionName="pol", StatementId="s3", Action="lambda:*",
                               Principal="*")
-    assert code(e) == "ResourceConflictException"
+    assert error_code(e) == "ResourceConflictException"
     with pytest.raises(ClientError) as e:
         client.add_permission(FunctionName="pol", StatementId="new", Action="lambda:*",
                               Principal="*", RevisionId="stale")
-    assert code(e) == "PreconditionFailedException"
+    assert error_code(e) == "PreconditionFailedException"
     with pytest.raises(ClientError) as e:
         client.add_permission(FunctionName="pol", StatementId="new", Action="s3:GetObject",
                               Principal="*")
-    assert code(e) == "InvalidParameterValueException"
+    assert error_code(e) == "InvalidParameterValueException"
     # A version has its own policy; an unknown qualifier is not found.
     client.add_permission(FunctionName="pol", Qualifier="1", StatementId="v1",
                           Action="lambda:InvokeFunction", Principal="*")
@@ -108,20 +103,20 @@ def test_resource_policy_statements(client):
     with pytest.raises(ClientError) as e:
         client.add_permission(FunctionName="pol", Qualifier="7", StatementId="v7",
                               Action="lambda:InvokeFunction", Principal="*")
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
     # Remove checks the revision; the last statement takes the policy with it.
     with pytest.raises(ClientError) as e:
         client.remove_permission(FunctionName="pol", StatementId="acct", RevisionId="stale")
-    assert code(e) == "PreconditionFailedException"
+    assert error_code(e) == "PreconditionFailedException"
     client.remove_permission(FunctionName="pol", StatementId="acct",
                              RevisionId=client.get_policy(FunctionName="pol")["RevisionId"])
     client.remove_permission(FunctionName="pol", StatementId="s3")
     with pytest.raises(ClientError) as e:
         client.remove_permission(FunctionName="pol", StatementId="s3")
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
     with pytest.raises(ClientError) as e:
         client.get_policy(FunctionName="pol")
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
 
 
 def test_account_settings_count_functions_and_code(client):
@@ -148,14 +143,9 @@ def test_sdk_waiters_and_cli_wait(client, server):
                                                    WaiterConfig={"Delay": 1, "MaxAttempts": 5})
     client.get_waiter("function_exists").wait(FunctionName="waited",
                                                WaiterConfig={"Delay": 1, "MaxAttempts": 5})
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               AWS_DEFAULT_REGION=REGION, AWS_MAX_ATTEMPTS="1")
-    for args in (["wait", "function-active-v2", "--function-name", "waited"],
-                 ["tag-resource", "--resource", f"{ARN}:waited", "--tags", "via=cli"],
-                 ["get-account-settings"]):
-        proc = subprocess.run(["aws", "--endpoint-url", server.endpoint, "lambda", *args],
-                              capture_output=True, text=True, env=env, timeout=120)
-        assert proc.returncode == 0, (args, proc.stderr)
+    aws_lambda(server.endpoint, "wait", "function-active-v2", "--function-name", "waited")
+    aws_lambda(server.endpoint, "tag-resource", "--resource", f"{ARN}:waited", "--tags", "via=cli")
+    assert "AccountLimit" in aws_lambda(server.endpoint, "get-account-settings")
     assert client.list_tags(Resource=f"{ARN}:waited")["Tags"] == {"via": "cli"}
 
 
@@ -176,4 +166,4 @@ def test_tags_and_policies_survive_kill9_and_go_with_the_function(client, server
     assert "Tags" not in again.get_function(FunctionName="kept")
     with pytest.raises(ClientError) as e:
         again.get_policy(FunctionName="kept")
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"

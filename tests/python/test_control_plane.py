@@ -21,7 +21,7 @@ import zipfile
 import pytest
 
 from supervisor_harness import (ACCESS_KEY, REGION, ROLE, SECRET_KEY, Supervisor, bootstrap_zip,
-                                code_sha256, make_zip, require, supervisor_binary)
+                                code_sha256, error_code, make_zip, require, supervisor_binary)
 
 try:
     import boto3  # noqa: F401
@@ -53,10 +53,6 @@ def create(client, name, zip_bytes=None, **kw):
                   Code={"ZipFile": zip_bytes if zip_bytes is not None else bootstrap_zip()})
     params.update(kw)
     return client.create_function(**params)
-
-
-def error_code(exc_info):
-    return exc_info.value.response["Error"]["Code"]
 
 
 def test_function_lifecycle(client, server):

@@ -14,7 +14,8 @@ import urllib.parse
 import pytest
 
 from invoke_harness import IMAGES, deploy, start_supervisor
-from supervisor_harness import ACCESS_KEY, REGION, ROLE, SECRET_KEY, make_zip, require
+from supervisor_harness import (ACCESS_KEY, REGION, ROLE, SECRET_KEY, error_code, make_zip,
+                                require)
 
 try:
     from botocore.auth import SigV4Auth
@@ -90,10 +91,6 @@ def header(pairs, name):
     return [v for k, v in pairs if k.lower() == name]
 
 
-def code(exc_info):
-    return exc_info.value.response["Error"]["Code"]
-
-
 def test_url_config_lifecycle(client, server):
     py_function(client, "url-echo", "echo_event")
     made = client.create_function_url_config(
@@ -107,16 +104,16 @@ def test_url_config_lifecycle(client, server):
     assert got["FunctionUrl"] == made["FunctionUrl"] and got["Cors"]["MaxAge"] == 60
     with pytest.raises(ClientError) as e:
         client.create_function_url_config(FunctionName="url-echo", AuthType="NONE")
-    assert code(e) == "ResourceConflictException"
+    assert error_code(e) == "ResourceConflictException"
     with pytest.raises(ClientError) as e:
         client.create_function_url_config(FunctionName="url-echo", AuthType="NONE", Qualifier="1")
-    assert code(e) == "InvalidParameterValueException"
+    assert error_code(e) == "InvalidParameterValueException"
     with pytest.raises(ClientError) as e:
         client.create_function_url_config(FunctionName="url-echo", AuthType="BASIC")
-    assert code(e) == "InvalidParameterValueException"
+    assert error_code(e) == "InvalidParameterValueException"
     with pytest.raises(ClientError) as e:
         client.create_function_url_config(FunctionName="nobody", AuthType="NONE")
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
     # An alias has its own URL; the list holds both; deleting the alias deletes its URL.
     client.publish_version(FunctionName="url-echo")
     client.create_alias(FunctionName="url-echo", Name="live", FunctionVersion="1")
@@ -133,7 +130,7 @@ def test_url_config_lifecycle(client, server):
     assert request(made["FunctionUrl"])[0] == 404
     with pytest.raises(ClientError) as e:
         client.get_function_url_config(FunctionName="url-echo")
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
     made = client.create_function_url_config(FunctionName="url-echo", AuthType="NONE")
     up = client.update_function_url_config(FunctionName="url-echo", Cors={
         "AllowOrigins": ["https://app.example"], "AllowMethods": ["GET", "POST"],

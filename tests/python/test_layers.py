@@ -3,15 +3,13 @@ aws CLI; functions naming up to five layer versions get them merged in order int
 read-only /opt (process backend here; test_appliance.py runs one in a microVM).
 """
 
-import json
 import os
-import subprocess
 
 import pytest
 
 from invoke_harness import (IMAGES, LAYER_TOOLS, invoke, json_body, layer_reader_zip,
                             start_supervisor)
-from supervisor_harness import ACCESS_KEY, REGION, ROLE, SECRET_KEY, make_zip, require
+from supervisor_harness import REGION, ROLE, aws_lambda, error_code, make_zip, require
 
 try:
     from botocore.exceptions import ClientError
@@ -54,10 +52,6 @@ def shell_function(client, name, layers, **kw):
                                   Layers=layers, Timeout=10, **kw)
 
 
-def code(exc_info):
-    return exc_info.value.response["Error"]["Code"]
-
-
 def test_publish_get_and_list_layers(client, two_layers):
     first, second = two_layers
     assert first == f"{ARN}:layer:tools:1" and second == f"{ARN}:layer:overrides:1"
@@ -76,10 +70,10 @@ def test_publish_get_and_list_layers(client, two_layers):
     assert layers["tools"]["LatestMatchingVersion"]["Version"] == 2
     with pytest.raises(ClientError) as e:
         client.get_layer_version(LayerName="tools", VersionNumber=9)
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
     with pytest.raises(ClientError) as e:
         client.publish_layer_version(LayerName="bad", Content={"ZipFile": b"not a zip"})
-    assert code(e) == "InvalidParameterValueException"
+    assert error_code(e) == "InvalidParameterValueException"
 
 
 def test_layers_merge_in_order_into_read_only_opt(client, two_layers):
@@ -127,10 +121,10 @@ def test_bad_layer_references_are_refused(client, two_layers):
     for layers in cases:
         with pytest.raises(ClientError) as e:
             shell_function(client, "refused", layers)
-        assert code(e) == "InvalidParameterValueException", layers
+        assert error_code(e) == "InvalidParameterValueException", layers
     with pytest.raises(ClientError) as e:
         client.get_function(FunctionName="refused")
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
 
 
 def test_a_deleted_layer_version_stays_for_its_functions(client, server):
@@ -141,26 +135,21 @@ def test_a_deleted_layer_version_stays_for_its_functions(client, server):
     client.delete_layer_version(LayerName="short-lived", VersionNumber=1)  # gone: still 204
     with pytest.raises(ClientError) as e:
         client.get_layer_version(LayerName="short-lived", VersionNumber=1)
-    assert code(e) == "ResourceNotFoundException"
+    assert error_code(e) == "ResourceNotFoundException"
     # A new revision starts a new sandbox, which unpacks the kept package again.
     client.update_function_configuration(FunctionName="keeps-layer", Timeout=11)
     assert json_body(invoke(client, "keeps-layer")[1])["tool"] == "short-lived"
     with pytest.raises(ClientError) as e:
         shell_function(client, "late", [made["LayerVersionArn"]])
-    assert code(e) == "InvalidParameterValueException"
+    assert error_code(e) == "InvalidParameterValueException"
 
 
 def test_aws_cli_layer_commands(server, tmp_path):
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               AWS_DEFAULT_REGION=REGION, AWS_MAX_ATTEMPTS="1")
     z = tmp_path / "layer.zip"
     z.write_bytes(make_zip({"etc/cli.txt": (b"cli", 0o644)}))
 
     def aws(*args):
-        proc = subprocess.run(["aws", "--endpoint-url", server.endpoint, "lambda", *args],
-                              capture_output=True, text=True, env=env, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout) if proc.stdout.strip() else None
+        return aws_lambda(server.endpoint, *args)
 
     made = aws("publish-layer-version", "--layer-name", "from-cli", "--zip-file", f"fileb://{z}")
     assert made["Version"] == 1
