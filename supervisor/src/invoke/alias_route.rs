@@ -21,15 +21,16 @@ pub struct AliasRoutes {
 }
 
 impl AliasRoutes {
-    /// `f` with an alias replaced by the version this invoke runs; any other
-    /// reference as it is. Blocking only when the alias is not cached.
+    /// For an alias, the reference to the version this invoke runs; `None` for any
+    /// other reference (used as it is, without a copy on the warm path). Blocking only
+    /// when the alias is not cached.
     pub async fn route(
         &self,
         sup: &Arc<Supervisor>,
         f: &FunctionRef,
-    ) -> Result<FunctionRef, ApiError> {
+    ) -> Result<Option<FunctionRef>, ApiError> {
         let Some(alias) = f.qualifier.as_deref().filter(|q| is_alias(q)) else {
-            return Ok(f.clone());
+            return Ok(None);
         };
         let key = (f.name.clone(), alias.to_owned());
         let generation = sup.registry().generation();
@@ -61,9 +62,9 @@ impl AliasRoutes {
                 a
             }
         };
-        Ok(FunctionRef {
+        Ok(Some(FunctionRef {
             name: f.name.clone(),
             qualifier: Some(record.pick(crate::ids::unit_draw()).to_owned()),
-        })
+        }))
     }
 }

@@ -292,7 +292,7 @@ impl InvokeService {
             }
         };
         let routed = self.aliases.route(&self.sup, f).await?;
-        let f = &routed;
+        let f = routed.as_ref().unwrap_or(f);
         if let Some(spec) = self.specs.current(&self.sup, f) {
             return Ok(spec);
         }
@@ -329,7 +329,11 @@ impl InvokeService {
     /// Whether `f` names an existing version (DryRun, Event).
     async fn exists(&self, f: &FunctionRef) -> Result<(), ApiError> {
         let sup = self.sup.clone();
-        let f = self.aliases.route(&sup, f).await?;
+        let f = self
+            .aliases
+            .route(&sup, f)
+            .await?
+            .unwrap_or_else(|| f.clone());
         tokio::task::spawn_blocking(move || Specs::record(&sup, &f).map(drop))
             .await
             .map_err(|e| ApiError::service(format!("internal task failed: {e}")))?
