@@ -19,10 +19,6 @@ impl LinkBody {
         Self::Full(Some(b.into()))
     }
 
-    pub fn empty() -> Self {
-        Self::Full(None)
-    }
-
     /// A body fed through the returned sender; it ends when the sender is dropped.
     pub fn channel(depth: usize) -> (mpsc::Sender<Bytes>, Self) {
         let (tx, rx) = mpsc::channel(depth);
