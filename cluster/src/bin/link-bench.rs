@@ -9,7 +9,6 @@
 //!                   [--rounds N] [--package-mib N] [--out FILE]
 //! Needs root (jailed sandboxes) and the images. Writes JSON to stdout and `--out`.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use cluster::daemon::{Daemon, DaemonSettings, LinkCodeSource};
 use cluster::frontend::{CodeLookup, Frontend, FrontendSettings};
 use cluster::tls::{self, LinkStats, Role, TlsFiles};
 use serde_json::json;
+use worker::bench::load::closed_loop;
 use worker::bench::stats::{self, RunStats};
 use worker::code::{code_sha256, digest_hex, CodeRef, CodeSource as _};
 use worker::host::HostSettings;
@@ -114,34 +114,6 @@ fn request(payload: &[u8]) -> InvokeRequest {
         payload: payload.to_vec(),
         ..Default::default()
     }
-}
-
-/// `clients` tasks calling `call` in a loop for `secs`.
-async fn load<F, Fut>(clients: usize, secs: f64, call: F) -> RunStats
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = bool> + Send,
-{
-    let until = Instant::now() + Duration::from_secs_f64(secs);
-    let started = Instant::now();
-    let tasks = (0..clients)
-        .map(|_| {
-            let call = call.clone();
-            tokio::spawn(async move {
-                let (mut samples, mut errors) = (Vec::new(), 0);
-                while Instant::now() < until {
-                    let t = Instant::now();
-                    if call().await {
-                        samples.push(t.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                }
-                (samples, errors)
-            })
-        })
-        .collect();
-    stats::collect(clients, tasks, started).await
 }
 
 struct Bed {
@@ -275,13 +247,13 @@ async fn level(
         bed.local.clone(),
         payload.clone(),
     );
-    let local = load(clients, secs, move || {
+    let local = closed_loop(clients, secs, move || {
         let (w, s, p) = (w.clone(), s.clone(), p.clone());
         async move { echoed(w.invoke(&s, request(&p)).await, &p) }
     })
     .await;
     let (fe, s, p) = (bed.fe.clone(), bed.remote.clone(), payload.clone());
-    let remote = load(clients, secs, move || {
+    let remote = closed_loop(clients, secs, move || {
         let (fe, s, p) = (fe.clone(), s.clone(), p.clone());
         async move { echoed(fe.invoke(&s, request(&p), None).await, &p) }
     })
@@ -411,7 +383,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     for _ in 0..args.rounds {
         let fe = bed.fe.clone();
         floor.push(
-            load(1, args.seconds, move || {
+            closed_loop(1, args.seconds, move || {
                 let fe = fe.clone();
                 async move { fe.status_round_trip(0).await }
             })

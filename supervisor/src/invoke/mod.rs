@@ -280,8 +280,9 @@ impl InvokeService {
             .map_err(|e| e.to_string())
     }
 
-    /// Registry lookup and code preparation on the blocking pool.
-    async fn resolve(&self, f: &FunctionRef) -> Result<worker::FunctionVersionSpec, ApiError> {
+    /// The spec an invoke of `f` runs with: registry lookup (cached per registry
+    /// generation) and code preparation on the blocking pool.
+    pub async fn resolve(&self, f: &FunctionRef) -> Result<worker::FunctionVersionSpec, ApiError> {
         let retire = match (&self.remote, &self.plane) {
             (Some(fe), _) => Retire::Remote(fe),
             (None, Ok(plane)) => Retire::Local(&plane.worker),

@@ -1,8 +1,9 @@
 //! Pieces of the bench binaries: a bare loopback HTTP/1.1 echo baseline, the invoke
-//! topology's floor, latency stats and the shared JSON reporting `main`.
+//! topology's floor, a closed-loop load generator, latency stats and the shared JSON reporting `main`.
 
 pub mod floor;
 pub mod http_echo;
+pub mod load;
 pub mod report;
 pub mod stats;
 

@@ -1,9 +1,9 @@
 //! Latency percentiles and throughput of one benchmark run.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunStats {
     pub concurrency: usize,
     pub requests: usize,

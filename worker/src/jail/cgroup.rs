@@ -214,6 +214,22 @@ impl CgroupHost {
         removed
     }
 
+    /// Memory charged to this process's own cgroup and everything below it: the
+    /// sandboxes' groups, and what the kernel charged to this process for them (a
+    /// sandbox's first task and its namespaces are made before it joins its group).
+    /// `None` in a root cgroup, which has no such figure.
+    pub fn own_memory_current(&self) -> Option<u64> {
+        let file = match self.version {
+            CgroupVersion::V1 => "memory.usage_in_bytes",
+            CgroupVersion::V2 => "memory.current",
+        };
+        read(self.bases[0].parent()?.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Memory currently charged to all sandboxes under this group.
     pub fn group_memory_current(&self) -> Option<u64> {
         let file = match self.version {
