@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 from supervisor_harness import REPO, ROLE, Supervisor, make_zip, require
@@ -162,6 +163,17 @@ def metric_value(text, name, **labels):
 
 def log_file(sup, name, version="$LATEST"):
     return sup.data_dir / "logs" / name / f"{version}.log"
+
+
+def logged(sup, name, *needles, version="$LATEST", timeout=5.0):
+    """The text of a function's log file once it holds every needle: the worker writes
+    held lines within its flush interval (100 ms), not at the end of each invoke."""
+    path, deadline = log_file(sup, name, version), time.monotonic() + timeout
+    while True:
+        text = path.read_text() if path.exists() else ""
+        if all(n in text for n in needles) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
 
 
 def json_body(body):

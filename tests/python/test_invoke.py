@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from invoke_harness import (deploy, has_init_duration, invoke, json_body, log_file, metric_value,
+from invoke_harness import (deploy, has_init_duration, invoke, json_body, logged, metric_value,
                             metrics, report_line, start_supervisor)
 from supervisor_harness import ACCESS_KEY, REGION, SECRET_KEY
 
@@ -322,7 +322,7 @@ def test_metrics_combine_frontend_and_worker(server, client, rust_echo):
 def test_function_log_file_in_data_dir(server, client, rust_echo):
     r, _, _ = invoke(client, rust_echo)
     rid = r["ResponseMetadata"]["RequestId"]
-    text = log_file(server, rust_echo).read_text()
+    text = logged(server, rust_echo, f"START RequestId: {rid}", f"REPORT RequestId: {rid}")
     assert f"START RequestId: {rid}" in text and f"REPORT RequestId: {rid}" in text
 
 

@@ -1,14 +1,19 @@
 //! Per-function log files in the data dir, rotated by size:
 //! `<dir>/<function>/<version>.log`, then `.log.1` … `.log.N` (oldest dropped). Lines
-//! are appended as they arrive (each write checks the size, so no file passes its limit
-//! by more than one line), at most [`MAX_OPEN`] files stay open (least recently used
-//! closed first), and a deleted function's files are closed.
+//! are buffered per file and written by a flusher thread within [`FLUSH_INTERVAL`] (or
+//! at once past [`MAX_PENDING`] bytes), so a warm invoke makes no write system call of
+//! its own; each append checks the size, so no file passes its limit by more than one
+//! line. At most [`MAX_OPEN`] files stay open (least recently used closed first), and a
+//! deleted function's files are closed. Closing a file or dropping `LogFiles` writes
+//! what it still holds.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 /// Errors writing function logs (reported, never fatal to an invoke).
 #[derive(Debug, thiserror::Error)]
@@ -20,59 +25,125 @@ pub enum LogFileError {
 /// Open files kept; more are closed least recently used first.
 pub const MAX_OPEN: usize = 64;
 
+/// Longest a line waits in memory before it is written.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Bytes held per file before they are written at once (so at most
+/// `MAX_OPEN * MAX_PENDING` bytes are ever held).
+pub const MAX_PENDING: usize = 64 * 1024;
+
 struct Open {
     file: File,
+    path: PathBuf,
+    /// Bytes in the file plus `pending`.
     size: u64,
     last_used: u64,
+    pending: Vec<u8>,
+}
+
+impl Open {
+    fn write_pending(&mut self) -> Result<(), LogFileError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = self.file.write_all(&self.pending);
+        self.pending.clear();
+        result.map_err(|source| LogFileError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Err(e) = self.write_pending() {
+            eprintln!("worker: {e}");
+        }
+    }
 }
 
 /// Appends invoke logs to rotated files.
 pub struct LogFiles {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     dir: PathBuf,
     max_bytes: u64,
     keep: u32,
     open: Mutex<OpenFiles>,
+    /// Signalled when the first line is held after a flush.
+    held: Condvar,
+    /// No flusher thread could be started: every append writes through.
+    write_through: AtomicBool,
 }
 
 #[derive(Default)]
 struct OpenFiles {
-    files: HashMap<PathBuf, Open>,
+    /// function → version → file: looked up by `&str`, no allocation per line.
+    files: HashMap<String, HashMap<String, Open>>,
+    count: usize,
     clock: u64,
+    /// Some file holds lines not yet written.
+    dirty: bool,
 }
 
 impl LogFiles {
     pub fn new(dir: impl Into<PathBuf>, max_bytes: u64, keep: u32) -> Self {
-        Self {
+        let shared = Arc::new(Shared {
             dir: dir.into(),
             max_bytes: max_bytes.max(1),
             keep,
             open: Mutex::new(OpenFiles::default()),
+            held: Condvar::new(),
+            write_through: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("log-flush".into())
+            .spawn(move || flusher(weak));
+        if let Err(e) = spawned {
+            eprintln!("worker: no log flusher thread ({e}): logs are written line by line");
+            shared.write_through.store(true, Ordering::Relaxed);
         }
+        Self { shared }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OpenFiles> {
+        self.shared.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Closes the files of `function` (all versions): its deletion must not leave a
     /// descriptor behind.
     pub fn close_function(&self, function: &str) {
-        let dir = self.dir.join(function);
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.files
-            .retain(|path, _| path.parent() != Some(dir.as_path()));
+        let mut open = self.lock();
+        if let Some(versions) = open.files.remove(function) {
+            open.count -= versions.len();
+        }
     }
 
     /// Closes one version's file.
     pub fn close(&self, function: &str, version: &str) {
-        let path = self.path(function, version);
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.files.remove(&path);
+        let mut open = self.lock();
+        let removed = open
+            .files
+            .get_mut(function)
+            .and_then(|v| v.remove(version))
+            .is_some();
+        if removed {
+            open.count -= 1;
+        }
     }
 
     /// How many files are open (for tests and metrics).
     pub fn open_count(&self) -> usize {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .files
-            .len()
+        self.lock().count
+    }
+
+    /// Writes every held line now.
+    pub fn flush(&self) {
+        self.shared.flush_all();
     }
 
     /// Appends one line (a newline is added).
@@ -82,75 +153,172 @@ impl LogFiles {
         version: &str,
         line: &str,
     ) -> Result<(), LogFileError> {
-        let mut buf = String::with_capacity(line.len() + 1);
-        buf.push_str(line);
-        buf.push('\n');
-        self.append(function, version, &buf)
+        self.append_parts(function, version, &[line.as_bytes(), b"\n"])
     }
 
     /// Path of the current file for a function version. Names are validated by the
     /// spec (`[A-Za-z0-9_-]`, digits or `$LATEST`), so they are safe path components.
     pub fn path(&self, function: &str, version: &str) -> PathBuf {
-        self.dir.join(function).join(format!("{version}.log"))
+        self.shared.path(function, version)
     }
 
     /// Appends `text`, rotating first when it would push the file over the limit.
     pub fn append(&self, function: &str, version: &str, text: &str) -> Result<(), LogFileError> {
-        let path = self.path(function, version);
-        let err = |source| LogFileError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut guard = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        self.append_parts(function, version, &[text.as_bytes()])
+    }
+
+    fn append_parts(
+        &self,
+        function: &str,
+        version: &str,
+        parts: &[&[u8]],
+    ) -> Result<(), LogFileError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let shared = &*self.shared;
+        let mut guard = self.lock();
         let open = &mut *guard;
         open.clock += 1;
-        if !open.files.contains_key(&path) {
-            if open.files.len() >= MAX_OPEN {
-                evict_lru(&mut open.files);
-            }
-            open.files
-                .insert(path.clone(), open_append(&path).map_err(err)?);
+        let clock = open.clock;
+        let file = open.file(shared, function, version, len)?;
+        for part in parts {
+            file.pending.extend_from_slice(part);
         }
-        let needs_rotation = open
-            .files
-            .get(&path)
-            .is_some_and(|o| o.size > 0 && o.size + text.len() as u64 > self.max_bytes);
-        if needs_rotation {
-            open.files.remove(&path);
-            rotate(&path, self.keep).map_err(err)?;
-            open.files
-                .insert(path.clone(), open_append(&path).map_err(err)?);
+        file.size += len as u64;
+        file.last_used = clock;
+        if shared.write_through.load(Ordering::Relaxed) || file.pending.len() >= MAX_PENDING {
+            return file.write_pending();
         }
-        if let Some(o) = open.files.get_mut(&path) {
-            o.file.write_all(text.as_bytes()).map_err(err)?;
-            o.size += text.len() as u64;
-            o.last_used = open.clock;
+        if !open.dirty {
+            open.dirty = true;
+            shared.held.notify_one();
         }
         Ok(())
     }
 }
 
-fn evict_lru(files: &mut HashMap<PathBuf, Open>) {
-    if let Some(oldest) = files
-        .iter()
-        .min_by_key(|(_, o)| o.last_used)
-        .map(|(p, _)| p.clone())
-    {
-        files.remove(&oldest);
+impl Drop for LogFiles {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
-fn open_append(path: &Path) -> io::Result<Open> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
+impl Shared {
+    fn path(&self, function: &str, version: &str) -> PathBuf {
+        self.dir.join(function).join(format!("{version}.log"))
     }
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
-    let size = file.metadata()?.len();
-    Ok(Open {
-        file,
-        size,
-        last_used: 0,
-    })
+
+    fn flush_all(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.dirty = false;
+        for file in open.files.values_mut().flat_map(|v| v.values_mut()) {
+            if let Err(e) = file.write_pending() {
+                eprintln!("worker: {e}");
+            }
+        }
+    }
+}
+
+impl OpenFiles {
+    /// The open file of `function`/`version` with room for `len` more bytes: opened
+    /// (closing the least recently used past [`MAX_OPEN`]) or rotated as needed.
+    fn file(
+        &mut self,
+        shared: &Shared,
+        function: &str,
+        version: &str,
+        len: usize,
+    ) -> Result<&mut Open, LogFileError> {
+        let is_open = self
+            .files
+            .get(function)
+            .is_some_and(|v| v.contains_key(version));
+        if !is_open {
+            if self.count >= MAX_OPEN {
+                self.evict_lru();
+            }
+            let file = open_append(shared.path(function, version))?;
+            self.files
+                .entry(function.to_owned())
+                .or_default()
+                .insert(version.to_owned(), file);
+            self.count += 1;
+        }
+        let versions = self.files.get_mut(function).expect("inserted above");
+        let file = versions.get_mut(version).expect("inserted above");
+        if file.size > 0 && file.size + len as u64 > shared.max_bytes {
+            file.write_pending()?;
+            let path = file.path.clone();
+            versions.remove(version);
+            let err = |source| LogFileError::Io {
+                path: path.clone(),
+                source,
+            };
+            rotate(&path, shared.keep).map_err(err)?;
+            versions.insert(version.to_owned(), open_append(path.clone())?);
+        }
+        Ok(versions.get_mut(version).expect("inserted above"))
+    }
+
+    fn evict_lru(&mut self) {
+        let oldest = self
+            .files
+            .iter()
+            .flat_map(|(f, vs)| vs.iter().map(move |(v, o)| (f, v, o.last_used)))
+            .min_by_key(|(_, _, used)| *used)
+            .map(|(f, v, _)| (f.clone(), v.clone()));
+        if let Some((f, v)) = oldest {
+            if let Some(versions) = self.files.get_mut(&f) {
+                versions.remove(&v);
+                if versions.is_empty() {
+                    self.files.remove(&f);
+                }
+                self.count -= 1;
+            }
+        }
+    }
+}
+
+/// The flusher thread: waits for a held line, lets more gather for
+/// [`FLUSH_INTERVAL`], writes them all; ends once the `LogFiles` is gone.
+fn flusher(shared: Weak<Shared>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let guard = s.open.lock().unwrap_or_else(|p| p.into_inner());
+        // Wake now and then even when idle, to notice the owner is gone.
+        let (guard, _) = s
+            .held
+            .wait_timeout_while(guard, Duration::from_secs(1), |o| !o.dirty)
+            .unwrap_or_else(|p| p.into_inner());
+        let dirty = guard.dirty;
+        drop(guard);
+        drop(s);
+        if dirty {
+            std::thread::sleep(FLUSH_INTERVAL);
+            let Some(s) = shared.upgrade() else { return };
+            s.flush_all();
+        }
+    }
+}
+
+fn open_append(path: PathBuf) -> Result<Open, LogFileError> {
+    let opened = (|| {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok((file, size))
+    })();
+    match opened {
+        Ok((file, size)) => Ok(Open {
+            file,
+            path,
+            size,
+            last_used: 0,
+            pending: Vec::new(),
+        }),
+        Err(source) => Err(LogFileError::Io { path, source }),
+    }
 }
 
 fn numbered(path: &Path, n: u32) -> PathBuf {
@@ -185,6 +353,7 @@ mod tests {
             logs.append("fn", "$LATEST", &format!("line-{i}\n"))
                 .unwrap();
         }
+        logs.flush();
         let p = logs.path("fn", "$LATEST");
         assert_eq!(fs::read_to_string(&p).unwrap(), "line-4\n");
         assert_eq!(fs::read_to_string(numbered(&p, 1)).unwrap(), "line-3\n");
@@ -207,6 +376,7 @@ mod tests {
         assert_eq!(logs.open_count(), before - 2);
         // A closed file reopens where it left off.
         logs.append_line("g", "1", "c").unwrap();
+        logs.flush();
         assert_eq!(fs::read_to_string(logs.path("g", "1")).unwrap(), "a\nc\n");
     }
 
@@ -217,6 +387,7 @@ mod tests {
         for _ in 0..1000 {
             logs.append_line("f", "1", &"z".repeat(99)).unwrap();
         }
+        logs.flush();
         let p = logs.path("f", "1");
         for f in [p.clone(), numbered(&p, 1), numbered(&p, 2)] {
             assert!(fs::metadata(&f).unwrap().len() <= 1000, "{}", f.display());
@@ -229,6 +400,36 @@ mod tests {
         let logs = LogFiles::new(dir.path(), 1000, 2);
         logs.append("a", "1", "x\n").unwrap();
         logs.append("a", "1", "y\n").unwrap();
+        logs.flush();
         assert_eq!(fs::read_to_string(logs.path("a", "1")).unwrap(), "x\ny\n");
+    }
+
+    #[test]
+    fn held_lines_are_written_by_the_flusher_and_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogFiles::new(dir.path(), 1 << 20, 1);
+        logs.append_line("h", "1", "first").unwrap();
+        let p = logs.path("h", "1");
+        let deadline = std::time::Instant::now() + 20 * FLUSH_INTERVAL;
+        while fs::read_to_string(&p).unwrap_or_default() != "first\n" {
+            assert!(std::time::Instant::now() < deadline, "never flushed");
+            std::thread::sleep(FLUSH_INTERVAL / 4);
+        }
+        logs.append_line("h", "1", "second").unwrap();
+        drop(logs);
+        assert_eq!(fs::read_to_string(&p).unwrap(), "first\nsecond\n");
+    }
+
+    #[test]
+    fn a_full_buffer_is_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogFiles::new(dir.path(), 1 << 20, 1);
+        let line = "y".repeat(1023);
+        // Twice the bound: at least one write at the bound, whenever the flusher runs.
+        for _ in 0..(2 * MAX_PENDING / 1024) {
+            logs.append_line("b", "1", &line).unwrap();
+        }
+        let written = fs::metadata(logs.path("b", "1")).unwrap().len();
+        assert!(written >= MAX_PENDING as u64, "{written}");
     }
 }
