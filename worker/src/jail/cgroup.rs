@@ -207,6 +207,7 @@ impl CgroupHost {
                 version: self.version,
                 dirs: self.bases.iter().map(|b| b.join(&name)).collect(),
                 stats: StatFiles::default(),
+                memory_limit: 0,
             };
             cg.remove();
             removed += 1;
@@ -246,6 +247,7 @@ impl CgroupHost {
             version: self.version,
             dirs: self.bases.iter().map(|b| b.join(name)).collect(),
             stats: StatFiles::default(),
+            memory_limit: limits.memory_bytes,
         };
         if self.version == CgroupVersion::V2 {
             for base in &self.bases {
@@ -310,7 +312,14 @@ pub struct Cgroup {
     version: CgroupVersion,
     dirs: Vec<PathBuf>,
     stats: StatFiles,
+    /// The memory limit applied at creation.
+    memory_limit: u64,
 }
+
+/// How close to its limit a group's peak must come before an OOM kill is possible:
+/// charges are batched per CPU (64 pages) and a huge page is charged at once, so a
+/// failed charge leaves the peak that far below the limit at most.
+const OOM_SLACK: u64 = 8 << 20;
 
 /// Statistics files read after every invoke.
 #[derive(Debug, Clone, Copy)]
@@ -429,8 +438,17 @@ impl Cgroup {
             .ok()
     }
 
-    /// Number of processes the kernel's OOM killer killed in this cgroup.
+    /// Number of processes the kernel's OOM killer killed in this cgroup. The kernel's
+    /// counter is read only once the group's peak use came within [`OOM_SLACK`] of its
+    /// limit: no OOM kill happens further below it, and the peak is the smaller file
+    /// (this runs after every invoke).
     pub fn oom_kills(&self) -> u64 {
+        let far_below_limit = self
+            .memory_peak()
+            .is_some_and(|peak| peak.saturating_add(OOM_SLACK) < self.memory_limit);
+        if far_below_limit {
+            return 0;
+        }
         let mut buf = [0u8; 512];
         self.stats
             .read(StatFile::Oom, self, &mut buf)
