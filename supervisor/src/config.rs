@@ -31,6 +31,12 @@ pub const DEFAULT_MAX_CLOCK_SKEW_SECS: u32 = 900;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Threads running the async runtime (HTTP, SigV4, the invoke path, links).
+    /// Default: one per 4 CPUs, 1 to 8: the invoke path mostly waits for sandboxes,
+    /// and each extra thread makes tasks hop between threads, which costs more CPU per
+    /// invoke than it gains while sandboxes compete for the same cores.
+    #[arg(long, global = true, env = "SUPERVISOR_ASYNC_THREADS")]
+    pub async_threads: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

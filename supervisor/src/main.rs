@@ -12,14 +12,14 @@ fn main() -> std::process::ExitCode {
     // (the vmm probe, mkfs.ext4, sandboxes) inherits the secret.
     let secret = std::env::var("SUPERVISOR_SECRET_ACCESS_KEY").ok();
     std::env::remove_var("SUPERVISOR_SECRET_ACCESS_KEY");
-    let Cli { mut command } = Cli::parse();
+    let Cli {
+        mut command,
+        async_threads,
+    } = Cli::parse();
     if let Command::Serve(args) = &mut command {
         args.secret_access_key = secret;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match worker::runtime::build(async_threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("supervisor: starting runtime: {e}");

@@ -14,6 +14,7 @@ pub mod logfile;
 pub mod metrics;
 pub mod pool;
 pub mod report;
+pub mod runtime;
 pub mod sandbox;
 pub mod spec;
 

@@ -3,15 +3,18 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-/// Runs `body` on a multi-threaded runtime, prints the JSON it returns and writes it
-/// to `out` when given. Exits with 1 on any error, naming the bench.
+/// Runs `body` on the runtime the supervisor would run on ([`crate::runtime::build`];
+/// `SUPERVISOR_ASYNC_THREADS` sets its threads, as for the supervisor), prints the JSON
+/// it returns and writes it to `out` when given. Exits with 1 on any error, naming the
+/// bench.
 pub fn run_and_report<F>(name: &str, out: Option<PathBuf>, body: F)
 where
     F: Future<Output = Result<serde_json::Value, String>>,
 {
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let threads = std::env::var("SUPERVISOR_ASYNC_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok());
+    let result = crate::runtime::build(threads)
         .map_err(|e| format!("runtime: {e}"))
         .and_then(|rt| rt.block_on(body))
         .and_then(|value| {
