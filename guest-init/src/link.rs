@@ -1,5 +1,6 @@
 //! The host link: frames from the host are read on the agent's event loop
-//! ([`HostReader`]); a writer thread sends large or queued frames to it.
+//! ([`HostReader`]); a writer thread, started on first need, sends large or queued
+//! frames to it.
 //!
 //! The rest of guest-init sees an async source of [`HostEvent`]s and a [`Sink`].
 //! Small frames (up to 64 KiB) are written directly by the calling thread when nothing
@@ -11,11 +12,11 @@
 use crate::host_reader::HostReader;
 use crate::transport::HostStream;
 use runtime_api::protocol::messages::Message;
-use runtime_api::protocol::{GuestConnection, GuestMessage, HostMessage, WireError};
+use runtime_api::protocol::{GuestConnection, GuestMessage, GuestSender, HostMessage, WireError};
 use runtime_api::server::Sink;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// What arrives from the host.
@@ -37,72 +38,119 @@ enum Outgoing {
 pub struct Link {
     pub sink: Sink,
     pub reader: HostReader,
-    out: mpsc::Sender<Outgoing>,
+    queue: Arc<Queue>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("handshake with host: {0}")]
     Handshake(#[from] WireError),
-    #[error("starting host I/O thread: {0}")]
-    Thread(#[from] std::io::Error),
-    #[error("registering the host connection with the event loop: {0}")]
+    #[error("registering the host connection: {0}")]
     Register(std::io::Error),
 }
 
+/// The writer thread and its queue. The thread starts the first time a frame has to be
+/// queued: a function whose frames all go directly never pays for it (a thread's
+/// kernel stack and pages count against every sandbox).
+struct Queue {
+    tx: GuestSender<HostStream>,
+    /// `Some(None)` once starting the thread failed: frames are then written directly.
+    out: OnceLock<Option<mpsc::Sender<Outgoing>>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn send(&self, msg: GuestMessage) {
+        // A failed write means the connection is dead; the reader reports that, so the
+        // frame can only be dropped.
+        if msg.size_hint() <= DIRECT_MAX && self.queued.load(Ordering::Acquire) == 0 {
+            let _ = self.tx.send(&msg);
+            return;
+        }
+        match self.writer() {
+            Some(out) => {
+                self.queued.fetch_add(1, Ordering::AcqRel);
+                // The writer only goes away when the connection is dead: same as above.
+                let _ = out.send(Outgoing::Frame(msg));
+            }
+            None => {
+                let _ = self.tx.send(&msg);
+            }
+        }
+    }
+
+    fn writer(&self) -> Option<&mpsc::Sender<Outgoing>> {
+        self.out
+            .get_or_init(
+                || match start_writer(self.tx.clone(), Arc::clone(&self.queued)) {
+                    Ok(out) => Some(out),
+                    Err(e) => {
+                        eprintln!("guest-init: host writer thread: {e}; writing frames directly");
+                        None
+                    }
+                },
+            )
+            .as_ref()
+    }
+}
+
+fn start_writer(
+    tx: GuestSender<HostStream>,
+    queued: Arc<AtomicUsize>,
+) -> std::io::Result<mpsc::Sender<Outgoing>> {
+    let (out, out_rx) = mpsc::channel::<Outgoing>();
+    std::thread::Builder::new()
+        .name("host-writer".into())
+        .spawn(move || {
+            for item in out_rx {
+                match item {
+                    Outgoing::Frame(msg) => {
+                        let result = tx.send(&msg);
+                        queued.fetch_sub(1, Ordering::AcqRel);
+                        if let Err(e) = result {
+                            eprintln!("guest-init: host write failed: {e}");
+                            break;
+                        }
+                    }
+                    Outgoing::Flush(ack) => {
+                        let _ = ack.send(());
+                    }
+                }
+            }
+        })?;
+    Ok(out)
+}
+
 impl Link {
-    /// Performs the Hello exchange and starts the writer thread. Must be called
-    /// inside the tokio runtime that will run the agent (the reader registers with it).
+    /// Performs the Hello exchange. Must be called inside the tokio runtime that will
+    /// run the agent (the reader registers with it).
     pub fn start(stream: HostStream) -> Result<Self, LinkError> {
         let agent = format!("guest-init {}", env!("CARGO_PKG_VERSION"));
         let conn = GuestConnection::handshake(stream, &agent)?;
         let (rx, tx) = conn.into_split();
         let (read_half, pending, reply) = rx.into_parts();
         let reader = HostReader::new(read_half, pending, reply).map_err(LinkError::Register)?;
-
-        let (out, out_rx) = mpsc::channel::<Outgoing>();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let writer_queued = Arc::clone(&queued);
-        let direct = tx.clone();
-        std::thread::Builder::new()
-            .name("host-writer".into())
-            .spawn(move || {
-                for item in out_rx {
-                    match item {
-                        Outgoing::Frame(msg) => {
-                            let result = tx.send(&msg);
-                            writer_queued.fetch_sub(1, Ordering::AcqRel);
-                            if let Err(e) = result {
-                                eprintln!("guest-init: host write failed: {e}");
-                                break;
-                            }
-                        }
-                        Outgoing::Flush(ack) => {
-                            let _ = ack.send(());
-                        }
-                    }
-                }
-            })?;
-
-        let frames = out.clone();
-        let sink: Sink = Arc::new(move |msg| {
-            if msg.size_hint() <= DIRECT_MAX && queued.load(Ordering::Acquire) == 0 {
-                // A failed write means the connection is dead; the reader thread reports
-                // that, so the frame can only be dropped.
-                let _ = direct.send(&msg);
-                return;
-            }
-            queued.fetch_add(1, Ordering::AcqRel);
-            // The writer only goes away when the connection is dead: same as above.
-            let _ = frames.send(Outgoing::Frame(msg));
+        let queue = Arc::new(Queue {
+            tx,
+            out: OnceLock::new(),
+            queued: Arc::new(AtomicUsize::new(0)),
         });
-        Ok(Self { sink, reader, out })
+        let q = Arc::clone(&queue);
+        let sink: Sink = Arc::new(move |msg| q.send(msg));
+        Ok(Self {
+            sink,
+            reader,
+            queue,
+        })
     }
 
     /// Waits (bounded) until every frame queued so far has been written.
     pub fn flush(&self, timeout: Duration) {
+        let Some(Some(out)) = self.queue.out.get() else {
+            return; // no writer thread: nothing was ever queued
+        };
         let (ack, done) = mpsc::sync_channel(1);
-        if self.out.send(Outgoing::Flush(ack)).is_ok() {
+        if out.send(Outgoing::Flush(ack)).is_ok() {
             let _ = done.recv_timeout(timeout);
         }
     }

@@ -11,9 +11,10 @@ use nix::unistd::Pid;
 use runtime_api::protocol::{GuestMessage, Log, LogStream};
 use runtime_api::server::{Invocations, Sink, EXIT_ERROR, OUT_OF_MEMORY};
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 
 use crate::config::RuntimeUser;
 
@@ -25,7 +26,7 @@ const LOG_DRAIN: Duration = Duration::from_millis(500);
 pub struct Proc {
     pub name: String,
     pid: Pid,
-    log_threads: Vec<JoinHandle<()>>,
+    log_tasks: Vec<JoinHandle<()>>,
     exited: bool,
 }
 
@@ -39,24 +40,25 @@ pub struct Launch<'a> {
 }
 
 impl Proc {
-    /// Starts `path` with its output forwarded as Log frames.
+    /// Starts `path` with its output forwarded as Log frames (by tasks on the calling
+    /// runtime).
     pub fn start(name: &str, path: &Path, launch: &Launch<'_>) -> Result<Self, BootstrapError> {
         let mut child = bootstrap::spawn(path, launch.cwd, launch.env, launch.user)?;
         let pid = Pid::from_raw(child.id() as i32);
-        let mut log_threads = Vec::new();
-        let pipes: [Option<(Box<dyn std::io::Read + Send>, LogStream)>; 2] = [
+        let mut log_tasks = Vec::new();
+        let pipes = [
             child
                 .stdout
                 .take()
-                .map(|p| (Box::new(p) as Box<_>, LogStream::Stdout)),
+                .map(|p| (OwnedFd::from(p), LogStream::Stdout)),
             child
                 .stderr
                 .take()
-                .map(|p| (Box::new(p) as Box<_>, LogStream::Stderr)),
+                .map(|p| (OwnedFd::from(p), LogStream::Stderr)),
         ];
         for (pipe, stream) in pipes.into_iter().flatten() {
             match logs::forward(pipe, stream, launch.inv.log_tag(), launch.sink.clone()) {
-                Ok(h) => log_threads.push(h),
+                Ok(h) => log_tasks.push(h),
                 Err(e) => eprintln!("guest-init: log forwarder: {e}"),
             }
         }
@@ -65,7 +67,7 @@ impl Proc {
         Ok(Self {
             name: name.to_string(),
             pid,
-            log_threads,
+            log_tasks,
             exited: false,
         })
     }
@@ -76,10 +78,10 @@ impl Proc {
 
     async fn drain_logs(&mut self) {
         let deadline = Instant::now() + LOG_DRAIN;
-        while self.log_threads.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
+        while self.log_tasks.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.log_threads.retain(|h| !h.is_finished());
+        self.log_tasks.retain(|h| !h.is_finished());
     }
 
     fn signal_group(&self, sig: Signal) {
