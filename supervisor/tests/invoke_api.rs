@@ -173,7 +173,7 @@ fn env_with(plane: bool) -> Env {
     let mut cfg = Config::with_data_dir(&dir.path().join("data"));
     cfg.credentials = Some((AK.into(), SK.into()));
     cfg.data_plane.event_retry_base = Duration::from_millis(50);
-    cfg.data_plane.host_concurrency = 10;
+    cfg.data_plane.host.host_concurrency = 10;
     let (sup, _) = Supervisor::open(cfg).expect("open");
     let seen: Seen = Arc::default();
     let codes = CodeIndex::new(&sup);

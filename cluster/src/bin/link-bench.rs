@@ -20,7 +20,7 @@ use serde_json::json;
 use worker::bench::load::closed_loop;
 use worker::bench::stats::{self, RunStats};
 use worker::code::{code_sha256, digest_hex, CodeRef, CodeSource as _};
-use worker::host::HostSettings;
+use worker::host::{HostConfig, HostSettings};
 use worker::sandbox::select::Isolation;
 use worker::{FunctionVersionSpec, InvokeRequest, InvokeResult};
 
@@ -155,21 +155,23 @@ async fn start(args: &Args, package: &[u8]) -> Result<Bed, String> {
     let sha = code_sha256(&zip);
     let daemon_addr = format!("127.0.0.1:{}", free_port()?);
     let host = HostSettings {
-        isolation: Isolation::Process,
-        vmm_binary: None,
-        kernel: None,
-        vm_cmdline: String::new(),
-        images_dir: args.images.clone(),
-        run_dir: Some(dir.path().join("run")),
-        idle_timeout: Duration::from_secs(600),
-        lease: Duration::from_secs(3600),
-        host_concurrency: 1000,
-        init_timeout: Duration::from_secs(10),
+        config: HostConfig {
+            isolation: Isolation::Process,
+            vmm_binary: None,
+            kernel: None,
+            vm_cmdline: String::new(),
+            images_dir: args.images.clone(),
+            run_dir: Some(dir.path().join("run")),
+            idle_timeout: Duration::from_secs(600),
+            lease: Duration::from_secs(3600),
+            host_concurrency: 1000,
+            init_timeout: Duration::from_secs(10),
+            favor_cgroup_dynmods: true,
+        },
         region: "us-east-1".into(),
         account_id: "000000000000".into(),
         log_dir: None,
         code: None,
-        favor_cgroup_dynmods: true,
     };
     let (daemon, listener) = Daemon::start(DaemonSettings {
         id: "bench-w".into(),

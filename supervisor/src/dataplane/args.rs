@@ -90,26 +90,26 @@ impl DataPlaneArgs {
     pub fn resolve(self, file: DataPlaneFile) -> Result<DataPlaneConfig, String> {
         let mut c = DataPlaneConfig::defaults();
         if let Some(i) = self.isolation.or(file.isolation) {
-            c.isolation = parse_isolation(&i)?;
+            c.host.isolation = parse_isolation(&i)?;
         }
-        c.vmm_binary = self.vmm_binary.or(file.vmm_binary);
-        c.kernel = self.kernel.or(file.kernel);
-        c.vm_cmdline = self.vm_cmdline.or(file.vm_cmdline).unwrap_or_default();
+        c.host.vmm_binary = self.vmm_binary.or(file.vmm_binary);
+        c.host.kernel = self.kernel.or(file.kernel);
+        c.host.vm_cmdline = self.vm_cmdline.or(file.vm_cmdline).unwrap_or_default();
         if let Some(d) = self.images_dir.or(file.images_dir) {
-            c.images_dir = d;
+            c.host.images_dir = d;
         }
-        c.run_dir = self.run_dir.or(file.run_dir);
+        c.host.run_dir = self.run_dir.or(file.run_dir);
         if let Some(s) = self.idle_timeout_secs.or(file.idle_timeout_secs) {
-            c.idle_timeout = secs("idle-timeout-secs", s)?;
+            c.host.idle_timeout = secs("idle-timeout-secs", s)?;
         }
         if let Some(s) = self.sandbox_lease_secs.or(file.sandbox_lease_secs) {
-            c.lease = secs("sandbox-lease-secs", s)?;
+            c.host.lease = secs("sandbox-lease-secs", s)?;
         }
         if let Some(n) = self.host_concurrency.or(file.host_concurrency) {
             if n == 0 {
                 return Err("--host-concurrency must be at least 1".into());
             }
-            c.host_concurrency = n;
+            c.host.host_concurrency = n;
         }
         let prewarm = if self.prewarm.is_empty() {
             file.prewarm
@@ -124,10 +124,10 @@ impl DataPlaneArgs {
             c.event_retry_base = Duration::from_millis(ms);
         }
         if let Some(s) = self.init_timeout_secs.or(file.init_timeout_secs) {
-            c.init_timeout = secs("init-timeout-secs", s)?;
+            c.host.init_timeout = secs("init-timeout-secs", s)?;
         }
-        c.keep_cgroup_mount_options =
-            self.keep_cgroup_mount_options || file.keep_cgroup_mount_options;
+        c.host.favor_cgroup_dynmods =
+            !(self.keep_cgroup_mount_options || file.keep_cgroup_mount_options);
         Ok(c)
     }
 }
@@ -148,9 +148,9 @@ mod tests {
             ..Default::default()
         };
         let c = args.resolve(file).expect("resolve");
-        assert_eq!(c.isolation, Isolation::Process);
-        assert_eq!(c.host_concurrency, 7);
-        assert_eq!(c.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(c.host.isolation, Isolation::Process);
+        assert_eq!(c.host.host_concurrency, 7);
+        assert_eq!(c.host.idle_timeout, Duration::from_millis(1500));
         assert_eq!(c.prewarm.len(), 1);
         let bad = DataPlaneArgs {
             idle_timeout_secs: Some(-1.0),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use worker::host::HostSettings;
+use worker::host::{HostConfig, HostSettings};
 use worker::sandbox::select::Isolation;
 
 /// Lambda recycles execution environments after about 14 hours.
@@ -50,71 +50,45 @@ impl FromStr for Prewarm {
     }
 }
 
-/// Resolved data-plane settings.
+/// Resolved data-plane settings: this host's sandboxes, pre-warming and Event retries.
 #[derive(Debug, Clone)]
 pub struct DataPlaneConfig {
-    pub isolation: Isolation,
-    /// Our VMM binary [default: `vmm` beside the supervisor executable].
-    pub vmm_binary: Option<PathBuf>,
-    /// Guest kernel [default: `vmlinux` in the images dir].
-    pub kernel: Option<PathBuf>,
-    /// Extra guest kernel command line (e.g. PVM workarounds).
-    pub vm_cmdline: String,
-    pub images_dir: PathBuf,
-    /// Per-sandbox run directories [default: a fresh dir under the system temp dir].
-    pub run_dir: Option<PathBuf>,
-    pub idle_timeout: Duration,
-    pub lease: Duration,
-    pub host_concurrency: u32,
+    pub host: HostConfig,
     pub prewarm: Vec<Prewarm>,
     /// Delay before the first retry of a failed asynchronous invocation; doubled for the second.
     pub event_retry_base: Duration,
-    /// Bound on sandbox start plus the runtime's init (Lambda: 10 s).
-    pub init_timeout: Duration,
-    /// Leave the cgroup2 mount's options alone (no `favordynmods`, see
-    /// `worker::jail::dynmods`).
-    pub keep_cgroup_mount_options: bool,
 }
 
 impl DataPlaneConfig {
     pub fn defaults() -> Self {
         Self {
-            isolation: Isolation::Auto,
-            vmm_binary: None,
-            kernel: None,
-            vm_cmdline: String::new(),
-            images_dir: default_images_dir(),
-            run_dir: None,
-            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
-            lease: Duration::from_secs(DEFAULT_LEASE_SECS),
-            host_concurrency: DEFAULT_HOST_CONCURRENCY,
+            host: HostConfig {
+                isolation: Isolation::Auto,
+                vmm_binary: None,
+                kernel: None,
+                vm_cmdline: String::new(),
+                images_dir: default_images_dir(),
+                run_dir: None,
+                idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+                lease: Duration::from_secs(DEFAULT_LEASE_SECS),
+                host_concurrency: DEFAULT_HOST_CONCURRENCY,
+                // Lambda's Init bound.
+                init_timeout: Duration::from_secs(10),
+                favor_cgroup_dynmods: true,
+            },
             prewarm: Vec::new(),
             event_retry_base: Duration::from_millis(DEFAULT_EVENT_RETRY_BASE_MS),
-            init_timeout: Duration::from_secs(10),
-            keep_cgroup_mount_options: false,
         }
     }
-}
 
-impl DataPlaneConfig {
     /// The settings of this host's worker (the embedded data plane).
     pub fn host_settings(&self, region: &str, account_id: &str, log_dir: PathBuf) -> HostSettings {
         HostSettings {
-            isolation: self.isolation,
-            vmm_binary: self.vmm_binary.clone(),
-            kernel: self.kernel.clone(),
-            vm_cmdline: self.vm_cmdline.clone(),
-            images_dir: self.images_dir.clone(),
-            run_dir: self.run_dir.clone(),
-            idle_timeout: self.idle_timeout,
-            lease: self.lease,
-            host_concurrency: self.host_concurrency,
-            init_timeout: self.init_timeout,
+            config: self.host.clone(),
             region: region.to_owned(),
             account_id: account_id.to_owned(),
             log_dir: Some(log_dir),
             code: None,
-            favor_cgroup_dynmods: !self.keep_cgroup_mount_options,
         }
     }
 }

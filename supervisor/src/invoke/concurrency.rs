@@ -74,7 +74,7 @@ pub async fn put(
     let n = u32::try_from(n).map_err(|_| {
         ApiError::invalid(format!("1 validation error detected: Value '{n}' at 'reservedConcurrentExecutions' failed to satisfy constraint: Member must have value greater than or equal to 0"))
     })?;
-    let host = svc.sup.config().data_plane.host_concurrency;
+    let host = svc.sup.config().data_plane.host.host_concurrency;
     let name = f.name.clone();
     blocking(svc.sup.clone(), move |s| {
         let _guard = s.write_guard();

@@ -50,9 +50,10 @@ pub enum HostError {
     Code(#[from] crate::code::CodeError),
 }
 
-/// Everything a host needs to run sandboxes.
-#[derive(Clone)]
-pub struct HostSettings {
+/// What an operator sets for a host's sandboxes (the supervisor's flags or config file
+/// hold one).
+#[derive(Debug, Clone)]
+pub struct HostConfig {
     pub isolation: Isolation,
     /// Our VMM binary [default: `vmm` beside the current executable].
     pub vmm_binary: Option<PathBuf>,
@@ -64,18 +65,27 @@ pub struct HostSettings {
     /// Per-sandbox run directories [default: a fresh dir under the system temp dir].
     pub run_dir: Option<PathBuf>,
     pub idle_timeout: Duration,
+    /// Maximum sandbox lifetime.
     pub lease: Duration,
     pub host_concurrency: u32,
+    /// Bound on sandbox start plus the runtime's init.
     pub init_timeout: Duration,
+    /// Turn on the cgroup2 mount's `favordynmods` if it is off (see
+    /// [`crate::jail::dynmods`]): sandbox starts then never wait for RCU grace periods.
+    pub favor_cgroup_dynmods: bool,
+}
+
+/// Everything a host needs to run sandboxes: the operator's [`HostConfig`] and what
+/// the role running the host wires in.
+#[derive(Clone)]
+pub struct HostSettings {
+    pub config: HostConfig,
     pub region: String,
     pub account_id: String,
     /// Per-function log files (rotated) go here.
     pub log_dir: Option<PathBuf>,
     /// Where the worker pulls the code it is told of by digest.
     pub code: Option<CodeSettings>,
-    /// Turn on the cgroup2 mount's `favordynmods` if it is off (see
-    /// [`crate::jail::dynmods`]): sandbox starts then never wait for RCU grace periods.
-    pub favor_cgroup_dynmods: bool,
 }
 
 /// A host's code supply.
@@ -124,7 +134,7 @@ fn require(what: &'static str, path: PathBuf, hint: &'static str) -> Result<Path
 
 fn launcher(cfg: &HostSettings) -> Result<Launcher, HostError> {
     const IMAGES_HINT: &str = "build the images or pass --images-dir / --kernel";
-    let vmm = match &cfg.vmm_binary {
+    let vmm = match &cfg.config.vmm_binary {
         Some(b) => b.clone(),
         None => std::env::current_exe()
             .ok()
@@ -132,9 +142,10 @@ fn launcher(cfg: &HostSettings) -> Result<Launcher, HostError> {
             .unwrap_or_else(|| PathBuf::from("vmm")),
     };
     let kernel = cfg
+        .config
         .kernel
         .clone()
-        .unwrap_or_else(|| cfg.images_dir.join("vmlinux"));
+        .unwrap_or_else(|| cfg.config.images_dir.join("vmlinux"));
     Ok(Launcher {
         vmm: require("vmm binary", vmm, "build it or pass --vmm-binary")?,
         kernel: require("guest kernel", kernel, IMAGES_HINT)?,
@@ -152,9 +163,13 @@ impl Host {
     /// Resolves `auto`, creates the backend, the code supply and the worker, and starts
     /// the reaper. Must run inside a Tokio runtime.
     pub fn start(cfg: &HostSettings) -> Result<Host, HostError> {
-        let (isolation, selection) = select::resolve(cfg.isolation);
-        let owns_run_dir = cfg.run_dir.is_none();
-        let run_dir = cfg.run_dir.clone().unwrap_or_else(sweep::default_run_dir);
+        let (isolation, selection) = select::resolve(cfg.config.isolation);
+        let owns_run_dir = cfg.config.run_dir.is_none();
+        let run_dir = cfg
+            .config
+            .run_dir
+            .clone()
+            .unwrap_or_else(sweep::default_run_dir);
         std::fs::create_dir_all(&run_dir).map_err(|source| HostError::RunDir {
             path: run_dir.clone(),
             source,
@@ -164,7 +179,7 @@ impl Host {
         } else {
             None
         };
-        if cfg.favor_cgroup_dynmods {
+        if cfg.config.favor_cgroup_dynmods {
             eprintln!(
                 "worker: {}",
                 crate::jail::dynmods::favor_dynamic_modifications()
@@ -218,11 +233,11 @@ fn code_supply(c: &CodeSettings, run_dir: &std::path::Path) -> Result<CodeSupply
 
 fn worker_config(cfg: &HostSettings) -> WorkerConfig {
     WorkerConfig {
-        host_concurrency: cfg.host_concurrency,
-        idle_timeout: cfg.idle_timeout,
-        lease: cfg.lease,
-        init_timeout: cfg.init_timeout,
-        reap_interval: (cfg.idle_timeout / 4)
+        host_concurrency: cfg.config.host_concurrency,
+        idle_timeout: cfg.config.idle_timeout,
+        lease: cfg.config.lease,
+        init_timeout: cfg.config.init_timeout,
+        reap_interval: (cfg.config.idle_timeout / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(5)),
         region: cfg.region.clone(),
         account_id: cfg.account_id.clone(),
@@ -243,16 +258,19 @@ fn make_backend(
     };
     Ok(match isolation {
         Isolation::MicroVm => {
-            let mut mc =
-                MicroVmConfig::from_images_dir(&cfg.images_dir, run_dir.to_owned(), launcher(cfg)?);
+            let mut mc = MicroVmConfig::from_images_dir(
+                &cfg.config.images_dir,
+                run_dir.to_owned(),
+                launcher(cfg)?,
+            );
             mc.identity = identity;
-            mc.extra_cmdline = cfg.vm_cmdline.clone();
+            mc.extra_cmdline = cfg.config.vm_cmdline.clone();
             let b = MicroVmBackend::new(mc).map_err(backend_err("microvm"))?;
             Arc::new(b)
         }
         // `resolve` never returns Auto; treat it as process to stay total.
         Isolation::Process | Isolation::Auto => {
-            let mut pc = ProcessConfig::from_images_dir(&cfg.images_dir, run_dir.to_owned());
+            let mut pc = ProcessConfig::from_images_dir(&cfg.config.images_dir, run_dir.to_owned());
             pc.identity = identity;
             require(
                 "guest-init binary",

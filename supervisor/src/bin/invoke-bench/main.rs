@@ -256,9 +256,9 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let mut cfg = Config::with_data_dir(&dir.path().join("data"));
     cfg.listen = ([127, 0, 0, 1], 0).into();
     cfg.credentials = Some((AK.into(), SK.into()));
-    cfg.data_plane.isolation = worker::sandbox::select::Isolation::Process;
+    cfg.data_plane.host.isolation = worker::sandbox::select::Isolation::Process;
     if let Some(i) = &args.images {
-        cfg.data_plane.images_dir =
+        cfg.data_plane.host.images_dir =
             std::fs::canonicalize(i).map_err(|e| format!("--images: {e}"))?;
     }
     let prepared = supervisor::serve::prepare(cfg).await?;
