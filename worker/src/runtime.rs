@@ -4,7 +4,7 @@
 ///
 /// The invoke path mostly waits for sandboxes. Measured with `invoke-bench` on 2 CPUs
 /// (1,769 MB Rust echo, 8 and 32 clients): with 2 threads the supervisor spent about
-/// 122 µs of CPU per warm invoke, with 1 thread about 80 µs, and served 6–17 % more
+/// 122 µs of CPU per warm invoke, with 1 thread about 80 µs, and served 3–18 % more
 /// invokes per second, because tasks woken on the other thread cost a futex wake-up
 /// and a context switch each while the sandboxes need the same cores.
 pub fn default_async_threads(cpus: usize) -> usize {
