@@ -30,6 +30,14 @@ pub struct Verifier {
     keys: Arc<SigningKeys>,
 }
 
+/// What [`Verifier::precheck`] found in a request's headers.
+#[derive(Debug)]
+pub struct Prechecked {
+    parsed: ParsedAuthorization,
+    /// Index of the signing key in the verifier's credentials.
+    creds: usize,
+}
+
 /// Signing keys by access key id and date: a key is four HMACs of the secret and
 /// lasts the whole day (region and service are fixed for a verifier). A short list,
 /// searched without allocating: one entry per key and day in use.
@@ -86,22 +94,24 @@ impl Verifier {
 
     /// Everything that can be checked before the body is read: header
     /// syntax, known key, scope and date window. Lets the server refuse
-    /// unauthenticated uploads without buffering them.
+    /// unauthenticated uploads without buffering them; what it found goes to
+    /// [`Self::verify_prechecked`] once the body is read.
     pub fn precheck(
         &self,
         headers: &HeaderMap,
         raw_query: Option<&str>,
         now: OffsetDateTime,
-    ) -> Result<(), AuthError> {
-        self.check_headers(headers, raw_query, now).map(|_| ())
+    ) -> Result<Prechecked, AuthError> {
+        let (parsed, creds) = self.check_headers(headers, raw_query, now)?;
+        Ok(Prechecked { parsed, creds })
     }
 
-    fn check_headers<'h>(
+    fn check_headers(
         &self,
-        headers: &'h HeaderMap,
+        headers: &HeaderMap,
         raw_query: Option<&str>,
         now: OffsetDateTime,
-    ) -> Result<(ParsedAuthorization, &Credentials, &'h str), AuthError> {
+    ) -> Result<(ParsedAuthorization, usize), AuthError> {
         let mut auth_values = headers.get_all("authorization").iter();
         let Some(auth) = auth_values.next() else {
             let presigned = raw_query
@@ -125,7 +135,7 @@ impl Verifier {
         let creds = self
             .credentials
             .iter()
-            .find(|c| c.access_key_id == parsed.access_key_id)
+            .position(|c| c.access_key_id == parsed.access_key_id)
             .ok_or(AuthError::UnknownAccessKey)?;
 
         for required in ["host", "x-amz-date"] {
@@ -145,7 +155,7 @@ impl Verifier {
                 skew_secs: self.max_skew.whole_seconds(),
             });
         }
-        Ok((parsed, creds, amz_date))
+        Ok((parsed, creds))
     }
 
     /// Verifies `req` at time `now`; returns the access key id that signed it.
@@ -154,7 +164,24 @@ impl Verifier {
         req: &VerifyRequest<'_>,
         now: OffsetDateTime,
     ) -> Result<String, AuthError> {
-        let (parsed, creds, amz_date) = self.check_headers(req.headers, req.raw_query, now)?;
+        let pre = self.precheck(req.headers, req.raw_query, now)?;
+        self.verify_prechecked(&pre, req)
+    }
+
+    /// Verifies the signature of `req`, whose headers passed [`Self::precheck`] as
+    /// `pre` (the date window was checked then, when the request arrived; its body
+    /// may have taken a while). Returns the access key id that signed it.
+    pub fn verify_prechecked(
+        &self,
+        pre: &Prechecked,
+        req: &VerifyRequest<'_>,
+    ) -> Result<String, AuthError> {
+        let parsed = &pre.parsed;
+        let creds = self
+            .credentials
+            .get(pre.creds)
+            .ok_or(AuthError::UnknownAccessKey)?;
+        let amz_date = single_header(req.headers, "x-amz-date")?;
 
         let payload = sha256_hex(req.body);
         if let Some(claimed) = req.headers.get("x-amz-content-sha256") {

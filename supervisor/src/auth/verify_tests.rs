@@ -169,6 +169,46 @@ fn body_is_covered_by_the_signature() {
 }
 
 #[test]
+fn a_prechecked_request_is_verified_against_its_body() {
+    let v = &VECTORS[1];
+    let headers = headers_for(v, v.signature);
+    let ver = verifier();
+    let pre = ver
+        .precheck(&headers, None, suite_time())
+        .expect("the headers pass");
+    let req = |body: &'static [u8]| VerifyRequest {
+        method: v.method,
+        raw_path: v.path,
+        raw_query: None,
+        headers: &headers,
+        body,
+    };
+    assert_eq!(
+        ver.verify_prechecked(&pre, &req(b"")).ok().as_deref(),
+        Some(AKID)
+    );
+    assert!(matches!(
+        ver.verify_prechecked(&pre, &req(b"tampered")),
+        Err(AuthError::SignatureMismatch)
+    ));
+    // A wrong signature that passed the precheck is still refused.
+    let mut sig = hex::decode(v.signature).expect("hex");
+    sig[0] ^= 1;
+    let forged = headers_for(v, &hex::encode(sig));
+    let pre = ver
+        .precheck(&forged, None, suite_time())
+        .expect("syntax is fine");
+    let forged_req = VerifyRequest {
+        headers: &forged,
+        ..req(b"")
+    };
+    assert!(matches!(
+        ver.verify_prechecked(&pre, &forged_req),
+        Err(AuthError::SignatureMismatch)
+    ));
+}
+
+#[test]
 fn date_window_is_enforced() {
     let v = &VECTORS[0];
     let headers = headers_for(v, v.signature);

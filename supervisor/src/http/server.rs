@@ -109,16 +109,20 @@ async fn check(sup: &Supervisor, req: Request) -> Result<(Request, BodyPermit<'_
     // Refuse what can be refused before buffering the body. A small body is drained
     // (briefly) so the client sees the 403; a large or unsized one is never read: the
     // connection closes after the answer.
-    if let Err(e) =
-        sup.verifier()
+    let prechecked =
+        match sup
+            .verifier()
             .precheck(&parts.headers, parts.uri.query(), crate::timefmt::now())
-    {
-        tracing::info!(path = parts.uri.path(), error = %e, "rejected request");
-        if content_length.is_some_and(|n| n <= DRAIN_REFUSED_BYTES) {
-            let _ = tokio::time::timeout(DRAIN_REFUSED_TIMEOUT, discard(body)).await;
-        }
-        return Err(ApiError::from(e));
-    }
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(path = parts.uri.path(), error = %e, "rejected request");
+                if content_length.is_some_and(|n| n <= DRAIN_REFUSED_BYTES) {
+                    let _ = tokio::time::timeout(DRAIN_REFUSED_TIMEOUT, discard(body)).await;
+                }
+                return Err(ApiError::from(e));
+            }
+        };
     // Past the route's limit: answered at once, the body drained on the side.
     let limit = BodyLimit::of(&parts);
     if let Some(n) = content_length.filter(|&n| n > limit.bytes() as u64) {
@@ -135,8 +139,10 @@ async fn check(sup: &Supervisor, req: Request) -> Result<(Request, BodyPermit<'_
         }
     };
     let bytes = read_body(&parts, body, content_length, limit).await?;
+    // The headers passed the precheck (key, scope, date window) when they arrived.
     sup.verifier()
-        .verify(
+        .verify_prechecked(
+            &prechecked,
             &VerifyRequest {
                 method: parts.method.as_str(),
                 raw_path: parts.uri.path(),
@@ -144,7 +150,6 @@ async fn check(sup: &Supervisor, req: Request) -> Result<(Request, BodyPermit<'_
                 headers: &parts.headers,
                 body: &bytes,
             },
-            crate::timefmt::now(),
         )
         .map_err(|e| {
             tracing::info!(path = parts.uri.path(), error = %e, "rejected request");

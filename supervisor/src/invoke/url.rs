@@ -267,6 +267,7 @@ async fn admit(
         _ => sup
             .verifier()
             .precheck(&parts.headers, uri.query(), crate::timefmt::now())
+            .map(drop)
             .map_err(|_| Refusal::Forbidden)?,
     }
     let length = parts
