@@ -39,9 +39,31 @@ struct Open {
     size: u64,
     last_used: u64,
     pending: Vec<u8>,
+    /// A background write failed and was reported; later failures are not, until a
+    /// write succeeds again.
+    failing: bool,
 }
 
 impl Open {
+    /// Writes what is held, from the flusher or on close; a failure (a full disk) is
+    /// reported once until a write succeeds again, so a flood of lines does not become
+    /// a flood of the worker's own.
+    fn flush_reporting(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        match self.write_pending() {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    eprintln!(
+                        "worker: {e}; held lines of this log are dropped until a write succeeds"
+                    );
+                }
+            }
+        }
+    }
+
     fn write_pending(&mut self) -> Result<(), LogFileError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -57,9 +79,7 @@ impl Open {
 
 impl Drop for Open {
     fn drop(&mut self) {
-        if let Err(e) = self.write_pending() {
-            eprintln!("worker: {e}");
-        }
+        self.flush_reporting();
     }
 }
 
@@ -211,9 +231,7 @@ impl Shared {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.dirty = false;
         for file in open.files.values_mut().flat_map(|v| v.values_mut()) {
-            if let Err(e) = file.write_pending() {
-                eprintln!("worker: {e}");
-            }
+            file.flush_reporting();
         }
     }
 }
@@ -316,6 +334,7 @@ fn open_append(path: PathBuf) -> Result<Open, LogFileError> {
             size,
             last_used: 0,
             pending: Vec::new(),
+            failing: false,
         }),
         Err(source) => Err(LogFileError::Io { path, source }),
     }
@@ -431,5 +450,22 @@ mod tests {
         }
         let written = fs::metadata(logs.path("b", "1")).unwrap().len();
         assert!(written >= MAX_PENDING as u64, "{written}");
+    }
+
+    #[test]
+    fn a_failing_file_drops_held_lines_and_keeps_taking_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogFiles::new(dir.path(), 1 << 20, 1);
+        let path = logs.path("full", "1");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Every write to /dev/full fails with ENOSPC.
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        for _ in 0..3 {
+            logs.append_line("full", "1", "lost").unwrap();
+            logs.flush();
+        }
+        let shared = logs.lock();
+        let file = &shared.files["full"]["1"];
+        assert!(file.failing && file.pending.is_empty());
     }
 }
