@@ -103,7 +103,6 @@ struct Shared {
 struct OpenFiles {
     /// function → version → file: looked up by `&str`, no allocation per line.
     files: HashMap<String, HashMap<String, Open>>,
-    count: usize,
     clock: u64,
     /// Some file holds lines not yet written.
     dirty: bool,
@@ -137,28 +136,17 @@ impl LogFiles {
     /// Closes the files of `function` (all versions): its deletion must not leave a
     /// descriptor behind.
     pub fn close_function(&self, function: &str) {
-        let mut open = self.lock();
-        if let Some(versions) = open.files.remove(function) {
-            open.count -= versions.len();
-        }
+        self.lock().files.remove(function);
     }
 
     /// Closes one version's file.
     pub fn close(&self, function: &str, version: &str) {
-        let mut open = self.lock();
-        let removed = open
-            .files
-            .get_mut(function)
-            .and_then(|v| v.remove(version))
-            .is_some();
-        if removed {
-            open.count -= 1;
-        }
+        self.lock().remove(function, version);
     }
 
     /// How many files are open (for tests and metrics).
     pub fn open_count(&self) -> usize {
-        self.lock().count
+        self.lock().count()
     }
 
     /// Writes every held line now.
@@ -251,7 +239,7 @@ impl OpenFiles {
             .get(function)
             .is_some_and(|v| v.contains_key(version));
         if !is_open {
-            if self.count >= MAX_OPEN {
+            if self.count() >= MAX_OPEN {
                 self.evict_lru();
             }
             let file = open_append(shared.path(function, version))?;
@@ -259,7 +247,6 @@ impl OpenFiles {
                 .entry(function.to_owned())
                 .or_default()
                 .insert(version.to_owned(), file);
-            self.count += 1;
         }
         let versions = self.files.get_mut(function).expect("inserted above");
         let file = versions.get_mut(version).expect("inserted above");
@@ -285,14 +272,22 @@ impl OpenFiles {
             .min_by_key(|(_, _, used)| *used)
             .map(|(f, v, _)| (f.clone(), v.clone()));
         if let Some((f, v)) = oldest {
-            if let Some(versions) = self.files.get_mut(&f) {
-                versions.remove(&v);
-                if versions.is_empty() {
-                    self.files.remove(&f);
-                }
-                self.count -= 1;
+            self.remove(&f, &v);
+        }
+    }
+
+    /// Closes one file (writing what it holds), and its function's map once empty.
+    fn remove(&mut self, function: &str, version: &str) {
+        if let Some(versions) = self.files.get_mut(function) {
+            versions.remove(version);
+            if versions.is_empty() {
+                self.files.remove(function);
             }
         }
+    }
+
+    fn count(&self) -> usize {
+        self.files.values().map(HashMap::len).sum()
     }
 }
 
