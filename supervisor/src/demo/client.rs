@@ -80,17 +80,14 @@ impl Client {
             &mut headers,
         )
         .map_err(|e| ClientError::Sign(e.to_string()))?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\n");
-        for (k, v) in &headers {
-            req.push_str(&format!(
-                "{k}: {}\r\n",
-                String::from_utf8_lossy(v.as_bytes())
-            ));
-        }
-        req.push_str(&format!(
-            "authorization: {auth}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        ));
+        let req = request_head(
+            method,
+            path,
+            &headers,
+            &auth,
+            body.len(),
+            "connection: close\r\n",
+        );
         let mut stream = TcpStream::connect(self.addr).map_err(io)?;
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
@@ -101,6 +98,30 @@ impl Client {
         stream.read_to_end(&mut raw).map_err(io)?;
         parse(&raw)
     }
+}
+
+/// A signed request's HTTP/1.1 head: the request line, the signed `headers`,
+/// `Authorization` and `Content-Length`, then `more` (whole lines, each ending in
+/// CRLF) and the blank line.
+pub fn request_head(
+    method: &str,
+    path: &str,
+    headers: &HeaderMap,
+    auth: &str,
+    body_len: usize,
+    more: &str,
+) -> String {
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!(
+            "{k}: {}\r\n",
+            String::from_utf8_lossy(v.as_bytes())
+        ));
+    }
+    req.push_str(&format!(
+        "authorization: {auth}\r\ncontent-length: {body_len}\r\n{more}\r\n"
+    ));
+    req
 }
 
 fn parse(raw: &[u8]) -> Result<Response, ClientError> {

@@ -40,17 +40,7 @@ pub fn signed(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result
         &mut headers,
     )
     .map_err(|e| e.to_string())?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\n");
-    for (k, v) in &headers {
-        req.push_str(&format!(
-            "{k}: {}\r\n",
-            String::from_utf8_lossy(v.as_bytes())
-        ));
-    }
-    req.push_str(&format!(
-        "authorization: {auth}\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    ));
+    let req = supervisor::demo::client::request_head(method, path, &headers, &auth, body.len(), "");
     let mut raw = req.into_bytes();
     raw.extend_from_slice(body);
     Ok(raw)
