@@ -58,4 +58,6 @@ cp "$SRC/.config" "$IMAGES_DIR/kernel.config"
 elapsed=$(( $(date +%s) - start ))
 [ "$fresh" = 0 ] || echo "$elapsed" >"$IMAGES_DIR/.kernel.build-seconds"
 mark_built kernel "$hash"
+# The object tree (about 1.6 GB) is only worth keeping to iterate on the config.
+[ "${LAMBDA_KEEP_KERNEL_TREE:-0}" = 1 ] || rm -rf "$SRC"
 log "kernel: built in ${elapsed}s: vmlinux $(stat -c %s "$IMAGES_DIR/vmlinux") B, bzImage $(stat -c %s "$IMAGES_DIR/bzImage") B"

@@ -10,7 +10,14 @@ cd "$REPO_ROOT"
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
-step() { printf '\n=== %s (%(%H:%M:%S)T)\n' "$*" -1; }
+# Each step also prints the free space left: a full disk is the one failure a CI log
+# cannot otherwise explain.
+step() {
+    printf '\n=== %s (%(%H:%M:%S)T; %s free in target/)\n' "$*" -1 \
+        "$(df -h --output=avail "$REPO_ROOT" 2>/dev/null | tail -1 | tr -d ' ')"
+}
+# A CI checkout builds once: incremental state would only double the disk the build takes.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 SECONDS=0
 
 step "images (kernel, guest-init, rootfs variants)"
