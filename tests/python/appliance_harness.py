@@ -27,6 +27,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def data_disk_with(path, files):
+    """A 4 GiB ext4 data disk (label lambda-data) holding `files` under cluster/: what a
+    cluster node reads its CA, certificate, key and CRL from."""
+    staging = path.parent / "staging"
+    (staging / "cluster").mkdir(parents=True)
+    for f in files:
+        shutil.copy2(f, staging / "cluster" / f.name)
+    with open(path, "wb") as f:
+        f.truncate(4 << 30)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "lambda-data", "-d", str(staging), str(path)],
+                   check=True)
+    return path
+
+
 def require_appliance():
     require(shutil.which("qemu-system-x86_64") is not None,
             "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
@@ -50,8 +64,10 @@ class Appliance:
         self.serve_args = list(serve_args)
         self.extra_cmdline = cmdline
         self.disk_image = disk_image
-        # Extra guest ports forwarded to 127.0.0.1 (guest port -> host port in `ports`).
-        self.forward = list(forward)
+        # Extra guest ports forwarded to 127.0.0.1 (guest port -> host port in `ports`): a
+        # tuple of guest ports gets host ports picked at each boot, a dict pins them (for a
+        # guest that must be told its own forwarded address on its command line).
+        self.forward = dict(forward) if isinstance(forward, dict) else {g: None for g in forward}
         # Extra raw drives after the data disk (/dev/vdb, ...), e.g. benchmark tools.
         self.drives = [Path(d) for d in drives]
         # What the console says once the appliance serves; a worker host prints no
@@ -104,7 +120,7 @@ class Appliance:
 
     def start(self, timeout=300):
         self.port = free_port()
-        self.ports = {9000: self.port, **{g: free_port() for g in self.forward}}
+        self.ports = {9000: self.port, **{g: h or free_port() for g, h in self.forward.items()}}
         argv = self.argv()
         self.boot_started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

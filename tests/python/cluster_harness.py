@@ -25,8 +25,8 @@ def sh(*argv, check=True):
 
 def in_ns(ns):
     """Runs in a host's network namespace only: `ip netns exec` would also remount /sys,
-    hiding the cgroup hierarchies the jails need."""
-    return ["nsenter", f"--net=/run/netns/{ns}"]
+    hiding the cgroup hierarchies the jails need. `None` is this machine's own."""
+    return ["nsenter", f"--net=/run/netns/{ns}"] if ns else []
 
 
 def ns_name(tag, host):
@@ -94,8 +94,8 @@ def make_ca(dir, workers, frontends=("fe1",)):
         cluster_cli("issue", "--dir", str(dir), "--frontend", f)
 
 
-def cluster_status(endpoint):
-    """A frontend's signed `GET /cluster/status`."""
+def cluster_status(endpoint, credentials=(ACCESS_KEY, SECRET_KEY)):
+    """A frontend's signed `GET /cluster/status` (`credentials`: access key id, secret)."""
     import json
     import urllib.request
 
@@ -105,7 +105,7 @@ def cluster_status(endpoint):
 
     url = f"{endpoint}/cluster/status"
     req = botocore.awsrequest.AWSRequest(method="GET", url=url)
-    creds = botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY)
+    creds = botocore.credentials.Credentials(*credentials)
     botocore.auth.SigV4Auth(creds, "lambda", REGION).add_auth(req)
     r = urllib.request.Request(url, headers=dict(req.headers.items()))
     with urllib.request.urlopen(r, timeout=5) as resp:
@@ -115,8 +115,8 @@ def cluster_status(endpoint):
 class WorkerDaemon:
     """`supervisor worker` inside a host namespace."""
 
-    def __init__(self, ns, wid, addr, cluster_dir, log_dir, *extra):
-        self.ns, self.id, self.addr = ns, wid, addr
+    def __init__(self, ns, wid, addr, cluster_dir, log_dir, *extra, port=WORKER_PORT):
+        self.ns, self.id, self.addr, self.port = ns, wid, addr, port
         self.cluster_dir = cluster_dir
         self.log_path = Path(log_dir) / f"worker-{wid}.log"
         self.extra = list(extra)
@@ -124,7 +124,7 @@ class WorkerDaemon:
 
     @property
     def link(self):
-        return f"{self.addr}:{WORKER_PORT}"
+        return f"{self.addr}:{self.port}"
 
     def start(self, timeout=30):
         offset = len(self.log())

@@ -7,13 +7,11 @@ boto3's invokes run in microVMs inside the appliance."""
 
 import json
 import os
-import shutil
-import subprocess
 import time
 
 import pytest
 
-from appliance_harness import Appliance, free_port, require_appliance
+from appliance_harness import Appliance, data_disk_with, free_port, require_appliance
 from cluster_harness import cluster_status, make_ca
 from invoke_harness import deploy, invoke, json_body
 from supervisor_harness import Supervisor
@@ -27,19 +25,6 @@ except ImportError:
 
 WORKER_ID = "aw1"
 GUEST_LINK_PORT = 9443
-
-
-def data_disk_with(path, files):
-    """A 4 GiB ext4 data disk (label lambda-data) holding `files` under cluster/."""
-    staging = path.parent / "staging"
-    (staging / "cluster").mkdir(parents=True)
-    for f in files:
-        shutil.copy2(f, staging / "cluster" / f.name)
-    with open(path, "wb") as f:
-        f.truncate(4 << 30)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "lambda-data", "-d", str(staging), str(path)],
-                   check=True)
-    return path
 
 
 @pytest.fixture(scope="module")
