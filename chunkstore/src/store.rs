@@ -1,0 +1,176 @@
+//! Sealed chunks on disk, one file each under `<dir>/<first two hex digits>/<id>`,
+//! stored once however many images hold them. A file is written whole to a temporary
+//! name and renamed into place, so a reader sees a complete chunk or none.
+//!
+//! Garbage collection deletes every chunk outside the set the caller says is still
+//! referenced. The caller owns that set (the registry of image manifests), so it must
+//! include the images being written while it collects; the store serialises its own
+//! writes and collections with one lock.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::convergent::{ChunkId, SealedChunk, MAX_SEALED_LEN};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("chunk {0} is not in the store")]
+    Missing(ChunkId),
+    #[error("chunk {id} is {len} bytes on disk, more than a sealed chunk can be")]
+    Oversized { id: ChunkId, len: u64 },
+    #[error("chunk store I/O at {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl StoreError {
+    /// Whether trying again may succeed (I/O can; a missing or oversized chunk won't).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Io { .. })
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What one collection removed and kept.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcStats {
+    pub removed_chunks: u64,
+    pub removed_bytes: u64,
+    pub kept_chunks: u64,
+}
+
+#[derive(Debug)]
+pub struct ChunkStore {
+    dir: PathBuf,
+    lock: Mutex<()>,
+    next_tmp: AtomicU64,
+}
+
+impl ChunkStore {
+    /// Opens (creating, mode 0700) the store at `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = dir.into();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_at(&dir))?;
+        Ok(Self {
+            dir,
+            lock: Mutex::new(()),
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+
+    fn path(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.path(id).exists()
+    }
+
+    /// Stores a chunk unless it is there already; true when it was new.
+    pub fn put(&self, chunk: &SealedChunk) -> Result<bool, StoreError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.path(&chunk.id());
+        if path.exists() {
+            return Ok(false);
+        }
+        let parent = path.parent().unwrap_or(&self.dir);
+        fs::create_dir_all(parent).map_err(io_at(parent))?;
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = parent.join(format!(".tmp-{}-{n}", std::process::id()));
+        fs::write(&tmp, chunk.bytes()).map_err(io_at(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_at(&path))?;
+        Ok(true)
+    }
+
+    /// The sealed bytes of a chunk, bounded by the largest sealed chunk. They are not
+    /// checked here: [`crate::convergent::open`] checks them against the id and key.
+    pub fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(id);
+        let file = match fs::File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::Missing(*id)),
+            other => other.map_err(io_at(&path))?,
+        };
+        let mut bytes = Vec::with_capacity(MAX_SEALED_LEN);
+        let limit = MAX_SEALED_LEN as u64 + 1;
+        file.take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(io_at(&path))?;
+        if bytes.len() > MAX_SEALED_LEN {
+            return Err(StoreError::Oversized {
+                id: *id,
+                len: bytes.len() as u64,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Every chunk in the store, with its size on disk.
+    pub fn list(&self) -> Result<Vec<(ChunkId, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.dir).map_err(io_at(&self.dir))? {
+            let shard = shard.map_err(io_at(&self.dir))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&shard).map_err(io_at(&shard))? {
+                let entry = entry.map_err(io_at(&shard))?;
+                let name = entry.file_name();
+                if let Some(id) = name.to_str().and_then(ChunkId::from_hex) {
+                    let len = entry.metadata().map_err(io_at(&shard))?.len();
+                    out.push((id, len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every chunk not in `referenced`, and temporary files a crashed write
+    /// left behind.
+    pub fn gc(&self, referenced: &HashSet<ChunkId>) -> Result<GcStats, StoreError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stats = GcStats::default();
+        for (id, len) in self.list()? {
+            if referenced.contains(&id) {
+                stats.kept_chunks += 1;
+                continue;
+            }
+            let path = self.path(&id);
+            fs::remove_file(&path).map_err(io_at(&path))?;
+            stats.removed_chunks += 1;
+            stats.removed_bytes += len;
+        }
+        self.remove_stale_temporaries()?;
+        Ok(stats)
+    }
+
+    /// Called with the lock held: no write of this process is in flight.
+    fn remove_stale_temporaries(&self) -> Result<(), StoreError> {
+        for shard in fs::read_dir(&self.dir).map_err(io_at(&self.dir))? {
+            let shard = shard.map_err(io_at(&self.dir))?.path();
+            let Ok(entries) = fs::read_dir(&shard) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
