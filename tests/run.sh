@@ -23,9 +23,9 @@ SECONDS=0
 step "images (kernel, guest-init, rootfs variants)"
 image-build/build.sh
 
-step "test host packages (tcpdump for the cluster link capture)"
+step "test host packages (tcpdump for the cluster link capture; a registry, skopeo and htpasswd for image pulls)"
 missing=()
-for pkg in tcpdump iproute2; do
+for pkg in tcpdump iproute2 docker-registry skopeo apache2-utils; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
