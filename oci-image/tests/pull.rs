@@ -50,6 +50,19 @@ fn puller(host: &str, credentials: Credentials) -> Puller {
     Puller::new(vec![registry], PullLimits::default())
 }
 
+/// A registry holding one image, `fn/app:v1` (its layout and descriptor returned too).
+fn registry_with_app(
+    dir: &std::path::Path,
+    login: Option<(&str, &str)>,
+) -> (RegistryServer, OciLayout, serde_json::Value) {
+    let server = RegistryServer::start(&dir.join("r"), login);
+    let mut layout = OciLayout::new(&dir.join("layout"));
+    let image = layout.image("amd64", &layers("1"), run());
+    layout.tag("v1", &image);
+    server.push(&layout.dir, "v1", "fn/app", login);
+    (server, layout, image)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -60,12 +73,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn a_tag_is_pinned_to_its_digest_and_the_layers_flatten_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    fs::create_dir(dir.path().join("r")).unwrap();
-    let server = RegistryServer::start(&dir.path().join("r"), None);
-    let mut layout = OciLayout::new(&dir.path().join("layout"));
-    let v1 = layout.image("amd64", &layers("1"), run());
-    layout.tag("v1", &v1);
-    server.push(&layout.dir, "v1", "fn/app", None);
+    let (server, mut layout, v1) = registry_with_app(dir.path(), None);
     let puller = puller(&server.host, Credentials::Anonymous);
     let rt = runtime();
     let uri = format!("{}/fn/app:v1", server.host);
@@ -108,7 +116,6 @@ fn a_tag_is_pinned_to_its_digest_and_the_layers_flatten_in_order() {
 #[test]
 fn an_index_gives_its_amd64_image_and_other_platforms_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    fs::create_dir(dir.path().join("r")).unwrap();
     let server = RegistryServer::start(&dir.path().join("r"), None);
     let mut layout = OciLayout::new(&dir.path().join("layout"));
     let amd = layout.image("amd64", &layers("amd"), run());
@@ -141,7 +148,6 @@ fn an_index_gives_its_amd64_image_and_other_platforms_are_refused() {
 #[test]
 fn unknown_images_registries_and_uris_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    fs::create_dir(dir.path().join("r")).unwrap();
     let server = RegistryServer::start(&dir.path().join("r"), None);
     let puller = puller(&server.host, Credentials::Anonymous);
     let rt = runtime();
@@ -183,12 +189,7 @@ fn puller_for_down(host: &str) -> Puller {
 #[test]
 fn wrong_credentials_are_refused_and_right_ones_pull() {
     let dir = tempfile::tempdir().unwrap();
-    fs::create_dir(dir.path().join("r")).unwrap();
-    let server = RegistryServer::start(&dir.path().join("r"), Some(("fn", "s3cret")));
-    let mut layout = OciLayout::new(&dir.path().join("layout"));
-    let img = layout.image("amd64", &layers("1"), run());
-    layout.tag("v1", &img);
-    server.push(&layout.dir, "v1", "fn/app", Some(("fn", "s3cret")));
+    let (server, _, _) = registry_with_app(dir.path(), Some(("fn", "s3cret")));
     let rt = runtime();
     let uri = format!("{}/fn/app:v1", server.host);
     let basic = |p: &str| Credentials::Basic {
@@ -216,12 +217,7 @@ fn wrong_credentials_are_refused_and_right_ones_pull() {
 #[test]
 fn a_layer_that_does_not_match_its_digest_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    fs::create_dir(dir.path().join("r")).unwrap();
-    let server = RegistryServer::start(&dir.path().join("r"), None);
-    let mut layout = OciLayout::new(&dir.path().join("layout"));
-    let img = layout.image("amd64", &layers("1"), run());
-    layout.tag("v1", &img);
-    server.push(&layout.dir, "v1", "fn/app", None);
+    let (server, _, _) = registry_with_app(dir.path(), None);
     let puller = puller(&server.host, Credentials::Anonymous);
     let rt = runtime();
     let image = rt

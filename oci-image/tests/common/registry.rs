@@ -32,6 +32,7 @@ impl RegistryServer {
     /// Starts a registry; with `htpasswd` (user, password) it requires that login.
     pub fn start(dir: &Path, htpasswd: Option<(&str, &str)>) -> Self {
         require_tool("docker-registry");
+        fs::create_dir_all(dir).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
