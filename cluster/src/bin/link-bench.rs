@@ -17,6 +17,7 @@ use cluster::daemon::{Daemon, DaemonSettings, LinkCodeSource};
 use cluster::frontend::{CodeLookup, Frontend, FrontendSettings};
 use cluster::tls::{self, LinkStats, Role, TlsFiles};
 use serde_json::json;
+use worker::bench::args::{self, number, LoadFlags};
 use worker::bench::load::closed_loop;
 use worker::bench::stats::{self, RunStats};
 use worker::code::{code_sha256, digest_hex, CodeRef, CodeSource as _};
@@ -25,48 +26,28 @@ use worker::sandbox::select::Isolation;
 use worker::{FunctionVersionSpec, InvokeRequest, InvokeResult};
 
 struct Args {
+    load: LoadFlags,
     images: PathBuf,
-    fn_bin: PathBuf,
-    seconds: f64,
-    levels: Vec<usize>,
     rounds: usize,
     package_mib: usize,
-    out: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
+        load: LoadFlags::default(),
         images: PathBuf::from("target/images"),
-        fn_bin: PathBuf::new(),
-        seconds: 3.0,
-        levels: vec![1, 8, 32],
         rounds: 3,
         package_mib: 32,
-        out: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<usize>().map_err(|e| format!("{flag}: {e}"));
-        match flag.as_str() {
+    args::parse(&mut a.load, |flag, val| {
+        match flag {
             "--images" => a.images = val()?.into(),
-            "--fn-bin" => a.fn_bin = val()?.into(),
-            "--seconds" => a.seconds = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--levels" => {
-                a.levels = val()?
-                    .split(',')
-                    .map(|s| s.parse().map_err(|e| format!("--levels: {e}")))
-                    .collect::<Result<_, _>>()?
-            }
-            "--rounds" => a.rounds = num(val()?)?,
-            "--package-mib" => a.package_mib = num(val()?)?,
-            "--out" => a.out = Some(val()?.into()),
-            other => return Err(format!("unknown flag {other}")),
+            "--rounds" => a.rounds = number(flag, &val()?)?,
+            "--package-mib" => a.package_mib = number(flag, &val()?)?,
+            _ => return Ok(false),
         }
-    }
-    if !a.fn_bin.is_file() {
-        return Err("--fn-bin must name the fn-rust (musl) binary".into());
-    }
+        Ok(true)
+    })?;
     // The jail wants absolute paths.
     a.images = std::fs::canonicalize(&a.images).map_err(|e| format!("--images: {e}"))?;
     Ok(a)
@@ -150,8 +131,9 @@ async fn start(args: &Args, package: &[u8]) -> Result<Bed, String> {
     .map_err(e)?;
     let worker_tls = TlsFiles::in_dir(&ca, Role::Worker, "bench-w");
     let frontend_tls = TlsFiles::in_dir(&ca, Role::Frontend, "bench-fe");
-    let zip =
-        worker::bench::bootstrap_zip(&std::fs::read(&args.fn_bin).map_err(|e| e.to_string())?)?;
+    let zip = worker::bench::bootstrap_zip(
+        &std::fs::read(&args.load.fn_bin).map_err(|e| e.to_string())?,
+    )?;
     let sha = code_sha256(&zip);
     let daemon_addr = format!("127.0.0.1:{}", free_port()?);
     let host = HostSettings {
@@ -349,13 +331,13 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             .to_string()
             .into_bytes(),
     );
-    let top = args.levels.iter().copied().max().unwrap_or(1);
+    let top = args.load.levels.iter().copied().max().unwrap_or(1);
     level(&bed, top, 1.0, &payload).await; // warm-up: sandboxes for every client
     let mut levels = Vec::new();
-    for &c in &args.levels {
+    for &c in &args.load.levels {
         let (mut local, mut remote) = (Vec::new(), Vec::new());
         for _ in 0..args.rounds {
-            let (l, r) = level(&bed, c, args.seconds, &payload).await;
+            let (l, r) = level(&bed, c, args.load.seconds, &payload).await;
             local.push(l);
             remote.push(r);
         }
@@ -385,7 +367,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     for _ in 0..args.rounds {
         let fe = bed.fe.clone();
         floor.push(
-            closed_loop(1, args.seconds, move || {
+            closed_loop(1, args.load.seconds, move || {
                 let fe = fe.clone();
                 async move { fe.status_round_trip(0).await }
             })
@@ -401,7 +383,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     Ok(json!({
         "benchmark": "link-bench (warm invokes, Rust echo, 1 KiB, process sandboxes; embedded worker vs the same worker through a frontend over the mTLS link; loopback)",
         "rounds": args.rounds,
-        "seconds_per_run": args.seconds,
+        "seconds_per_run": args.load.seconds,
         "levels": levels,
         "link_status_round_trip": floor,
         "link_status_round_trip_p50_us_median": median_of(&floor, |s| s.p50_us),
@@ -416,13 +398,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("link-bench: {e}");
-            std::process::exit(2);
-        }
-    };
-    let out = args.out.clone();
+    let args = args::or_exit("link-bench", parse_args());
+    let out = args.load.out.clone();
     worker::bench::report::run_and_report("link-bench", out, run(args));
 }

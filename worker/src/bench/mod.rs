@@ -1,6 +1,7 @@
 //! Pieces of the bench binaries: a bare loopback HTTP/1.1 echo baseline, the invoke
 //! topology's floor, a closed-loop load generator, latency stats and the shared JSON reporting `main`.
 
+pub mod args;
 pub mod floor;
 pub mod http_echo;
 pub mod load;

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use worker::bench::args::{self, number, LoadFlags};
 use worker::bench::{floor, http_echo, load, stats};
 use worker::jail::CgroupHost;
 use worker::sandbox::process::{ProcessBackend, ProcessConfig};
@@ -25,14 +26,11 @@ use worker::{FunctionVersionSpec, InvokeRequest, InvokeResult, Worker, WorkerCon
 const GROUP: &str = "worker-bench";
 
 struct Args {
+    load: LoadFlags,
     images: PathBuf,
     guest_init: Option<PathBuf>,
-    fn_bin: PathBuf,
-    seconds: f64,
-    levels: Vec<usize>,
     cold: usize,
     density: u32,
-    out: Option<PathBuf>,
     cpu_unlimited: bool,
     place_cpus: bool,
     seccomp: bool,
@@ -41,36 +39,22 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
+        load: LoadFlags::default(),
         images: PathBuf::from("target/images"),
         guest_init: None,
-        fn_bin: PathBuf::new(),
-        seconds: 3.0,
-        levels: vec![1, 8, 32],
         cold: 10,
         density: 32,
-        out: None,
         cpu_unlimited: false,
         place_cpus: true,
         seccomp: true,
         memory_mb: 128,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
+    args::parse(&mut a.load, |flag, val| {
+        match flag {
             "--images" => a.images = val()?.into(),
             "--guest-init" => a.guest_init = Some(val()?.into()),
-            "--fn-bin" => a.fn_bin = val()?.into(),
-            "--seconds" => a.seconds = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--levels" => {
-                a.levels = val()?
-                    .split(',')
-                    .map(|s| s.parse().map_err(|e| format!("--levels: {e}")))
-                    .collect::<Result<_, _>>()?
-            }
-            "--cold" => a.cold = val()?.parse().map_err(|e| format!("--cold: {e}"))?,
-            "--density" => a.density = val()?.parse().map_err(|e| format!("--density: {e}"))?,
-            "--out" => a.out = Some(val()?.into()),
+            "--cold" => a.cold = number(flag, &val()?)?,
+            "--density" => a.density = number(flag, &val()?)?,
             "--cpu" => {
                 a.cpu_unlimited = match val()?.as_str() {
                     "unlimited" => true,
@@ -82,13 +66,11 @@ fn parse_args() -> Result<Args, String> {
             }
             "--no-cpu-placement" => a.place_cpus = false,
             "--no-seccomp" => a.seccomp = false,
-            "--memory" => a.memory_mb = val()?.parse().map_err(|e| format!("--memory: {e}"))?,
-            other => return Err(format!("unknown flag {other}")),
+            "--memory" => a.memory_mb = number(flag, &val()?)?,
+            _ => return Ok(false),
         }
-    }
-    if !a.fn_bin.is_file() {
-        return Err("--fn-bin must name the fn-rust (musl) binary".into());
-    }
+        Ok(true)
+    })?;
     Ok(a)
 }
 
@@ -187,7 +169,8 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| e.to_string())?;
     }
-    std::fs::copy(&args.fn_bin, code.join("bootstrap")).map_err(|e| format!("copy fn: {e}"))?;
+    std::fs::copy(&args.load.fn_bin, code.join("bootstrap"))
+        .map_err(|e| format!("copy fn: {e}"))?;
     let images = std::fs::canonicalize(&args.images).map_err(|e| format!("--images: {e}"))?;
     let mut pcfg = ProcessConfig::from_images_dir(&images, run.join("run"));
     if let Some(g) = &args.guest_init {
@@ -209,7 +192,7 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
         .then(worker::jail::cpus::CpuPlacer::from_own_affinity);
 
     let mut levels = Vec::new();
-    for &c in &args.levels {
+    for &c in &args.load.levels {
         let have = w.idle_count(&s.key());
         if have < c {
             w.prewarm(&s, (c - have) as u32)
@@ -217,18 +200,18 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
                 .map_err(|e| e.to_string())?;
         }
         run_worker(&w, &s, c, 0.3).await; // warm-up
-        let wk = run_worker(&w, &s, c, args.seconds).await;
-        let http = run_http(echo_addr, c, args.seconds).await;
+        let wk = run_worker(&w, &s, c, args.load.seconds).await;
+        let http = run_http(echo_addr, c, args.load.seconds).await;
         let mut setup = floor::FloorSetup {
             dir: &run,
             placer: placer.as_ref(),
             runtime: None,
         };
-        let fl = floor::run(&setup, c, args.seconds, &payload())
+        let fl = floor::run(&setup, c, args.load.seconds, &payload())
             .await
             .map_err(|e| format!("floor: {e}"))?;
-        setup.runtime = Some(&args.fn_bin);
-        let flr = floor::run(&setup, c, args.seconds, &payload())
+        setup.runtime = Some(&args.load.fn_bin);
+        let flr = floor::run(&setup, c, args.load.seconds, &payload())
             .await
             .map_err(|e| format!("floor with the function: {e}"))?;
         eprintln!(
@@ -303,7 +286,7 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
         "function": "fn-rust echo (lambda_runtime)",
         "memory_mb": args.memory_mb,
         "payload_bytes": 1024,
-        "seconds_per_level": args.seconds,
+        "seconds_per_level": args.load.seconds,
         "cpu_policy": cpu,
         "cpu_placement": args.place_cpus,
         "seccomp": args.seccomp,
@@ -320,13 +303,7 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
 
 fn main() {
     floor::maybe_run_child();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("worker-bench: {e}");
-            std::process::exit(2);
-        }
-    };
-    let out = args.out.clone();
+    let args = args::or_exit("worker-bench", parse_args());
+    let out = args.load.out.clone();
     worker::bench::report::run_and_report("worker-bench", out, bench(args));
 }

@@ -29,55 +29,37 @@ use client::{load_from_child, one, signed, ServedRun, AK, SK};
 use serde_json::json;
 use supervisor::config::Config;
 use supervisor::control::names::FunctionRef;
+use worker::bench::args::{self, number, LoadFlags};
 use worker::bench::load::{closed_loop, process_cpu};
 use worker::bench::{http_echo, stats};
 use worker::{FunctionVersionSpec, InvokeRequest, InvokeResult, Worker};
 
 struct Args {
+    load: LoadFlags,
     images: Option<PathBuf>,
-    fn_bin: PathBuf,
-    seconds: f64,
-    levels: Vec<usize>,
     cold: usize,
     density: u32,
     memory_mb: u32,
-    out: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
+        load: LoadFlags::default(),
         images: None,
-        fn_bin: PathBuf::new(),
-        seconds: 3.0,
-        levels: vec![1, 8, 32],
         cold: 10,
         density: 32,
         memory_mb: 128,
-        out: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
+    args::parse(&mut a.load, |flag, val| {
+        match flag {
             "--images" => a.images = Some(val()?.into()),
-            "--fn-bin" => a.fn_bin = val()?.into(),
-            "--seconds" => a.seconds = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--levels" => {
-                a.levels = val()?
-                    .split(',')
-                    .map(|s| s.parse().map_err(|e| format!("--levels: {e}")))
-                    .collect::<Result<_, _>>()?
-            }
-            "--cold" => a.cold = val()?.parse().map_err(|e| format!("--cold: {e}"))?,
-            "--density" => a.density = val()?.parse().map_err(|e| format!("--density: {e}"))?,
-            "--memory" => a.memory_mb = val()?.parse().map_err(|e| format!("--memory: {e}"))?,
-            "--out" => a.out = Some(val()?.into()),
-            other => return Err(format!("unknown flag {other}")),
+            "--cold" => a.cold = number(flag, &val()?)?,
+            "--density" => a.density = number(flag, &val()?)?,
+            "--memory" => a.memory_mb = number(flag, &val()?)?,
+            _ => return Ok(false),
         }
-    }
-    if !a.fn_bin.is_file() {
-        return Err("--fn-bin must name the fn-rust (musl) binary".into());
-    }
+        Ok(true)
+    })?;
     Ok(a)
 }
 
@@ -272,7 +254,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         let _ = stop_rx.await;
     }));
     let zip_b64 = base64::engine::general_purpose::STANDARD.encode(worker::bench::bootstrap_zip(
-        &std::fs::read(&args.fn_bin).map_err(|e| e.to_string())?,
+        &std::fs::read(&args.load.fn_bin).map_err(|e| e.to_string())?,
     )?);
     create(addr, "bench-echo", &zip_b64, args.memory_mb).await?;
     let payload = json!({ "data": "x".repeat(1024 - 12) })
@@ -317,8 +299,8 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     };
 
     let mut levels = Vec::new();
-    for &c in &args.levels {
-        levels.push(level(&bed, c, args.seconds).await?);
+    for &c in &args.load.levels {
+        levels.push(level(&bed, c, args.load.seconds).await?);
     }
     let cold = cold_starts(addr, &zip_b64, &args, &bed.payload).await?;
     let density = if args.density > 0 {
@@ -332,7 +314,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "benchmark": "invoke-bench (HTTP + SigV4 + worker + process sandbox, Rust echo, 1 KiB)",
         "memory_mb": args.memory_mb,
         "async_threads": tokio::runtime::Handle::current().metrics().num_workers(),
-        "seconds_per_level": args.seconds,
+        "seconds_per_level": args.load.seconds,
         "levels": levels,
         "cold_start_ms_median": stats::median(cold.clone()),
         "cold_start_ms": cold,
@@ -342,13 +324,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 
 fn main() {
     client::maybe_run_load_child();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("invoke-bench: {e}");
-            std::process::exit(2);
-        }
-    };
-    let out = args.out.clone();
+    let args = args::or_exit("invoke-bench", parse_args());
+    let out = args.load.out.clone();
     worker::bench::report::run_and_report("invoke-bench", out, run(args));
 }
