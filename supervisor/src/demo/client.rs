@@ -45,25 +45,22 @@ pub struct Client {
 }
 
 impl Client {
-    /// Sends one signed request; `extra` headers are signed too.
-    pub fn send(
+    /// A signed request's HTTP/1.1 head: `extra` headers are signed too, `more` lines
+    /// (each ending in CRLF) follow unsigned. The body is what was signed.
+    pub fn signed_head(
         &self,
         method: &str,
         path: &str,
         extra: &[(&'static str, &str)],
         body: &[u8],
-    ) -> Result<Response, ClientError> {
-        let io = |source| ClientError::Io {
-            addr: self.addr,
-            source,
-        };
+        more: &str,
+    ) -> Result<String, ClientError> {
+        let sign = |e: &dyn std::fmt::Display| ClientError::Sign(e.to_string());
         let mut headers = HeaderMap::new();
-        let host = HeaderValue::from_str(&self.addr.to_string())
-            .map_err(|e| ClientError::Sign(e.to_string()))?;
+        let host = HeaderValue::from_str(&self.addr.to_string()).map_err(|e| sign(&e))?;
         headers.insert("host", host);
         for (k, v) in extra {
-            let v = HeaderValue::from_str(v).map_err(|e| ClientError::Sign(e.to_string()))?;
-            headers.insert(*k, v);
+            headers.insert(*k, HeaderValue::from_str(v).map_err(|e| sign(&e))?);
         }
         let auth = sign_request(
             &SigningRequest {
@@ -79,15 +76,30 @@ impl Client {
             },
             &mut headers,
         )
-        .map_err(|e| ClientError::Sign(e.to_string()))?;
-        let req = request_head(
+        .map_err(|e| sign(&e))?;
+        Ok(request_head(
             method,
             path,
             &headers,
             &auth,
             body.len(),
-            "connection: close\r\n",
-        );
+            more,
+        ))
+    }
+
+    /// Sends one signed request; `extra` headers are signed too.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&'static str, &str)],
+        body: &[u8],
+    ) -> Result<Response, ClientError> {
+        let io = |source| ClientError::Io {
+            addr: self.addr,
+            source,
+        };
+        let req = self.signed_head(method, path, extra, body, "connection: close\r\n")?;
         let mut stream = TcpStream::connect(self.addr).map_err(io)?;
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
@@ -103,7 +115,7 @@ impl Client {
 /// A signed request's HTTP/1.1 head: the request line, the signed `headers`,
 /// `Authorization` and `Content-Length`, then `more` (whole lines, each ending in
 /// CRLF) and the blank line.
-pub fn request_head(
+fn request_head(
     method: &str,
     path: &str,
     headers: &HeaderMap,

@@ -7,8 +7,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, HeaderValue};
-use supervisor::auth::{sign_request, SigningRequest};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use worker::bench::load::process_cpu;
@@ -22,26 +20,16 @@ const CHILD_FLAG: &str = "--load-child";
 
 /// A signed request as raw bytes; SigV4 allows replaying it within the clock-skew window.
 pub fn signed(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, String> {
-    let mut headers = HeaderMap::new();
-    let host = HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?;
-    headers.insert("host", host);
-    let auth = sign_request(
-        &SigningRequest {
-            method,
-            path,
-            query: None,
-            body,
-            access_key_id: AK,
-            secret_access_key: SK,
-            region: "us-east-1",
-            service: "lambda",
-            now: supervisor::timefmt::now(),
-        },
-        &mut headers,
-    )
-    .map_err(|e| e.to_string())?;
-    let req = supervisor::demo::client::request_head(method, path, &headers, &auth, body.len(), "");
-    let mut raw = req.into_bytes();
+    let client = supervisor::demo::client::Client {
+        addr,
+        access_key_id: AK.into(),
+        secret_access_key: SK.into(),
+        region: "us-east-1".into(),
+    };
+    let head = client
+        .signed_head(method, path, &[], body, "")
+        .map_err(|e| e.to_string())?;
+    let mut raw = head.into_bytes();
     raw.extend_from_slice(body);
     Ok(raw)
 }
