@@ -27,9 +27,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def data_disk_with(path, files):
-    """A 4 GiB ext4 data disk (label lambda-data) holding `files` under cluster/: what a
-    cluster node reads its CA, certificate, key and CRL from."""
+def node_data_disk(path, ca, role, node_id):
+    """A 4 GiB ext4 data disk (label lambda-data) holding, under cluster/, what a cluster
+    node of `role` ("worker" or "frontend") reads: the CA certificate, its own
+    certificate and key, and the CRL, never the CA's key."""
+    files = [ca / n for n in ("ca.pem", f"{role}-{node_id}.pem", f"{role}-{node_id}.key")]
+    files += [ca / "crl.pem"] if (ca / "crl.pem").exists() else []
     staging = path.parent / "staging"
     (staging / "cluster").mkdir(parents=True)
     for f in files:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from appliance_harness import Appliance, data_disk_with, free_port, require_appliance
+from appliance_harness import Appliance, node_data_disk, free_port, require_appliance
 from cluster_harness import WorkerDaemon, cluster_status, make_ca
 from invoke_harness import deploy, invoke, json_body
 
@@ -35,11 +35,7 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("appliance-frontend")
     ca = tmp / "ca"
     make_ca(ca, workers=[WORKER_ID], frontends=[FRONTEND_ID])
-    # The frontend gets its own key and the public parts, never the CA's key.
-    node_files = [ca / n for n in ("ca.pem", f"frontend-{FRONTEND_ID}.pem",
-                                   f"frontend-{FRONTEND_ID}.key")]
-    node_files += [ca / "crl.pem"] if (ca / "crl.pem").exists() else []
-    data = data_disk_with(tmp / "disk" / "data.img", node_files)
+    data = node_data_disk(tmp / "disk" / "data.img", ca, "frontend", FRONTEND_ID)
     worker = WorkerDaemon(None, WORKER_ID, "127.0.0.1", ca, tmp, port=free_port())
     link_port = free_port()
     appliance = Appliance(

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from appliance_harness import Appliance, data_disk_with, free_port, require_appliance
+from appliance_harness import Appliance, node_data_disk, free_port, require_appliance
 from cluster_harness import cluster_status, make_ca
 from invoke_harness import deploy, invoke, json_body
 from supervisor_harness import Supervisor
@@ -33,10 +33,7 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("appliance-worker")
     ca = tmp / "ca"
     make_ca(ca, workers=[WORKER_ID])
-    # The worker gets its own key and the public parts, never the CA's key.
-    node_files = [ca / n for n in ("ca.pem", f"worker-{WORKER_ID}.pem", f"worker-{WORKER_ID}.key")]
-    node_files += [ca / "crl.pem"] if (ca / "crl.pem").exists() else []
-    data = data_disk_with(tmp / "disk" / "data.img", node_files)
+    data = node_data_disk(tmp / "disk" / "data.img", ca, "worker", WORKER_ID)
     appliance = Appliance(tmp / "vm", data=data,
                           cmdline=f"lambda.role=worker lambda.node_id={WORKER_ID}",
                           serve_args=["--init-timeout-secs", "120"],
