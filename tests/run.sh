@@ -25,7 +25,7 @@ image-build/build.sh
 
 step "test host packages (tcpdump for the cluster link capture; a registry, skopeo and htpasswd for image pulls)"
 missing=()
-for pkg in tcpdump iproute2 docker-registry skopeo apache2-utils; do
+for pkg in tcpdump iproute2 docker-registry skopeo apache2-utils e2fsprogs; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

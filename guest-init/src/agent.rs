@@ -9,7 +9,9 @@ use crate::link::{HostEvent, Link};
 use crate::runtime_proc::{find_extensions, Launch, Proc, Processes};
 use runtime_api::protocol::{GuestMessage, HostMessage, Init, Log, LogStream, Shutdown};
 use runtime_api::server::{self, errors::error_json, FunctionInfo, Invocations};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -145,6 +147,7 @@ impl Agent {
         let (inv, sink) = (Arc::clone(&self.inv), self.link.sink.clone());
         let (opt, task) = (self.config.opt_dir.clone(), self.config.task_root.clone());
         let launch = |cwd| Launch {
+            args: &[],
             env: &env,
             cwd,
             user: self.config.runtime_user,
@@ -164,10 +167,15 @@ impl Agent {
         self.await_registration().await;
         self.inv.close_registration();
         let user = self.config.runtime_user;
-        let started = bootstrap::find(&self.config).and_then(|path| {
+        let cwd = match init.working_dir.as_str() {
+            "" => task,
+            dir => PathBuf::from(dir),
+        };
+        let started = runtime_program(init, &self.config, &env).and_then(|(path, args)| {
             let launch = Launch {
+                args: &args,
                 env: &env,
-                cwd: &task,
+                cwd: &cwd,
                 user,
                 inv: &inv,
                 sink: &sink,
@@ -223,5 +231,19 @@ impl Agent {
             request_id: None,
             line: text.as_bytes().to_vec(),
         }));
+    }
+}
+
+/// What runs as the runtime: a container image's command when Init carries one,
+/// otherwise the first `bootstrap` in Lambda's search order, without arguments.
+fn runtime_program(
+    init: &Init,
+    config: &Config,
+    env: &BTreeMap<String, String>,
+) -> Result<(PathBuf, Vec<String>), BootstrapError> {
+    if init.command.is_empty() {
+        bootstrap::find(config).map(|p| (p, Vec::new()))
+    } else {
+        bootstrap::resolve_command(&init.command, env)
     }
 }

@@ -15,6 +15,11 @@ pub enum BootstrapError {
     NotFound(Vec<PathBuf>),
     #[error("fork/exec {}: {source}", path.display())]
     Spawn { path: PathBuf, source: io::Error },
+    /// A container image's ENTRYPOINT/CMD names no program (Go's wording, as Lambda's).
+    #[error("exec: {0:?}: executable file not found in $PATH")]
+    NotInPath(String),
+    #[error("the container image has no ENTRYPOINT or CMD to run")]
+    EmptyCommand,
 }
 
 impl BootstrapError {
@@ -43,6 +48,26 @@ pub fn find(config: &Config) -> Result<PathBuf, BootstrapError> {
         .ok_or(BootstrapError::NotFound(list))
 }
 
+/// A container image's program: `command[0]` as a path when it holds a `/`, otherwise
+/// looked up in `PATH` (the runtime's environment, which starts from the image's own),
+/// and the rest of `command` as its arguments.
+pub fn resolve_command(
+    command: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<(PathBuf, Vec<String>), BootstrapError> {
+    let (program, args) = command.split_first().ok_or(BootstrapError::EmptyCommand)?;
+    if program.contains('/') {
+        return Ok((PathBuf::from(program), args.to_vec()));
+    }
+    let path = env.get("PATH").map_or("", String::as_str);
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| is_executable(p))
+        .map(|p| (p, args.to_vec()))
+        .ok_or_else(|| BootstrapError::NotInPath(program.clone()))
+}
+
 /// Whether any execute bit is set (used for extensions, which are skipped otherwise).
 pub fn is_executable(path: &Path) -> bool {
     path.metadata()
@@ -50,16 +75,18 @@ pub fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Starts `path` with exactly `env`, in its own process group, as `user`, with
-/// stdout/stderr piped for log forwarding and the task root as working directory.
+/// Starts `path` with `args` and exactly `env`, in its own process group, as `user`,
+/// with stdout/stderr piped for log forwarding, in `cwd`.
 pub fn spawn(
     path: &Path,
+    args: &[String],
     cwd: &Path,
     env: &BTreeMap<String, String>,
     user: Option<RuntimeUser>,
 ) -> Result<Child, BootstrapError> {
     let mut cmd = Command::new(path);
-    cmd.env_clear()
+    cmd.args(args)
+        .env_clear()
         .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -123,5 +150,24 @@ mod tests {
         assert_eq!(find(&cfg).unwrap(), cfg.task_root.join("bootstrap"));
         assert!(!is_executable(&cfg.task_root.join("bootstrap")));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn image_command_is_found_in_path_or_refused() {
+        let env = |path: &str| BTreeMap::from([("PATH".to_string(), path.to_string())]);
+        let cmd = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (p, args) = resolve_command(&cmd(&["sh", "-c", "true"]), &env("/nope:/bin")).unwrap();
+        assert_eq!((p, args), (PathBuf::from("/bin/sh"), cmd(&["-c", "true"])));
+        let (p, _) = resolve_command(&cmd(&["./run"]), &env("")).unwrap();
+        assert_eq!(p, PathBuf::from("./run"));
+        let err = resolve_command(&cmd(&["no-such-program"]), &env("/bin")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "exec: \"no-such-program\": executable file not found in $PATH"
+        );
+        assert!(matches!(
+            resolve_command(&[], &env("/bin")),
+            Err(BootstrapError::EmptyCommand)
+        ));
     }
 }

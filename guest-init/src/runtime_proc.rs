@@ -32,6 +32,7 @@ pub struct Proc {
 
 /// How to start a sandbox process.
 pub struct Launch<'a> {
+    pub args: &'a [String],
     pub env: &'a BTreeMap<String, String>,
     pub cwd: &'a Path,
     pub user: Option<RuntimeUser>,
@@ -43,7 +44,7 @@ impl Proc {
     /// Starts `path` with its output forwarded as Log frames (by tasks on the calling
     /// runtime).
     pub fn start(name: &str, path: &Path, launch: &Launch<'_>) -> Result<Self, BootstrapError> {
-        let mut child = bootstrap::spawn(path, launch.cwd, launch.env, launch.user)?;
+        let mut child = bootstrap::spawn(path, launch.args, launch.cwd, launch.env, launch.user)?;
         let pid = Pid::from_raw(child.id() as i32);
         let mut log_tasks = Vec::new();
         let pipes = [

@@ -6,9 +6,11 @@
 //! - [`path`]: entry paths made relative and refused when they climb out; symlinks
 //!   resolved inside the root, never out of it.
 //! - [`flatten`]: applying layers to a root, bounded in bytes and entries.
+//! - [`ext4`]: a flattened root as a reproducible ext4 image.
 //! - [`pull`]: an image URI on a configured registry resolved to a pinned linux/amd64
 //!   manifest, its layers fetched (digest-checked, bounded) and flattened.
 
+pub mod ext4;
 mod extensions;
 pub mod flatten;
 pub mod layer;

@@ -121,6 +121,38 @@ struct FileConfig {
     public_metrics: Option<bool>,
     #[serde(default)]
     data_plane: DataPlaneFile,
+    /// `[[registries]]`: the registries container images may be pulled from.
+    #[serde(default)]
+    registries: Vec<RegistryFile>,
+}
+
+/// One `[[registries]]` entry of the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RegistryFile {
+    /// `host[:port]` exactly as image URIs name it.
+    host: String,
+    /// Plain HTTP (a registry on loopback or a private network); HTTPS otherwise.
+    #[serde(default)]
+    plain_http: bool,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl RegistryFile {
+    fn resolve(self) -> Result<oci_image::Registry, ConfigError> {
+        use oci_image::pull::Credentials;
+        let credentials = match (self.username, self.password) {
+            (Some(username), Some(password)) => Credentials::Basic { username, password },
+            (None, None) => Credentials::Anonymous,
+            _ => return Err(ConfigError::Registry(self.host)),
+        };
+        Ok(oci_image::Registry {
+            host: self.host,
+            plain_http: self.plain_http,
+            credentials,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +179,8 @@ pub enum ConfigError {
     Account(String),
     #[error("{0}")]
     Host(String),
+    #[error("registry {0}: give both username and password, or neither")]
+    Registry(String),
 }
 
 /// Fully resolved settings.
@@ -167,6 +201,9 @@ pub struct Config {
     pub data_plane: DataPlaneConfig,
     /// `Some` for the frontend role: sandboxes run on these workers.
     pub cluster: Option<cluster::frontend::FrontendSettings>,
+    /// Registries container images may be pulled from (config file only: they may
+    /// carry passwords).
+    pub registries: Vec<oci_image::Registry>,
 }
 
 impl Config {
@@ -186,6 +223,7 @@ impl Config {
             public_metrics: false,
             data_plane: DataPlaneConfig::defaults(),
             cluster: None,
+            registries: Vec::new(),
         }
     }
 }
@@ -276,6 +314,11 @@ impl ServeArgs {
             .resolve(file.data_plane)
             .map_err(ConfigError::Host)?;
         cfg.cluster = self.frontend.resolve().map_err(ConfigError::Host)?;
+        cfg.registries = file
+            .registries
+            .into_iter()
+            .map(RegistryFile::resolve)
+            .collect::<Result<_, _>>()?;
         Ok(cfg)
     }
 }
@@ -387,5 +430,41 @@ mod tests {
             panic!("expected serve");
         };
         assert_eq!(args.data_dir, Some(PathBuf::from("/d")));
+    }
+
+    #[test]
+    fn registries_come_from_the_config_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let file = d.path().join("c.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&file, text).expect("write");
+            ServeArgs {
+                config: Some(file.clone()),
+                data_dir: Some("/tmp".into()),
+                ..Default::default()
+            }
+            .resolve()
+        };
+        let c = resolve(
+            "[[registries]]\nhost = \"127.0.0.1:5000\"\nplain-http = true\n\
+             username = \"u\"\npassword = \"p\"\n\
+             [[registries]]\nhost = \"registry.example.com\"\n",
+        )
+        .expect("resolve");
+        assert_eq!(c.registries.len(), 2);
+        assert!(c.registries[0].plain_http && !c.registries[1].plain_http);
+        assert_eq!(
+            c.registries[0].credentials,
+            oci_image::pull::Credentials::Basic {
+                username: "u".into(),
+                password: "p".into()
+            }
+        );
+        assert_eq!(
+            c.registries[1].credentials,
+            oci_image::pull::Credentials::Anonymous
+        );
+        let half = resolve("[[registries]]\nhost = \"r.example\"\nusername = \"u\"\n");
+        assert!(matches!(half, Err(ConfigError::Registry(h)) if h == "r.example"));
     }
 }

@@ -11,6 +11,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod http;
 pub mod ids;
+pub mod images;
 pub mod invoke;
 mod prepare;
 pub mod registry;

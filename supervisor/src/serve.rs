@@ -74,6 +74,12 @@ fn announce_startup(sup: &Supervisor, report: &crate::StartupReport, announce: b
             "removed code objects left by an interrupted write"
         );
     }
+    if report.chunks_removed > 0 {
+        tracing::info!(
+            count = report.chunks_removed,
+            "removed container-image chunks no version uses"
+        );
+    }
 }
 
 /// The frontend role: links to the workers and the code server they fetch from.
@@ -107,6 +113,7 @@ fn start_embedded(
     settings.code = Some(CodeSettings {
         source: Arc::new(LocalCode(codes.clone())),
         cache_max_bytes: None,
+        chunks: Some(sup.images().chunks()),
     });
     let plane = match Host::start(&settings) {
         Ok(p) => {

@@ -33,6 +33,8 @@ pub enum SupervisorError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     CodeStore(#[from] CodeStoreError),
+    #[error("chunk store: {0}")]
+    Chunks(#[from] chunkstore::StoreError),
 }
 
 /// What happened while opening, for the operator.
@@ -43,6 +45,8 @@ pub struct StartupReport {
     pub generated_master_key: Option<PathBuf>,
     /// Code objects left by a crash between write and commit, now removed.
     pub orphans_removed: usize,
+    /// Container-image chunks no version references any more, now removed.
+    pub chunks_removed: u64,
 }
 
 pub struct Supervisor {
@@ -51,6 +55,7 @@ pub struct Supervisor {
     verifier: Verifier,
     registry: Registry,
     store: CodeStore,
+    images: crate::images::Images,
     /// Serialises control-plane mutations so the code store and registry
     /// change together.
     write_lock: Mutex<()>,
@@ -112,6 +117,7 @@ impl Supervisor {
         if legacy_cache.is_dir() {
             std::fs::remove_dir_all(&legacy_cache).map_err(dir_err)?;
         }
+        let images = crate::images::Images::open(&dir, &master, config.registries.clone())?;
         let store = CodeStore::open(&dir.join("code"), master, ZipLimits::default())?;
 
         // A crash after sealing code but before the registry commit leaves
@@ -123,6 +129,7 @@ impl Supervisor {
                 report.orphans_removed += 1;
             }
         }
+        report.chunks_removed = collect_chunks(&registry, &store, &images)?;
         let verifier = Verifier::new(
             &config.region,
             "lambda",
@@ -135,6 +142,7 @@ impl Supervisor {
             verifier,
             registry,
             store,
+            images,
             write_lock: Mutex::new(()),
             large_bodies: tokio::sync::Semaphore::new(crate::http::LARGE_BODY_PERMITS),
             deletion_listeners: std::sync::RwLock::new(Vec::new()),
@@ -184,6 +192,10 @@ impl Supervisor {
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
+    pub fn images(&self) -> &crate::images::Images {
+        &self.images
+    }
+
     pub fn store(&self) -> &CodeStore {
         &self.store
     }
@@ -209,4 +221,23 @@ fn has_code_objects(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| {
         entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".code")))
     })
+}
+
+/// Removes the chunks of images no version uses any more (deleted or updated ones).
+/// Runs before the API serves, so no import can be writing chunks meanwhile.
+fn collect_chunks(
+    registry: &Registry,
+    store: &CodeStore,
+    images: &crate::images::Images,
+) -> Result<u64, SupervisorError> {
+    let mut packages = Vec::new();
+    for r in registry.image_versions()? {
+        let aad = crate::codestore::CodeAad {
+            function: &r.name,
+            version: &r.version,
+            code_sha256: &r.code_sha256,
+        };
+        packages.push(store.read(&r.code_object, &aad)?);
+    }
+    Ok(images.collect_garbage(&packages)?.removed_chunks)
 }

@@ -185,7 +185,7 @@ fn env_with(plane: bool) -> Env {
                 host_concurrency: 10,
                 ..WorkerConfig::default()
             },
-            Some(local_code_supply(&codes, &run_dir)),
+            Some(local_code_supply(&sup, &codes, &run_dir)),
         );
         Ok(Host::from_worker(worker, run_dir))
     } else {

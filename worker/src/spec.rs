@@ -31,6 +31,39 @@ pub struct FunctionVersionSpec {
     pub revision: String,
     /// Layers merged read-only into `/opt`.
     pub layers: Layers,
+    /// A container-image function: `code` names its image package, and the image is
+    /// the sandbox's root instead of a runtime's rootfs.
+    pub image: Option<ImageSpec>,
+}
+
+/// How a container-image function runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// The function's `ImageConfig`.
+    pub overrides: crate::code::image::ImageOverrides,
+    /// Set by the worker once the image is mounted for a sandbox.
+    pub mounted: Option<MountedImageSpec>,
+}
+
+/// A mounted image: its root directory and what to start in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountedImageSpec {
+    pub root: PathBuf,
+    pub command: crate::code::image::ImageCommand,
+}
+
+impl ImageSpec {
+    /// This spec with the image mounted at `dir` (from [`crate::code::unpack::Unpacker::image_for_sandbox`]).
+    pub fn mounted_at(&self, dir: &crate::code::unpack::CodeDir) -> Self {
+        let mounted = dir.image().map(|m| MountedImageSpec {
+            root: m.root().to_owned(),
+            command: m.package.run.command(&self.overrides),
+        });
+        Self {
+            overrides: self.overrides.clone(),
+            mounted,
+        }
+    }
 }
 
 /// A function's layers, in the order Lambda merges them (a later layer's file wins).
@@ -221,6 +254,7 @@ mod tests {
             reserved_concurrency: None,
             revision: String::new(),
             layers: Layers::default(),
+            image: None,
         }
     }
 

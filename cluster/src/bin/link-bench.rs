@@ -86,6 +86,7 @@ fn spec(name: &str, code: CodeRef) -> FunctionVersionSpec {
         reserved_concurrency: None,
         revision: "r1".into(),
         layers: Default::default(),
+        image: None,
     }
 }
 

@@ -121,6 +121,7 @@ impl Daemon {
         s.host.code = Some(CodeSettings {
             source: code.clone(),
             cache_max_bytes: Some(s.code_cache_max_bytes),
+            chunks: None,
         });
         let host = Host::start(&s.host)?;
         eprintln!("worker {}: {}", s.id, host.selection);

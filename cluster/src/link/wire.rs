@@ -91,6 +91,9 @@ impl SpecHead {
                 packages: self.layers,
                 dir: None,
             },
+            // Container images are served by the embedded worker only (its host's chunk
+            // store); a frontend refuses to send them (see the supervisor's invoke path).
+            image: None,
         }
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::extensions::{ExtensionError, Pending};
 use crate::metadata;
@@ -169,6 +169,8 @@ impl Flattener {
     /// Sets directory mtimes (deepest first, so setting one does not disturb another)
     /// and returns what the layers added up to.
     pub fn finish(mut self) -> Result<FlattenStats, FlattenError> {
+        let implied = self.implied_dirs()?;
+        self.dir_times.extend(implied.into_iter().map(|d| (d, 0)));
         self.dir_times
             .sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (dir, mtime) in &self.dir_times {
@@ -181,6 +183,32 @@ impl Flattener {
             }
         }
         Ok(self.stats)
+    }
+
+    /// The directories no layer listed (the root, and parents made for an entry): they
+    /// get the Unix epoch as mtime rather than the time of this flattening, so the same
+    /// layers always give the same tree.
+    fn implied_dirs(&self) -> Result<Vec<PathBuf>, FlattenError> {
+        let explicit: HashSet<&Path> = self.dir_times.iter().map(|(p, _)| p.as_path()).collect();
+        let mut implied = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            let io = |source| FlattenError::Io {
+                layer: self.stats.layers as usize,
+                path: dir.clone(),
+                source,
+            };
+            for entry in fs::read_dir(&dir).map_err(io)? {
+                let entry = entry.map_err(io)?;
+                if entry.file_type().map_err(io)?.is_dir() {
+                    pending.push(entry.path());
+                }
+            }
+            if !explicit.contains(dir.as_path()) {
+                implied.push(dir);
+            }
+        }
+        Ok(implied)
     }
 }
 

@@ -77,6 +77,13 @@ impl Encoder {
         }
     }
 
+    pub fn strs(&mut self, v: &[String]) {
+        self.u32(u32::try_from(v.len()).unwrap_or(u32::MAX));
+        for x in v {
+            self.str(x);
+        }
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.buf
     }
@@ -158,6 +165,16 @@ impl<'a> Decoder<'a> {
             out.push((k, v));
         }
         Ok(out)
+    }
+
+    pub fn strs(&mut self, field: &'static str) -> Result<Vec<String>, DecodeError> {
+        let count = self.u32(field)?;
+        // Each string needs at least its 4-byte length prefix.
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        if count > self.rest.len() / 4 {
+            return Err(DecodeError::Truncated { field });
+        }
+        (0..count).map(|_| self.string(field)).collect()
     }
 
     /// Succeeds only when every byte of the body was consumed.

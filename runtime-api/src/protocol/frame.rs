@@ -218,6 +218,12 @@ mod tests {
                 initialization_type: "on-demand".into(),
                 env: vec![("K".into(), "V".into())],
                 host_now_ms: 1_699_999_999_000,
+                command: vec![
+                    "/usr/bin/python3".into(),
+                    "-m".into(),
+                    "awslambdaric".into(),
+                ],
+                working_dir: "/var/task".into(),
             }),
             HostMessage::Invoke(Invoke {
                 request_id: "id".into(),

@@ -50,6 +50,11 @@ pub struct Init {
     /// The host's wall clock when it sent this, in milliseconds since the Unix epoch: a
     /// guest (PID 1 in a VM) sets its own clock from it before starting the runtime.
     pub host_now_ms: u64,
+    /// A container image's ENTRYPOINT and CMD (after the function's ImageConfig): the
+    /// program to start instead of searching for a `bootstrap`. Empty for .zip functions.
+    pub command: Vec<String>,
+    /// Where `command` starts; empty means the task root.
+    pub working_dir: String,
 }
 
 /// One invocation.
@@ -263,6 +268,8 @@ impl Message for HostMessage {
                 e.str(&i.initialization_type);
                 e.pairs(&i.env);
                 e.u64(i.host_now_ms);
+                e.strs(&i.command);
+                e.str(&i.working_dir);
             }
             HostMessage::Invoke(i) => {
                 e.str(&i.request_id);
@@ -300,6 +307,8 @@ impl Message for HostMessage {
                 initialization_type: d.string("init.initialization_type")?,
                 env: d.pairs("init.env")?,
                 host_now_ms: d.u64("init.host_now_ms")?,
+                command: d.strs("init.command")?,
+                working_dir: d.string("init.working_dir")?,
             }),
             kind::INVOKE => HostMessage::Invoke(Invoke {
                 request_id: d.string("invoke.request_id")?,

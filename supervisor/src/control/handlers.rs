@@ -126,10 +126,8 @@ pub async fn get_function(
     })
     .await?;
     Ok(Json(GetFunctionResponse {
+        code: CodeLocation::of(&configuration),
         configuration,
-        code: CodeLocation {
-            repository_type: "S3",
-        },
         tags,
     })
     .into_response())

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod alias;
+pub mod code;
 pub(crate) mod handlers;
 pub mod layer;
 pub mod model;

@@ -22,6 +22,25 @@ pub struct FunctionCode<'a> {
     pub image_uri: Option<String>,
 }
 
+/// `ImageConfig`: what a container-image function runs instead of the image's own
+/// ENTRYPOINT, CMD and WORKDIR.
+#[derive(Debug, Default, Deserialize, Serialize, Clone, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry_point: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageConfigResponse {
+    pub image_config: ImageConfig,
+}
+
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
 #[serde(rename_all = "PascalCase")]
 pub struct Environment {
@@ -53,6 +72,7 @@ pub struct CreateFunctionRequest<'a> {
     pub architectures: Option<Vec<String>>,
     pub layers: Option<Vec<String>>,
     pub tags: Option<crate::registry::Tags>,
+    pub image_config: Option<ImageConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +102,7 @@ pub struct UpdateFunctionConfigurationRequest {
     pub ephemeral_storage: Option<EphemeralStorage>,
     pub revision_id: Option<String>,
     pub layers: Option<Vec<String>>,
+    pub image_config: Option<ImageConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,7 +125,9 @@ pub struct TracingConfig {
 pub struct FunctionConfiguration {
     pub function_name: String,
     pub function_arn: String,
-    pub runtime: String,
+    /// Absent for container images, which bring their own runtime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     pub role: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handler: Option<String>,
@@ -126,6 +149,11 @@ pub struct FunctionConfiguration {
     pub ephemeral_storage: EphemeralStorage,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_config_response: Option<ImageConfigResponse>,
+    /// A container image's URI as given and pinned, for GetFunction's `Code`.
+    #[serde(skip)]
+    pub image_uris: Option<(String, String)>,
 }
 
 /// A layer in a function's configuration.
@@ -141,7 +169,7 @@ impl FunctionConfiguration {
         Self {
             function_name: r.name.clone(),
             function_arn: arn,
-            runtime: r.runtime.clone(),
+            runtime: r.image.is_none().then(|| r.runtime.clone()),
             role: r.role.clone(),
             handler: r.handler.clone(),
             code_size: r.code_size,
@@ -160,7 +188,7 @@ impl FunctionConfiguration {
             revision_id: r.revision_id.clone(),
             state: "Active",
             last_update_status: "Successful",
-            package_type: "Zip",
+            package_type: if r.image.is_some() { "Image" } else { "Zip" },
             architectures: ["x86_64"],
             ephemeral_storage: EphemeralStorage {
                 size: i64::from(r.ephemeral_storage),
@@ -173,6 +201,17 @@ impl FunctionConfiguration {
                     code_size: l.code_size,
                 })
                 .collect(),
+            image_config_response: r
+                .image
+                .as_ref()
+                .filter(|i| i.config != ImageConfig::default())
+                .map(|i| ImageConfigResponse {
+                    image_config: i.config.clone(),
+                }),
+            image_uris: r
+                .image
+                .as_ref()
+                .map(|i| (i.uri.clone(), i.resolved_uri.clone())),
         }
     }
 }
@@ -181,6 +220,28 @@ impl FunctionConfiguration {
 #[serde(rename_all = "PascalCase")]
 pub struct CodeLocation {
     pub repository_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_image_uri: Option<String>,
+}
+
+impl CodeLocation {
+    /// Where a version's code lives, as GetFunction reports it.
+    pub fn of(configuration: &FunctionConfiguration) -> Self {
+        match &configuration.image_uris {
+            Some((uri, resolved)) => Self {
+                repository_type: "ECR",
+                image_uri: Some(uri.clone()),
+                resolved_image_uri: Some(resolved.clone()),
+            },
+            None => Self {
+                repository_type: "S3",
+                image_uri: None,
+                resolved_image_uri: None,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -5,7 +5,7 @@
 //! code objects that are no longer referenced. A crash in between leaves
 //! only unreferenced objects, which startup removes.
 
-use crate::codestore::{code_sha256, CodeAad};
+use crate::codestore::CodeAad;
 use crate::http::ApiError;
 use crate::ids::uuid_v4;
 use crate::registry::{FunctionRecord, RegistryError, LATEST};
@@ -67,6 +67,27 @@ fn unqualified(sup: &Supervisor, f: &FunctionRef) -> Result<(), ApiError> {
     }
 }
 
+/// A .zip function's runtime, checked with its handler.
+fn zip_runtime(
+    runtime: Option<String>,
+    handler: Option<&str>,
+    image_config: bool,
+) -> Result<String, ApiError> {
+    if image_config {
+        return Err(ApiError::invalid(
+            "ImageConfig is only supported when PackageType is Image",
+        ));
+    }
+    let runtime = runtime
+        .ok_or_else(|| ApiError::invalid("Runtime is required for .zip deployment packages"))?;
+    validate::runtime(&runtime)?;
+    if let Some(h) = handler {
+        validate::handler(h)?;
+    }
+    validate::handler_for_runtime(&runtime, handler)?;
+    Ok(runtime)
+}
+
 fn only_x86(arch: Option<&Vec<String>>) -> Result<(), ApiError> {
     match arch {
         Some(a) if a.iter().any(|x| x != "x86_64") => Err(ApiError::invalid(
@@ -91,22 +112,23 @@ pub fn create_function(
             "FunctionName must not carry a qualifier on CreateFunction",
         ));
     }
-    if req.package_type.as_deref().is_some_and(|p| p != "Zip") {
-        return Err(ApiError::invalid("Only PackageType Zip is supported"));
-    }
+    let image = super::code::is_image(req.package_type.as_deref())?;
     only_x86(req.architectures.as_ref())?;
-    let runtime = req
-        .runtime
-        .ok_or_else(|| ApiError::invalid("Runtime is required for .zip deployment packages"))?;
-    validate::runtime(&runtime)?;
+    let runtime = if image {
+        let layers = req.layers.as_ref().is_some_and(|l| !l.is_empty());
+        super::code::refuse_zip_settings(req.runtime.is_some(), req.handler.is_some(), layers)?;
+        String::new()
+    } else {
+        zip_runtime(
+            req.runtime,
+            req.handler.as_deref(),
+            req.image_config.is_some(),
+        )?
+    };
     let role = req
         .role
         .ok_or_else(|| ApiError::invalid("Role is required"))?;
     validate::role(&role)?;
-    if let Some(h) = &req.handler {
-        validate::handler(h)?;
-    }
-    validate::handler_for_runtime(&runtime, req.handler.as_deref())?;
     let description = req.description.unwrap_or_default();
     validate::description(&description)?;
     let timeout = validate::timeout(req.timeout.unwrap_or(3))?;
@@ -122,18 +144,22 @@ pub fn create_function(
     let code = req
         .code
         .ok_or_else(|| ApiError::invalid("Code is required"))?;
-    let b64 = code.zip_file.ok_or_else(|| {
-        ApiError::invalid(
-            "Only Code.ZipFile is supported (S3 locations and container images are not)",
-        )
-    })?;
-    let zip = validate::decode_zip(&b64)?;
-    drop(b64);
-    let unzipped_size = sup.store().validate(&zip)?.unzipped_size;
-
-    let code_sha = code_sha256(&zip);
+    let new_code = if image {
+        let uri = code.image_uri.ok_or_else(|| {
+            ApiError::invalid("Code.ImageUri is required when PackageType is Image")
+        })?;
+        super::code::from_image(sup, &uri, req.image_config.unwrap_or_default())?
+    } else {
+        let b64 = code.zip_file.ok_or_else(|| {
+            ApiError::invalid(
+                "Only Code.ZipFile is supported for .zip functions (S3 locations are not)",
+            )
+        })?;
+        super::code::from_zip(sup, &b64)?
+    };
     let _guard = sup.write_guard();
-    let layers = super::layer::resolve_layers(sup, &req.layers.unwrap_or_default(), unzipped_size)?;
+    let layers =
+        super::layer::resolve_layers(sup, &req.layers.unwrap_or_default(), new_code.unzipped_size)?;
     if sup.registry().get(&f.name, LATEST)?.is_some() {
         return Err(ApiError::conflict(format!(
             "Function already exist: {}",
@@ -151,14 +177,16 @@ pub fn create_function(
         memory_size,
         environment,
         ephemeral_storage,
-        code_sha256: code_sha,
-        code_size: zip.len() as u64,
+        code_sha256: new_code.sha256,
+        code_size: new_code.size,
         code_object: String::new(),
         last_modified: lambda_timestamp(now()),
         revision_id: uuid_v4(),
-        unzipped_size,
+        unzipped_size: new_code.unzipped_size,
         layers,
+        image: new_code.image,
     };
+    let zip = new_code.bytes;
     // put() encrypts in place, so Publish needs its own plaintext copy.
     let zip_for_v1 = req.publish.unwrap_or(false).then(|| zip.clone());
     latest.code_object = sup.store().put(&aad(&latest), zip)?;
@@ -249,13 +277,26 @@ pub fn update_code(
 ) -> Result<FunctionConfiguration, ApiError> {
     unqualified(sup, f)?;
     only_x86(req.architectures.as_ref())?;
-    let b64 = req.zip_file.ok_or_else(|| {
-        ApiError::invalid("Only ZipFile is supported (S3 locations and container images are not)")
-    })?;
-    let zip = validate::decode_zip(&b64)?;
-    drop(b64);
-    let unzipped_size = sup.store().validate(&zip)?.unzipped_size;
-    let code_sha = code_sha256(&zip);
+    let current_image = sup
+        .registry()
+        .get(&f.name, LATEST)?
+        .ok_or_else(|| not_found(sup, &f.name, None))?
+        .image;
+    let new_code = match (current_image, req.image_uri, req.zip_file) {
+        (Some(cur), Some(uri), _) => super::code::from_image(sup, &uri, cur.config)?,
+        (Some(_), None, _) => {
+            return Err(ApiError::invalid(
+                "Please provide ImageUri when updating a function with packageType Image.",
+            ))
+        }
+        (None, _, Some(b64)) => super::code::from_zip(sup, &b64)?,
+        (None, _, None) => {
+            return Err(ApiError::invalid(
+                "Please provide ZipFile when updating a function with packageType Zip \
+                 (S3 locations are not supported).",
+            ))
+        }
+    };
 
     let _guard = sup.write_guard();
     let cur = sup
@@ -263,10 +304,15 @@ pub fn update_code(
         .get(&f.name, LATEST)?
         .ok_or_else(|| not_found(sup, &f.name, None))?;
     check_revision(&cur, req.revision_id.as_deref())?;
+    if cur.image.is_some() != new_code.image.is_some() {
+        return Err(RegistryError::Conflict.into());
+    }
     let mut new = cur.clone();
-    new.code_sha256 = code_sha;
-    new.code_size = zip.len() as u64;
-    new.unzipped_size = unzipped_size;
+    new.code_sha256 = new_code.sha256;
+    new.code_size = new_code.size;
+    new.unzipped_size = new_code.unzipped_size;
+    new.image = new_code.image;
+    let zip = new_code.bytes;
     super::layer::check_total(&new)?;
     new.last_modified = lambda_timestamp(now());
     new.revision_id = uuid_v4();
@@ -333,7 +379,22 @@ pub fn update_configuration(
     if let Some(arns) = req.layers {
         new.layers = super::layer::resolve_layers(sup, &arns, new.unzipped_size)?;
     }
-    validate::handler_for_runtime(&new.runtime, new.handler.as_deref())?;
+    match (&mut new.image, req.image_config) {
+        (Some(image), config) => {
+            let changed = new.runtime != cur.runtime || new.handler != cur.handler;
+            super::code::refuse_zip_settings(changed, false, !new.layers.is_empty())?;
+            if let Some(c) = config {
+                super::code::check_image_config(&c)?;
+                image.config = c;
+            }
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "ImageConfig is only supported when PackageType is Image",
+            ))
+        }
+        (None, None) => validate::handler_for_runtime(&new.runtime, new.handler.as_deref())?,
+    }
     new.last_modified = lambda_timestamp(now());
     new.revision_id = uuid_v4();
     sup.registry().update_latest(&new, &cur.revision_id)?;

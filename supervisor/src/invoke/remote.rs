@@ -128,10 +128,15 @@ impl worker::code::CodeSource for LocalCode {
 
 /// A worker's code supply pulling from this process's store, unpacking under
 /// `run_dir` (for workers built outside [`worker::host::Host::start`]: tests, embedding).
-pub fn local_code_supply(codes: &Arc<CodeIndex>, run_dir: &std::path::Path) -> worker::CodeSupply {
+pub fn local_code_supply(
+    sup: &Supervisor,
+    codes: &Arc<CodeIndex>,
+    run_dir: &std::path::Path,
+) -> worker::CodeSupply {
     worker::CodeSupply {
         source: Arc::new(LocalCode(codes.clone())),
         cache: None,
+        chunks: Some(sup.images().chunks()),
         unpacker: worker::code::unpack::Unpacker::new(
             run_dir.join("sandbox-code"),
             worker::jail::mirror_group(),

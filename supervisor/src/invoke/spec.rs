@@ -165,6 +165,14 @@ impl Specs {
                     .collect(),
                 dir: None,
             },
+            image: record.image.as_ref().map(|i| worker::spec::ImageSpec {
+                overrides: worker::code::image::ImageOverrides {
+                    entry_point: i.config.entry_point.clone(),
+                    command: i.config.command.clone(),
+                    working_directory: i.config.working_directory.clone(),
+                },
+                mounted: None,
+            }),
         };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
             key,

@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 pub use alias::{AliasPage, AliasRecord};
 pub use layer::{LayerPage, LayerVersionRecord};
 pub use meta::{PolicyRecord, Tags, MAX_TAGS};
-pub use record::{FunctionRecord, LayerRef, LATEST};
+pub use record::{FunctionRecord, ImageRecord, LayerRef, LATEST};
 pub use url::{Cors, UrlPage, UrlRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -421,6 +421,22 @@ impl Registry {
                 out.insert(f.code_object);
             }
             out.extend(layer::layer_objects(conn)?);
+            Ok(out)
+        })
+    }
+
+    /// Every container-image version (their packages name the chunks in use).
+    pub fn image_versions(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT record FROM versions")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let f = serde_json::from_str::<FunctionRecord>(&row?)?;
+                if f.image.is_some() {
+                    out.push(f);
+                }
+            }
             Ok(out)
         })
     }

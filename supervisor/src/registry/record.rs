@@ -32,6 +32,21 @@ pub struct FunctionRecord {
     /// the package outlives a deleted layer version while this version uses it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerRef>,
+    /// A container-image function: its code object is an image package (chunk
+    /// manifest and run configuration), and `runtime` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRecord>,
+}
+
+/// Where a container-image version came from and how it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// `Code.ImageUri` as given.
+    pub uri: String,
+    /// Pinned to the manifest the tag named at create time (`registry/repo@sha256:...`).
+    pub resolved_uri: String,
+    /// The function's `ImageConfig`.
+    pub config: crate::control::model::ImageConfig,
 }
 
 /// One layer version a function version uses.
@@ -60,6 +75,7 @@ impl FunctionRecord {
             && self.ephemeral_storage == published.ephemeral_storage
             && self.code_sha256 == published.code_sha256
             && self.layers == published.layers
+            && self.image == published.image
     }
 
     /// The package and its layers, uncompressed.

@@ -19,6 +19,7 @@ fn rec(name: &str, version: &str, rev: &str) -> FunctionRecord {
         revision_id: rev.into(),
         unzipped_size: 1,
         layers: Vec::new(),
+        image: None,
     }
 }
 

@@ -382,6 +382,7 @@ pub fn init(handler: &str, env: &[(&str, String)]) -> Init {
         initialization_type: "on-demand".into(),
         env: vars,
         host_now_ms: now_ms(),
+        ..Init::default()
     }
 }
 

@@ -89,6 +89,7 @@ fn spec(name: &str, code: &std::path::Path, memory_mib: u32) -> FunctionVersionS
         reserved_concurrency: None,
         revision: String::new(),
         layers: Default::default(),
+        image: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! directory ([`unpack`]), removed with the sandbox. Plaintext code exists nowhere else.
 
 pub mod cache;
+pub mod image;
 mod layers;
 pub mod package;
 pub mod template;
@@ -42,6 +43,8 @@ pub enum CodeError {
     Extract(#[from] package::ExtractError),
     #[error("code cache: {0}")]
     Cache(#[from] cache::CacheError),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
     #[error("code dir {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -54,6 +57,7 @@ impl CodeError {
         match self {
             Self::Unreachable(_) | Self::Cache(_) | Self::Io { .. } => true,
             Self::Extract(e) => e.is_host_failure(),
+            Self::Image(e) => e.is_transient(),
             Self::NotFound(_)
             | Self::TooLarge { .. }
             | Self::DigestMismatch(_)

@@ -17,19 +17,26 @@ use std::sync::{Arc, Mutex, Weak};
 /// An unpacked package; its directory goes with the last sandbox directory made from it.
 pub struct Template(pub(super) CodeDir);
 
-/// Per digest: the live template, behind a lock held while one is being made, so a
-/// burst of cold starts of one new function unpacks it once.
-pub(super) type Slot = Arc<tokio::sync::Mutex<Weak<Template>>>;
+/// Per digest: the live template (or mounted image), behind a lock held while one is
+/// being made, so a burst of cold starts of one new function unpacks it once.
+pub(super) type Slot<T = Template> = Arc<tokio::sync::Mutex<Weak<T>>>;
 
-#[derive(Default)]
-pub(super) struct Templates {
-    slots: Mutex<HashMap<String, Slot>>,
+pub(super) struct Templates<T = Template> {
+    slots: Mutex<HashMap<String, Slot<T>>>,
 }
 
-impl Templates {
+impl<T> Default for Templates<T> {
+    fn default() -> Self {
+        Self {
+            slots: Mutex::default(),
+        }
+    }
+}
+
+impl<T> Templates<T> {
     /// The slot of `digest_hex`. Slots with no live template and nobody using them are
     /// forgotten here, so the map holds only digests with sandboxes.
-    pub(super) fn slot(&self, digest_hex: &str) -> Slot {
+    pub(super) fn slot(&self, digest_hex: &str) -> Slot<T> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.retain(|_, s| {
             Arc::strong_count(s) > 1 || s.try_lock().map_or(true, |t| t.strong_count() > 0)

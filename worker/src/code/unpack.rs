@@ -6,6 +6,8 @@
 //! files inside are world-readable for the jail's unprivileged users. A sandbox's
 //! directory is removed when the sandbox is ([`WithCode`]).
 
+use super::image::mount::MountedImage;
+use super::image::ImagePackage;
 use super::package::zipcheck::DataCheck;
 use super::package::{self, ZipLimits};
 use super::template::{link_tree, Template, Templates};
@@ -26,6 +28,7 @@ pub struct Unpacker {
     pub group: Option<u32>,
     pub limits: ZipLimits,
     templates: Arc<Templates>,
+    images: Arc<Templates<MountedImage>>,
 }
 
 /// Numbers templates: one being removed never shares a name with its successor.
@@ -38,6 +41,7 @@ impl Unpacker {
             group,
             limits,
             templates: Arc::default(),
+            images: Arc::default(),
         }
     }
 
@@ -79,6 +83,32 @@ impl Unpacker {
         };
         self.shared(&format!("tpl-opt-{key}"), &format!("{id}-opt"), prepare)
             .await
+    }
+
+    /// The image package whose hex digest is `digest_hex` mounted read-only for sandbox
+    /// `id`: the mount its other sandboxes use, or a new one of what `fetch` returns.
+    pub async fn image_for_sandbox(
+        &self,
+        digest_hex: &str,
+        chunks: Arc<chunkstore::ChunkStore>,
+        fetch: impl Future<Output = Result<Vec<u8>, CodeError>>,
+    ) -> Result<CodeDir, CodeError> {
+        let slot = self.images.slot(digest_hex);
+        let mut live = slot.lock().await;
+        if let Some(image) = live.upgrade() {
+            return Ok(CodeDir::of_image(image));
+        }
+        let package = ImagePackage::decode(&fetch.await?)?;
+        self.prepare_root()?;
+        let n = NEXT_TEMPLATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.root.join(format!("img-{digest_hex}-{n}"));
+        let image =
+            tokio::task::spawn_blocking(move || MountedImage::create(&dir, chunks, package))
+                .await
+                .map_err(|e| CodeError::Unreachable(format!("image task: {e}")))??;
+        let image = Arc::new(image);
+        *live = Arc::downgrade(&image);
+        Ok(CodeDir::of_image(image))
     }
 
     /// Hard links to the template named `key` in a new directory `name`; the template
@@ -134,6 +164,15 @@ impl Unpacker {
     /// Removes whatever an earlier process left under the root (a crash between unpacking
     /// and a sandbox's end). Blocking.
     pub fn clear(&self) -> Result<(), CodeError> {
+        // Images an earlier process mounted: unmounted first, or their read-only
+        // files would stop the removal.
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("img-") {
+                    super::image::mount::unmount(&e.path().join("root"));
+                }
+            }
+        }
         match std::fs::remove_dir_all(&self.root) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.root)(e)),
             _ => Ok(()),
@@ -256,6 +295,8 @@ pub struct CodeDir {
     template: Option<Arc<Template>>,
     /// Goes with this one (a sandbox's merged layers go with its code).
     companion: Option<Box<CodeDir>>,
+    /// A shared image mount, unmounted with its last sandbox: nothing to remove here.
+    image: Option<Arc<MountedImage>>,
 }
 
 impl CodeDir {
@@ -264,7 +305,22 @@ impl CodeDir {
             path,
             template: None,
             companion: None,
+            image: None,
         }
+    }
+
+    fn of_image(image: Arc<MountedImage>) -> Self {
+        Self {
+            path: image.root().to_owned(),
+            template: None,
+            companion: None,
+            image: Some(image),
+        }
+    }
+
+    /// The mounted image this directory is the root of.
+    pub fn image(&self) -> Option<&MountedImage> {
+        self.image.as_deref()
     }
 
     /// Keeps `other` until this directory goes.
@@ -279,6 +335,9 @@ impl CodeDir {
 
 impl Drop for CodeDir {
     fn drop(&mut self) {
+        if self.image.is_some() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }

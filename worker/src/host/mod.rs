@@ -96,6 +96,9 @@ pub struct CodeSettings {
     /// whose source is another host); `None` for a source on this host that is already
     /// encrypted at rest (the embedded frontend's store).
     pub cache_max_bytes: Option<u64>,
+    /// The chunk store container images are read from (this host's, beside the
+    /// frontend's registry); `None` where images are not served yet (a worker host).
+    pub chunks: Option<Arc<chunkstore::ChunkStore>>,
 }
 
 /// A started host: its worker plus what the frontend needs to know about it.
@@ -228,6 +231,7 @@ fn code_supply(c: &CodeSettings, run_dir: &std::path::Path) -> Result<CodeSupply
         source: c.source.clone(),
         cache,
         unpacker,
+        chunks: c.chunks.clone(),
     })
 }
 

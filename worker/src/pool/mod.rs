@@ -106,6 +106,8 @@ pub struct CodeSupply {
     /// this host's own encrypted code store (the embedded frontend).
     pub cache: Option<Arc<crate::code::cache::SealedCache>>,
     pub unpacker: crate::code::unpack::Unpacker,
+    /// Where container images' chunks are read (see [`crate::host::CodeSettings`]).
+    pub chunks: Option<Arc<chunkstore::ChunkStore>>,
 }
 
 impl CodeSupply {
@@ -180,6 +182,18 @@ impl Inner {
         })?;
         let fetch = supply.fetch(code);
         let digest = crate::code::digest_hex(&code.sha256)?;
+        if let Some(image) = &spec.image {
+            let chunks = supply.chunks.clone().ok_or_else(|| {
+                CodeError::Unreachable("this worker has no chunk store for images".to_owned())
+            })?;
+            let dir = supply
+                .unpacker
+                .image_for_sandbox(&digest, chunks, fetch)
+                .await?;
+            let mut local = spec.clone();
+            local.image = Some(image.mounted_at(&dir));
+            return Ok(Some((local, dir)));
+        }
         let mut dir = supply.unpacker.for_sandbox(&digest, id, fetch).await?;
         let mut local = spec.clone();
         local.code_dir = Some(dir.path().to_owned());

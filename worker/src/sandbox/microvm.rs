@@ -158,6 +158,12 @@ impl MicroVmBackend {
         spec: &FunctionVersionSpec,
         id: &str,
     ) -> Result<SandboxFiles, SandboxError> {
+        if spec.image.is_some() {
+            return Err(start_err(
+                "container-image functions run on the process backend only: the microVM \
+                 backend cannot serve an image's block device from the chunk store yet",
+            ));
+        }
         let files = DirGuard(self.cfg.run_root.join(format!("{id}.files")));
         let _ = std::fs::remove_dir_all(&files.0);
         std::fs::create_dir_all(files.0.join("sock"))

@@ -149,6 +149,31 @@ impl ProcessBackend {
         Ok((cleanup, sock, listener))
     }
 
+    /// The jail's root and its `/var/task`: a container image's own root (which holds
+    /// its code), or the runtime's rootfs with the unpacked package.
+    fn root_and_code(
+        &self,
+        spec: &FunctionVersionSpec,
+    ) -> Result<(PathBuf, Option<PathBuf>), SandboxError> {
+        let start_err = |m: String| SandboxError::Start(m);
+        if let Some(image) = &spec.image {
+            let mounted = image.mounted.as_ref().ok_or_else(|| {
+                start_err("the container image was not mounted for this sandbox".into())
+            })?;
+            return Ok((mounted.root.clone(), None));
+        }
+        let rootfs = self
+            .cfg
+            .rootfs
+            .get(&spec.runtime)
+            .ok_or_else(|| start_err(format!("no rootfs for runtime {:?}", spec.runtime)))?
+            .to_path_buf();
+        let code = spec.code_dir.clone().ok_or_else(|| {
+            start_err("the process backend needs an unpacked code directory".into())
+        })?;
+        Ok((rootfs, Some(code)))
+    }
+
     /// The jail of one sandbox: the runtime's rootfs, the code, guest-init and its
     /// socket directory, under the host uid range `host_base`.
     fn jail_config(
@@ -159,16 +184,7 @@ impl ProcessBackend {
         host_base: u32,
         cpus: Option<&CpuLease>,
     ) -> Result<JailConfig, SandboxError> {
-        let start_err = |m: String| SandboxError::Start(m);
-        let rootfs = self
-            .cfg
-            .rootfs
-            .get(&spec.runtime)
-            .ok_or_else(|| start_err(format!("no rootfs for runtime {:?}", spec.runtime)))?
-            .to_path_buf();
-        let code = spec.code_dir.clone().ok_or_else(|| {
-            start_err("the process backend needs an unpacked code directory".into())
-        })?;
+        let (rootfs, code) = self.root_and_code(spec)?;
         let mut ro_binds = vec![
             (
                 self.cfg.guest_init.clone(),
@@ -181,7 +197,7 @@ impl ProcessBackend {
         }
         Ok(JailConfig {
             rootfs: Some(rootfs),
-            code: Some(code),
+            code,
             ro_binds,
             rw_binds: Vec::new(),
             devices: Vec::new(),

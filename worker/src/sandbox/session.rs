@@ -42,18 +42,31 @@ pub fn init_message(spec: &FunctionVersionSpec, id: &Identity, sandbox_id: &str)
         .get(..10)
         .unwrap_or("1970-01-01")
         .replace('-', "/");
+    let image = spec.image.as_ref().and_then(|i| i.mounted.as_ref());
+    let mut env = spec.env.clone();
+    let (mut command, mut working_dir, mut handler) =
+        (Vec::new(), String::new(), spec.handler.clone());
+    if let Some(m) = image {
+        // The image's environment first: the function's own variables win.
+        env = m.command.env.iter().cloned().chain(env).collect();
+        command = m.command.argv.clone();
+        working_dir = m.command.working_dir.clone();
+        handler = m.command.handler.clone();
+    }
     Init {
         function_name: spec.name.clone(),
         function_version: spec.version.clone(),
-        handler: spec.handler.clone(),
+        handler,
         memory_mib: spec.memory_mib,
         timeout_ms: u32::try_from(spec.timeout.as_millis()).unwrap_or(u32::MAX),
         region: id.region.clone(),
         log_group: format!("/aws/lambda/{}", spec.name),
         log_stream: format!("{day}/[{}]{sandbox_id}", spec.version),
         initialization_type: "on-demand".into(),
-        env: spec.env.clone(),
+        env,
         host_now_ms: 0,
+        command,
+        working_dir,
     }
 }
 

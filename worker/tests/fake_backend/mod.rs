@@ -165,6 +165,7 @@ pub fn spec(name: &str) -> FunctionVersionSpec {
         reserved_concurrency: None,
         revision: String::new(),
         layers: Default::default(),
+        image: None,
     }
 }
 

@@ -1,0 +1,152 @@
+//! A flattened root as an ext4 image: what a microVM mounts as its root, and what the
+//! chunk store cuts into chunks. Built by `mke2fs -d` with its UUID, directory hash seed
+//! and clock fixed, then every inode's ctime and atime set to one value (`debugfs`):
+//! mke2fs copies each source file's ctime, which no program can choose, and its atime,
+//! which its own reading moves. The same tree on the same host then gives the same
+//! bytes, and an image that changes one file changes few chunks.
+
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The clock mke2fs writes and the ctime/atime every inode gets (2023-11-14).
+const FIXED_EPOCH: &str = "1700000000";
+const FIXED_TIME: &str = "20231114221320";
+const UUID: &str = "6c616d62-6461-4c61-8d62-646100000001";
+const HASH_SEED: &str = "6c616d62-6461-4c61-8d62-646100000002";
+const BLOCK: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Ext4Error {
+    #[error("{tool} could not run: {source}")]
+    Spawn {
+        tool: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{tool} failed: {stderr}")]
+    Failed { tool: &'static str, stderr: String },
+    #[error("reading the tree at {path}: {source}")]
+    Tree {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("debugfs stats of {0} has no inode counts")]
+    Stats(PathBuf),
+}
+
+/// What a tree holds: bytes in 4 KiB blocks, and entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeSize {
+    pub blocks: u64,
+    pub entries: u64,
+}
+
+/// Walks `root` without following symbolic links.
+pub fn tree_size(root: &Path) -> Result<TreeSize, Ext4Error> {
+    let mut size = TreeSize::default();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let err = |source| Ext4Error::Tree {
+            path: dir.clone(),
+            source,
+        };
+        for entry in std::fs::read_dir(&dir).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            let meta = entry.path().symlink_metadata().map_err(err)?;
+            size.entries += 1;
+            size.blocks += meta.size().div_ceil(BLOCK);
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(size)
+}
+
+fn run(tool: &'static str, cmd: &mut Command) -> Result<String, Ext4Error> {
+    let out = cmd
+        .output()
+        .map_err(|source| Ext4Error::Spawn { tool, source })?;
+    if !out.status.success() {
+        return Err(Ext4Error::Failed {
+            tool,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Writes `tree` as a new ext4 image at `image` (replaced if present), sized for the
+/// tree with a quarter spare and room for its inodes, times fixed. Blocking.
+pub fn build(tree: &Path, image: &Path) -> Result<TreeSize, Ext4Error> {
+    let size = mke2fs(tree, image)?;
+    fix_times(image)?;
+    Ok(size)
+}
+
+/// [`build`] without the time fix: the image as mke2fs writes it.
+pub fn mke2fs(tree: &Path, image: &Path) -> Result<TreeSize, Ext4Error> {
+    let size = tree_size(tree)?;
+    let inodes = size.entries + size.entries / 8 + 1024;
+    // Inode tables (256 bytes each) and metadata come out of the same blocks.
+    let kib = (size.blocks + size.blocks / 4) * (BLOCK / 1024) + inodes / 4 + 16384;
+    let _ = std::fs::remove_file(image);
+    run(
+        "mke2fs",
+        Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0"])
+            .args(["-O", "^has_journal", "-U", UUID])
+            .args(["-E", &format!("root_owner=0:0,hash_seed={HASH_SEED}")])
+            .args(["-N", &inodes.to_string(), "-d"])
+            .arg(tree)
+            .arg(image)
+            .arg(format!("{kib}k"))
+            .env("E2FSPROGS_FAKE_TIME", FIXED_EPOCH),
+    )?;
+    Ok(size)
+}
+
+/// Sets the ctime and atime of every used inode (the root and 11 onwards: mke2fs -d
+/// allocates them in order).
+pub fn fix_times(image: &Path) -> Result<(), Ext4Error> {
+    let stats = run(
+        "debugfs",
+        Command::new("debugfs").args(["-R", "stats"]).arg(image),
+    )?;
+    let field = |name: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    let used = field("Inode count:")
+        .zip(field("Free inodes:"))
+        .map(|(count, free)| count.saturating_sub(free))
+        .ok_or_else(|| Ext4Error::Stats(image.to_owned()))?;
+    let script = image.with_extension("debugfs");
+    let write = |source| Ext4Error::Tree {
+        path: script.clone(),
+        source,
+    };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&script).map_err(write)?);
+    for ino in std::iter::once(2).chain(11..=used) {
+        writeln!(
+            file,
+            "sif <{ino}> ctime {FIXED_TIME}\nsif <{ino}> atime {FIXED_TIME}"
+        )
+        .map_err(write)?;
+    }
+    file.flush().map_err(write)?;
+    drop(file);
+    let result = run(
+        "debugfs",
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&script)
+            .arg(image)
+            .env("E2FSPROGS_FAKE_TIME", FIXED_EPOCH),
+    );
+    let _ = std::fs::remove_file(&script);
+    result.map(|_| ())
+}

@@ -1,0 +1,157 @@
+//! Container images as function code on the frontend: an image URI on a configured
+//! registry is resolved to its linux/amd64 manifest, its layers pulled and flattened,
+//! the root built into an ext4 image and cut into the chunk store. What the registry
+//! keeps is an [`ImagePackage`] (the chunk manifest and what the image runs), sealed by
+//! the code store like a .zip; the plaintext tree and image are removed as soon as the
+//! chunks are written.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chunkstore::{ChunkStore, Salt, StoreError, WriteError, WriteStats};
+use hmac::{Hmac, Mac};
+use oci_image::ext4::Ext4Error;
+use oci_image::{PullError, Puller, Registry};
+use worker::code::image::{ImagePackage, ImageRun};
+
+use crate::codestore::master_key::MasterKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Pull(#[from] PullError),
+    #[error("building the image's file system: {0}")]
+    Ext4(#[from] Ext4Error),
+    #[error("storing the image's chunks: {0}")]
+    Chunks(#[from] WriteError),
+    #[error("image work directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ImportError {
+    /// Whether the client's input is at fault (an InvalidParameterValueException);
+    /// otherwise this host failed (a ServiceException).
+    pub fn is_client_error(&self) -> bool {
+        match self {
+            Self::Pull(e) => !e.is_transient(),
+            Self::Chunks(WriteError::TooLarge { .. }) => true,
+            Self::Ext4(_) | Self::Chunks(_) | Self::Io { .. } => false,
+        }
+    }
+}
+
+/// A pulled and stored image.
+pub struct Imported {
+    /// The encoded [`ImagePackage`]: holds chunk keys, so only ever stored sealed.
+    pub package: Vec<u8>,
+    pub pinned_uri: String,
+    pub stats: WriteStats,
+}
+
+pub struct Images {
+    chunks: Arc<ChunkStore>,
+    salt: Salt,
+    puller: Puller,
+    work: PathBuf,
+}
+
+/// Removes a work directory however the import ends.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Images {
+    /// The chunk store under `data_dir/chunks`; its salt is derived from the master key,
+    /// so it is as secret as the key and never stored.
+    pub fn open(
+        data_dir: &Path,
+        master: &MasterKey,
+        registries: Vec<Registry>,
+    ) -> Result<Self, StoreError> {
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(master.bytes())
+            .expect("HMAC takes any key length");
+        mac.update(b"lambda chunk-store salt v1");
+        let salt = Salt::from_bytes(mac.finalize().into_bytes().into());
+        let work = data_dir.join("image-work");
+        // An import a crash interrupted left plaintext here.
+        let _ = std::fs::remove_dir_all(&work);
+        Ok(Self {
+            chunks: Arc::new(ChunkStore::open(data_dir.join("chunks"))?),
+            salt,
+            puller: Puller::new(registries, oci_image::pull::PullLimits::default()),
+            work,
+        })
+    }
+
+    pub fn chunks(&self) -> Arc<ChunkStore> {
+        self.chunks.clone()
+    }
+
+    /// Pulls `uri`, flattens it, builds its ext4 image and stores its chunks.
+    pub async fn import(&self, uri: &str) -> Result<Imported, ImportError> {
+        let resolved = self.puller.resolve(uri).await?;
+        let dir = WorkDir(self.work.join(crate::ids::uuid_v4()));
+        let io = |source| ImportError::Io {
+            path: dir.0.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir.0).map_err(io)?;
+        let root = dir.0.join("root");
+        self.puller
+            .pull_into(&resolved, &dir.0.join("blobs"), &root)
+            .await?;
+        let (chunks, salt, at) = (self.chunks.clone(), self.salt.clone(), dir.0.clone());
+        let (manifest, stats) = tokio::task::spawn_blocking(move || {
+            let image = at.join("image.ext4");
+            oci_image::ext4::build(&at.join("root"), &image)?;
+            let _ = std::fs::remove_dir_all(at.join("root"));
+            let file = std::fs::File::open(&image).map_err(|source| ImportError::Io {
+                path: image.clone(),
+                source,
+            })?;
+            Ok::<_, ImportError>(chunkstore::write_image(
+                &chunks,
+                &salt,
+                file,
+                chunkstore::MAX_IMAGE_BYTES,
+            )?)
+        })
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))??;
+        let c = resolved.config;
+        let run = ImageRun {
+            entrypoint: c.entrypoint,
+            cmd: c.cmd,
+            working_dir: c.working_dir,
+            env: c.env,
+            image: resolved.pinned_uri.clone(),
+        };
+        Ok(Imported {
+            package: ImagePackage { run, manifest }.encode(),
+            pinned_uri: resolved.pinned_uri,
+            stats,
+        })
+    }
+
+    /// Removes the chunks no package in `packages` references (startup: no import is
+    /// in flight then, so none of its chunks can be taken for garbage).
+    pub fn collect_garbage(&self, packages: &[Vec<u8>]) -> Result<chunkstore::GcStats, StoreError> {
+        let mut live = HashSet::new();
+        for p in packages {
+            match ImagePackage::decode(p) {
+                Ok(p) => live.extend(p.manifest.stored_ids()),
+                // An unreadable package references chunks we cannot name: keep all.
+                Err(_) => return Ok(chunkstore::GcStats::default()),
+            }
+        }
+        self.chunks.gc(&live)
+    }
+}
