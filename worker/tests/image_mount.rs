@@ -47,11 +47,8 @@ fn mounted(path: &Path) -> bool {
 #[test]
 fn image_mounts_read_only_and_goes_away_cleanly() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test needs root (loop devices)"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test needs root (loop devices)");
     let dir = tempfile::tempdir().unwrap();
     let (store, package) = stored_image(dir.path());
     let at = dir.path().join("img");

@@ -116,6 +116,42 @@ fn reads(
     }))
 }
 
+/// Sealing and opening alone, in memory, on one core: 64 chunks of pseudo-random bytes.
+fn crypto() -> Result<serde_json::Value, String> {
+    let salt = Salt::from_bytes([9; 32]);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let chunks: Vec<Vec<u8>> = (0..64)
+        .map(|_| {
+            (0..chunkstore::CHUNK_SIZE)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        })
+        .collect();
+    let bytes = (chunks.len() * chunkstore::CHUNK_SIZE) as f64;
+    let t = Instant::now();
+    let sealed = chunks
+        .iter()
+        .map(|c| chunkstore::convergent::seal(&salt, c).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let seal_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for s in &sealed {
+        chunkstore::convergent::open(&s.id(), s.key(), s.bytes().to_vec())
+            .map_err(|e| e.to_string())?;
+    }
+    let open_s = t.elapsed().as_secs_f64();
+    Ok(json!({
+        "seal_mb_per_s_one_core": bytes / seal_s / 1e6,
+        "open_mb_per_s_one_core": bytes / open_s / 1e6,
+        "note": "seal = HMAC-SHA256 key derivation + AES-256-GCM + SHA-256 id; open = SHA-256 id check + AES-256-GCM",
+    }))
+}
+
 fn bench(tree: &Path, work: &Path) -> Result<serde_json::Value, String> {
     std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
     let (v1, v2) = (work.join("v1"), work.join("v2"));
@@ -157,6 +193,7 @@ fn bench(tree: &Path, work: &Path) -> Result<serde_json::Value, String> {
             v,
         );
     }
+    out.insert("crypto".into(), crypto()?);
     Ok(
         json!({ "bench": "chunk-bench", "tree": tree, "chunk_size": chunkstore::CHUNK_SIZE, "results": out }),
     )
