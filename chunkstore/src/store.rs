@@ -24,6 +24,9 @@ pub enum StoreError {
     Oversized { id: ChunkId, len: u64 },
     #[error("chunk store I/O at {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// Bytes offered as a chunk that do not hash to its id (a copy from another host).
+    #[error("bytes offered as chunk {0} do not match its id")]
+    NotThatChunk(ChunkId),
 }
 
 impl StoreError {
@@ -83,8 +86,27 @@ impl ChunkStore {
 
     /// Stores a chunk unless it is there already; true when it was new.
     pub fn put(&self, chunk: &SealedChunk) -> Result<bool, StoreError> {
+        self.put_bytes(&chunk.id(), chunk.bytes())
+    }
+
+    /// Stores sealed bytes copied from another store (a worker's copy of a frontend's
+    /// chunk), after checking that they are chunk `id` and no larger than a chunk.
+    pub fn put_copy(&self, id: &ChunkId, sealed: &[u8]) -> Result<bool, StoreError> {
+        if sealed.len() > MAX_SEALED_LEN {
+            return Err(StoreError::Oversized {
+                id: *id,
+                len: sealed.len() as u64,
+            });
+        }
+        if ChunkId::of_sealed(sealed) != *id {
+            return Err(StoreError::NotThatChunk(*id));
+        }
+        self.put_bytes(id, sealed)
+    }
+
+    fn put_bytes(&self, id: &ChunkId, sealed: &[u8]) -> Result<bool, StoreError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let path = self.path(&chunk.id());
+        let path = self.path(id);
         if path.exists() {
             return Ok(false);
         }
@@ -92,7 +114,7 @@ impl ChunkStore {
         fs::create_dir_all(parent).map_err(io_at(parent))?;
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = parent.join(format!(".tmp-{}-{n}", std::process::id()));
-        fs::write(&tmp, chunk.bytes()).map_err(io_at(&tmp))?;
+        fs::write(&tmp, sealed).map_err(io_at(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_at(&path))?;
         Ok(true)
     }

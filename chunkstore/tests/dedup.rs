@@ -79,3 +79,31 @@ fn an_image_over_the_limit_is_refused() {
     let gc = store.gc(&Default::default()).unwrap();
     assert_eq!(gc.removed_chunks, 1);
 }
+
+#[test]
+fn a_copy_from_another_store_is_kept_only_if_it_is_that_chunk() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (frontend, worker) = (store(&a), store(&b));
+    let bytes = image(&[Some(3), Some(4)], 10);
+    let (m, _) = write(&frontend, &salt(2), &bytes);
+    let ids: Vec<_> = m.stored_ids().collect();
+    // The second chunk's bytes offered under the first one's id: refused.
+    let wrong = frontend.get(&ids[1]).unwrap();
+    assert!(matches!(
+        worker.put_copy(&ids[0], &wrong),
+        Err(chunkstore::StoreError::NotThatChunk(_))
+    ));
+    let oversized = vec![0u8; convergent::MAX_SEALED_LEN + 1];
+    assert!(matches!(
+        worker.put_copy(&ids[0], &oversized),
+        Err(chunkstore::StoreError::Oversized { .. })
+    ));
+    assert!(worker.list().unwrap().is_empty());
+    for id in &ids {
+        assert!(worker.put_copy(id, &frontend.get(id).unwrap()).unwrap());
+    }
+    assert!(!worker
+        .put_copy(&ids[0], &frontend.get(&ids[0]).unwrap())
+        .unwrap());
+    assert_eq!(read_all(&worker, &m), bytes);
+}

@@ -47,7 +47,7 @@ fn puller(host: &str, credentials: Credentials) -> Puller {
         plain_http: true,
         credentials,
     };
-    Puller::new(vec![registry], PullLimits::default())
+    Puller::new(vec![registry], PullLimits::default()).unwrap()
 }
 
 /// A registry holding one image, `fn/app:v1` (its layout and descriptor returned too).

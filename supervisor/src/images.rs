@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chunkstore::{ChunkStore, Salt, StoreError, WriteError, WriteStats};
 use hmac::{Hmac, Mac};
 use oci_image::ext4::Ext4Error;
-use oci_image::{PullError, Puller, Registry};
+use oci_image::{FlattenError, PullError, Puller, Registry};
 use worker::code::image::{ImagePackage, ImageRun};
 
 use crate::codestore::master_key::MasterKey;
@@ -37,6 +37,13 @@ impl ImportError {
     /// otherwise this host failed (a ServiceException).
     pub fn is_client_error(&self) -> bool {
         match self {
+            // Writing the tree fails for the layer's reasons (a name too long, ...)
+            // except when this host's disk does.
+            Self::Pull(PullError::Flatten(FlattenError::Io { source, .. })) => !matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC | libc::EDQUOT | libc::EIO | libc::EROFS)
+            ),
+            Self::Pull(PullError::Client(_)) => false,
             Self::Pull(e) => !e.is_transient(),
             Self::Chunks(WriteError::TooLarge { .. }) => true,
             Self::Ext4(_) | Self::Chunks(_) | Self::Io { .. } => false,
@@ -55,7 +62,10 @@ pub struct Imported {
 pub struct Images {
     chunks: Arc<ChunkStore>,
     salt: Salt,
-    puller: Puller,
+    registries: Vec<Registry>,
+    /// Built at the first import: a host that never pulls (an appliance without
+    /// registries, which has no CA certificates either) never needs an HTTP client.
+    puller: std::sync::Mutex<Option<Arc<Puller>>>,
     work: PathBuf,
 }
 
@@ -86,9 +96,21 @@ impl Images {
         Ok(Self {
             chunks: Arc::new(ChunkStore::open(data_dir.join("chunks"))?),
             salt,
-            puller: Puller::new(registries, oci_image::pull::PullLimits::default()),
+            registries,
+            puller: std::sync::Mutex::new(None),
             work,
         })
+    }
+
+    fn puller(&self) -> Result<Arc<Puller>, PullError> {
+        let mut slot = self.puller.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = slot.as_ref() {
+            return Ok(p.clone());
+        }
+        let limits = oci_image::pull::PullLimits::default();
+        let p = Arc::new(Puller::new(self.registries.clone(), limits)?);
+        *slot = Some(p.clone());
+        Ok(p)
     }
 
     pub fn chunks(&self) -> Arc<ChunkStore> {
@@ -97,7 +119,8 @@ impl Images {
 
     /// Pulls `uri`, flattens it, builds its ext4 image and stores its chunks.
     pub async fn import(&self, uri: &str) -> Result<Imported, ImportError> {
-        let resolved = self.puller.resolve(uri).await?;
+        let puller = self.puller()?;
+        let resolved = puller.resolve(uri).await?;
         let dir = WorkDir(self.work.join(crate::ids::uuid_v4()));
         let io = |source| ImportError::Io {
             path: dir.0.clone(),
@@ -105,7 +128,7 @@ impl Images {
         };
         std::fs::create_dir_all(&dir.0).map_err(io)?;
         let root = dir.0.join("root");
-        self.puller
+        puller
             .pull_into(&resolved, &dir.0.join("blobs"), &root)
             .await?;
         let (chunks, salt, at) = (self.chunks.clone(), self.salt.clone(), dir.0.clone());

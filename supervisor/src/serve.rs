@@ -114,6 +114,7 @@ fn start_embedded(
         source: Arc::new(LocalCode(codes.clone())),
         cache_max_bytes: None,
         chunks: Some(sup.images().chunks()),
+        chunk_fetch: None,
     });
     let plane = match Host::start(&settings) {
         Ok(p) => {

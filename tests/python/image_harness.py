@@ -31,16 +31,17 @@ def free_port():
 
 
 class Registry:
-    """`docker-registry serve` on 127.0.0.1, requiring `user`:`password`."""
+    """`docker-registry serve` on `addr` (loopback by default), requiring
+    `user`:`password`."""
 
-    def __init__(self, directory, user="puller", password="s3cret"):
+    def __init__(self, directory, user="puller", password="s3cret", addr="127.0.0.1"):
         tool("docker-registry")
         tool("htpasswd")
         tool("skopeo")
         self.dir, self.user, self.password = Path(directory), user, password
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        self.host = f"{addr}:{self.port}"
         htpasswd = subprocess.run(["htpasswd", "-Bbn", user, password], check=True,
                                   capture_output=True).stdout
         (self.dir / "htpasswd").write_bytes(htpasswd)
@@ -55,7 +56,7 @@ class Registry:
         deadline = time.monotonic() + 20
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection((addr, self.port), timeout=1).close()
                 break
             except OSError:
                 assert time.monotonic() < deadline, (self.dir / "registry.log").read_text()

@@ -61,6 +61,10 @@ impl CodeLookup for Packages {
         let found = self.0.iter().find(|(h, _)| h == digest_hex);
         Ok(found.map(|(_, z)| z.clone()))
     }
+
+    fn chunk(&self, _id_hex: &str) -> Result<Option<Vec<u8>>, cluster::frontend::LookupError> {
+        Ok(None)
+    }
 }
 
 fn free_port() -> Result<u16, String> {

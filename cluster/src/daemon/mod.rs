@@ -122,6 +122,7 @@ impl Daemon {
             source: code.clone(),
             cache_max_bytes: Some(s.code_cache_max_bytes),
             chunks: None,
+            chunk_fetch: Some(code.clone()),
         });
         let host = Host::start(&s.host)?;
         eprintln!("worker {}: {}", s.id, host.selection);

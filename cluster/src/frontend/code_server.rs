@@ -1,9 +1,10 @@
-//! The frontend's side of code distribution: workers fetch packages by digest over a
-//! link listener that admits only cluster workers.
+//! The frontend's side of code distribution: workers fetch packages by digest, and
+//! container images' chunks by id, over a link listener that admits only cluster
+//! workers.
 
 use crate::link::body::LinkBody;
 use crate::link::transport::{self, respond, LinkRequest, LinkResponse};
-use crate::link::CODE_PATH;
+use crate::link::{CHUNK_PATH, CODE_PATH};
 use crate::tls::{self, LinkStats};
 use http::{Method, StatusCode};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub trait CodeLookup: Send + Sync {
     /// The package whose `CodeSha256` has hex form `digest_hex`, if this frontend
     /// dispatched it.
     fn package(&self, digest_hex: &str) -> Result<Option<Vec<u8>>, LookupError>;
+    /// A container image's chunk, sealed as stored, by its hex id.
+    fn chunk(&self, id_hex: &str) -> Result<Option<Vec<u8>>, LookupError>;
 }
 
 /// Serves workers' code fetches on `listener` until the task is dropped.
@@ -54,16 +57,30 @@ pub async fn serve(
     }
 }
 
-async fn handle(lookup: Arc<dyn CodeLookup>, req: LinkRequest) -> LinkResponse {
-    let digest = match (req.method(), req.uri().path().strip_prefix(CODE_PATH)) {
-        (&Method::GET, Some(d)) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            d.to_owned()
-        }
-        _ => return respond(StatusCode::NOT_FOUND, "no such link route"),
+/// `GET /v1/code/<64 hex>` or `GET /v1/chunk/<64 hex>`.
+fn route(req: &LinkRequest) -> Option<(bool, String)> {
+    let path = req.uri().path();
+    let (chunk, hex) = match path.strip_prefix(CODE_PATH) {
+        Some(hex) => (false, hex),
+        None => (true, path.strip_prefix(CHUNK_PATH)?),
     };
-    match tokio::task::spawn_blocking(move || lookup.package(&digest)).await {
-        Ok(Ok(Some(zip))) => http::Response::new(LinkBody::full(zip)),
-        Ok(Ok(None)) => respond(StatusCode::NOT_FOUND, "unknown code digest"),
+    let ok = req.method() == Method::GET
+        && hex.len() == 64
+        && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then(|| (chunk, hex.to_owned()))
+}
+
+async fn handle(lookup: Arc<dyn CodeLookup>, req: LinkRequest) -> LinkResponse {
+    let Some((chunk, hex)) = route(&req) else {
+        return respond(StatusCode::NOT_FOUND, "no such link route");
+    };
+    let found = tokio::task::spawn_blocking(move || match chunk {
+        true => lookup.chunk(&hex),
+        false => lookup.package(&hex),
+    });
+    match found.await {
+        Ok(Ok(Some(bytes))) => http::Response::new(LinkBody::full(bytes)),
+        Ok(Ok(None)) => respond(StatusCode::NOT_FOUND, "unknown code digest or chunk"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "serving code to a worker");
             respond(StatusCode::SERVICE_UNAVAILABLE, "code store unavailable")

@@ -40,3 +40,6 @@ pub const FORGET_PATH: &str = "/v1/forget";
 pub const METRICS_PATH: &str = "/metrics";
 /// Request path prefix on a frontend: `/v1/code/<hex digest>`.
 pub const CODE_PATH: &str = "/v1/code/";
+/// Request path prefix on a frontend: `/v1/chunk/<hex chunk id>` (a container image's
+/// chunk, sealed as stored).
+pub const CHUNK_PATH: &str = "/v1/chunk/";

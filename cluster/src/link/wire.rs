@@ -44,6 +44,9 @@ pub struct SpecHead {
     /// Layer packages by digest, in merge order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<CodeRef>,
+    /// A container-image function's `ImageConfig` (`code` is then its image package).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<worker::code::image::ImageOverrides>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -70,6 +73,7 @@ impl SpecHead {
             reserved_concurrency: s.reserved_concurrency,
             revision: s.revision.clone(),
             layers: s.layers.packages.clone(),
+            image: s.image.as_ref().map(|i| i.overrides.clone()),
         }
     }
 
@@ -91,9 +95,10 @@ impl SpecHead {
                 packages: self.layers,
                 dir: None,
             },
-            // Container images are served by the embedded worker only (its host's chunk
-            // store); a frontend refuses to send them (see the supervisor's invoke path).
-            image: None,
+            image: self.image.map(|overrides| worker::spec::ImageSpec {
+                overrides,
+                mounted: None,
+            }),
         }
     }
 }

@@ -20,6 +20,10 @@ fn head() -> InvokeHead {
                 sha256: "def=".into(),
                 source: "10.0.0.1:9443".into(),
             }],
+            image: Some(worker::code::image::ImageOverrides {
+                command: Some(vec!["app.other".into()]),
+                ..Default::default()
+            }),
         },
         request_id: "rid".into(),
         client_context: None,
@@ -38,6 +42,10 @@ fn an_invoke_round_trips_with_its_raw_payload() {
     let (spec, req, streaming) = h.into_parts(p);
     assert!(spec.code_dir.is_none() && spec.code.is_some());
     assert_eq!(spec.timeout, Duration::from_secs(3));
+    let image = spec
+        .image
+        .expect("an image function's ImageConfig crosses the link");
+    assert_eq!(image.overrides.command, Some(vec!["app.other".to_string()]));
     assert_eq!(req.trace_id.as_deref(), Some("Root=1"));
     assert!(!streaming);
 }

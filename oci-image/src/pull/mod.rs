@@ -86,6 +86,9 @@ pub enum PullError {
     Flatten(#[from] FlattenError),
     #[error("staging a layer: {0}")]
     Io(#[from] std::io::Error),
+    /// The HTTP client could not be set up (e.g. a host without CA certificates).
+    #[error("registry client: {0}")]
+    Client(#[source] OciDistributionError),
 }
 
 impl PullError {
@@ -102,7 +105,9 @@ pub struct Puller {
 }
 
 impl Puller {
-    pub fn new(registries: Vec<Registry>, limits: PullLimits) -> Self {
+    /// Fails where the HTTP client cannot be built: reqwest refuses a host without CA
+    /// certificates, even when every registry is plain HTTP.
+    pub fn new(registries: Vec<Registry>, limits: PullLimits) -> Result<Self, PullError> {
         let plain: Vec<String> = registries
             .iter()
             .filter(|r| r.plain_http)
@@ -116,11 +121,11 @@ impl Puller {
             read_timeout: Some(std::time::Duration::from_secs(60)),
             ..ClientConfig::default()
         };
-        Self {
-            client: Client::new(config),
+        Ok(Self {
+            client: Client::try_from(config).map_err(PullError::Client)?,
             registries,
             limits,
-        }
+        })
     }
 
     fn registry_for(&self, reference: &Reference) -> Result<&Registry, PullError> {

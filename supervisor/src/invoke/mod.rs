@@ -324,13 +324,6 @@ impl InvokeService {
                 }
             }
         }
-        if self.remote.is_some() && resolved.spec.image.is_some() {
-            // Worker hosts have no way yet to read this host's chunk store.
-            return Err(ApiError::service(
-                "container-image functions run on the embedded worker only: this frontend's \
-                 worker hosts cannot read its image chunks yet",
-            ));
-        }
         Ok(resolved.spec)
     }
 

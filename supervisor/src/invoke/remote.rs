@@ -72,6 +72,23 @@ impl CodeIndex {
 }
 
 impl CodeLookup for CodeIndex {
+    /// Any stored chunk: it is sealed, and opens only with the key in an image package,
+    /// which workers get only for versions this frontend dispatched to them.
+    fn chunk(&self, id_hex: &str) -> Result<Option<Vec<u8>>, LookupError> {
+        let Some(id) = chunkstore::ChunkId::from_hex(id_hex) else {
+            return Ok(None);
+        };
+        let sup = self
+            .sup
+            .upgrade()
+            .ok_or("the supervisor is shutting down")?;
+        match sup.images().chunks().get(&id) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(chunkstore::StoreError::Missing(_)) => Ok(None),
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+
     fn package(&self, digest_hex: &str) -> Result<Option<Vec<u8>>, LookupError> {
         let candidates = self.known().get(digest_hex).cloned().unwrap_or_default();
         let sup = self
@@ -137,6 +154,7 @@ pub fn local_code_supply(
         source: Arc::new(LocalCode(codes.clone())),
         cache: None,
         chunks: Some(sup.images().chunks()),
+        chunk_fetch: None,
         unpacker: worker::code::unpack::Unpacker::new(
             run_dir.join("sandbox-code"),
             worker::jail::mirror_group(),

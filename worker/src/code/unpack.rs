@@ -85,8 +85,9 @@ impl Unpacker {
             .await
     }
 
-    /// The image package whose hex digest is `digest_hex` mounted read-only for sandbox
-    /// `id`: the mount its other sandboxes use, or a new one of what `fetch` returns.
+    /// The image package whose hex digest is `digest_hex`, mounted read-only for one more
+    /// sandbox: the mount its other sandboxes use, or a new one of what `fetch` returns
+    /// (its chunks read from `chunks`).
     pub async fn image_for_sandbox(
         &self,
         digest_hex: &str,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::code::cache::SealedCache;
+use crate::code::image::ChunkFetch;
 use crate::code::package::ZipLimits;
 use crate::code::unpack::Unpacker;
 use crate::code::CodeSource;
@@ -46,6 +47,8 @@ pub enum HostError {
     RunDirLock(#[from] LockError),
     #[error("code cache: {0}")]
     CodeCache(#[from] crate::code::cache::CacheError),
+    #[error("image chunk copies: {0}")]
+    ChunkCopies(#[from] chunkstore::StoreError),
     #[error("sandbox code: {0}")]
     Code(#[from] crate::code::CodeError),
 }
@@ -96,9 +99,12 @@ pub struct CodeSettings {
     /// whose source is another host); `None` for a source on this host that is already
     /// encrypted at rest (the embedded frontend's store).
     pub cache_max_bytes: Option<u64>,
-    /// The chunk store container images are read from (this host's, beside the
-    /// frontend's registry); `None` where images are not served yet (a worker host).
+    /// The chunk store container images are read from: the embedded frontend's own.
+    /// `None` on a worker host, which keeps a copy under its run dir instead.
     pub chunks: Option<Arc<chunkstore::ChunkStore>>,
+    /// Where a worker host copies the chunks of an image it has not seen from (the
+    /// frontend that sent the invoke, over the link).
+    pub chunk_fetch: Option<Arc<dyn ChunkFetch>>,
 }
 
 /// A started host: its worker plus what the frontend needs to know about it.
@@ -227,12 +233,34 @@ fn code_supply(c: &CodeSettings, run_dir: &std::path::Path) -> Result<CodeSupply
         ZipLimits::default(),
     );
     unpacker.clear()?;
+    let chunks = match (&c.chunks, &c.chunk_fetch) {
+        (Some(own), _) => Some(own.clone()),
+        (None, Some(_)) => Some(Arc::new(chunk_copies(run_dir)?)),
+        (None, None) => None,
+    };
     Ok(CodeSupply {
         source: c.source.clone(),
         cache,
         unpacker,
-        chunks: c.chunks.clone(),
+        chunks,
+        chunk_fetch: c.chunk_fetch.clone(),
     })
+}
+
+/// A worker host's copies of image chunks (sealed, as the frontend stores them), begun
+/// afresh by each process.
+fn chunk_copies(run_dir: &std::path::Path) -> Result<chunkstore::ChunkStore, HostError> {
+    let dir = run_dir.join("chunk-copies");
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(HostError::RunDir {
+                path: dir,
+                source: e,
+            })
+        }
+        _ => {}
+    }
+    Ok(chunkstore::ChunkStore::open(&dir)?)
 }
 
 fn worker_config(cfg: &HostSettings) -> WorkerConfig {

@@ -4,6 +4,7 @@
 mod admission;
 mod cold;
 mod idle;
+mod image_code;
 mod init_phase;
 mod invoke;
 mod memory;
@@ -108,6 +109,8 @@ pub struct CodeSupply {
     pub unpacker: crate::code::unpack::Unpacker,
     /// Where container images' chunks are read (see [`crate::host::CodeSettings`]).
     pub chunks: Option<Arc<chunkstore::ChunkStore>>,
+    /// Where a worker host copies the chunks it lacks from.
+    pub chunk_fetch: Option<Arc<dyn crate::code::image::ChunkFetch>>,
 }
 
 impl CodeSupply {
@@ -180,20 +183,11 @@ impl Inner {
         let supply = self.code.as_ref().ok_or_else(|| {
             CodeError::Unreachable("this worker was given no code source".to_owned())
         })?;
+        if let Some(image) = &spec.image {
+            return supply.mount_image(spec, image, code).await.map(Some);
+        }
         let fetch = supply.fetch(code);
         let digest = crate::code::digest_hex(&code.sha256)?;
-        if let Some(image) = &spec.image {
-            let chunks = supply.chunks.clone().ok_or_else(|| {
-                CodeError::Unreachable("this worker has no chunk store for images".to_owned())
-            })?;
-            let dir = supply
-                .unpacker
-                .image_for_sandbox(&digest, chunks, fetch)
-                .await?;
-            let mut local = spec.clone();
-            local.image = Some(image.mounted_at(&dir));
-            return Ok(Some((local, dir)));
-        }
         let mut dir = supply.unpacker.for_sandbox(&digest, id, fetch).await?;
         let mut local = spec.clone();
         local.code_dir = Some(dir.path().to_owned());

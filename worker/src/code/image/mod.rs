@@ -1,10 +1,14 @@
 //! Container-image functions on the worker. The frontend hands out an image as one
 //! [`ImagePackage`] (its chunk manifest and what the image says to run), fetched and
-//! digest-checked like a .zip package; the worker mounts the image read-only
-//! ([`mount::MountedImage`]) as the root of the image's sandboxes.
+//! digest-checked like a .zip package; a worker host first copies the chunks it lacks
+//! ([`copy_missing`]); the worker mounts the image read-only ([`mount::MountedImage`])
+//! as the root of the image's sandboxes.
 
+mod copy;
 pub mod loopdev;
 pub mod mount;
+
+pub use copy::{copy_missing, ChunkFetch};
 
 use chunkstore::{ImageManifest, ManifestError, ReadError};
 use serde::{Deserialize, Serialize};
@@ -82,6 +86,9 @@ pub enum ImageError {
     /// A chunk missing, unreadable, or failing authentication: never wrong bytes.
     #[error("image chunk: {0}")]
     Read(#[from] ReadError),
+    /// A chunk copied from the frontend could not be kept (or was not that chunk).
+    #[error("copying image chunks: {0}")]
+    Copy(chunkstore::StoreError),
     #[error("image {what}: {source}")]
     Io {
         what: String,
@@ -93,6 +100,7 @@ impl ImageError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Read(e) => e.is_transient(),
+            Self::Copy(e) => e.is_transient(),
             Self::Io { .. } => true,
             Self::Package(_) | Self::Run(_) | Self::Manifest(_) => false,
         }

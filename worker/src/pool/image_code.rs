@@ -1,0 +1,38 @@
+//! The code of a container-image function for one more sandbox: the image package
+//! fetched like any package, the chunks a worker host lacks copied from the frontend,
+//! and the image mounted (or the mount its other sandboxes use).
+
+use super::CodeSupply;
+use crate::code::image::copy_missing;
+use crate::code::unpack::CodeDir;
+use crate::code::{digest_hex, CodeError, CodeRef};
+use crate::spec::{FunctionVersionSpec, ImageSpec};
+
+impl CodeSupply {
+    pub(super) async fn mount_image(
+        &self,
+        spec: &FunctionVersionSpec,
+        image: &ImageSpec,
+        code: &CodeRef,
+    ) -> Result<(FunctionVersionSpec, CodeDir), CodeError> {
+        let chunks = self.chunks.clone().ok_or_else(|| {
+            CodeError::Unreachable("this worker has no chunk store for images".to_owned())
+        })?;
+        let digest = digest_hex(&code.sha256)?;
+        let local = chunks.clone();
+        let fetch = async move {
+            let package = self.fetch(code).await?;
+            if let Some(remote) = &self.chunk_fetch {
+                copy_missing(remote.as_ref(), &code.source, &local, &package).await?;
+            }
+            Ok(package)
+        };
+        let dir = self
+            .unpacker
+            .image_for_sandbox(&digest, chunks, fetch)
+            .await?;
+        let mut mounted = spec.clone();
+        mounted.image = Some(image.mounted_at(&dir));
+        Ok((mounted, dir))
+    }
+}
