@@ -412,14 +412,11 @@ impl Registry {
     /// or one of its layers', or a layer version's package.
     pub fn code_objects(&self) -> Result<HashSet<String>, RegistryError> {
         self.with(|conn| {
-            let mut stmt = conn.prepare("SELECT record FROM versions")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             let mut out = HashSet::new();
-            for row in rows {
-                let f = serde_json::from_str::<FunctionRecord>(&row?)?;
+            for_each_version(conn, |f| {
                 out.extend(f.layers.into_iter().map(|l| l.code_object));
                 out.insert(f.code_object);
-            }
+            })?;
             out.extend(layer::layer_objects(conn)?);
             Ok(out)
         })
@@ -428,18 +425,28 @@ impl Registry {
     /// Every container-image version (their packages name the chunks in use).
     pub fn image_versions(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
         self.with(|conn| {
-            let mut stmt = conn.prepare("SELECT record FROM versions")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             let mut out = Vec::new();
-            for row in rows {
-                let f = serde_json::from_str::<FunctionRecord>(&row?)?;
+            for_each_version(conn, |f| {
                 if f.image.is_some() {
                     out.push(f);
                 }
-            }
+            })?;
             Ok(out)
         })
     }
+}
+
+/// Calls `f` with every function version's record.
+fn for_each_version(
+    conn: &rusqlite::Connection,
+    mut f: impl FnMut(FunctionRecord),
+) -> Result<(), RegistryError> {
+    let mut stmt = conn.prepare("SELECT record FROM versions")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    for row in rows {
+        f(serde_json::from_str::<FunctionRecord>(&row?)?);
+    }
+    Ok(())
 }
 
 fn insert_version(tx: &rusqlite::Transaction<'_>, r: &FunctionRecord) -> Result<(), RegistryError> {

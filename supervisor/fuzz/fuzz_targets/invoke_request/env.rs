@@ -149,7 +149,7 @@ pub fn env() -> &'static Env {
             };
             let codes = CodeIndex::new(&sup);
             let run_dir = dir.path().join("run");
-            let supply = local_code_supply(&codes, &run_dir);
+            let supply = local_code_supply(&sup, &codes, &run_dir);
             let worker = Worker::with_code(Arc::new(EchoBackend), worker_cfg, Some(supply));
             let plane = Host::from_worker(worker, run_dir);
             let svc = InvokeService::new(sup.clone(), Ok(plane), codes).expect("invoke service");
