@@ -94,7 +94,8 @@ def measure(c, sup, uris, rounds):
             new_revision(c, name, i)
             cold[name].append(timed_invoke(c, name, i))
             warm[name].extend(timed_invoke(c, name, j) for j in range(20))
-    stored = [tuple(map(int, m)) for m in STORED.findall(sup.log())]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", sup.log())
+    stored = [tuple(map(int, m)) for m in STORED.findall(plain)]
     before = len(chunk_files(sup.data_dir))
     # The process backend writes every stored chunk of the image at a host's first cold
     # start; only v1's chunks are in the store yet.
