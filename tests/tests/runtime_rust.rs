@@ -77,7 +77,14 @@ fn context_headers_and_environment_reach_the_function() {
     };
     let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
     assert_eq!(v["request_id"], id.as_str());
-    assert_eq!(v["deadline"], deadline);
+    // guest-init gives the function the time left when the host sent the invoke, on its
+    // own clock: here the same clock, so the deadline moves by the transit time (often
+    // a millisecond boundary crossed), never earlier.
+    let seen = v["deadline"].as_u64().expect("deadline");
+    assert!(
+        (deadline..deadline + 1000).contains(&seen),
+        "{seen} vs {deadline}"
+    );
     assert_eq!(
         v["invoked_function_arn"],
         integration_tests::runtime::guest::TEST_ARN

@@ -348,10 +348,11 @@ pub const TEST_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:test-
 
 /// An invocation with `payload` and a deadline `timeout_ms` from now.
 pub fn invoke(payload: impl Into<Vec<u8>>, timeout_ms: u64) -> Invoke {
+    let now = now_ms();
     Invoke {
         request_id: request_id(),
-        deadline_ms: now_ms() + timeout_ms,
-        host_now_ms: now_ms(),
+        deadline_ms: now + timeout_ms,
+        host_now_ms: now,
         invoked_function_arn: TEST_ARN.into(),
         trace_id: Some(
             "Root=1-5e1b4151-5ac6c58f3b1e9d7a2e5d4c3b;Parent=1234567890abcdef;Sampled=1".into(),
