@@ -14,6 +14,7 @@ use hmac::{Hmac, Mac};
 use oci_image::ext4::Ext4Error;
 use oci_image::{FlattenError, PullError, Puller, Registry};
 use worker::code::image::{ImagePackage, ImageRun};
+use worker::sandbox::dir_guard::DirGuard;
 
 use crate::codestore::master_key::MasterKey;
 
@@ -69,15 +70,6 @@ pub struct Images {
     work: PathBuf,
 }
 
-/// Removes a work directory however the import ends.
-struct WorkDir(PathBuf);
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 impl Images {
     /// The chunk store under `data_dir/chunks`; its salt is derived from the master key,
     /// so it is as secret as the key and never stored.
@@ -121,7 +113,8 @@ impl Images {
     pub async fn import(&self, uri: &str) -> Result<Imported, ImportError> {
         let puller = self.puller()?;
         let resolved = puller.resolve(uri).await?;
-        let dir = WorkDir(self.work.join(crate::ids::uuid_v4()));
+        // Removed however the import ends.
+        let dir = DirGuard(self.work.join(crate::ids::uuid_v4()));
         let io = |source| ImportError::Io {
             path: dir.0.clone(),
             source,

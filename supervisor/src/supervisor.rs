@@ -232,12 +232,7 @@ fn collect_chunks(
 ) -> Result<u64, SupervisorError> {
     let mut packages = Vec::new();
     for r in registry.image_versions()? {
-        let aad = crate::codestore::CodeAad {
-            function: &r.name,
-            version: &r.version,
-            code_sha256: &r.code_sha256,
-        };
-        packages.push(store.read(&r.code_object, &aad)?);
+        packages.push(store.read(&r.code_object, &crate::control::ops::aad(&r))?);
     }
     Ok(images.collect_garbage(&packages)?.removed_chunks)
 }

@@ -9,7 +9,6 @@ and microVMs per GiB. Absolute times under TCG mean little; read the ratios. Wri
 import argparse
 import json
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from appliance_harness import Appliance, require_appliance  # noqa: E402
-from invoke_harness import deploy, invoke, report_line  # noqa: E402
+from invoke_harness import deploy, invoke, report_line, stats  # noqa: E402
 from supervisor_harness import REPO  # noqa: E402
 
 READY = re.compile(
@@ -26,15 +25,6 @@ READY = re.compile(
     r"(?:: jail\+vmm spawned (?P<spawn>\d+) ms)?(?:, first KVM_RUN (?P<run>\d+) ms after vmm start)?"
     r"(?:, guest kernel to init (?P<kernel>\d+) ms)?(?:, guest-init connected (?P<conn>\d+) ms)?")
 DURATION = re.compile(r"Duration: ([\d.]+) ms")
-
-
-def stats(xs):
-    xs = sorted(xs)
-    if not xs:
-        return None
-    q = lambda p: xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]  # noqa: E731
-    return {"n": len(xs), "p50": statistics.median(xs), "p90": q(0.9), "p99": q(0.99),
-            "min": xs[0], "max": xs[-1]}
 
 
 def cold_starts(a, c, n):

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from image_harness import (OciLayout, Registry, chunk_files, config_file,  # noqa: E402
                            dir_layer, files_layer)
-from invoke_harness import IMAGES, make_zip, start_supervisor  # noqa: E402
+from invoke_harness import IMAGES, make_zip, start_supervisor, stats  # noqa: E402
 from supervisor_harness import REPO, ROLE  # noqa: E402
 
 APP = b'''import os
@@ -33,11 +33,6 @@ RUN = {"Entrypoint": ["/usr/bin/python3", "-m", "awslambdaric"], "Cmd": ["app.ha
        "WorkingDir": "/var/task",
        "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/var/runtime:/var/task"]}
 STORED = re.compile(r"container image stored.*?bytes=(\d+) chunks=(\d+) new_chunks=(\d+)")
-
-
-def stats(xs):
-    xs = sorted(xs)
-    return {"n": len(xs), "p50": statistics.median(xs), "min": xs[0], "max": xs[-1]}
 
 
 def timed_invoke(c, name, n=0):

@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import re
+import statistics
 import time
 from pathlib import Path
 
@@ -178,3 +179,13 @@ def logged(sup, name, *needles, version="$LATEST", timeout=5.0):
 
 def json_body(body):
     return json.loads(body.decode())
+
+
+def stats(xs):
+    """Benchmarks' summary of a sample: count, percentiles, extremes (None if empty)."""
+    xs = sorted(xs)
+    if not xs:
+        return None
+    q = lambda p: xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]  # noqa: E731
+    return {"n": len(xs), "p50": statistics.median(xs), "p90": q(0.9), "p99": q(0.99),
+            "min": xs[0], "max": xs[-1]}

@@ -33,9 +33,7 @@ impl LinkCodeSource {
 
     /// A link connection to the frontend at `source`.
     async fn connect(&self, source: &str) -> Result<LinkClient, CodeError> {
-        let unreachable = |what: &str, e: &dyn std::fmt::Display| {
-            CodeError::Unreachable(format!("{what} {source}: {e}"))
-        };
+        let unreachable = |what: &str, e: &dyn std::fmt::Display| unreachable(what, source, e);
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(source))
             .await
             .map_err(|e| unreachable("connecting to", &e))?
@@ -61,9 +59,7 @@ impl LinkCodeSource {
         path: &str,
         limit: usize,
     ) -> Result<Option<Vec<u8>>, CodeError> {
-        let unreachable = |what: &str, e: &dyn std::fmt::Display| {
-            CodeError::Unreachable(format!("{what} {source}: {e}"))
-        };
+        let unreachable = |what: &str, e: &dyn std::fmt::Display| unreachable(what, source, e);
         let req = http::Request::get(format!("http://link{path}"))
             .body(())
             .map_err(|e| unreachable("request to", &e))?;
@@ -109,6 +105,10 @@ impl LinkCodeSource {
         }
         Ok(out)
     }
+}
+
+fn unreachable(what: &str, source: &str, e: &dyn std::fmt::Display) -> CodeError {
+    CodeError::Unreachable(format!("{what} {source}: {e}"))
 }
 
 impl ChunkFetch for LinkCodeSource {

@@ -23,17 +23,8 @@ pub struct FunctionCode<'a> {
 }
 
 /// `ImageConfig`: what a container-image function runs instead of the image's own
-/// ENTRYPOINT, CMD and WORKDIR.
-#[derive(Debug, Default, Deserialize, Serialize, Clone, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
-pub struct ImageConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub entry_point: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub working_directory: Option<String>,
-}
+/// ENTRYPOINT, CMD and WORKDIR (the worker's type, which applies it).
+pub use worker::code::image::ImageOverrides as ImageConfig;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -19,7 +19,8 @@ use super::model::{
 use super::names::FunctionRef;
 use super::validate;
 
-fn aad(r: &FunctionRecord) -> CodeAad<'_> {
+/// What a version's sealed code object is bound to.
+pub(crate) fn aad(r: &FunctionRecord) -> CodeAad<'_> {
     CodeAad {
         function: &r.name,
         version: &r.version,

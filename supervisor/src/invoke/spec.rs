@@ -166,11 +166,7 @@ impl Specs {
                 dir: None,
             },
             image: record.image.as_ref().map(|i| worker::spec::ImageSpec {
-                overrides: worker::code::image::ImageOverrides {
-                    entry_point: i.config.entry_point.clone(),
-                    command: i.config.command.clone(),
-                    working_directory: i.config.working_directory.clone(),
-                },
+                overrides: i.config.clone(),
                 mounted: None,
             }),
         };

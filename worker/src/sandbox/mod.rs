@@ -1,7 +1,7 @@
 //! The sandbox abstraction: one isolated runtime serving one invoke at a time, with
 //! backends `process` (jailed guest-init on the host) and `microvm`.
 
-mod dir_guard;
+pub mod dir_guard;
 pub mod launcher;
 pub(crate) mod lean_stream;
 pub mod log_tail;

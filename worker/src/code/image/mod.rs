@@ -30,11 +30,16 @@ pub struct ImageRun {
     pub image: String,
 }
 
-/// A function's `ImageConfig`: each part given replaces the image's own.
+/// A function's `ImageConfig`: each part given replaces the image's own. Serialized with
+/// Lambda's field names: the API, the registry and the link carry this one type.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ImageOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub entry_point: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub working_directory: Option<String>,
 }
 
@@ -151,11 +156,6 @@ impl ImagePackage {
             run: serde_json::from_slice(run)?,
             manifest: ImageManifest::decode(manifest)?,
         })
-    }
-
-    /// Whether `bytes` is an encoded image package rather than a zip.
-    pub fn is_package(bytes: &[u8]) -> bool {
-        bytes.starts_with(MAGIC)
     }
 }
 
