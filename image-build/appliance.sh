@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-APT_PACKAGES=(kmod cpio zstd systemd-boot-efi binutils fdisk dosfstools mtools busybox-static e2fsprogs)
+APT_PACKAGES=(kmod cpio zstd systemd-boot-efi binutils fdisk dosfstools mtools busybox-static e2fsprogs ca-certificates)
 if [ "$setup" = 1 ]; then
     missing=()
     for pkg in "${APT_PACKAGES[@]}"; do
@@ -69,7 +69,7 @@ for b in "$VMM" "$INIT"; do
 done
 
 hash=$(inputs_hash "kernel $kpkg $kver" "$0" "$SRC" "$REPO_ROOT/image-build/lib.sh" "$SUPERVISOR" "$VMM" "$INIT" \
-    "$IMAGES_DIR/manifest.json" "busybox $(deb_version busybox-static)" "e2fsprogs $(deb_version e2fsprogs)" \
+    "$IMAGES_DIR/manifest.json" "busybox $(deb_version busybox-static)" "e2fsprogs $(deb_version e2fsprogs)" "ca-certificates $(deb_version ca-certificates)" \
     "stub $(deb_version systemd-boot-efi)" "dosfstools $(deb_version dosfstools)" "mtools $(deb_version mtools)" \
     "cmdline $CMDLINE" "disk $disk" "epoch $SOURCE_DATE_EPOCH")
 if [ "$(cat "$OUT/.inputs" 2>/dev/null)" = "$hash" ] && [ -f "$OUT/manifest.json" ]; then
@@ -119,12 +119,15 @@ busybox --list-full | while read -r applet; do
     [ -e "$root/usr/bin/$name" ] || [ -e "$root/usr/sbin/$name" ] || ln -s busybox "$root/usr/bin/$name"
 done
 source "$REPO_ROOT/rootfs/common.sh"
-copy_with_libs "$root" "$SUPERVISOR" /usr/sbin/mke2fs /usr/sbin/e2fsck
+# mke2fs and debugfs build container images' ext4 file systems.
+copy_with_libs "$root" "$SUPERVISOR" /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/debugfs
 mv "$root$SUPERVISOR" "$root/usr/bin/supervisor"
 rm -rf "$root${SUPERVISOR%/target/release/supervisor}"
 ln -sf mke2fs "$root/usr/sbin/mkfs.ext4"
 [ -f /etc/mke2fs.conf ] && install -m 0644 /etc/mke2fs.conf "$root/etc/mke2fs.conf"
 install -D -m 0755 "$SRC/udhcpc.script" "$root/usr/share/appliance/udhcpc.script"
+# Debian's CA bundle: registries reached over HTTPS (container images) are checked with it.
+install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 
 images=$root/usr/share/lambda-microvm/images
 mkdir -p "$images"

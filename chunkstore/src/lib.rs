@@ -8,6 +8,8 @@
 //! - [`store`]: the chunks on disk, deduplicated, with garbage collection.
 //! - [`writer`]: cut an image into the store; [`reader`]: read any byte range back,
 //!   authenticating each chunk on first use (an error, never wrong bytes).
+//! - [`wire`]: the chunk link between a worker and a microVM monitor that reads an
+//!   image lazily: the manifest once, then one sealed chunk per request.
 //!
 //! What convergent encryption gives away, by design: whoever holds the store learns
 //! which chunks are equal, and can confirm a guess of a whole chunk's content only if
@@ -17,6 +19,7 @@ pub mod convergent;
 pub mod manifest;
 pub mod reader;
 pub mod store;
+pub mod wire;
 pub mod writer;
 
 /// Bytes per chunk (the last chunk of an image may be shorter).
@@ -27,6 +30,6 @@ pub const MAX_IMAGE_BYTES: u64 = 10 << 30;
 
 pub use convergent::{ChunkId, ChunkKey, OpenError, Salt};
 pub use manifest::{ChunkRef, ImageManifest, ManifestError};
-pub use reader::{ImageReader, ReadError};
+pub use reader::{ChunkSource, ImageReader, ReadError};
 pub use store::{ChunkStore, GcStats, StoreError};
 pub use writer::{write_image, WriteError, WriteStats};

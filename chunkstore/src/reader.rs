@@ -1,7 +1,7 @@
-//! Reads any byte range of an image, loading each chunk from the store on first use
-//! and checking it (id, then tag) before a byte of it is returned. Decrypted chunks
-//! are kept in a small most-recently-used cache, so a guest's sequential reads open
-//! each chunk once.
+//! Reads any byte range of an image, loading each chunk from its source (the local
+//! store, or a worker over [`crate::wire`]) on first use and checking it (id, then tag)
+//! before a byte of it is returned. Decrypted chunks are kept in a small
+//! most-recently-used cache, so a guest's sequential reads open each chunk once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::convergent::{self, ChunkId, ChunkKey, OpenError};
 use crate::manifest::{ChunkRef, ImageManifest};
 use crate::store::{ChunkStore, StoreError};
+
 use crate::CHUNK_SIZE;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,8 @@ pub enum ReadError {
         #[source]
         source: OpenError,
     },
+    #[error(transparent)]
+    Fetch(#[from] crate::wire::FetchError),
     #[error("chunk {index} of the image opened to {got} bytes, its manifest says {want}")]
     Length {
         index: usize,
@@ -31,23 +34,39 @@ pub enum ReadError {
 
 impl ReadError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Store(e) if e.is_transient())
+        match self {
+            Self::Store(e) => e.is_transient(),
+            Self::Fetch(e) => e.is_transient(),
+            Self::Open { .. } | Self::Length { .. } => false,
+        }
     }
 }
 
-pub struct ImageReader {
-    store: Arc<ChunkStore>,
+/// Where an image's sealed chunks come from. The bytes are unchecked: the reader
+/// checks them against the chunk's id and key.
+pub trait ChunkSource {
+    fn sealed(&mut self, id: &ChunkId) -> Result<Vec<u8>, ReadError>;
+}
+
+impl ChunkSource for Arc<ChunkStore> {
+    fn sealed(&mut self, id: &ChunkId) -> Result<Vec<u8>, ReadError> {
+        Ok(self.get(id)?)
+    }
+}
+
+pub struct ImageReader<S: ChunkSource = Arc<ChunkStore>> {
+    source: S,
     manifest: ImageManifest,
     cache: VecDeque<(usize, Arc<Vec<u8>>)>,
     cache_chunks: usize,
     chunks_loaded: u64,
 }
 
-impl ImageReader {
+impl<S: ChunkSource> ImageReader<S> {
     /// `cache_chunks`: how many decrypted chunks to keep (at least one).
-    pub fn new(store: Arc<ChunkStore>, manifest: ImageManifest, cache_chunks: usize) -> Self {
+    pub fn new(source: S, manifest: ImageManifest, cache_chunks: usize) -> Self {
         Self {
-            store,
+            source,
             manifest,
             cache: VecDeque::new(),
             cache_chunks: cache_chunks.max(1),
@@ -108,7 +127,7 @@ impl ImageReader {
                 return Ok(c);
             }
         }
-        let sealed = self.store.get(id)?;
+        let sealed = self.source.sealed(id)?;
         let plain = convergent::open(id, key, sealed)
             .map_err(|source| ReadError::Open { index, source })?;
         if plain.len() != len {

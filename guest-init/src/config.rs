@@ -73,6 +73,8 @@ pub struct Config {
     pub task_device: Option<PathBuf>,
     /// Block device holding the layers merged into /opt (PID 1 only).
     pub opt_device: Option<PathBuf>,
+    /// Block device holding a container image, which becomes the root (PID 1 only).
+    pub image_device: Option<PathBuf>,
     /// How long to keep retrying the connection to the host.
     pub connect_timeout: Duration,
 }
@@ -117,6 +119,7 @@ impl Config {
             runtime_user: Some(SANDBOX_USER),
             task_device: Some(PathBuf::from("/dev/vdb")),
             opt_device: None,
+            image_device: None,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -131,8 +134,8 @@ impl Config {
         }
     }
 
-    /// Applies `gi.port=`, `gi.uid=UID:GID`, `gi.task=DEV`, `gi.opt=DEV` from the kernel
-    /// command line.
+    /// Applies `gi.port=`, `gi.uid=UID:GID`, `gi.task=DEV`, `gi.opt=DEV`, `gi.image=DEV`
+    /// from the kernel command line.
     pub fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), ConfigError> {
         use crate::cmdline::value_of;
         if let Some(v) = value_of(cmdline, "gi.port") {
@@ -148,6 +151,9 @@ impl Config {
         }
         if let Some(v) = value_of(cmdline, "gi.opt") {
             self.opt_device = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
+        if let Some(v) = value_of(cmdline, "gi.image") {
+            self.image_device = (!v.is_empty()).then(|| PathBuf::from(v));
         }
         Ok(())
     }
@@ -288,6 +294,12 @@ mod tests {
         assert_eq!(c.transport, HostTransport::Vsock { port: 5123 });
         assert_eq!(c.runtime_user, None);
         assert_eq!(c.opt_device, Some(PathBuf::from("/dev/vdc")));
+        assert_eq!(c.image_device, None);
+        c.apply_cmdline("gi.task= gi.image=/dev/vdb").unwrap();
+        assert_eq!(
+            (c.task_device.clone(), c.image_device.clone()),
+            (None, Some(PathBuf::from("/dev/vdb")))
+        );
         assert!(c.apply_cmdline("gi.port=x").is_err());
     }
 }

@@ -57,6 +57,13 @@ fn run_guest(cmdline: &str) -> i32 {
         eprintln!("guest-init: kernel command line: {e}");
         return 2;
     }
+    if let Some(dev) = &config.image_device {
+        // Without its image the function cannot run: the host sees the VM end.
+        if let Err(e) = mounts::enter_image(dev) {
+            eprintln!("guest-init: {e}");
+            return 1;
+        }
+    }
     for (device, target) in [
         (&config.task_device, &config.task_root),
         (&config.opt_device, &config.opt_dir),

@@ -1,6 +1,7 @@
 //! The filesystems PID 1 mounts before anything else runs.
 
 use nix::mount::{mount, MsFlags};
+use nix::unistd::{chdir, chroot};
 use std::path::Path;
 
 /// One filesystem PID 1 mounts.
@@ -116,4 +117,66 @@ pub fn mount_drive(device: &Path, target: &Path) -> Result<bool, DriveError> {
         source,
     })?;
     Ok(true)
+}
+
+/// Errors making a container image the root.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageRootError {
+    #[error("container image: mount {device} on {IMAGE_ROOT}: {source}")]
+    Mount { device: String, source: nix::Error },
+    #[error("container image has no {0} directory to mount on")]
+    NoMountPoint(&'static str),
+    #[error("container image: {step}: {source}")]
+    Switch {
+        step: &'static str,
+        source: nix::Error,
+    },
+}
+
+/// Where the image is mounted before it becomes the root (a directory of our rootfs).
+const IMAGE_ROOT: &str = "/mnt";
+
+/// The guest's own file systems, moved into the image (`mount_base` made them).
+const MOVED: [&str; 4] = ["/proc", "/sys", "/dev", "/tmp"];
+
+/// Makes the container image on `device` the root of everything guest-init starts,
+/// as on Lambda: the image read-only, with the guest's /proc, /sys, /dev and /tmp
+/// moved into it. guest-init itself was loaded from our rootfs and needs nothing
+/// from it after this. The image must have those four directories (our image builder
+/// adds any an image lacks).
+pub fn enter_image(device: &Path) -> Result<(), ImageRootError> {
+    mount(
+        Some(device),
+        IMAGE_ROOT,
+        Some("ext4"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        None::<&str>,
+    )
+    .map_err(|source| ImageRootError::Mount {
+        device: device.display().to_string(),
+        source,
+    })?;
+    for dir in MOVED {
+        let target = format!("{IMAGE_ROOT}{dir}");
+        if !Path::new(&target).is_dir() {
+            return Err(ImageRootError::NoMountPoint(dir));
+        }
+        mount(
+            Some(dir),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(|source| ImageRootError::Switch {
+            step: "move mount",
+            source,
+        })?;
+    }
+    let step = |step| move |source| ImageRootError::Switch { step, source };
+    chdir(IMAGE_ROOT).map_err(step("chdir"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(step("move the image to /"))?;
+    chroot(".").map_err(step("chroot"))?;
+    chdir("/").map_err(step("chdir /"))
 }

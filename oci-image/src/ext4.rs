@@ -80,9 +80,38 @@ fn run(tool: &'static str, cmd: &mut Command) -> Result<String, Ext4Error> {
 /// Writes `tree` as a new ext4 image at `image` (replaced if present), sized for the
 /// tree with a quarter spare and room for its inodes, times fixed. Blocking.
 pub fn build(tree: &Path, image: &Path) -> Result<TreeSize, Ext4Error> {
+    add_mount_points(tree).map_err(|source| Ext4Error::Tree {
+        path: tree.to_owned(),
+        source,
+    })?;
     let size = mke2fs(tree, image)?;
     fix_times(image)?;
     Ok(size)
+}
+
+/// Where a microVM's guest mounts its own file systems once the image is its root:
+/// created empty (mtime 0) when the image lacks them, as a runtime expects them.
+const MOUNT_POINTS: [(&str, u32); 4] = [
+    ("proc", 0o555),
+    ("sys", 0o555),
+    ("dev", 0o755),
+    ("tmp", 0o1777),
+];
+
+fn add_mount_points(tree: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let root_mtime = tree.metadata()?.modified()?;
+    for (name, mode) in MOUNT_POINTS {
+        let dir = tree.join(name);
+        if dir.symlink_metadata().is_ok() {
+            continue;
+        }
+        std::fs::create_dir(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
+        std::fs::File::open(&dir)?.set_modified(std::time::UNIX_EPOCH)?;
+    }
+    // New entries moved the root's mtime: back to what the layers gave it.
+    std::fs::File::open(tree)?.set_modified(root_mtime)
 }
 
 /// [`build`] without the time fix: the image as mke2fs writes it.

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
@@ -16,10 +17,10 @@ use crate::arch::x86_64::{mptable, regs, xsave_probe};
 use crate::boot::cmdline::{self, CmdlineSpec, MmioSlot, DEFAULT_CMDLINE};
 use crate::boot::loader::{self, LoadedKernel};
 use crate::boot::params::{self, InitrdInfo};
-use crate::config::{SerialOutConfig, VmConfig, XsaveMode};
+use crate::config::{DriveBacking, DriveConfig, SerialOutConfig, VmConfig, XsaveMode};
 use crate::devices::bus::{Bus, BusDevice};
 use crate::devices::legacy::{boot_timer::BootTimer, i8042::I8042, serial};
-use crate::devices::virtio::block::Block;
+use crate::devices::virtio::block::{Block, BlockError};
 use crate::devices::virtio::mmio::{transport::NOTIFY_OFFSET, MmioInterrupt, MmioTransport};
 use crate::devices::virtio::vsock::{Vsock, VsockMetrics};
 use crate::devices::virtio::{GuestMemory, VirtioDevice};
@@ -302,6 +303,18 @@ fn guest_cpuid(kvm: &Kvm, cfg: &VmConfig, pvm: bool) -> Result<kvm_bindings::Cpu
     Ok(cpuid)
 }
 
+fn open_drive(d: &DriveConfig) -> Result<Block, BlockError> {
+    match &d.backing {
+        DriveBacking::File(path) => Block::new(path, d.read_only),
+        DriveBacking::ImageLink(fd) => {
+            // SAFETY: `VmConfig::validate` checked that the descriptor is an open socket
+            // given for no other use; this drive takes ownership of it, once.
+            let stream = unsafe { <UnixStream as std::os::fd::FromRawFd>::from_raw_fd(*fd) };
+            Block::from_image_link(stream)
+        }
+    }
+}
+
 /// Builds everything; `signal_fd` comes from [`crate::exit_watcher::block_exit_signals`].
 pub fn build(
     cfg: &VmConfig,
@@ -316,7 +329,7 @@ pub fn build(
     let blocks = cfg
         .drives
         .iter()
-        .map(|d| Block::new(&d.path, d.read_only).map(|b| Arc::new(Mutex::new(b))))
+        .map(|d| open_drive(d).map(|b| Arc::new(Mutex::new(b))))
         .collect::<Result<Vec<_>, _>>()?;
 
     let (kvm, vmfd) = vm::create_vm(cfg.kvm_fd)?;

@@ -41,27 +41,59 @@ pub struct FunctionVersionSpec {
 pub struct ImageSpec {
     /// The function's `ImageConfig`.
     pub overrides: crate::code::image::ImageOverrides,
-    /// Set by the worker once the image is mounted for a sandbox.
-    pub mounted: Option<MountedImageSpec>,
+    /// Set by the worker once the image is ready for a sandbox.
+    pub ready: Option<ReadyImage>,
 }
 
-/// A mounted image: its root directory and what to start in it.
+/// An image made ready for one sandbox: what to start in it, and how the sandbox
+/// reaches its file system.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountedImageSpec {
-    pub root: PathBuf,
+pub struct ReadyImage {
     pub command: crate::code::image::ImageCommand,
+    pub access: ImageAccess,
 }
+
+#[derive(Debug, Clone)]
+pub enum ImageAccess {
+    /// Mounted read-only on this host: the root of a process sandbox.
+    Mounted(PathBuf),
+    /// Served chunk by chunk to a microVM's monitor, which reads the image lazily.
+    Chunks(std::sync::Arc<crate::code::image::LazyImage>),
+}
+
+impl PartialEq for ImageAccess {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Mounted(a), Self::Mounted(b)) => a == b,
+            (Self::Chunks(a), Self::Chunks(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ImageAccess {}
 
 impl ImageSpec {
     /// This spec with the image mounted at `dir` (from [`crate::code::unpack::Unpacker::image_for_sandbox`]).
     pub fn mounted_at(&self, dir: &crate::code::unpack::CodeDir) -> Self {
-        let mounted = dir.image().map(|m| MountedImageSpec {
-            root: m.root().to_owned(),
+        let ready = dir.image().map(|m| ReadyImage {
             command: m.package.run.command(&self.overrides),
+            access: ImageAccess::Mounted(m.root().to_owned()),
         });
         Self {
             overrides: self.overrides.clone(),
-            mounted,
+            ready,
+        }
+    }
+
+    /// This spec with the image served lazily from `image`.
+    pub fn served_from(&self, image: std::sync::Arc<crate::code::image::LazyImage>) -> Self {
+        Self {
+            overrides: self.overrides.clone(),
+            ready: Some(ReadyImage {
+                command: image.package.run.command(&self.overrides),
+                access: ImageAccess::Chunks(image),
+            }),
         }
     }
 }

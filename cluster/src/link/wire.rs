@@ -97,7 +97,7 @@ impl SpecHead {
             },
             image: self.image.map(|overrides| worker::spec::ImageSpec {
                 overrides,
-                mounted: None,
+                ready: None,
             }),
         }
     }

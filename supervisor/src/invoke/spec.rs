@@ -167,7 +167,7 @@ impl Specs {
             },
             image: record.image.as_ref().map(|i| worker::spec::ImageSpec {
                 overrides: i.config.clone(),
-                mounted: None,
+                ready: None,
             }),
         };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(

@@ -6,7 +6,7 @@ use super::*;
 
 pub const USAGE: &str = "\
 usage: vmm --kernel PATH [--initrd PATH] [--rootfs PATH [--rootfs-read-only]]
-           [--drive PATH[,ro]]... [--vcpus N] [--mem-mib N] [--cmdline STR]
+           [--drive PATH[,ro] | --image-drive FD]... [--vcpus N] [--mem-mib N] [--cmdline STR]
            [--serial-out PATH|-] [--serial-out-max-bytes N] [--serial-stdin]
            [--vsock-cid N --vsock-uds PATH] [--metrics-path FILE] [--log-level LEVEL]
            [--kvm-fd N] [--xsave auto|on|off] [--no-seccomp]
@@ -16,6 +16,9 @@ usage: vmm --kernel PATH [--initrd PATH] [--rootfs PATH [--rootfs-read-only]]
 
 --kvm-fd N: use the already open /dev/kvm inherited as descriptor N (a jail then
 needs no /dev/kvm node).
+--image-drive FD: a read-only drive holding a container image, read lazily through
+the chunk link (a socket) inherited as descriptor FD: each chunk is fetched,
+checked and decrypted on first use.
 --xsave: auto (default) probes whether this host's KVM tracks the guest's XCR0 and
 hides XSAVE/AVX from the guest if not; --probe-host prints what the probe found as
 JSON, so a caller starting many VMs can probe once and pass --xsave on|off.
@@ -91,7 +94,7 @@ fn parse_drive(v: &str) -> Result<DriveConfig, ConfigError> {
         });
     }
     Ok(DriveConfig {
-        path: path.into(),
+        backing: DriveBacking::File(path.into()),
         read_only: ro,
         is_root: false,
         partuuid: None,
@@ -120,6 +123,12 @@ fn apply(
         "--initrd" => raw.initrd = Some(val()?.into()),
         "--rootfs" => raw.rootfs = Some(val()?.into()),
         "--drive" => raw.drives.push(parse_drive(&val()?)?),
+        "--image-drive" => raw.drives.push(DriveConfig {
+            backing: DriveBacking::ImageLink(number("image-drive", &val()?)?),
+            read_only: true,
+            is_root: false,
+            partuuid: None,
+        }),
         "--vcpus" => raw.vcpus = Some(number("vcpus", &val()?)?),
         "--mem-mib" => raw.mem_mib = Some(number("mem-mib", &val()?)?),
         "--cmdline" => raw.cmdline = Some(val()?),
@@ -212,7 +221,7 @@ fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
     let mut drives = Vec::new();
     if let Some(root) = &raw.rootfs {
         drives.push(DriveConfig {
-            path: root.clone(),
+            backing: DriveBacking::File(root.clone()),
             read_only: raw.rootfs_ro,
             is_root: true,
             partuuid: None,

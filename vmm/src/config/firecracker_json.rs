@@ -130,7 +130,7 @@ fn convert_drive(path: &Path, d: Drive) -> Result<DriveConfig, ConfigError> {
         log::warn!("config: drive {:?}: rate_limiter is ignored", d.drive_id);
     }
     Ok(DriveConfig {
-        path: d.path_on_host,
+        backing: DriveBacking::File(d.path_on_host),
         read_only: d.is_read_only.unwrap_or(false),
         is_root: d.is_root_device,
         partuuid: d.partuuid,
@@ -243,7 +243,10 @@ mod tests {
         assert_eq!(c.vcpus, 2);
         assert_eq!(c.mem_mib, 1024);
         assert!(c.drives[0].is_root);
-        assert_eq!(c.drives[0].path, PathBuf::from("/img/rootfs.ext4"));
+        assert_eq!(
+            c.drives[0].backing,
+            DriveBacking::File(PathBuf::from("/img/rootfs.ext4"))
+        );
         assert!(c.drives[1].read_only);
         assert_eq!(c.vsock.unwrap().cid, 3);
         assert_eq!(

@@ -12,12 +12,31 @@ pub const DEFAULT_SERIAL_CAP: u64 = 64 << 20;
 /// Largest guest supported: 1 TiB (keeps size arithmetic far from overflow).
 pub const MAX_MEM_MIB: u64 = 1 << 20;
 
+/// What a drive's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriveBacking {
+    /// A host file or block device.
+    File(PathBuf),
+    /// A container image read lazily through an inherited chunk link
+    /// (`chunkstore::wire`) to the worker; always read-only.
+    ImageLink(i32),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriveConfig {
-    pub path: PathBuf,
+    pub backing: DriveBacking,
     pub read_only: bool,
     pub is_root: bool,
     pub partuuid: Option<String>,
+}
+
+impl DriveConfig {
+    fn link_fd(&self) -> Option<i32> {
+        match self.backing {
+            DriveBacking::ImageLink(fd) => Some(fd),
+            DriveBacking::File(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +141,28 @@ fn check_readable(what: &'static str, path: &PathBuf) -> Result<(), ConfigError>
     std::fs::File::open(path).map(|_| ()).map_err(err)
 }
 
+/// `--image-drive` must name an open socket above stderr.
+fn check_socket_fd(fd: i32) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::Invalid {
+        option: "image-drive",
+        value: fd.to_string(),
+        reason: reason.to_owned(),
+    };
+    if fd < 3 {
+        return Err(bad("must be 3 or above"));
+    }
+    // SAFETY: fstat only writes into the zeroed stat buffer it is given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: see above; an fd that is not open makes fstat fail with EBADF.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(bad(&std::io::Error::last_os_error().to_string()));
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(bad("not an open socket"));
+    }
+    Ok(())
+}
+
 /// `--kvm-fd` must name an open `/dev/kvm` (character device 10:232) above stderr.
 fn check_kvm_fd(fd: i32) -> Result<(), ConfigError> {
     let bad = |reason: &str| ConfigError::Invalid {
@@ -179,13 +220,32 @@ impl VmConfig {
         if let Some(fd) = self.kvm_fd {
             check_kvm_fd(fd)?;
         }
+        // Each inherited descriptor is owned by exactly one user.
+        let mut fds: Vec<i32> = self
+            .drives
+            .iter()
+            .filter_map(DriveConfig::link_fd)
+            .collect();
+        fds.extend(self.kvm_fd);
+        fds.sort_unstable();
+        if let Some(w) = fds.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Usage(format!(
+                "descriptor {} is given for two uses",
+                w[0]
+            )));
+        }
         // Files last: a bad number is reported even when paths are also wrong.
         check_readable("kernel image", &self.kernel)?;
         if let Some(i) = &self.initrd {
             check_readable("initrd", i)?;
         }
         for d in &self.drives {
-            check_readable(if d.is_root { "rootfs" } else { "drive" }, &d.path)?;
+            match &d.backing {
+                DriveBacking::File(path) => {
+                    check_readable(if d.is_root { "rootfs" } else { "drive" }, path)?
+                }
+                DriveBacking::ImageLink(fd) => check_socket_fd(*fd)?,
+            }
         }
         Ok(())
     }

@@ -99,7 +99,7 @@ pub(crate) async fn start(
     // once the code is in place.
     let fetch = Instant::now();
     let (local_spec, code_dir) = match inner.unpack_code(spec, &id).await {
-        Ok(Some((s, d))) => (Some(s), Some(d)),
+        Ok(Some((s, d))) => (Some(s), d),
         Ok(None) => (None, None),
         Err(e) => {
             eprintln!("worker: sandbox {id} ({}:{}): {e}", spec.name, spec.version);
@@ -108,7 +108,7 @@ pub(crate) async fn start(
     };
     let spec = local_spec.as_ref().unwrap_or(spec);
     let t0 = Instant::now();
-    let code_ms = code_dir
+    let code_ms = local_spec
         .as_ref()
         .map(|_| (t0 - fetch).as_secs_f64() * 1000.0);
     let deadline = tokio::time::Instant::from_std(t0 + limit);

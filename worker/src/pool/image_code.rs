@@ -1,9 +1,10 @@
 //! The code of a container-image function for one more sandbox: the image package
 //! fetched like any package, the chunks a worker host lacks copied from the frontend,
-//! and the image mounted (or the mount its other sandboxes use).
+//! and the image mounted (or the mount its other sandboxes use); or, for a microVM,
+//! the package alone, whose chunks the sandbox's monitor reads lazily.
 
 use super::CodeSupply;
-use crate::code::image::copy_missing;
+use crate::code::image::{copy_missing, ImagePackage, LazyImage, RemoteChunks};
 use crate::code::unpack::CodeDir;
 use crate::code::{digest_hex, CodeError, CodeRef};
 use crate::spec::{FunctionVersionSpec, ImageSpec};
@@ -34,5 +35,27 @@ impl CodeSupply {
         let mut mounted = spec.clone();
         mounted.image = Some(image.mounted_at(&dir));
         Ok((mounted, dir))
+    }
+
+    /// The image served chunk by chunk to a microVM's monitor: only the package is
+    /// fetched now; a worker host copies each chunk it lacks when the guest reads it.
+    pub(super) async fn lazy_image(
+        &self,
+        spec: &FunctionVersionSpec,
+        image: &ImageSpec,
+        code: &CodeRef,
+    ) -> Result<FunctionVersionSpec, CodeError> {
+        let chunks = self.chunks.clone().ok_or_else(|| {
+            CodeError::Unreachable("this worker has no chunk store for images".to_owned())
+        })?;
+        let package = ImagePackage::decode(&self.fetch(code).await?)?;
+        let remote = self.chunk_fetch.clone().map(|fetch| RemoteChunks {
+            fetch,
+            source: code.source.clone(),
+        });
+        let lazy = std::sync::Arc::new(LazyImage::new(package, chunks, remote));
+        let mut ready = spec.clone();
+        ready.image = Some(image.served_from(lazy));
+        Ok(ready)
     }
 }

@@ -13,6 +13,7 @@ mod reap;
 pub use admission::{Concurrency, Slot};
 pub use idle::{IdleEntry, IdleStack, Retire};
 
+use crate::code::unpack::CodeDir;
 use crate::logfile::LogFiles;
 use crate::metrics::{Metrics, SandboxCounts};
 use crate::sandbox::{Backend, Sandbox};
@@ -166,13 +167,13 @@ static NEXT_SANDBOX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 impl Inner {
     /// For a spec naming its code by digest only: pulls the package and unpacks it for
     /// sandbox `id`; returns the spec pointing at that directory, and the directory
-    /// (removed when dropped). `None` when the spec already has local code.
+    /// (removed when dropped; none for an image a microVM reads lazily). `None` when
+    /// the spec already has local code.
     pub(crate) async fn unpack_code(
         &self,
         spec: &FunctionVersionSpec,
         id: &str,
-    ) -> Result<Option<(FunctionVersionSpec, crate::code::unpack::CodeDir)>, crate::code::CodeError>
-    {
+    ) -> Result<Option<(FunctionVersionSpec, Option<CodeDir>)>, crate::code::CodeError> {
         use crate::code::CodeError;
         if spec.code_dir.is_some() || spec.code_image.is_some() {
             return Ok(None);
@@ -184,7 +185,12 @@ impl Inner {
             CodeError::Unreachable("this worker was given no code source".to_owned())
         })?;
         if let Some(image) = &spec.image {
-            return supply.mount_image(spec, image, code).await.map(Some);
+            if self.backend.reads_images_lazily() {
+                let ready = supply.lazy_image(spec, image, code).await?;
+                return Ok(Some((ready, None)));
+            }
+            let (mounted, dir) = supply.mount_image(spec, image, code).await?;
+            return Ok(Some((mounted, Some(dir))));
         }
         let fetch = supply.fetch(code);
         let digest = crate::code::digest_hex(&code.sha256)?;
@@ -198,7 +204,7 @@ impl Inner {
             local.layers.dir = Some(opt.path().to_owned());
             dir.attach(opt);
         }
-        Ok(Some((local, dir)))
+        Ok(Some((local, Some(dir))))
     }
 
     /// The merged layers for sandbox `id`, pulled (through the cache) if need be.

@@ -17,6 +17,8 @@ pub const VSOCK_UDS: &str = "/run/vm/vm.vsock";
 pub const GUEST_CID: u32 = 3;
 /// Descriptor number of the open `/dev/kvm` the worker hands our `vmm` (`--kvm-fd`).
 pub const KVM_FD: i32 = 3;
+/// Descriptor number of a container image's chunk link (`--image-drive`).
+pub const IMAGE_FD: i32 = 4;
 
 /// Kernel command line of every microVM: read-only root, guest-init as init, reset
 /// through the i8042 at the end.
@@ -39,6 +41,9 @@ pub struct VmShape {
     pub extra_cmdline: String,
     /// Whether [`OPT`] is attached (after the code drive).
     pub opt_drive: bool,
+    /// A container image read through [`IMAGE_FD`] instead of the code drive: the
+    /// guest's `/dev/vdb`, which guest-init makes its root.
+    pub image_drive: bool,
 }
 
 /// Whether the ELF file at `path` asks for a program interpreter (dynamic linking).
@@ -73,14 +78,24 @@ impl Launcher {
     /// The VMM's arguments (paths inside the jail).
     pub fn args(&self, vm: &VmShape) -> Vec<String> {
         let opt = if vm.opt_drive { " gi.opt=/dev/vdc" } else { "" };
-        let cmdline = format!("{BASE_CMDLINE} {}{opt}", vm.extra_cmdline);
+        let image = if vm.image_drive {
+            " gi.task= gi.image=/dev/vdb"
+        } else {
+            ""
+        };
+        let cmdline = format!("{BASE_CMDLINE} {}{opt}{image}", vm.extra_cmdline);
         let opt_drive = vm
             .opt_drive
             .then(|| ["--drive".to_string(), format!("{OPT},ro")]);
+        let code_drive = if vm.image_drive {
+            ["--image-drive".to_string(), IMAGE_FD.to_string()]
+        } else {
+            ["--drive".to_string(), format!("{CODE},ro")]
+        };
         ["--kernel", KERNEL, "--rootfs", ROOTFS, "--rootfs-read-only"]
             .iter()
             .map(|s| s.to_string())
-            .chain(["--drive".into(), format!("{CODE},ro")])
+            .chain(code_drive)
             .chain(opt_drive.into_iter().flatten())
             .chain([
                 "--mem-mib".into(),
@@ -126,6 +141,7 @@ mod tests {
             vcpus: 1,
             extra_cmdline: "gi.port=9000".into(),
             opt_drive,
+            image_drive: false,
         };
         let joined = l.args(&shape(false)).join(" ");
         assert!(joined.contains("--vsock-uds /run/vm/vm.vsock"));
@@ -138,5 +154,15 @@ mod tests {
         let joined = l.args(&shape(true)).join(" ");
         assert!(joined.contains("--drive /vm/code.ext4,ro --drive /vm/opt.ext4,ro"));
         assert!(joined.contains("gi.port=9000 gi.opt=/dev/vdc"));
+        // A container image: its chunk link instead of the code drive, and its root.
+        let joined = l
+            .args(&VmShape {
+                image_drive: true,
+                ..shape(false)
+            })
+            .join(" ");
+        assert!(joined.contains("--rootfs-read-only --image-drive 4 --mem-mib"));
+        assert!(!joined.contains("code.ext4"));
+        assert!(joined.contains("gi.port=9000 gi.task= gi.image=/dev/vdb"));
     }
 }

@@ -9,10 +9,10 @@ use super::rootfs::RootfsMap;
 use super::session::{function_arn, init_message, Identity, Session};
 use super::stderr_tail::StderrTail;
 use super::wire::WireConn;
-use super::{stop_jailed, Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
+use super::{Backend, BoxFuture, Sandbox, SandboxError};
 use crate::jail::cpus::{CpuLease, CpuPlacer};
 use crate::jail::{self, CgroupHost, CgroupLimits, JailCommand, JailConfig, JailedProcess, Stdio};
-use crate::spec::{ChunkSink, FunctionVersionSpec, InvokeRequest};
+use crate::spec::FunctionVersionSpec;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,8 +20,11 @@ use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 
 mod code_image;
+mod image_link;
 mod kvm;
+mod vm_sandbox;
 use kvm::{hold_a_vm, open_kvm};
+use vm_sandbox::VmSandbox;
 mod probe;
 
 /// guest-init's default vsock port (`runtime_api::protocol::DEFAULT_VSOCK_PORT`).
@@ -100,7 +103,8 @@ fn chown(p: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
 /// A sandbox's own files on the host: removed with `dir` when the sandbox goes.
 struct SandboxFiles {
     dir: DirGuard,
-    code_image: PathBuf,
+    /// None for a container image, which the monitor reads through its chunk link.
+    code_image: Option<PathBuf>,
     opt_image: Option<PathBuf>,
 }
 
@@ -158,12 +162,6 @@ impl MicroVmBackend {
         spec: &FunctionVersionSpec,
         id: &str,
     ) -> Result<SandboxFiles, SandboxError> {
-        if spec.image.is_some() {
-            return Err(start_err(
-                "container-image functions run on the process backend only: the microVM \
-                 backend cannot serve an image's block device from the chunk store yet",
-            ));
-        }
         let files = DirGuard(self.cfg.run_root.join(format!("{id}.files")));
         let _ = std::fs::remove_dir_all(&files.0);
         std::fs::create_dir_all(files.0.join("sock"))
@@ -173,10 +171,13 @@ impl MicroVmBackend {
         // mountinfo, cannot traverse to the code or the guest's socket.
         chown(&files.0, 0, jail::JAIL_ROOT_GID)?;
         chmod(&files.0, 0o710)?;
-        let code_image = match (&spec.code_image, &spec.code_dir) {
-            (Some(img), _) => img.clone(),
-            (None, Some(dir)) => code_image::image_of(dir, files.0.join("code.ext4")).await?,
-            (None, None) => return Err(start_err("function has no code")),
+        let code_image = match (&spec.image, &spec.code_image, &spec.code_dir) {
+            (Some(_), _, _) => None,
+            (None, Some(img), _) => Some(img.clone()),
+            (None, None, Some(dir)) => {
+                Some(code_image::image_of(dir, files.0.join("code.ext4")).await?)
+            }
+            (None, None, None) => return Err(start_err("function has no code")),
         };
         let opt_image = match &spec.layers.dir {
             Some(dir) => Some(code_image::image_of(dir, files.0.join("opt.ext4")).await?),
@@ -196,8 +197,10 @@ impl MicroVmBackend {
             (l.vmm.clone(), PathBuf::from(launcher::VMM)),
             (l.kernel.clone(), PathBuf::from(launcher::KERNEL)),
             (rootfs, PathBuf::from(launcher::ROOTFS)),
-            (files.code_image.clone(), PathBuf::from(launcher::CODE)),
         ];
+        if let Some(code) = &files.code_image {
+            ro_binds.push((code.clone(), PathBuf::from(launcher::CODE)));
+        }
         if let Some(opt) = &files.opt_image {
             ro_binds.push((opt.clone(), PathBuf::from(launcher::OPT)));
         }
@@ -245,13 +248,27 @@ impl MicroVmBackend {
 
     async fn start(&self, spec: &FunctionVersionSpec, id: &str) -> Result<VmSandbox, SandboxError> {
         let t0 = Instant::now();
+        let image = image_link::lazy_image(spec)?;
+        // A container image is the guest's root: the rootfs only starts guest-init.
+        let runtime = if image.is_some() {
+            "provided"
+        } else {
+            spec.runtime.as_str()
+        };
         let rootfs = self
             .cfg
             .rootfs_images
-            .get(&spec.runtime)
-            .ok_or_else(|| start_err(format!("no rootfs image for runtime {:?}", spec.runtime)))?
+            .get(runtime)
+            .ok_or_else(|| start_err(format!("no rootfs image for runtime {runtime:?}")))?
             .to_path_buf();
         let files = self.sandbox_files(spec, id).await?;
+        let (image_link, image_fd) = match image {
+            Some(image) => {
+                let (link, fd) = image_link::start(image, id)?;
+                (Some(link), Some((fd, launcher::IMAGE_FD)))
+            }
+            None => (None, None),
+        };
         let lease = self.uids.acquire().map_err(|e| start_err(e.to_string()))?;
         let id_base = lease.host_base();
         let sock_dir = files.dir.0.join("sock");
@@ -270,6 +287,7 @@ impl MicroVmBackend {
             vcpus: self.cfg.vcpus,
             extra_cmdline: self.cfg.extra_cmdline.clone(),
             opt_drive: files.opt_image.is_some(),
+            image_drive: image_fd.is_some(),
         });
         args.extend(self.probed_flags.iter().cloned());
         let cpus = self
@@ -286,7 +304,9 @@ impl MicroVmBackend {
             cwd: PathBuf::from("/"),
             stdout: Some(Stdio::Pipe),
             stderr: Some(Stdio::Pipe),
-            fds: vec![(open_kvm()?, launcher::KVM_FD)],
+            fds: std::iter::once((open_kvm()?, launcher::KVM_FD))
+                .chain(image_fd)
+                .collect(),
         };
         let cgroups = self.cgroups.clone();
         // The lease moves with the spawn (see the process backend).
@@ -320,6 +340,7 @@ impl MicroVmBackend {
             stderr,
             timeline: (spawned, connected),
             _cpus: cpus,
+            _image_link: image_link,
         })
     }
 }
@@ -345,25 +366,13 @@ async fn await_guest(
     }
 }
 
-/// What the VMM and the guest said about their own start: the VMM's first KVM_RUN
-/// (microseconds after its main) and guest-init's time since kernel start.
-fn start_stages(vmm_stderr: &str, serial: &str) -> (Option<u64>, Option<f64>) {
-    let first_run = vmm_stderr
-        .split("first KVM_RUN: wall_since_main_us=")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok());
-    let boot_to_init = serial
-        .split("boot-to-init=")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok());
-    (first_run, boot_to_init)
-}
-
 impl Backend for MicroVmBackend {
     fn name(&self) -> &'static str {
         "microvm"
+    }
+
+    fn reads_images_lazily(&self) -> bool {
+        true
     }
 
     fn create<'a>(
@@ -377,131 +386,3 @@ impl Backend for MicroVmBackend {
         })
     }
 }
-
-/// How long a lost guest connection waits for the VMM's exit before explaining it.
-const LOST_GUEST_EXIT_WAIT: Duration = Duration::from_secs(2);
-
-impl VmSandbox {
-    /// The guest connection ended mid-invoke without a word from guest-init: the
-    /// worker's log says what the VMM and the guest's console said (a kernel panic, a
-    /// VMM error or signal), so the cause is on record. The caller's error stays
-    /// Lambda's.
-    async fn explain_lost_guest(&mut self, res: &Result<Reply, SandboxError>) {
-        let lost = matches!(res, Err(SandboxError::Exited { message, .. })
-            if message == super::session::NO_REASON);
-        let Some(proc) = self.proc.as_mut().filter(|_| lost) else {
-            return;
-        };
-        let exit = match tokio::time::timeout(LOST_GUEST_EXIT_WAIT, proc.wait()).await {
-            Ok(Ok(e)) => e.unreaped().to_string(),
-            Ok(Err(e)) => format!("unknown ({e})"),
-            Err(_) => format!("still running after {LOST_GUEST_EXIT_WAIT:?}"),
-        };
-        // Output the exit flushed may still be on its way through the tails' readers.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        eprintln!(
-            "worker: microVM lost its guest connection mid-invoke; vmm: {exit}; vmm log: {}; \
-             guest console ended with:\n{}",
-            self.stderr.text(),
-            self.serial.text(),
-        );
-    }
-}
-
-pub struct VmSandbox {
-    session: Session,
-    proc: Option<JailedProcess>,
-    memory_mib: u32,
-    /// Socket dir and built code image.
-    _files: DirGuard,
-    serial: StderrTail,
-    /// The VMM's own log (its start report).
-    stderr: StderrTail,
-    /// Since the start began: jail and VMM spawned, guest-init connected.
-    timeline: (Duration, Duration),
-    /// Returned to the placer when the sandbox goes.
-    _cpus: Option<CpuLease>,
-}
-
-impl Sandbox for VmSandbox {
-    fn init(&mut self) -> BoxFuture<'_, Result<(), SandboxError>> {
-        Box::pin(self.session.init())
-    }
-
-    fn invoke<'a>(
-        &'a mut self,
-        req: &'a InvokeRequest,
-        deadline_ms: u64,
-    ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
-        Box::pin(async move {
-            let res = self.session.invoke(req, deadline_ms).await;
-            self.explain_lost_guest(&res).await;
-            res
-        })
-    }
-
-    fn invoke_streaming<'a>(
-        &'a mut self,
-        req: &'a InvokeRequest,
-        deadline_ms: u64,
-        chunks: ChunkSink,
-    ) -> BoxFuture<'a, Result<Reply, SandboxError>> {
-        Box::pin(async move {
-            let res = self
-                .session
-                .invoke_streaming(req, deadline_ms, chunks)
-                .await;
-            self.explain_lost_guest(&res).await;
-            res
-        })
-    }
-
-    fn set_log_sink(&mut self, sink: std::sync::Arc<dyn super::LogSink>) {
-        self.session.set_log_sink(sink);
-    }
-
-    fn take_logs(&mut self) -> Vec<LogLine> {
-        self.session.take_logs()
-    }
-
-    /// The monitor's cgroup peak, capped at the guest size (it includes the monitor).
-    fn max_memory_bytes(&self) -> Option<u64> {
-        let peak = self.proc.as_ref()?.cgroup()?.memory_peak()?;
-        Some(peak.min(u64::from(self.memory_mib) << 20))
-    }
-
-    fn oom_killed(&self) -> bool {
-        self.proc.as_ref().is_some_and(JailedProcess::oom_killed)
-    }
-
-    fn console_tail(&self) -> Option<String> {
-        Some(self.serial.text())
-    }
-
-    fn start_details(&self) -> Option<String> {
-        let (first_run, boot_to_init) = start_stages(&self.stderr.text(), &self.serial.text());
-        let (spawned, connected) = self.timeline;
-        let mut s = format!("jail+vmm spawned {} ms", spawned.as_millis());
-        if let Some(us) = first_run {
-            s.push_str(&format!(", first KVM_RUN {} ms after vmm start", us / 1000));
-        }
-        if let Some(secs) = boot_to_init {
-            s.push_str(&format!(", guest kernel to init {:.0} ms", secs * 1000.0));
-        }
-        s.push_str(&format!(
-            ", guest-init connected {} ms",
-            connected.as_millis()
-        ));
-        Some(s)
-    }
-
-    fn destroy(mut self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            let proc = self.proc.take();
-            stop_jailed(&mut self.session, proc, grace, Duration::from_secs(1)).await;
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests;

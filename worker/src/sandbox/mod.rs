@@ -112,6 +112,11 @@ pub trait Backend: Send + Sync {
         spec: &'a FunctionVersionSpec,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>>;
+    /// Whether the backend reads a container image lazily through its chunks
+    /// ([`crate::spec::ImageAccess::Chunks`]) rather than from a mount on this host.
+    fn reads_images_lazily(&self) -> bool {
+        false
+    }
 }
 
 /// Stops a jailed sandbox: asks guest-init to stop the runtime, waits up to

@@ -10,7 +10,7 @@ use super::wire::WireConn;
 use super::{stop_jailed, Backend, BoxFuture, LogLine, Reply, Sandbox, SandboxError};
 use crate::jail::cpus::{vcpus_for_memory, CpuLease, CpuPlacer};
 use crate::jail::{self, CgroupHost, CgroupLimits, JailCommand, JailConfig, JailedProcess, Stdio};
-use crate::spec::{ChunkSink, FunctionVersionSpec, InvokeRequest};
+use crate::spec::{ChunkSink, FunctionVersionSpec, ImageAccess, InvokeRequest};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -157,10 +157,12 @@ impl ProcessBackend {
     ) -> Result<(PathBuf, Option<PathBuf>), SandboxError> {
         let start_err = |m: String| SandboxError::Start(m);
         if let Some(image) = &spec.image {
-            let mounted = image.mounted.as_ref().ok_or_else(|| {
-                start_err("the container image was not mounted for this sandbox".into())
-            })?;
-            return Ok((mounted.root.clone(), None));
+            return match image.ready.as_ref().map(|r| &r.access) {
+                Some(ImageAccess::Mounted(root)) => Ok((root.clone(), None)),
+                _ => Err(start_err(
+                    "the container image was not mounted for this sandbox".into(),
+                )),
+            };
         }
         let rootfs = self
             .cfg

@@ -42,7 +42,7 @@ pub fn init_message(spec: &FunctionVersionSpec, id: &Identity, sandbox_id: &str)
         .get(..10)
         .unwrap_or("1970-01-01")
         .replace('-', "/");
-    let image = spec.image.as_ref().and_then(|i| i.mounted.as_ref());
+    let image = spec.image.as_ref().and_then(|i| i.ready.as_ref());
     let mut env = spec.env.clone();
     let (mut command, mut working_dir, mut handler) =
         (Vec::new(), String::new(), spec.handler.clone());

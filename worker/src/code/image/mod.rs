@@ -2,13 +2,16 @@
 //! [`ImagePackage`] (its chunk manifest and what the image says to run), fetched and
 //! digest-checked like a .zip package; a worker host first copies the chunks it lacks
 //! ([`copy_missing`]); the worker mounts the image read-only ([`mount::MountedImage`])
-//! as the root of the image's sandboxes.
+//! as the root of the image's process sandboxes, or serves its chunks to a microVM's
+//! monitor, which reads the image lazily ([`lazy::LazyImage`]).
 
 mod copy;
+pub mod lazy;
 pub mod loopdev;
 pub mod mount;
 
 pub use copy::{copy_missing, ChunkFetch};
+pub use lazy::{LazyImage, RemoteChunks};
 
 use chunkstore::{ImageManifest, ManifestError, ReadError};
 use serde::{Deserialize, Serialize};
@@ -161,3 +164,6 @@ impl ImagePackage {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lazy_tests;

@@ -2,13 +2,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use chunkstore::wire::ChunkClient;
+use chunkstore::ImageReader;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::request::{process_chain, Disk, SECTOR_SHIFT, VIRTIO_BLK_ID_BYTES};
+use super::request::{process_chain, Backing, Disk, SECTOR_SHIFT, VIRTIO_BLK_ID_BYTES};
 use crate::devices::virtio::{
     ActivateContext, ActivateError, GuestMemory, VirtioDevice, VirtioInterrupt,
 };
@@ -18,6 +21,11 @@ pub const VIRTIO_ID_BLOCK: u32 = 2;
 pub const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 pub const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
 pub const QUEUE_SIZE: u16 = 256;
+/// Decrypted chunks an image drive keeps (8 MiB); the guest's page cache holds the rest.
+const IMAGE_CACHE_CHUNKS: usize = 16;
+/// How long a chunk may take to arrive (a worker host may copy it from its frontend
+/// first): past it the guest's read fails instead of hanging.
+const IMAGE_LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
@@ -35,6 +43,8 @@ pub enum BlockError {
     NotAFile(PathBuf),
     #[error("activation eventfd: {0}")]
     EventFd(std::io::Error),
+    #[error("image drive: {0}")]
+    ImageLink(#[from] chunkstore::wire::FetchError),
 }
 
 pub(super) struct Active {
@@ -100,20 +110,46 @@ impl Block {
                 size % (1 << SECTOR_SHIFT)
             );
         }
+        Self::with_disk(Disk {
+            backing: Backing::File(file),
+            capacity_sectors,
+            read_only,
+            id: disk_id(&meta),
+        })
+    }
+
+    /// A read-only drive of the container image behind the chunk link `stream`: the
+    /// worker sends the image's manifest first, then chunks as the guest reads them.
+    pub fn from_image_link(stream: UnixStream) -> Result<Self, BlockError> {
+        stream
+            .set_read_timeout(Some(IMAGE_LINK_TIMEOUT))
+            .map_err(|e| BlockError::ImageLink(e.into()))?;
+        let (client, manifest) = ChunkClient::start(stream)?;
+        let capacity_sectors = manifest.size() >> SECTOR_SHIFT;
+        let mut id = [0u8; VIRTIO_BLK_ID_BYTES];
+        id[..12].copy_from_slice(b"lambda-image");
+        Self::with_disk(Disk {
+            backing: Backing::Image(Box::new(ImageReader::new(
+                client,
+                manifest,
+                IMAGE_CACHE_CHUNKS,
+            ))),
+            capacity_sectors,
+            read_only: true,
+            id,
+        })
+    }
+
+    fn with_disk(disk: Disk) -> Result<Self, BlockError> {
         let mut avail_features = VIRTIO_BLK_F_FLUSH;
-        if read_only {
+        if disk.read_only {
             avail_features |= VIRTIO_BLK_F_RO;
         }
         Ok(Self {
-            disk: Disk {
-                file,
-                capacity_sectors,
-                read_only,
-                id: disk_id(&meta),
-            },
+            config: disk.capacity_sectors.to_le_bytes(),
+            disk,
             acked_features: 0,
             avail_features,
-            config: capacity_sectors.to_le_bytes(),
             activate_evt: EventFd::new(libc::EFD_NONBLOCK).map_err(BlockError::EventFd)?,
             queue_evt: None,
             active: None,

@@ -10,9 +10,13 @@ use std::os::fd::AsRawFd;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
 use vm_memory::bitmap::Bitmap;
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemory as GuestMemoryTrait, Permissions};
+use vm_memory::{
+    Address, ByteValued, Bytes, GuestAddress, GuestMemory as GuestMemoryTrait, Permissions,
+};
 
 use crate::metrics::{add, inc, BlockMetrics};
+use chunkstore::wire::ChunkClient;
+use chunkstore::{ImageReader, CHUNK_SIZE};
 
 pub const SECTOR_SHIFT: u64 = 9;
 pub const SECTOR_SIZE: u64 = 1 << SECTOR_SHIFT;
@@ -66,9 +70,17 @@ pub enum RequestError {
     Unsupported(u32),
 }
 
+/// Where a disk's bytes come from.
+pub enum Backing {
+    File(File),
+    /// A container image: chunks fetched through the chunk link, checked and
+    /// decrypted on first use. Read-only.
+    Image(Box<ImageReader<ChunkClient>>),
+}
+
 /// The disk as the request path sees it.
 pub struct Disk {
-    pub file: File,
+    pub backing: Backing,
     pub capacity_sectors: u64,
     pub read_only: bool,
     pub id: [u8; VIRTIO_BLK_ID_BYTES],
@@ -137,6 +149,43 @@ fn transfer<M: GuestMemoryTrait + ?Sized>(
     Ok(())
 }
 
+/// Reads `len` bytes of an image at `off` into guest memory at `addr`, at most a chunk
+/// at a time through one bounce buffer (the guest chooses `len`). A chunk that cannot
+/// be fetched or fails its check is an I/O error: the guest never gets wrong bytes.
+fn read_image<M: GuestMemoryTrait + ?Sized>(
+    mem: &M,
+    image: &mut ImageReader<ChunkClient>,
+    (off, addr, len): (u64, GuestAddress, u32),
+) -> Result<(), RequestError> {
+    let mut buf = vec![0u8; (len as usize).min(CHUNK_SIZE)];
+    let mut done = 0u64;
+    while done < u64::from(len) {
+        let n = (u64::from(len) - done).min(buf.len() as u64) as usize;
+        let got = image
+            .read_at(off + done, &mut buf[..n])
+            .map_err(|e| RequestError::Io(e.to_string()))?;
+        if got != n {
+            return Err(RequestError::Io("read past the end of the image".into()));
+        }
+        let to = addr.checked_add(done).ok_or(RequestError::GuestMemory)?;
+        mem.write_slice(&buf[..n], to).map_err(guest_err)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Moves one data descriptor's bytes from the disk into guest memory.
+fn read_into_guest<M: GuestMemoryTrait + ?Sized>(
+    mem: &M,
+    backing: &mut Backing,
+    at: (u64, GuestAddress, u32),
+) -> Result<(), RequestError> {
+    match backing {
+        Backing::File(file) => transfer(mem, file, at, Transfer::DiskToGuest),
+        Backing::Image(image) => read_image(mem, image, at),
+    }
+}
+
 /// Bytes a `pread`/`pwrite` moved; an interrupted call moved none and is retried.
 fn io_progress(n: isize, way: Transfer) -> Result<usize, RequestError> {
     match n {
@@ -191,12 +240,7 @@ fn execute<M: GuestMemoryTrait + ?Sized>(
             let mut off = check_data(data, true, hdr.sector, disk)?;
             let mut written = 0u32;
             for d in data {
-                transfer(
-                    mem,
-                    &disk.file,
-                    (off, d.addr(), d.len()),
-                    Transfer::DiskToGuest,
-                )?;
+                read_into_guest(mem, &mut disk.backing, (off, d.addr(), d.len()))?;
                 off += u64::from(d.len());
                 written += d.len();
             }
@@ -205,18 +249,16 @@ fn execute<M: GuestMemoryTrait + ?Sized>(
             Ok(written)
         }
         VIRTIO_BLK_T_OUT => {
-            if disk.read_only {
-                inc(&metrics.read_only_violations);
-                return Err(RequestError::ReadOnly);
-            }
+            let file = match (&disk.backing, disk.read_only) {
+                (Backing::File(file), false) => file,
+                _ => {
+                    inc(&metrics.read_only_violations);
+                    return Err(RequestError::ReadOnly);
+                }
+            };
             let mut off = check_data(data, false, hdr.sector, disk)?;
             for d in data {
-                transfer(
-                    mem,
-                    &disk.file,
-                    (off, d.addr(), d.len()),
-                    Transfer::GuestToDisk,
-                )?;
+                transfer(mem, file, (off, d.addr(), d.len()), Transfer::GuestToDisk)?;
                 off += u64::from(d.len());
                 add(&metrics.write_bytes, u64::from(d.len()));
             }
@@ -224,9 +266,8 @@ fn execute<M: GuestMemoryTrait + ?Sized>(
             Ok(0)
         }
         VIRTIO_BLK_T_FLUSH => {
-            if !disk.read_only {
-                disk.file
-                    .sync_data()
+            if let (Backing::File(file), false) = (&disk.backing, disk.read_only) {
+                file.sync_data()
                     .map_err(|e| RequestError::Io(e.to_string()))?;
             }
             inc(&metrics.flush_count);

@@ -97,7 +97,16 @@ fn run(read_only: bool, header: Option<(u32, u64)>, descs: Vec<RawDescriptor>) -
     let mut h = Harness::new();
     let (file, path) = disk_file(&format!("{:p}", &descs));
     h.disk_path = path.clone();
-    let mut block = Block::from_file(file, &path, read_only).unwrap();
+    let block = Block::from_file(file, &path, read_only).unwrap();
+    run_on(block, h, header, descs)
+}
+
+fn run_on(
+    mut block: Block,
+    h: Harness,
+    header: Option<(u32, u64)>,
+    descs: Vec<RawDescriptor>,
+) -> Outcome {
     if let Some((t, sector)) = header {
         h.mem.write_obj(t.to_le(), GuestAddress(HDR)).unwrap();
         h.mem.write_obj(0u32, GuestAddress(HDR + 4)).unwrap();
@@ -381,3 +390,6 @@ fn missing_drive_is_an_error() {
     };
     assert!(e.to_string().contains("/nonexistent/disk.img"));
 }
+
+#[path = "image_tests.rs"]
+mod image_tests;

@@ -1,0 +1,131 @@
+"""Container-image functions in microVMs (issue 14), inside the appliance under nested
+KVM: the appliance's supervisor pulls the image from Debian's docker-registry on this
+machine (basic auth, reached from the appliance at 10.0.2.2), builds and stores its
+chunks; each sandbox is a jailed microVM whose guest root is the image, read lazily by
+our vmm through the worker's chunk link (only the chunks the guest reads cross it, each
+checked and decrypted in the vmm), with guest-init injected from our rootfs."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from appliance_harness import Appliance, require_appliance
+from image_harness import OciLayout, Registry, files_layer
+from invoke_harness import FN_RUST, invoke, json_body
+from supervisor_harness import ROLE, require
+
+try:
+    from botocore.exceptions import ClientError
+except ImportError:
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("boto3 not installed", allow_module_level=True)
+
+# QEMU user networking: the appliance reaches this machine's loopback here.
+HOST_FROM_GUEST = "10.0.2.2"
+SERVED = re.compile(r"image chunk link served (\d+) of (\d+) stored chunks")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    r = Registry(tmp_path_factory.mktemp("registry"))
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def image(registry, tmp_path_factory):
+    """A `lambda_runtime` function on a minimal image, with 24 MiB of data it never
+    reads: the URI as the appliance names it."""
+    require(FN_RUST.is_file(), f"fn-rust (musl release) not found at {FN_RUST}")
+    layout = OciLayout(tmp_path_factory.mktemp("layout") / "layout")
+    code = files_layer(layout, {"var/task/bootstrap": (FN_RUST.read_bytes(), 0o755)})
+    ballast = files_layer(layout, {"var/task/ballast.bin": (os.urandom(24 << 20), 0o644)})
+    layout.image("v1", [code, ballast], {"Entrypoint": ["/var/task/bootstrap"],
+                                         "Cmd": ["context"]})
+    uri = registry.push(layout, "v1", "rust")
+    return uri.replace(registry.host, f"{HOST_FROM_GUEST}:{registry.port}")
+
+
+@pytest.fixture(scope="module")
+def appliance(tmp_path_factory, registry):
+    """An appliance whose data disk holds a supervisor config naming the registry."""
+    require_appliance()
+    work = tmp_path_factory.mktemp("appliance")
+    staging = work / "staging"
+    staging.mkdir()
+    (staging / "supervisor.toml").write_text(
+        f'[[registries]]\nhost = "{HOST_FROM_GUEST}:{registry.port}"\nplain-http = true\n'
+        f'username = "{registry.user}"\npassword = "{registry.password}"\n')
+    os.chmod(staging / "supervisor.toml", 0o600)
+    data = work / "data.img"
+    with open(data, "wb") as f:
+        f.truncate(4 << 30)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "lambda-data", "-d", str(staging), str(data)],
+                   check=True)
+    shutil.rmtree(staging)
+    a = Appliance(work, data=data, serve_args=["--init-timeout-secs", "120"])
+    a.start()
+    yield a
+    a.kill()
+
+
+@pytest.fixture(scope="module")
+def client(appliance):
+    return appliance.client()
+
+
+def create(client, name, uri, **kw):
+    return client.create_function(FunctionName=name, PackageType="Image", Role=ROLE,
+                                  Code={"ImageUri": uri}, Timeout=60, MemorySize=256, **kw)
+
+
+def served_lines(appliance):
+    return [(int(n), int(m)) for n, m in SERVED.findall(appliance.console_text())]
+
+
+def test_an_image_is_the_root_of_a_microvm_that_reads_only_what_it_uses(appliance, client, image):
+    before = appliance.vmm_processes()
+    create(client, "img-rust", image)
+    r, body, logs = invoke(client, "img-rust", b'{"hello": "microvm"}', LogType="Tail")
+    assert "FunctionError" not in r, (body, logs)
+    out = json_body(body)
+    assert out["payload"] == {"hello": "microvm"}, out
+    assert out["uid"] != 0, "the function runs unprivileged in the guest"
+    after = appliance.vmm_processes()
+    assert len(after) == len(before) + 1, (before, after)
+    # ImageConfig replaces CMD: the handler exits mid-invoke, which ends its microVM,
+    # and the worker says how much of the image that sandbox read.
+    client.update_function_configuration(FunctionName="img-rust",
+                                         ImageConfig={"Command": ["exit"]})
+    client.get_waiter("function_updated_v2").wait(FunctionName="img-rust")
+    r, body, _ = invoke(client, "img-rust", b"{}")
+    assert r.get("FunctionError") == "Unhandled", body
+    assert json_body(body)["errorType"] == "Runtime.ExitError", body
+    served = served_lines(appliance)
+    assert served, appliance.console_text()[-3000:]
+    for n, stored in served:
+        # The 24 MiB it never reads are 48 of the image's chunks.
+        assert 0 < n and n + 40 <= stored, served
+
+
+def test_a_chunk_corrupted_at_rest_fails_the_start_and_gives_no_bytes(appliance, client, image):
+    # Every stored chunk: one byte flipped in place (the host's disk went bad).
+    rc, out = appliance.shell(
+        "n=0; for f in $(find /data/supervisor/chunks -type f ! -name '.*'); do "
+        "printf '\\377' | dd of=$f bs=1 seek=100 conv=notrunc 2>/dev/null && n=$((n+1)); "
+        "done; echo flipped $n")
+    assert rc == 0 and int(out.split()[-1]) > 0, out
+    create(client, "img-corrupt", image, ImageConfig={"Command": ["echo"]})
+    try:
+        r, body, _ = invoke(client, "img-corrupt", b'{"must": "not run"}')
+    except ClientError as e:
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] >= 500, e.response
+    else:
+        assert r.get("FunctionError"), body
+        assert b"not run" not in body, body
+    text = appliance.console_text()
+    assert "do not hash to its id" in text, text[-3000:]
