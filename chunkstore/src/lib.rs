@@ -5,7 +5,8 @@
 //! id and key of each chunk, which the caller seals with the function's envelope key.
 //!
 //! - [`convergent`]: seal and open one chunk.
-//! - [`store`]: the chunks on disk, deduplicated, with garbage collection.
+//! - [`store`]: the chunks on disk, deduplicated, with garbage collection; a store of
+//!   copies (a worker host's) may be bounded, evicting the least recently used.
 //! - [`writer`]: cut an image into the store; [`reader`]: read any byte range back,
 //!   authenticating each chunk on first use (an error, never wrong bytes).
 //! - [`wire`]: the chunk link between a worker and a microVM monitor that reads an
@@ -15,6 +16,7 @@
 //! which chunks are equal, and can confirm a guess of a whole chunk's content only if
 //! they also know the salt. The salt never leaves the host that writes images.
 
+mod bound;
 pub mod convergent;
 pub mod manifest;
 pub mod reader;

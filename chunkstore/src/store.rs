@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::bound::Lru;
 use crate::convergent::{ChunkId, SealedChunk, MAX_SEALED_LEN};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,9 @@ pub struct ChunkStore {
     dir: PathBuf,
     lock: Mutex<()>,
     next_tmp: AtomicU64,
+    /// Set for a store of copies kept under a byte bound (see [`crate::bound`]).
+    bound: Option<Mutex<Lru>>,
+    evicted: AtomicU64,
 }
 
 impl ChunkStore {
@@ -72,7 +76,48 @@ impl ChunkStore {
             dir,
             lock: Mutex::new(()),
             next_tmp: AtomicU64::new(0),
+            bound: None,
+            evicted: AtomicU64::new(0),
         })
+    }
+
+    /// Opens a store of copies that keeps at most `max_bytes` of chunks, deleting the
+    /// least recently used beyond that (a chunk larger than the bound is kept alone).
+    /// Chunks already in `dir` count, oldest first in no particular order.
+    pub fn open_bounded(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Self, StoreError> {
+        let mut store = Self::open(dir)?;
+        let mut lru = Lru::new(max_bytes);
+        let mut victims = Vec::new();
+        for (id, len) in store.list()? {
+            victims.extend(lru.insert(id, len));
+        }
+        store.bound = Some(Mutex::new(lru));
+        store.remove_evicted(&victims);
+        Ok(store)
+    }
+
+    /// Bytes held under the bound (0 for an unbounded store).
+    pub fn bounded_bytes(&self) -> u64 {
+        self.with_bound(|lru| lru.total()).unwrap_or(0)
+    }
+
+    /// Chunks deleted to stay under the bound since the store was opened.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    fn with_bound<T>(&self, f: impl FnOnce(&mut Lru) -> T) -> Option<T> {
+        let bound = self.bound.as_ref()?;
+        Some(f(&mut bound.lock().unwrap_or_else(|p| p.into_inner())))
+    }
+
+    fn remove_evicted(&self, victims: &[ChunkId]) {
+        for id in victims {
+            // Already gone is fine: the bound only needs the bytes back.
+            let _ = fs::remove_file(self.path(id));
+        }
+        self.evicted
+            .fetch_add(victims.len() as u64, Ordering::Relaxed);
     }
 
     fn path(&self, id: &ChunkId) -> PathBuf {
@@ -116,6 +161,9 @@ impl ChunkStore {
         let tmp = parent.join(format!(".tmp-{}-{n}", std::process::id()));
         fs::write(&tmp, sealed).map_err(io_at(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_at(&path))?;
+        if let Some(victims) = self.with_bound(|lru| lru.insert(*id, sealed.len() as u64)) {
+            self.remove_evicted(&victims);
+        }
         Ok(true)
     }
 
@@ -138,6 +186,7 @@ impl ChunkStore {
                 len: bytes.len() as u64,
             });
         }
+        self.with_bound(|lru| lru.touch(id));
         Ok(bytes)
     }
 
@@ -173,6 +222,7 @@ impl ChunkStore {
             }
             let path = self.path(&id);
             fs::remove_file(&path).map_err(io_at(&path))?;
+            self.with_bound(|lru| lru.forget(&id));
             stats.removed_chunks += 1;
             stats.removed_bytes += len;
         }

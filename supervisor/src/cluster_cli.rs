@@ -93,6 +93,10 @@ pub struct WorkerArgs {
     /// Sealed code kept on this worker, in MiB [default: 2048].
     #[arg(long, value_name = "MIB")]
     pub code_cache_mib: Option<u64>,
+    /// Sealed copies of container images' chunks kept on this worker, in MiB; the least
+    /// recently used beyond it are deleted [default: 8192].
+    #[arg(long, value_name = "MIB")]
+    pub chunk_cache_mib: Option<u64>,
     #[arg(long, default_value = crate::config::DEFAULT_REGION)]
     pub region: String,
     #[arg(long, default_value = crate::config::DEFAULT_ACCOUNT)]
@@ -132,6 +136,7 @@ pub async fn run_worker(
         tls: tls.clone(),
         host: dp.host_settings(&args.region, &args.account_id, log_dir),
         code_cache_max_bytes: args.code_cache_mib.unwrap_or(2048) << 20,
+        chunk_copies_max_bytes: args.chunk_cache_mib.unwrap_or(8192) << 20,
         lease,
         rejoin: args.rejoin,
         capacity_mib: args.capacity_mib,

@@ -115,6 +115,8 @@ fn start_embedded(
         cache_max_bytes: None,
         chunks: Some(sup.images().chunks()),
         chunk_fetch: None,
+        // Only a worker host keeps copies; this host reads its own store.
+        chunk_copies_max_bytes: 0,
     });
     let plane = match Host::start(&settings) {
         Ok(p) => {

@@ -27,21 +27,38 @@ def free_port():
         return s.getsockname()[1]
 
 
-def node_data_disk(path, ca, role, node_id):
-    """A 4 GiB ext4 data disk (label lambda-data) holding, under cluster/, what a cluster
-    node of `role` ("worker" or "frontend") reads: the CA certificate, its own
-    certificate and key, and the CRL, never the CA's key."""
-    files = [ca / n for n in ("ca.pem", f"{role}-{node_id}.pem", f"{role}-{node_id}.key")]
-    files += [ca / "crl.pem"] if (ca / "crl.pem").exists() else []
-    staging = path.parent / "staging"
-    (staging / "cluster").mkdir(parents=True)
-    for f in files:
-        shutil.copy2(f, staging / "cluster" / f.name)
+def data_disk(path, files):
+    """A 4 GiB ext4 data disk (label lambda-data) holding `files`: {relative path:
+    (bytes, mode)}."""
+    staging = Path(path).parent / "staging"
+    for rel, (data, mode) in files.items():
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        (staging / rel).write_bytes(data)
+        os.chmod(staging / rel, mode)
     with open(path, "wb") as f:
         f.truncate(4 << 30)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "lambda-data", "-d", str(staging), str(path)],
                    check=True)
+    shutil.rmtree(staging)
     return path
+
+
+def node_data_disk(path, ca, role, node_id):
+    """A data disk holding, under cluster/, what a cluster node of `role` ("worker" or
+    "frontend") reads: the CA certificate, its own certificate and key, and the CRL,
+    never the CA's key."""
+    files = [ca / n for n in ("ca.pem", f"{role}-{node_id}.pem", f"{role}-{node_id}.key")]
+    files += [ca / "crl.pem"] if (ca / "crl.pem").exists() else []
+    return data_disk(path, {f"cluster/{f.name}": (f.read_bytes(), f.stat().st_mode & 0o777)
+                            for f in files})
+
+
+def registry_data_disk(path, registry, host):
+    """A data disk whose supervisor config names `registry` as `host` (how the
+    appliance reaches it)."""
+    toml = (f'[[registries]]\nhost = "{host}"\nplain-http = true\n'
+            f'username = "{registry.user}"\npassword = "{registry.password}"\n')
+    return data_disk(path, {"supervisor.toml": (toml.encode(), 0o600)})
 
 
 def require_appliance():

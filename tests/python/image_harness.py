@@ -184,3 +184,13 @@ def config_file(path, registry, bad_password_host=None):
     Path(path).write_text(text)
     os.chmod(path, 0o600)
     return path
+
+
+def rust_image_with_ballast(layout, registry, fn_rust, ballast_mib=24):
+    """Pushes `rust:v1`: a `lambda_runtime` function (`fn_rust`, CMD `context`) on a
+    minimal image, plus `ballast_mib` MiB of random data the function never reads.
+    Returns the URI as this machine names the registry."""
+    code = files_layer(layout, {"var/task/bootstrap": (Path(fn_rust).read_bytes(), 0o755)})
+    ballast = files_layer(layout, {"var/task/ballast.bin": (os.urandom(ballast_mib << 20), 0o644)})
+    layout.image("v1", [code, ballast], {"Entrypoint": ["/var/task/bootstrap"], "Cmd": ["context"]})
+    return registry.push(layout, "v1", "rust")

@@ -7,13 +7,11 @@ checked and decrypted in the vmm), with guest-init injected from our rootfs."""
 
 import os
 import re
-import shutil
-import subprocess
 
 import pytest
 
-from appliance_harness import Appliance, require_appliance
-from image_harness import OciLayout, Registry, files_layer
+from appliance_harness import Appliance, registry_data_disk, require_appliance
+from image_harness import OciLayout, Registry, rust_image_with_ballast
 from invoke_harness import FN_RUST, invoke, json_body
 from supervisor_harness import ROLE, require
 
@@ -42,11 +40,7 @@ def image(registry, tmp_path_factory):
     reads: the URI as the appliance names it."""
     require(FN_RUST.is_file(), f"fn-rust (musl release) not found at {FN_RUST}")
     layout = OciLayout(tmp_path_factory.mktemp("layout") / "layout")
-    code = files_layer(layout, {"var/task/bootstrap": (FN_RUST.read_bytes(), 0o755)})
-    ballast = files_layer(layout, {"var/task/ballast.bin": (os.urandom(24 << 20), 0o644)})
-    layout.image("v1", [code, ballast], {"Entrypoint": ["/var/task/bootstrap"],
-                                         "Cmd": ["context"]})
-    uri = registry.push(layout, "v1", "rust")
+    uri = rust_image_with_ballast(layout, registry, FN_RUST)
     return uri.replace(registry.host, f"{HOST_FROM_GUEST}:{registry.port}")
 
 
@@ -55,18 +49,8 @@ def appliance(tmp_path_factory, registry):
     """An appliance whose data disk holds a supervisor config naming the registry."""
     require_appliance()
     work = tmp_path_factory.mktemp("appliance")
-    staging = work / "staging"
-    staging.mkdir()
-    (staging / "supervisor.toml").write_text(
-        f'[[registries]]\nhost = "{HOST_FROM_GUEST}:{registry.port}"\nplain-http = true\n'
-        f'username = "{registry.user}"\npassword = "{registry.password}"\n')
-    os.chmod(staging / "supervisor.toml", 0o600)
-    data = work / "data.img"
-    with open(data, "wb") as f:
-        f.truncate(4 << 30)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "lambda-data", "-d", str(staging), str(data)],
-                   check=True)
-    shutil.rmtree(staging)
+    data = registry_data_disk(work / "disk" / "data.img", registry,
+                              f"{HOST_FROM_GUEST}:{registry.port}")
     a = Appliance(work, data=data, serve_args=["--init-timeout-secs", "120"])
     a.start()
     yield a

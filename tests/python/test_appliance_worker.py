@@ -3,7 +3,8 @@ KVM in QEMU TCG, with its certificate, key, the CA certificate and the CRL on it
 disk, it runs `supervisor worker` with microVM isolation. A frontend on this machine
 reaches it over the mutually authenticated link (QEMU's forwarded port), the worker
 fetches code back from the frontend (QEMU's 10.0.2.2 is this machine's loopback), and
-boto3's invokes run in microVMs inside the appliance."""
+boto3's invokes run in microVMs inside the appliance; a container image's chunks are
+copied from the frontend as the guest reads them."""
 
 import json
 import os
@@ -13,8 +14,9 @@ import pytest
 
 from appliance_harness import Appliance, node_data_disk, free_port, require_appliance
 from cluster_harness import cluster_status, make_ca
-from invoke_harness import deploy, invoke, json_body
-from supervisor_harness import Supervisor
+from image_harness import OciLayout, Registry, config_file, rust_image_with_ballast
+from invoke_harness import FN_RUST, deploy, invoke, json_body
+from supervisor_harness import ROLE, Supervisor
 
 try:
     import boto3  # noqa: F401
@@ -28,9 +30,17 @@ GUEST_LINK_PORT = 9443
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def registry(tmp_path_factory):
+    r = Registry(tmp_path_factory.mktemp("registry"))
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, registry):
     require_appliance()
     tmp = tmp_path_factory.mktemp("appliance-worker")
+    registries = config_file(tmp / "supervisor.toml", registry)
     ca = tmp / "ca"
     make_ca(ca, workers=[WORKER_ID])
     data = node_data_disk(tmp / "disk" / "data.img", ca, "worker", WORKER_ID)
@@ -46,7 +56,8 @@ def cluster(tmp_path_factory):
             "--role", "frontend", "--node-id", "fe1", "--cluster-dir", str(ca),
             "--link-listen", f"127.0.0.1:{link_port}",
             "--link-advertise", f"10.0.2.2:{link_port}",
-            "--worker", f"{WORKER_ID}@127.0.0.1:{appliance.ports[GUEST_LINK_PORT]}"]).start()
+            "--worker", f"{WORKER_ID}@127.0.0.1:{appliance.ports[GUEST_LINK_PORT]}",
+            "--config", str(registries)]).start()
         yield appliance, frontend
     finally:
         if frontend:
@@ -88,3 +99,19 @@ def test_the_appliance_worker_runs_a_frontends_invokes_in_microvms(cluster):
     (worker,) = cluster_status(frontend.endpoint)["workers"]
     assert worker["id"] == WORKER_ID and worker["up"], worker
     assert worker["sandboxes"] == 1 and worker["invokes_sent"] >= 2, worker
+
+
+def test_an_image_runs_in_the_worker_appliance_copying_only_the_chunks_it_reads(
+        cluster, registry, tmp_path):
+    appliance, frontend = cluster
+    uri = rust_image_with_ballast(OciLayout(tmp_path / "layout"), registry, FN_RUST)
+    client = frontend.client()
+    client.create_function(FunctionName="aw-image", PackageType="Image", Role=ROLE,
+                           Code={"ImageUri": uri}, Timeout=60, MemorySize=256)
+    r, body, _ = invoke(client, "aw-image", b'{"image": "remote"}')
+    assert "FunctionError" not in r, (body, diagnostics(appliance, frontend))
+    assert json_body(body)["payload"] == {"image": "remote"}
+    # The worker host copied from the frontend only what the guest read: a few chunks of
+    # the image's 50-odd (24 MiB of it, never read, are 48).
+    rc, out = appliance.shell("find /run/lambda/chunk-copies -type f ! -name '.*' | wc -l")
+    assert rc == 0 and 0 < int(out.strip()) <= 12, (out, diagnostics(appliance, frontend))

@@ -166,6 +166,7 @@ async fn start(args: &Args, package: &[u8]) -> Result<Bed, String> {
         tls: worker_tls.clone(),
         host,
         code_cache_max_bytes: 1 << 30,
+        chunk_copies_max_bytes: 1 << 30,
         lease: Duration::from_secs(3600),
         rejoin: false,
         capacity_mib: Some(1 << 20),

@@ -39,6 +39,8 @@ pub struct DaemonSettings {
     pub tls: TlsFiles,
     pub host: HostSettings,
     pub code_cache_max_bytes: u64,
+    /// Copies of container images' chunks kept on this worker, in bytes.
+    pub chunk_copies_max_bytes: u64,
     /// How long one incarnation serves (Lambda's hosts: hours; tests: seconds).
     pub lease: Duration,
     /// After the lease, start again as a new incarnation instead of exiting.
@@ -123,6 +125,7 @@ impl Daemon {
             cache_max_bytes: Some(s.code_cache_max_bytes),
             chunks: None,
             chunk_fetch: Some(code.clone()),
+            chunk_copies_max_bytes: s.chunk_copies_max_bytes,
         });
         let host = Host::start(&s.host)?;
         eprintln!("worker {}: {}", s.id, host.selection);

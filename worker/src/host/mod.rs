@@ -105,6 +105,9 @@ pub struct CodeSettings {
     /// Where a worker host copies the chunks of an image it has not seen from (the
     /// frontend that sent the invoke, over the link).
     pub chunk_fetch: Option<Arc<dyn ChunkFetch>>,
+    /// A worker host keeps its chunk copies under this many bytes, evicting the least
+    /// recently used (a microVM fetches an evicted chunk again when its guest reads it).
+    pub chunk_copies_max_bytes: u64,
 }
 
 /// A started host: its worker plus what the frontend needs to know about it.
@@ -235,7 +238,7 @@ fn code_supply(c: &CodeSettings, run_dir: &std::path::Path) -> Result<CodeSupply
     unpacker.clear()?;
     let chunks = match (&c.chunks, &c.chunk_fetch) {
         (Some(own), _) => Some(own.clone()),
-        (None, Some(_)) => Some(Arc::new(chunk_copies(run_dir)?)),
+        (None, Some(_)) => Some(Arc::new(chunk_copies(run_dir, c.chunk_copies_max_bytes)?)),
         (None, None) => None,
     };
     Ok(CodeSupply {
@@ -248,8 +251,11 @@ fn code_supply(c: &CodeSettings, run_dir: &std::path::Path) -> Result<CodeSupply
 }
 
 /// A worker host's copies of image chunks (sealed, as the frontend stores them), begun
-/// afresh by each process.
-fn chunk_copies(run_dir: &std::path::Path) -> Result<chunkstore::ChunkStore, HostError> {
+/// afresh by each process and kept under `max_bytes`.
+fn chunk_copies(
+    run_dir: &std::path::Path,
+    max_bytes: u64,
+) -> Result<chunkstore::ChunkStore, HostError> {
     let dir = run_dir.join("chunk-copies");
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -260,7 +266,7 @@ fn chunk_copies(run_dir: &std::path::Path) -> Result<chunkstore::ChunkStore, Hos
         }
         _ => {}
     }
-    Ok(chunkstore::ChunkStore::open(&dir)?)
+    Ok(chunkstore::ChunkStore::open_bounded(&dir, max_bytes)?)
 }
 
 fn worker_config(cfg: &HostSettings) -> WorkerConfig {
