@@ -15,6 +15,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_ACCOUNT: &str = "000000000000";
 pub const DEFAULT_MAX_CLOCK_SKEW_SECS: u32 = 900;
+/// The longest function timeout: invokes in flight when code is replaced have ended by
+/// then, so the chunks only they used can go.
+pub const DEFAULT_CHUNK_GC_DELAY_SECS: u64 = 900;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,6 +99,11 @@ pub struct ServeArgs {
     /// default it needs a SigV4 signature like every other route.
     #[arg(long, env = "SUPERVISOR_PUBLIC_METRICS")]
     pub public_metrics: bool,
+    /// Seconds between the last use of an image's chunks going away (DeleteFunction,
+    /// UpdateFunctionCode) and their collection, so invokes still running on the old
+    /// code finish [default: 900, the longest function timeout].
+    #[arg(long, value_name = "SECS")]
+    pub chunk_gc_delay_secs: Option<u64>,
     /// When credentials are generated (first start), print the secret access key too,
     /// once, on stderr (an appliance's console); otherwise only where it is stored.
     #[arg(long)]
@@ -119,6 +127,7 @@ struct FileConfig {
     master_key_file: Option<PathBuf>,
     max_clock_skew_secs: Option<u32>,
     public_metrics: Option<bool>,
+    chunk_gc_delay_secs: Option<u64>,
     #[serde(default)]
     data_plane: DataPlaneFile,
     /// `[[registries]]`: the registries container images may be pulled from.
@@ -204,6 +213,8 @@ pub struct Config {
     /// Registries container images may be pulled from (config file only: they may
     /// carry passwords).
     pub registries: Vec<oci_image::Registry>,
+    /// See `--chunk-gc-delay-secs`.
+    pub chunk_gc_delay: std::time::Duration,
 }
 
 impl Config {
@@ -224,6 +235,7 @@ impl Config {
             data_plane: DataPlaneConfig::defaults(),
             cluster: None,
             registries: Vec::new(),
+            chunk_gc_delay: std::time::Duration::from_secs(DEFAULT_CHUNK_GC_DELAY_SECS),
         }
     }
 }
@@ -306,6 +318,9 @@ impl ServeArgs {
         cfg.master_key_file = self.master_key_file.or(file.master_key_file);
         if let Some(s) = self.max_clock_skew_secs.or(file.max_clock_skew_secs) {
             cfg.max_clock_skew_secs = s;
+        }
+        if let Some(s) = self.chunk_gc_delay_secs.or(file.chunk_gc_delay_secs) {
+            cfg.chunk_gc_delay = std::time::Duration::from_secs(s);
         }
         cfg.announce_generated_credentials = self.announce_generated_credentials;
         cfg.public_metrics = self.public_metrics || file.public_metrics.unwrap_or(false);

@@ -58,7 +58,13 @@ pub struct Imported {
     pub package: Vec<u8>,
     pub pinned_uri: String,
     pub stats: WriteStats,
+    /// Keep until the version naming the package is registered.
+    pub hold: ChunkHold,
 }
+
+/// Keeps a garbage collection of the chunk store from starting while an import's
+/// chunks are referenced by no registered version yet.
+pub struct ChunkHold(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>);
 
 pub struct Images {
     chunks: Arc<ChunkStore>,
@@ -68,6 +74,8 @@ pub struct Images {
     /// registries, which has no CA certificates either) never needs an HTTP client.
     puller: std::sync::Mutex<Option<Arc<Puller>>>,
     work: PathBuf,
+    /// Imports hold it shared ([`ChunkHold`]), a collection exclusively.
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Images {
@@ -91,6 +99,7 @@ impl Images {
             registries,
             puller: std::sync::Mutex::new(None),
             work,
+            gate: Arc::new(tokio::sync::RwLock::new(())),
         })
     }
 
@@ -111,6 +120,7 @@ impl Images {
 
     /// Pulls `uri`, flattens it, builds its ext4 image and stores its chunks.
     pub async fn import(&self, uri: &str) -> Result<Imported, ImportError> {
+        let hold = ChunkHold(self.gate.clone().read_owned().await);
         let puller = self.puller()?;
         let resolved = puller.resolve(uri).await?;
         // Removed however the import ends.
@@ -154,11 +164,19 @@ impl Images {
             package: ImagePackage { run, manifest }.encode(),
             pinned_uri: resolved.pinned_uri,
             stats,
+            hold,
         })
     }
 
-    /// Removes the chunks no package in `packages` references (startup: no import is
-    /// in flight then, so none of its chunks can be taken for garbage).
+    /// Waits until no import holds chunks that no version references yet, and keeps
+    /// new imports from starting until the guard is dropped.
+    pub async fn exclusive(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.gate.clone().write_owned().await
+    }
+
+    /// Removes the chunks no package in `packages` references. The caller makes sure
+    /// no import is in flight (at startup, or under [`Images::exclusive`]), so none of
+    /// its chunks can be taken for garbage.
     pub fn collect_garbage(&self, packages: &[Vec<u8>]) -> Result<chunkstore::GcStats, StoreError> {
         let mut live = HashSet::new();
         for p in packages {

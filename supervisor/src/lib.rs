@@ -3,6 +3,7 @@
 //! wiring to the worker that runs sandboxes.
 
 pub mod auth;
+pub mod chunk_gc;
 pub mod cluster_cli;
 pub mod codestore;
 pub mod config;

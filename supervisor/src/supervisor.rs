@@ -56,6 +56,7 @@ pub struct Supervisor {
     registry: Registry,
     store: CodeStore,
     images: crate::images::Images,
+    chunk_gc: crate::chunk_gc::ChunkGc,
     /// Serialises control-plane mutations so the code store and registry
     /// change together.
     write_lock: Mutex<()>,
@@ -143,6 +144,7 @@ impl Supervisor {
             registry,
             store,
             images,
+            chunk_gc: Default::default(),
             write_lock: Mutex::new(()),
             large_bodies: tokio::sync::Semaphore::new(crate::http::LARGE_BODY_PERMITS),
             deletion_listeners: std::sync::RwLock::new(Vec::new()),
@@ -196,6 +198,10 @@ impl Supervisor {
         &self.images
     }
 
+    pub(crate) fn chunk_gc(&self) -> &crate::chunk_gc::ChunkGc {
+        &self.chunk_gc
+    }
+
     pub fn store(&self) -> &CodeStore {
         &self.store
     }
@@ -224,8 +230,9 @@ fn has_code_objects(dir: &std::path::Path) -> bool {
 }
 
 /// Removes the chunks of images no version uses any more (deleted or updated ones).
-/// Runs before the API serves, so no import can be writing chunks meanwhile.
-fn collect_chunks(
+/// Runs before the API serves, or under [`crate::images::Images::exclusive`], so no
+/// import can be writing chunks meanwhile.
+pub(crate) fn collect_chunks(
     registry: &Registry,
     store: &CodeStore,
     images: &crate::images::Images,

@@ -11,8 +11,8 @@ import re
 import pytest
 
 from appliance_harness import Appliance, registry_data_disk, require_appliance
-from image_harness import OciLayout, Registry, rust_image_with_ballast
-from invoke_harness import FN_RUST, invoke, json_body
+from image_harness import OciLayout, Registry, dir_layer, files_layer, rust_image_with_ballast
+from invoke_harness import FN_RUST, IMAGES, has_init_duration, invoke, json_body
 from supervisor_harness import ROLE, require
 
 try:
@@ -25,6 +25,14 @@ except ImportError:
 # QEMU user networking: the appliance reaches this machine's loopback here.
 HOST_FROM_GUEST = "10.0.2.2"
 SERVED = re.compile(r"image chunk link served (\d+) of (\d+) stored chunks")
+PY_APP = b'''import os
+def handler(event, context):
+    return {"event": event, "cwd": os.getcwd(), "uid": os.getuid(),
+            "handler": os.environ.get("_HANDLER"), "request_id": context.aws_request_id}
+'''
+PY_RUN = {"Entrypoint": ["/usr/bin/python3", "-m", "awslambdaric"], "Cmd": ["app.handler"],
+          "WorkingDir": "/var/task",
+          "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/var/runtime:/var/task"]}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +49,20 @@ def image(registry, tmp_path_factory):
     require(FN_RUST.is_file(), f"fn-rust (musl release) not found at {FN_RUST}")
     layout = OciLayout(tmp_path_factory.mktemp("layout") / "layout")
     uri = rust_image_with_ballast(layout, registry, FN_RUST)
+    return uri.replace(registry.host, f"{HOST_FROM_GUEST}:{registry.port}")
+
+
+@pytest.fixture(scope="module")
+def python_image(registry, tmp_path_factory):
+    """The project's python3.11 rootfs as the base layer plus an `awslambdaric`
+    handler."""
+    base_tree = IMAGES / "rootfs-python3.11"
+    require(base_tree.is_dir(), f"python3.11 rootfs tree not found at {base_tree}")
+    work = tmp_path_factory.mktemp("py-layout")
+    layout = OciLayout(work / "layout")
+    base = dir_layer(layout, base_tree, work)
+    layout.image("v1", [base, files_layer(layout, {"var/task/app.py": (PY_APP, 0o644)})], PY_RUN)
+    uri = registry.push(layout, "v1", "py")
     return uri.replace(registry.host, f"{HOST_FROM_GUEST}:{registry.port}")
 
 
@@ -94,6 +116,19 @@ def test_an_image_is_the_root_of_a_microvm_that_reads_only_what_it_uses(applianc
     for n, stored in served:
         # The 24 MiB it never reads are 48 of the image's chunks.
         assert 0 < n and n + 40 <= stored, served
+
+
+def test_a_python_image_runs_awslambdaric_in_a_microvm(client, python_image):
+    create(client, "img-py", python_image)
+    r, body, logs = invoke(client, "img-py", b'{"py": "microvm"}', LogType="Tail")
+    assert "FunctionError" not in r, (body, logs)
+    out = json_body(body)
+    assert out["event"] == {"py": "microvm"}, out
+    assert out["cwd"] == "/var/task" and out["handler"] == "app.handler", out
+    assert out["uid"] != 0 and out["request_id"] == r["ResponseMetadata"]["RequestId"], out
+    assert has_init_duration(logs), logs
+    _, body, logs = invoke(client, "img-py", b'{"py": "warm"}', LogType="Tail")
+    assert json_body(body)["event"] == {"py": "warm"} and not has_init_duration(logs), logs
 
 
 def test_a_chunk_corrupted_at_rest_fails_the_start_and_gives_no_bytes(appliance, client, image):

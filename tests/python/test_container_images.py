@@ -8,6 +8,7 @@ started through their ENTRYPOINT/CMD by the injected guest-init.
 import json
 import os
 import tarfile
+import time
 
 import pytest
 
@@ -93,7 +94,7 @@ def server(registry, tmp_path_factory):
     work = tmp_path_factory.mktemp("images")
     cfg = config_file(work / "supervisor.toml", registry,
                       bad_password_host=f"localhost:{registry.port}")
-    sup = start_supervisor(work / "data", "--config", str(cfg))
+    sup = start_supervisor(work / "data", "--config", str(cfg), "--chunk-gc-delay-secs", "0")
     yield sup
     sup.stop()
 
@@ -226,13 +227,18 @@ def test_a_chunk_corrupted_at_rest_fails_the_start_cleanly(client, images, serve
     assert json.loads(body)["version"] == "v2"
 
 
-def test_restart_keeps_images_and_collects_unused_chunks(client, server):
-    client.delete_function(FunctionName="py-corrupt")
+def test_deleting_collects_unused_chunks_while_serving_and_restart_keeps_images(client, server):
     before = chunk_files(server.data_dir)
+    client.delete_function(FunctionName="py-corrupt")
+    deadline = time.monotonic() + 20
+    while set(chunk_files(server.data_dir)) == set(before):
+        assert time.monotonic() < deadline, "the deleted image's own chunks were not collected"
+        time.sleep(0.1)
+    assert set(chunk_files(server.data_dir)) < set(before)
+    _, body, _ = invoke(client, "py-image", b'{"n": 5}')
+    assert json.loads(body)["version"] == "v2"
     server.stop()
     server.start()
-    after = chunk_files(server.data_dir)
-    assert set(after) < set(before), "the deleted image's own chunks were collected"
     c = server.client()
     _, body, _ = invoke(c, "py-image", b'{"n": 4}')
     assert json.loads(body)["version"] == "v2"

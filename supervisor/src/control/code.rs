@@ -23,6 +23,8 @@ pub struct NewCode {
     pub size: u64,
     pub unzipped_size: u64,
     pub image: Option<ImageRecord>,
+    /// An image's chunks, kept from collection until the version is registered.
+    pub chunk_hold: Option<crate::images::ChunkHold>,
 }
 
 /// Whether `PackageType` asks for a container image.
@@ -77,12 +79,13 @@ pub fn from_zip(sup: &Supervisor, b64: &str) -> Result<NewCode, ApiError> {
         unzipped_size,
         bytes: zip,
         image: None,
+        chunk_hold: None,
     })
 }
 
 /// Pulls and stores the image `uri` names (blocking: runs the pull on the runtime from
 /// a blocking-pool thread). Nothing is registered on failure; chunks already written
-/// are collected at the next start.
+/// are collected by the next collection (`crate::chunk_gc`).
 pub fn from_image(sup: &Supervisor, uri: &str, config: ImageConfig) -> Result<NewCode, ApiError> {
     check_image_config(&config)?;
     let imported = tokio::runtime::Handle::current()
@@ -105,6 +108,7 @@ pub fn from_image(sup: &Supervisor, uri: &str, config: ImageConfig) -> Result<Ne
             resolved_uri: imported.pinned_uri,
             config,
         }),
+        chunk_hold: Some(imported.hold),
     })
 }
 

@@ -149,7 +149,12 @@ pub async fn update_code(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let f = function_ref(&sup, &name, &HashMap::new())?;
-    let out = blocking(sup, move |s| ops::update_code(s, &f, parse_json(&body)?)).await?;
+    let out = blocking(sup.clone(), move |s| {
+        ops::update_code(s, &f, parse_json(&body)?)
+    })
+    .await?;
+    // The code it replaced may have been the last user of some image chunks.
+    crate::chunk_gc::schedule(&sup);
     Ok(Json(out).into_response())
 }
 
@@ -197,6 +202,7 @@ pub async fn delete_function(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let f = function_ref(&sup, &name, &query_map(q.as_deref()))?;
-    blocking(sup, move |s| ops::delete(s, &f)).await?;
+    blocking(sup.clone(), move |s| ops::delete(s, &f)).await?;
+    crate::chunk_gc::schedule(&sup);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

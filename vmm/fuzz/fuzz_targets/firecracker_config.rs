@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 use vmm::arch::x86_64::layout::MAX_VCPUS;
 use vmm::config::firecracker_json::parse_str;
-use vmm::config::{cli, VmConfig, DEFAULT_MEM_MIB, MAX_MEM_MIB};
+use vmm::config::{cli, DriveBacking, VmConfig, DEFAULT_MEM_MIB, MAX_MEM_MIB};
 
 /// Sections accepted with any value and ignored.
 const IGNORED: [&str; 3] = ["logger", "mmds-config", "cpu-config"];
@@ -128,7 +128,12 @@ impl Doc {
         let got: Vec<(&str, bool, bool)> = cfg
             .drives
             .iter()
-            .map(|d| (d.path.to_str().expect("utf-8 path"), d.is_root, d.read_only))
+            .map(|d| match &d.backing {
+                DriveBacking::File(path) => {
+                    (path.to_str().expect("utf-8 path"), d.is_root, d.read_only)
+                }
+                DriveBacking::ImageLink(fd) => panic!("a config file named an image link {fd}"),
+            })
             .collect();
         assert_eq!(got, want, "drives, root first");
         let vsock = cfg.vsock.as_ref().map(|v| (v.cid, v.uds_path.clone()));
@@ -169,7 +174,7 @@ fn check_validate(mut cfg: VmConfig) {
     cfg.kernel = f.clone();
     cfg.initrd = cfg.initrd.map(|_| f.clone());
     for d in &mut cfg.drives {
-        d.path = f.clone();
+        d.backing = DriveBacking::File(f.clone());
     }
     cfg.kvm_fd = None;
     let expected = cfg.drives.iter().filter(|d| d.is_root).count() <= 1

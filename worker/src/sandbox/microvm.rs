@@ -246,21 +246,25 @@ impl MicroVmBackend {
         }
     }
 
-    async fn start(&self, spec: &FunctionVersionSpec, id: &str) -> Result<VmSandbox, SandboxError> {
-        let t0 = Instant::now();
-        let image = image_link::lazy_image(spec)?;
-        // A container image is the guest's root: the rootfs only starts guest-init.
-        let runtime = if image.is_some() {
+    /// The guest's root file system: its runtime's, or for a container image (which
+    /// becomes the root) the smallest, which only starts guest-init.
+    fn rootfs_for(&self, spec: &FunctionVersionSpec, image: bool) -> Result<PathBuf, SandboxError> {
+        let runtime = if image {
             "provided"
         } else {
             spec.runtime.as_str()
         };
-        let rootfs = self
-            .cfg
+        self.cfg
             .rootfs_images
             .get(runtime)
-            .ok_or_else(|| start_err(format!("no rootfs image for runtime {runtime:?}")))?
-            .to_path_buf();
+            .map(Path::to_path_buf)
+            .ok_or_else(|| start_err(format!("no rootfs image for runtime {runtime:?}")))
+    }
+
+    async fn start(&self, spec: &FunctionVersionSpec, id: &str) -> Result<VmSandbox, SandboxError> {
+        let t0 = Instant::now();
+        let image = image_link::lazy_image(spec)?;
+        let rootfs = self.rootfs_for(spec, image.is_some())?;
         let files = self.sandbox_files(spec, id).await?;
         let (image_link, image_fd) = match image {
             Some(image) => {
@@ -308,17 +312,7 @@ impl MicroVmBackend {
                 .chain(image_fd)
                 .collect(),
         };
-        let cgroups = self.cgroups.clone();
-        // The lease moves with the spawn (see the process backend).
-        let mut proc = tokio::task::spawn_blocking(move || {
-            jail::spawn(&jcfg, cmd, Some(&cgroups)).map(|mut p| {
-                p.hold_uid_lease(lease);
-                p
-            })
-        })
-        .await
-        .map_err(|e| start_err(e.to_string()))?
-        .map_err(|e| start_err(e.to_string()))?;
+        let mut proc = spawn_jailed(jcfg, cmd, self.cgroups.clone(), lease).await?;
         let spawned = t0.elapsed();
         let serial = StderrTail::spawn(proc.take_stdout());
         let stderr = StderrTail::spawn(proc.take_stderr());
@@ -343,6 +337,25 @@ impl MicroVmBackend {
             _image_link: image_link,
         })
     }
+}
+
+/// Starts the jailed VMM on a blocking thread; the uid lease moves with it (see the
+/// process backend).
+async fn spawn_jailed(
+    jcfg: JailConfig,
+    cmd: JailCommand,
+    cgroups: Arc<CgroupHost>,
+    lease: jail::uids::UidLease,
+) -> Result<JailedProcess, SandboxError> {
+    tokio::task::spawn_blocking(move || {
+        jail::spawn(&jcfg, cmd, Some(&cgroups)).map(|mut p| {
+            p.hold_uid_lease(lease);
+            p
+        })
+    })
+    .await
+    .map_err(|e| start_err(e.to_string()))?
+    .map_err(|e| start_err(e.to_string()))
 }
 
 /// Waits for guest-init's vsock connection, or explains why the VMM died first.
