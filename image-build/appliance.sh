@@ -45,6 +45,8 @@ if [ "$setup" = 1 ]; then
     fi
 fi
 for t in depmod cpio zstd objcopy sfdisk mkfs.vfat mcopy; do require_tool "$t" "one of: ${APT_PACKAGES[*]}"; done
+# The static vmm links aws-lc (chunk decryption), which builds with musl's C compiler.
+require_tool x86_64-linux-musl-gcc musl-tools
 require_file "$STUB" systemd-boot-efi
 for f in vmlinux rootfs-provided.ext4 rootfs-python3.11.ext4 manifest.json rootfs-provided/sbin/init; do
     [ -f "$IMAGES_DIR/$f" ] || die "$IMAGES_DIR/$f missing: run image-build/build.sh first"

@@ -9,6 +9,7 @@ APT_PACKAGES=(
     busybox-static curl ca-certificates e2fsprogs debootstrap               # rootfs images
     qemu-system-x86 ovmf                                                     # TCG guest and appliance tests
     iproute2 util-linux                                                      # jail tests
+    musl-tools                                                               # aws-lc (C) in the static vmm
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -1,15 +1,18 @@
-//! Convergent encryption of one chunk: the key is HMAC-SHA256 of the plaintext under a
-//! store-wide salt, the cipher AES-256-GCM, the chunk's id the SHA-256 of its sealed
-//! bytes. Equal plaintexts seal to equal bytes (that is what deduplicates them), and
-//! opening checks both the id (the bytes are the ones the manifest names) and the tag
-//! (the key is the one they were sealed with).
+//! Convergent encryption of one chunk: the key is BLAKE3 of the plaintext keyed by a
+//! store-wide salt (a PRF), the cipher AES-256-GCM (aws-lc), the chunk's id the BLAKE3
+//! hash of its sealed bytes. Equal plaintexts seal to equal bytes (that is what
+//! deduplicates them), and opening checks both the id (the bytes are the ones the
+//! manifest names) and the tag (the key is the one they were sealed with).
+//!
+//! Why these primitives: on this project's machines (AES-NI, VAES, SHA-NI, AVX2) one
+//! core hashes 512 KiB chunks with SHA-256 at about 1.56 GB/s and with BLAKE3 at
+//! 3.5-4.1 GB/s, and encrypts with RustCrypto's AES-GCM at 1.0-1.2 GB/s and aws-lc's
+//! at 3.2-3.8 GB/s. Sealing hashes twice and encrypts once; with SHA-256 (HMAC for
+//! the key) it could not reach 1 GB/s per core whatever the cipher.
 
 use std::fmt;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::CHUNK_SIZE;
@@ -22,16 +25,16 @@ pub const MAX_SEALED_LEN: usize = CHUNK_SIZE + TAG_LEN;
 /// Every key encrypts exactly one plaintext, the one it is derived from, so a fixed
 /// nonce never encrypts two different messages under one key.
 const NONCE: [u8; 12] = [0; 12];
-const KEY_DOMAIN: &[u8] = b"lambda-chunk-key-v1";
-const AAD: &[u8] = b"lambda-chunk-v1";
+const KEY_DOMAIN: &[u8] = b"lambda-chunk-key-v2";
+const AAD: &[u8] = b"lambda-chunk-v2";
 
-/// A chunk's name in the store: SHA-256 of its sealed bytes.
+/// A chunk's name in the store: BLAKE3 of its sealed bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChunkId(pub [u8; 32]);
 
 impl ChunkId {
     pub fn of_sealed(sealed: &[u8]) -> Self {
-        Self(Sha256::digest(sealed).into())
+        Self(*blake3::hash(sealed).as_bytes())
     }
 
     pub fn to_hex(&self) -> String {
@@ -138,17 +141,25 @@ pub enum OpenError {
     Authentication,
 }
 
-fn cipher(key: &ChunkKey) -> Aes256Gcm {
-    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.0))
+/// Initialises the crypto library (CPU feature detection): a process that installs a
+/// syscall filter afterwards (the vmm) calls this first, so nothing the library does
+/// on first use can meet the filter.
+pub fn init() {
+    aws_lc_rs::init();
+}
+
+fn cipher(key: &ChunkKey) -> LessSafeKey {
+    let Ok(key) = UnboundKey::new(&AES_256_GCM, &key.0) else {
+        unreachable!("AES-256-GCM takes any 32-byte key")
+    };
+    LessSafeKey::new(key)
 }
 
 fn derive_key(salt: &Salt, plaintext: &[u8]) -> ChunkKey {
-    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&salt.0) else {
-        unreachable!("HMAC takes a key of any length")
-    };
+    let mut mac = blake3::Hasher::new_keyed(&salt.0);
     mac.update(KEY_DOMAIN);
     mac.update(plaintext);
-    ChunkKey(mac.finalize().into_bytes().into())
+    ChunkKey(*mac.finalize().as_bytes())
 }
 
 /// Seals `plaintext` (at most [`CHUNK_SIZE`] bytes) under its own derived key.
@@ -161,9 +172,13 @@ pub fn seal(salt: &Salt, plaintext: &[u8]) -> Result<SealedChunk, SealError> {
     bytes.extend_from_slice(plaintext);
     // AES-GCM refuses only messages over 64 GiB; the length is checked above.
     let tag = cipher(&key)
-        .encrypt_in_place_detached(Nonce::from_slice(&NONCE), AAD, &mut bytes)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(NONCE),
+            Aad::from(AAD),
+            &mut bytes,
+        )
         .map_err(|_| SealError::TooLong(plaintext.len()))?;
-    bytes.extend_from_slice(&tag);
+    bytes.extend_from_slice(tag.as_ref());
     Ok(SealedChunk {
         id: ChunkId::of_sealed(&bytes),
         key,
@@ -179,11 +194,14 @@ pub fn open(id: &ChunkId, key: &ChunkKey, mut sealed: Vec<u8>) -> Result<Vec<u8>
     if ChunkId::of_sealed(&sealed) != *id {
         return Err(OpenError::IdMismatch);
     }
-    let split = sealed.len() - TAG_LEN;
-    let tag = *Tag::from_slice(&sealed[split..]);
-    sealed.truncate(split);
-    cipher(key)
-        .decrypt_in_place_detached(Nonce::from_slice(&NONCE), AAD, &mut sealed, &tag)
-        .map_err(|_| OpenError::Authentication)?;
+    let plain_len = cipher(key)
+        .open_in_place(
+            Nonce::assume_unique_for_key(NONCE),
+            Aad::from(AAD),
+            &mut sealed,
+        )
+        .map_err(|_| OpenError::Authentication)?
+        .len();
+    sealed.truncate(plain_len);
     Ok(sealed)
 }

@@ -11,7 +11,8 @@ use zeroize::Zeroizing;
 use crate::convergent::{ChunkId, ChunkKey};
 use crate::{CHUNK_SIZE, MAX_IMAGE_BYTES};
 
-const MAGIC: &[u8; 8] = b"LMCHUNK1";
+/// Version 2: chunks sealed and named as [`crate::convergent`] says (BLAKE3, aws-lc).
+const MAGIC: &[u8; 8] = b"LMCHUNK2";
 const ZEROS: u8 = 0;
 const STORED: u8 = 1;
 

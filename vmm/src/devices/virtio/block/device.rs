@@ -121,6 +121,8 @@ impl Block {
     /// A read-only drive of the container image behind the chunk link `stream`: the
     /// worker sends the image's manifest first, then chunks as the guest reads them.
     pub fn from_image_link(stream: UnixStream) -> Result<Self, BlockError> {
+        // Before the seccomp filter: chunks are decrypted on the event loop later.
+        chunkstore::convergent::init();
         stream
             .set_read_timeout(Some(IMAGE_LINK_TIMEOUT))
             .map_err(|e| BlockError::ImageLink(e.into()))?;
