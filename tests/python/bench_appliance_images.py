@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from appliance_harness import Appliance, registry_data_disk, require_appliance  # noqa: E402
-from bench_images import APP, RUN, STORED, new_revision, timed_invoke  # noqa: E402
+from bench_images import APP, RUN, STORED, cold_and_warm, new_revision  # noqa: E402
 from image_harness import OciLayout, Registry, dir_layer, files_layer  # noqa: E402
 from invoke_harness import IMAGES, make_zip, stats  # noqa: E402
 from supervisor_harness import REPO, ROLE  # noqa: E402
@@ -45,13 +45,7 @@ def deploy_both(c, uri):
 def measure(a, uri, rounds):
     c = a.client()
     create_ms = deploy_both(c, uri)
-    cold = {"img": [], "zip": []}
-    warm = {"img": [], "zip": []}
-    for i in range(rounds):
-        for name in ("img", "zip"):
-            new_revision(c, name, i)
-            cold[name].append(timed_invoke(c, name, i))
-            warm[name].extend(timed_invoke(c, name, j) for j in range(20))
+    cold, warm = cold_and_warm(c, rounds)
     # One more revision retires the last image sandbox, so every round's is logged.
     new_revision(c, "img", rounds)
     time.sleep(5)

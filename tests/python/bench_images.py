@@ -74,6 +74,19 @@ def new_revision(c, name, i):
                                     Environment={"Variables": {"ROUND": str(i)}})
 
 
+def cold_and_warm(c, rounds, names=("img", "zip")):
+    """Per function: `rounds` cold starts (each after a new configuration revision) and
+    20 warm invokes after each; returns ({name: cold ms}, {name: warm ms})."""
+    cold = {n: [] for n in names}
+    warm = {n: [] for n in names}
+    for i in range(rounds):
+        for name in names:
+            new_revision(c, name, i)
+            cold[name].append(timed_invoke(c, name, i))
+            warm[name].extend(timed_invoke(c, name, j) for j in range(20))
+    return cold, warm
+
+
 def measure(c, sup, uris, rounds):
     create_ms, first_cold = [], []
     for _ in range(rounds):
@@ -82,13 +95,7 @@ def measure(c, sup, uris, rounds):
     c.create_function(FunctionName="zip", Runtime="python3.11", Role=ROLE,
                       Handler="app.handler", Timeout=60, MemorySize=256,
                       Code={"ZipFile": make_zip({"app.py": APP % b"zip"})})
-    cold = {"img": [], "zip": []}
-    warm = {"img": [], "zip": []}
-    for i in range(rounds):
-        for name in ("img", "zip"):
-            new_revision(c, name, i)
-            cold[name].append(timed_invoke(c, name, i))
-            warm[name].extend(timed_invoke(c, name, j) for j in range(20))
+    cold, warm = cold_and_warm(c, rounds)
     plain = re.sub(r"\x1b\[[0-9;]*m", "", sup.log())
     stored = [tuple(map(int, m)) for m in STORED.findall(plain)]
     before = len(chunk_files(sup.data_dir))

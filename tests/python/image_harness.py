@@ -14,7 +14,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from supervisor_harness import require
+from supervisor_harness import ROLE, require
 
 TAR = "application/vnd.oci.image.layer.v1.tar"
 TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -194,3 +194,10 @@ def rust_image_with_ballast(layout, registry, fn_rust, ballast_mib=24):
     ballast = files_layer(layout, {"var/task/ballast.bin": (os.urandom(ballast_mib << 20), 0o644)})
     layout.image("v1", [code, ballast], {"Entrypoint": ["/var/task/bootstrap"], "Cmd": ["context"]})
     return registry.push(layout, "v1", "rust")
+
+
+def create_image_function(client, name, uri, **kw):
+    """CreateFunction of an image (60 s timeout, 256 MB unless `kw` says otherwise)."""
+    args = {"Timeout": 60, "MemorySize": 256, **kw}
+    return client.create_function(FunctionName=name, PackageType="Image", Role=ROLE,
+                                  Code={"ImageUri": uri}, **args)

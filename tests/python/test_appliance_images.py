@@ -11,9 +11,10 @@ import re
 import pytest
 
 from appliance_harness import Appliance, registry_data_disk, require_appliance
-from image_harness import OciLayout, Registry, dir_layer, files_layer, rust_image_with_ballast
+from image_harness import (OciLayout, Registry, create_image_function, dir_layer, files_layer,
+                           rust_image_with_ballast)
 from invoke_harness import FN_RUST, IMAGES, has_init_duration, invoke, json_body
-from supervisor_harness import ROLE, require
+from supervisor_harness import require
 
 try:
     from botocore.exceptions import ClientError
@@ -84,18 +85,13 @@ def client(appliance):
     return appliance.client()
 
 
-def create(client, name, uri, **kw):
-    return client.create_function(FunctionName=name, PackageType="Image", Role=ROLE,
-                                  Code={"ImageUri": uri}, Timeout=60, MemorySize=256, **kw)
-
-
 def served_lines(appliance):
     return [(int(n), int(m)) for n, m in SERVED.findall(appliance.console_text())]
 
 
 def test_an_image_is_the_root_of_a_microvm_that_reads_only_what_it_uses(appliance, client, image):
     before = appliance.vmm_processes()
-    create(client, "img-rust", image)
+    create_image_function(client, "img-rust", image)
     r, body, logs = invoke(client, "img-rust", b'{"hello": "microvm"}', LogType="Tail")
     assert "FunctionError" not in r, (body, logs)
     out = json_body(body)
@@ -119,7 +115,7 @@ def test_an_image_is_the_root_of_a_microvm_that_reads_only_what_it_uses(applianc
 
 
 def test_a_python_image_runs_awslambdaric_in_a_microvm(client, python_image):
-    create(client, "img-py", python_image)
+    create_image_function(client, "img-py", python_image)
     r, body, logs = invoke(client, "img-py", b'{"py": "microvm"}', LogType="Tail")
     assert "FunctionError" not in r, (body, logs)
     out = json_body(body)
@@ -138,7 +134,7 @@ def test_a_chunk_corrupted_at_rest_fails_the_start_and_gives_no_bytes(appliance,
         "printf '\\377' | dd of=$f bs=1 seek=100 conv=notrunc 2>/dev/null && n=$((n+1)); "
         "done; echo flipped $n")
     assert rc == 0 and int(out.split()[-1]) > 0, out
-    create(client, "img-corrupt", image, ImageConfig={"Command": ["echo"]})
+    create_image_function(client, "img-corrupt", image, ImageConfig={"Command": ["echo"]})
     try:
         r, body, _ = invoke(client, "img-corrupt", b'{"must": "not run"}')
     except ClientError as e:

@@ -14,9 +14,10 @@ import pytest
 
 from appliance_harness import Appliance, node_data_disk, free_port, require_appliance
 from cluster_harness import cluster_status, make_ca
-from image_harness import OciLayout, Registry, config_file, rust_image_with_ballast
+from image_harness import (OciLayout, Registry, config_file, create_image_function,
+                           rust_image_with_ballast)
 from invoke_harness import FN_RUST, deploy, invoke, json_body
-from supervisor_harness import ROLE, Supervisor
+from supervisor_harness import Supervisor
 
 try:
     import boto3  # noqa: F401
@@ -106,8 +107,7 @@ def test_an_image_runs_in_the_worker_appliance_copying_only_the_chunks_it_reads(
     appliance, frontend = cluster
     uri = rust_image_with_ballast(OciLayout(tmp_path / "layout"), registry, FN_RUST)
     client = frontend.client()
-    client.create_function(FunctionName="aw-image", PackageType="Image", Role=ROLE,
-                           Code={"ImageUri": uri}, Timeout=60, MemorySize=256)
+    create_image_function(client, "aw-image", uri)
     r, body, _ = invoke(client, "aw-image", b'{"image": "remote"}')
     assert "FunctionError" not in r, (body, diagnostics(appliance, frontend))
     assert json_body(body)["payload"] == {"image": "remote"}

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from image_harness import (OciLayout, Registry, chunk_files, config_file, dir_layer,
-                           files_layer, huge_file_layer)
+from image_harness import (OciLayout, Registry, chunk_files, config_file,
+                           create_image_function, dir_layer, files_layer, huge_file_layer)
 from invoke_harness import FN_RUST, IMAGES, invoke, start_supervisor
-from supervisor_harness import ROLE, error_code, require
+from supervisor_harness import error_code, require
 
 try:
     from botocore.exceptions import ClientError
@@ -102,11 +102,6 @@ def server(registry, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(server):
     return server.client()
-
-
-def create_image_function(client, name, uri, **kw):
-    return client.create_function(FunctionName=name, PackageType="Image", Role=ROLE,
-                                  Code={"ImageUri": uri}, Timeout=60, MemorySize=256, **kw)
 
 
 def test_python_image_runs_its_entrypoint_with_awslambdaric(client, images, registry):

@@ -141,49 +141,46 @@ fn check_readable(what: &'static str, path: &PathBuf) -> Result<(), ConfigError>
     std::fs::File::open(path).map(|_| ()).map_err(err)
 }
 
-/// `--image-drive` must name an open socket above stderr.
-fn check_socket_fd(fd: i32) -> Result<(), ConfigError> {
-    let bad = |reason: &str| ConfigError::Invalid {
-        option: "image-drive",
-        value: fd.to_string(),
-        reason: reason.to_owned(),
-    };
+/// The status of descriptor `fd` inherited for `option`, which must be above stderr.
+fn inherited_fd(option: &'static str, fd: i32) -> Result<libc::stat, ConfigError> {
     if fd < 3 {
-        return Err(bad("must be 3 or above"));
+        return Err(bad_fd(option, fd, "must be 3 or above"));
     }
     // SAFETY: fstat only writes into the zeroed stat buffer it is given.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: see above; an fd that is not open makes fstat fail with EBADF.
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(bad(&std::io::Error::last_os_error().to_string()));
+        let e = std::io::Error::last_os_error().to_string();
+        return Err(bad_fd(option, fd, &e));
     }
+    Ok(st)
+}
+
+fn bad_fd(option: &'static str, fd: i32, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        value: fd.to_string(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// `--image-drive` must name an open socket.
+fn check_socket_fd(fd: i32) -> Result<(), ConfigError> {
+    let st = inherited_fd("image-drive", fd)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(bad("not an open socket"));
+        return Err(bad_fd("image-drive", fd, "not an open socket"));
     }
     Ok(())
 }
 
-/// `--kvm-fd` must name an open `/dev/kvm` (character device 10:232) above stderr.
+/// `--kvm-fd` must name an open `/dev/kvm` (character device 10:232).
 fn check_kvm_fd(fd: i32) -> Result<(), ConfigError> {
-    let bad = |reason: &str| ConfigError::Invalid {
-        option: "kvm-fd",
-        value: fd.to_string(),
-        reason: reason.to_owned(),
-    };
-    if fd < 3 {
-        return Err(bad("must be 3 or above"));
-    }
-    // SAFETY: fstat only writes into the zeroed stat buffer it is given.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: see above; an fd that is not open makes fstat fail with EBADF.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(bad(&std::io::Error::last_os_error().to_string()));
-    }
+    let st = inherited_fd("kvm-fd", fd)?;
     let is_kvm = st.st_mode & libc::S_IFMT == libc::S_IFCHR
         && libc::major(st.st_rdev) == 10
         && libc::minor(st.st_rdev) == 232;
     if !is_kvm {
-        return Err(bad("not an open /dev/kvm"));
+        return Err(bad_fd("kvm-fd", fd, "not an open /dev/kvm"));
     }
     Ok(())
 }
