@@ -63,6 +63,8 @@ pub enum FetchError {
         expected: &'static str,
         got: FrameKind,
     },
+    #[error("chunk link broken by an earlier failure")]
+    Broken,
     #[error("chunk link: the manifest: {0}")]
     Manifest(#[from] crate::manifest::ManifestError),
     #[error("the worker could not supply chunk {id}: {message}")]
@@ -133,6 +135,9 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(FrameKind, usize), FetchErr
 /// The monitor's end: blocking, one request at a time.
 pub struct ChunkClient {
     stream: UnixStream,
+    /// A request failed mid-frame (timeout, malformed reply): the stream may be out of
+    /// step, so every later request fails at once instead of reading a stale reply.
+    broken: bool,
 }
 
 fn read_frame(stream: &mut UnixStream) -> Result<(FrameKind, Vec<u8>), FetchError> {
@@ -156,10 +161,26 @@ impl ChunkClient {
         }
         let manifest = ImageManifest::decode(&payload);
         zeroize::Zeroize::zeroize(&mut { payload });
-        Ok((Self { stream }, manifest?))
+        let client = Self {
+            stream,
+            broken: false,
+        };
+        Ok((client, manifest?))
     }
 
     fn fetch(&mut self, id: &ChunkId) -> Result<Vec<u8>, FetchError> {
+        if self.broken {
+            return Err(FetchError::Broken);
+        }
+        let res = self.exchange(id);
+        self.broken = matches!(
+            res,
+            Err(FetchError::Io(_) | FetchError::Kind(_) | FetchError::TooLong { .. })
+        );
+        res
+    }
+
+    fn exchange(&mut self, id: &ChunkId) -> Result<Vec<u8>, FetchError> {
         self.stream.write_all(&frame(FrameKind::Request, &id.0))?;
         match read_frame(&mut self.stream)? {
             (FrameKind::Chunk, bytes) => Ok(bytes),
@@ -208,5 +229,22 @@ mod tests {
         let p = error_payload(&long, true);
         assert!(p.len() <= MAX_ERROR_LEN && p[0] == 1);
         assert!(std::str::from_utf8(&p[1..]).is_ok());
+    }
+
+    #[test]
+    fn a_malformed_reply_breaks_the_link_for_good() {
+        use crate::manifest::{ChunkRef, ImageManifest};
+        let manifest = ImageManifest::new(vec![ChunkRef::Zeros { len: 512 }]).unwrap();
+        let (mut worker, monitor) = UnixStream::pair().unwrap();
+        worker
+            .write_all(&frame(FrameKind::Manifest, &manifest.encode()))
+            .unwrap();
+        // The reply to the first request: a frame of unknown kind.
+        worker.write_all(&[9, 0, 0, 0, 0]).unwrap();
+        let (mut client, got) = ChunkClient::start(monitor).unwrap();
+        assert_eq!(got, manifest);
+        let id = ChunkId([1; 32]);
+        assert!(matches!(client.fetch(&id), Err(FetchError::Kind(9))));
+        assert!(matches!(client.fetch(&id), Err(FetchError::Broken)));
     }
 }
