@@ -56,9 +56,8 @@ def node_data_disk(path, ca, role, node_id):
 def registry_data_disk(path, registry, host):
     """A data disk whose supervisor config names `registry` as `host` (how the
     appliance reaches it)."""
-    toml = (f'[[registries]]\nhost = "{host}"\nplain-http = true\n'
-            f'username = "{registry.user}"\npassword = "{registry.password}"\n')
-    return data_disk(path, {"supervisor.toml": (toml.encode(), 0o600)})
+    from image_harness import registry_toml
+    return data_disk(path, {"supervisor.toml": (registry_toml(registry, host).encode(), 0o600)})
 
 
 def require_appliance():

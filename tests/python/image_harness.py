@@ -14,6 +14,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
+
 from supervisor_harness import ROLE, require
 
 TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -173,17 +175,30 @@ def chunk_files(data_dir):
     return {p: p.stat().st_size for p in root.rglob("*") if p.is_file() and len(p.name) == 64}
 
 
+def registry_toml(registry, host=None, password=None):
+    """A `[[registries]]` entry naming `registry` as `host` (by default its own
+    address), with its credentials (or `password` instead of its own)."""
+    return (f'[[registries]]\nhost = "{host or registry.host}"\nplain-http = true\n'
+            f'username = "{registry.user}"\npassword = "{password or registry.password}"\n')
+
+
 def config_file(path, registry, bad_password_host=None):
     """A supervisor config naming `registry` (and the same registry under another name
     with a wrong password, for the credentials test)."""
-    text = (f'[[registries]]\nhost = "{registry.host}"\nplain-http = true\n'
-            f'username = "{registry.user}"\npassword = "{registry.password}"\n')
+    text = registry_toml(registry)
     if bad_password_host:
-        text += (f'[[registries]]\nhost = "{bad_password_host}"\nplain-http = true\n'
-                 f'username = "{registry.user}"\npassword = "wrong"\n')
+        text += registry_toml(registry, bad_password_host, password="wrong")
     Path(path).write_text(text)
     os.chmod(path, 0o600)
     return path
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A registry for one test module (import this fixture into the module)."""
+    r = Registry(tmp_path_factory.mktemp("registry"))
+    yield r
+    r.stop()
 
 
 def rust_image_with_ballast(layout, registry, fn_rust, ballast_mib=24):

@@ -11,7 +11,8 @@ import re
 import pytest
 
 from appliance_harness import Appliance, registry_data_disk, require_appliance
-from image_harness import (OciLayout, Registry, create_image_function, dir_layer, files_layer,
+from image_harness import registry  # noqa: F401 (the module's registry fixture)
+from image_harness import (OciLayout, create_image_function, dir_layer, files_layer,
                            rust_image_with_ballast)
 from invoke_harness import FN_RUST, IMAGES, has_init_duration, invoke, json_body
 from supervisor_harness import require
@@ -34,13 +35,6 @@ def handler(event, context):
 PY_RUN = {"Entrypoint": ["/usr/bin/python3", "-m", "awslambdaric"], "Cmd": ["app.handler"],
           "WorkingDir": "/var/task",
           "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/var/runtime:/var/task"]}
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    r = Registry(tmp_path_factory.mktemp("registry"))
-    yield r
-    r.stop()
 
 
 @pytest.fixture(scope="module")

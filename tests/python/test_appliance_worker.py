@@ -14,7 +14,8 @@ import pytest
 
 from appliance_harness import Appliance, node_data_disk, free_port, require_appliance
 from cluster_harness import cluster_status, make_ca
-from image_harness import (OciLayout, Registry, config_file, create_image_function,
+from image_harness import registry  # noqa: F401 (the module's registry fixture)
+from image_harness import (OciLayout, config_file, create_image_function,
                            rust_image_with_ballast)
 from invoke_harness import FN_RUST, deploy, invoke, json_body
 from supervisor_harness import Supervisor
@@ -28,13 +29,6 @@ except ImportError:
 
 WORKER_ID = "aw1"
 GUEST_LINK_PORT = 9443
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    r = Registry(tmp_path_factory.mktemp("registry"))
-    yield r
-    r.stop()
 
 
 @pytest.fixture(scope="module")

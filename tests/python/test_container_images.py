@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from image_harness import (OciLayout, Registry, chunk_files, config_file,
+from image_harness import registry  # noqa: F401 (the module's registry fixture)
+from image_harness import (OciLayout, chunk_files, config_file,
                            create_image_function, dir_layer, files_layer, huge_file_layer)
 from invoke_harness import FN_RUST, IMAGES, invoke, start_supervisor
 from supervisor_harness import error_code, require
@@ -41,13 +42,6 @@ def app_layer(layout, version, extra=None):
     files = {"var/task/app.py": (APP.format(version=version).encode(), 0o644)}
     files.update(extra or {})
     return files_layer(layout, files)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    r = Registry(tmp_path_factory.mktemp("registry"))
-    yield r
-    r.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,19 @@ use crate::code::{digest_hex, CodeError, CodeRef};
 use crate::spec::{FunctionVersionSpec, ImageSpec};
 
 impl CodeSupply {
+    fn chunk_store(&self) -> Result<std::sync::Arc<chunkstore::ChunkStore>, CodeError> {
+        self.chunks.clone().ok_or_else(|| {
+            CodeError::Unreachable("this worker has no chunk store for images".to_owned())
+        })
+    }
+
     pub(super) async fn mount_image(
         &self,
         spec: &FunctionVersionSpec,
         image: &ImageSpec,
         code: &CodeRef,
     ) -> Result<(FunctionVersionSpec, CodeDir), CodeError> {
-        let chunks = self.chunks.clone().ok_or_else(|| {
-            CodeError::Unreachable("this worker has no chunk store for images".to_owned())
-        })?;
+        let chunks = self.chunk_store()?;
         let digest = digest_hex(&code.sha256)?;
         let local = chunks.clone();
         let fetch = async move {
@@ -45,9 +49,7 @@ impl CodeSupply {
         image: &ImageSpec,
         code: &CodeRef,
     ) -> Result<FunctionVersionSpec, CodeError> {
-        let chunks = self.chunks.clone().ok_or_else(|| {
-            CodeError::Unreachable("this worker has no chunk store for images".to_owned())
-        })?;
+        let chunks = self.chunk_store()?;
         let package = ImagePackage::decode(&self.fetch(code).await?)?;
         let remote = self.chunk_fetch.clone().map(|fetch| RemoteChunks {
             fetch,

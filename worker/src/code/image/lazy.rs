@@ -99,33 +99,30 @@ impl LazyImage {
         }
     }
 
-    /// The sealed bytes of `id`, copied from the frontend first if this host lacks it.
+    /// The sealed bytes of `id`: this host's copy, or the frontend's, kept here.
     async fn chunk(&self, id: &ChunkId) -> Result<Vec<u8>, (String, bool)> {
         if !self.ids.contains(id) {
             return Err((format!("chunk {id} is not part of this image"), false));
         }
-        let store = self.local.clone();
-        let id = *id;
-        let local = move || {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || store.get(&id))
-        };
-        let res = local().await.map_err(|e| (e.to_string(), true))?;
+        let (store, id) = (self.local.clone(), *id);
+        let res = tokio::task::spawn_blocking(move || store.get(&id))
+            .await
+            .map_err(|e| (e.to_string(), true))?;
         match (res, &self.remote) {
             (Err(StoreError::Missing(_)), Some(remote)) => {
-                self.copy_from_frontend(remote, id).await?;
-                let res = local().await.map_err(|e| (e.to_string(), true))?;
-                res.map_err(|e| (e.to_string(), e.is_transient()))
+                self.copy_from_frontend(remote, id).await
             }
             (res, _) => res.map_err(|e| (e.to_string(), e.is_transient())),
         }
     }
 
+    /// Copies chunk `id` from the frontend into this host's store (which checks it
+    /// against its id) and returns its sealed bytes.
     async fn copy_from_frontend(
         &self,
         remote: &RemoteChunks,
         id: ChunkId,
-    ) -> Result<(), (String, bool)> {
+    ) -> Result<Vec<u8>, (String, bool)> {
         let err = |e: crate::code::CodeError| (e.to_string(), e.is_transient());
         let mut sealed = remote
             .fetch
@@ -137,10 +134,9 @@ impl LazyImage {
             .filter(|_| sealed.is_empty())
             .ok_or_else(|| (format!("{} sent no chunk {id}", remote.source), true))?;
         let store = self.local.clone();
-        tokio::task::spawn_blocking(move || store.put_copy(&id, &bytes))
+        tokio::task::spawn_blocking(move || store.put_copy(&id, &bytes).map(|_| bytes))
             .await
             .map_err(|e| (e.to_string(), true))?
-            .map_err(|e| (e.to_string(), e.is_transient()))?;
-        Ok(())
+            .map_err(|e| (e.to_string(), e.is_transient()))
     }
 }

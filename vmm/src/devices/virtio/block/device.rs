@@ -11,7 +11,7 @@ use chunkstore::ImageReader;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::request::{process_chain, Backing, Disk, SECTOR_SHIFT, VIRTIO_BLK_ID_BYTES};
+use super::request::{process_chain, Backing, Disk, ImageDisk, SECTOR_SHIFT, VIRTIO_BLK_ID_BYTES};
 use crate::devices::virtio::{
     ActivateContext, ActivateError, GuestMemory, VirtioDevice, VirtioInterrupt,
 };
@@ -131,11 +131,10 @@ impl Block {
         let mut id = [0u8; VIRTIO_BLK_ID_BYTES];
         id[..12].copy_from_slice(b"lambda-image");
         Self::with_disk(Disk {
-            backing: Backing::Image(Box::new(ImageReader::new(
-                client,
-                manifest,
-                IMAGE_CACHE_CHUNKS,
-            ))),
+            backing: Backing::Image(Box::new(ImageDisk {
+                reader: ImageReader::new(client, manifest, IMAGE_CACHE_CHUNKS),
+                bounce: vec![0u8; chunkstore::CHUNK_SIZE],
+            })),
             capacity_sectors,
             read_only: true,
             id,

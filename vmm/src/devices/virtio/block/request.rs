@@ -16,7 +16,7 @@ use vm_memory::{
 
 use crate::metrics::{add, inc, BlockMetrics};
 use chunkstore::wire::ChunkClient;
-use chunkstore::{ImageReader, CHUNK_SIZE};
+use chunkstore::ImageReader;
 
 pub const SECTOR_SHIFT: u64 = 9;
 pub const SECTOR_SIZE: u64 = 1 << SECTOR_SHIFT;
@@ -75,7 +75,15 @@ pub enum Backing {
     File(File),
     /// A container image: chunks fetched through the chunk link, checked and
     /// decrypted on first use. Read-only.
-    Image(Box<ImageReader<ChunkClient>>),
+    Image(Box<ImageDisk>),
+}
+
+/// A container image's reader and the bounce buffer its reads go through (one chunk),
+/// kept across requests: a fresh one per request would be an mmap and page faults
+/// each time.
+pub struct ImageDisk {
+    pub reader: ImageReader<ChunkClient>,
+    pub bounce: Vec<u8>,
 }
 
 /// The disk as the request path sees it.
@@ -154,14 +162,15 @@ fn transfer<M: GuestMemoryTrait + ?Sized>(
 /// be fetched or fails its check is an I/O error: the guest never gets wrong bytes.
 fn read_image<M: GuestMemoryTrait + ?Sized>(
     mem: &M,
-    image: &mut ImageReader<ChunkClient>,
+    image: &mut ImageDisk,
     (off, addr, len): (u64, GuestAddress, u32),
 ) -> Result<(), RequestError> {
-    let mut buf = vec![0u8; (len as usize).min(CHUNK_SIZE)];
+    let ImageDisk { reader, bounce } = image;
+    let buf = &mut bounce[..];
     let mut done = 0u64;
     while done < u64::from(len) {
         let n = (u64::from(len) - done).min(buf.len() as u64) as usize;
-        let got = image
+        let got = reader
             .read_at(off + done, &mut buf[..n])
             .map_err(|e| RequestError::Io(e.to_string()))?;
         if got != n {
