@@ -292,7 +292,8 @@ def test_an_event_accepted_before_a_reboot_runs_after_it(appliance, client):
 
 
 def test_sigterm_to_pid_1_shuts_down_cleanly(appliance):
-    appliance.shell("kill -TERM 1 &")
+    # Delayed, so the shell reports before PID 1's shutdown signals it.
+    appliance.shell("(sleep 1; kill -TERM 1) &")
     assert appliance.wait_exit(180) == 0
     text = appliance.console_text()
     assert "supervisor: shut down cleanly" in text, text[-3000:]
