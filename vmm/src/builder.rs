@@ -19,6 +19,7 @@ use crate::boot::loader::{self, LoadedKernel};
 use crate::boot::params::{self, InitrdInfo};
 use crate::config::{DriveBacking, DriveConfig, SerialOutConfig, VmConfig, XsaveMode};
 use crate::devices::bus::{Bus, BusDevice};
+use crate::devices::legacy::serial::SerialSnapshot;
 use crate::devices::legacy::{boot_timer::BootTimer, i8042::I8042, serial};
 use crate::devices::virtio::block::{Block, BlockError};
 use crate::devices::virtio::mmio::{transport::NOTIFY_OFFSET, MmioInterrupt, MmioTransport};
@@ -27,6 +28,7 @@ use crate::devices::virtio::{GuestMemory, VirtioDevice};
 use crate::devices::EventFdTrigger;
 use crate::exit::ExitNotifier;
 use crate::exit_watcher::ExitWatcher;
+use crate::snapshot::{SnapshotError, SnapshotSetup};
 use crate::vstate::vcpu::{Vcpu, VcpuShared};
 use crate::vstate::{memory, vcpu, vm};
 
@@ -86,6 +88,8 @@ pub enum BuildError {
     Cmdline(#[from] cmdline::CmdlineError),
     #[error("writing boot state to guest memory: {0}")]
     BootMemory(String),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// A VM ready to run.
@@ -94,18 +98,70 @@ pub struct Vmm {
     pub exit: Arc<ExitNotifier>,
     pub vcpus: Vec<Vcpu>,
     pub serial: Arc<Mutex<serial::SerialDevice>>,
+    pub i8042: Arc<Mutex<I8042>>,
     pub blocks: Vec<Arc<Mutex<Block>>>,
+    /// Every virtio device's transport, in attach order (what a snapshot saves).
+    pub transports: Vec<Arc<Mutex<MmioTransport>>>,
     /// The vsock device's counters, when one is attached.
     pub vsock_metrics: Option<Arc<VsockMetrics>>,
     /// `--metrics-path`, opened before seccomp so that exit only needs write(2).
     pub metrics_out: Option<File>,
+    /// Set with `--snapshot-state`: the files, the vCPUs' pause control, SIGUSR1's flag.
+    pub snapshot: Option<SnapshotSetup>,
     pub cmdline: String,
     /// PVM host: the vCPUs may need their int3 workaround (and its ioctls).
     pub pvm: bool,
-    // Kept alive for the life of the VM: dropping them would tear it down.
+    pub mem_mib: u64,
+    pub(crate) vm: VmFd,
+    pub(crate) mem: GuestMemory,
+    // Kept alive for the life of the VM: dropping it would tear the VM down.
     _kvm: Kvm,
-    _vm: VmFd,
-    _mem: GuestMemory,
+}
+
+/// The KVM objects and guest memory a VM is built on.
+pub(crate) struct VmCore {
+    pub kvm: Kvm,
+    pub vm: VmFd,
+    pub mem: GuestMemory,
+    pub mem_mib: u64,
+}
+
+/// Devices, buses and event loop, the same for a booted and a restored VM.
+pub(crate) struct Assembly {
+    pub em: EventManager<Subscriber>,
+    pub exit: Arc<ExitNotifier>,
+    pub serial: Arc<Mutex<serial::SerialDevice>>,
+    pub i8042: Arc<Mutex<I8042>>,
+    pub blocks: Vec<Arc<Mutex<Block>>>,
+    pub transports: Vec<Arc<Mutex<MmioTransport>>>,
+    pub vsock_metrics: Option<Arc<VsockMetrics>>,
+    pub metrics_out: Option<File>,
+    pub snapshot: Option<SnapshotSetup>,
+    pub slots: Vec<MmioSlot>,
+    pub shared: VcpuShared,
+}
+
+impl Vmm {
+    pub(crate) fn new(a: Assembly, core: VmCore, vcpus: Vec<Vcpu>, cmdline: String) -> Self {
+        Self {
+            event_manager: a.em,
+            exit: a.exit,
+            vcpus,
+            serial: a.serial,
+            i8042: a.i8042,
+            blocks: a.blocks,
+            transports: a.transports,
+            vsock_metrics: a.vsock_metrics,
+            metrics_out: a.metrics_out,
+            snapshot: a.snapshot,
+            cmdline,
+            pvm: a.shared.pvm,
+            mem_mib: core.mem_mib,
+            vm: core.vm,
+            mem: core.mem,
+            _kvm: core.kvm,
+        }
+    }
 }
 
 struct Devices<'a> {
@@ -115,6 +171,7 @@ struct Devices<'a> {
     mmio: Bus,
     em: EventManager<Subscriber>,
     slots: Vec<MmioSlot>,
+    transports: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
 fn irqfd(vm: &VmFd, gsi: u32) -> Result<EventFd, BuildError> {
@@ -145,8 +202,10 @@ impl Devices<'_> {
                 .register_ioevent(evt, &IoEventAddress::Mmio(addr), q as u32)
                 .map_err(|source| BuildError::Ioeventfd { addr, source })?;
         }
-        let transport: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(transport));
-        self.mmio.insert(base, VIRTIO_MMIO_SIZE, transport)?;
+        let transport = Arc::new(Mutex::new(transport));
+        self.transports.push(transport.clone());
+        let on_bus: Arc<Mutex<dyn BusDevice>> = transport;
+        self.mmio.insert(base, VIRTIO_MMIO_SIZE, on_bus)?;
         self.em.add_subscriber(subscriber);
         self.slots.push(MmioSlot {
             base,
@@ -315,108 +374,154 @@ fn open_drive(d: &DriveConfig) -> Result<Block, BlockError> {
     }
 }
 
-/// Builds everything; `signal_fd` comes from [`crate::exit_watcher::block_exit_signals`].
-pub fn build(
+/// The serial port, new or resumed from a snapshot.
+fn serial_device(
+    vm: &VmFd,
     cfg: &VmConfig,
+    resumed: Option<&SerialSnapshot>,
+) -> Result<Arc<Mutex<serial::SerialDevice>>, BuildError> {
+    let irq = EventFdTrigger(irqfd(vm, SERIAL_IRQ)?);
+    let out = serial_out(&cfg.serial_out)?;
+    let dev = match resumed {
+        Some(state) => serial::SerialDevice::from_snapshot(irq, out, state)
+            .map_err(|e| BuildError::Snapshot(SnapshotError::Serial(e)))?,
+        None => serial::SerialDevice::new(irq, out),
+    };
+    Ok(Arc::new(Mutex::new(dev)))
+}
+
+/// Attaches the legacy devices and the boot timer; returns the i8042 and the reset
+/// eventfd its CPU-reset command writes to.
+fn attach_legacy(
+    dev: &mut Devices<'_>,
+    serial: &Arc<Mutex<serial::SerialDevice>>,
+    serial_stdin: bool,
+) -> Result<(Arc<Mutex<I8042>>, EventFd), BuildError> {
+    dev.pio.insert(u64::from(COM1_PORT), 8, serial.clone())?;
+    if serial_stdin {
+        dev.em
+            .add_subscriber(Arc::new(Mutex::new(serial::SerialInput::new(
+                serial.clone(),
+            ))));
+    }
+    let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(BuildError::EventFd)?;
+    let reset_trigger = reset_evt.try_clone().map_err(BuildError::EventFd)?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(
+        EventFdTrigger(reset_trigger),
+        EventFdTrigger(irqfd(dev.vm, I8042_IRQ)?),
+    )));
+    dev.pio.insert(u64::from(I8042_PORT), 5, i8042.clone())?;
+    dev.mmio.insert(
+        BOOT_TIMER_ADDR,
+        BOOT_TIMER_SIZE,
+        Arc::new(Mutex::new(BootTimer::new(crate::logger::start_instant()))),
+    )?;
+    Ok((i8042, reset_evt))
+}
+
+/// Devices, buses and the event loop for `core`'s VM; `resumed_serial` is the serial
+/// port's state when the VM is restored from a snapshot.
+pub(crate) fn assemble(
+    cfg: &VmConfig,
+    core: &VmCore,
     signal_fd: std::os::fd::OwnedFd,
     pvm: bool,
-) -> Result<Vmm, BuildError> {
-    // Memory and kernel first: bad images fail before /dev/kvm is touched.
-    let mem = memory::create_guest_memory(cfg.mem_mib)?;
-    let kernel = loader::load_kernel(&mem, &cfg.kernel)?;
-    let initrd = load_initrd(&mem, cfg, &kernel)?;
+    resumed_serial: Option<&SerialSnapshot>,
+) -> Result<Assembly, BuildError> {
     let metrics_out = metrics_out(cfg)?;
     let blocks = cfg
         .drives
         .iter()
         .map(|d| open_drive(d).map(|b| Arc::new(Mutex::new(b))))
         .collect::<Result<Vec<_>, _>>()?;
-
-    let (kvm, vmfd) = vm::create_vm(cfg.kvm_fd)?;
-    memory::register_memory(&vmfd, &mem)?;
+    let snapshot = cfg
+        .snapshot
+        .as_ref()
+        .map(|s| SnapshotSetup::open(s, &core.kvm))
+        .transpose()?;
     let exit = Arc::new(ExitNotifier::new().map_err(BuildError::EventFd)?);
-
     let mut dev = Devices {
-        vm: &vmfd,
-        mem: &mem,
+        vm: &core.vm,
+        mem: &core.mem,
         pio: Bus::new(),
         mmio: Bus::new(),
         em: EventManager::new()?,
         slots: Vec::new(),
+        transports: Vec::new(),
     };
-
-    let serial = Arc::new(Mutex::new(serial::SerialDevice::new(
-        EventFdTrigger(irqfd(&vmfd, SERIAL_IRQ)?),
-        serial_out(&cfg.serial_out)?,
-    )));
-    dev.pio.insert(u64::from(COM1_PORT), 8, serial.clone())?;
-    if cfg.serial_stdin {
-        dev.em
-            .add_subscriber(Arc::new(Mutex::new(serial::SerialInput::new(
-                serial.clone(),
-            ))));
-    }
-
-    let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(BuildError::EventFd)?;
-    let reset_trigger = reset_evt.try_clone().map_err(BuildError::EventFd)?;
-    let i8042 = I8042::new(
-        EventFdTrigger(reset_trigger),
-        EventFdTrigger(irqfd(&vmfd, I8042_IRQ)?),
-    );
-    dev.pio
-        .insert(u64::from(I8042_PORT), 5, Arc::new(Mutex::new(i8042)))?;
-    dev.mmio.insert(
-        BOOT_TIMER_ADDR,
-        BOOT_TIMER_SIZE,
-        Arc::new(Mutex::new(BootTimer::new(crate::logger::start_instant()))),
-    )?;
-
+    let serial = serial_device(&core.vm, cfg, resumed_serial)?;
+    let (i8042, reset_evt) = attach_legacy(&mut dev, &serial, cfg.serial_stdin)?;
     for b in &blocks {
         dev.attach_virtio(b.clone(), b.clone())?;
     }
     let vsock_metrics = attach_vsock(&mut dev, cfg)?;
-
-    let line = write_boot_state(&mem, cfg, &kernel, initrd, &dev.slots, pvm)?;
-    log::info!("kernel command line: {line}");
-
     dev.em.add_subscriber(Arc::new(Mutex::new(ExitWatcher::new(
         exit.clone(),
         reset_evt,
         signal_fd,
+        snapshot.as_ref().map(|s| s.requested.clone()),
     ))));
-
-    let supported = guest_cpuid(&kvm, cfg, pvm)?;
     let shared = VcpuShared {
         pio: Arc::new(dev.pio),
         mmio: Arc::new(dev.mmio),
         exit: exit.clone(),
         pvm,
+        snapshots: snapshot.as_ref().map(SnapshotSetup::vcpu_support),
     };
+    Ok(Assembly {
+        em: dev.em,
+        exit,
+        serial,
+        i8042,
+        blocks,
+        transports: dev.transports,
+        vsock_metrics,
+        metrics_out,
+        snapshot,
+        slots: dev.slots,
+        shared,
+    })
+}
+
+/// Builds everything; `signal_fd` comes from [`crate::exit_watcher::block_exit_signals`].
+/// With `cfg.restore` the VM resumes from a snapshot instead ([`crate::snapshot::restore`]).
+pub fn build(
+    cfg: &VmConfig,
+    signal_fd: std::os::fd::OwnedFd,
+    pvm: bool,
+) -> Result<Vmm, BuildError> {
+    if let Some(r) = &cfg.restore {
+        return crate::snapshot::restore(cfg, r, signal_fd, pvm);
+    }
+    // Memory and kernel first: bad images fail before /dev/kvm is touched.
+    let mem = memory::create_guest_memory(cfg.mem_mib)?;
+    let kernel = loader::load_kernel(&mem, &cfg.kernel)?;
+    let initrd = load_initrd(&mem, cfg, &kernel)?;
+
+    let (kvm, vm) = vm::create_vm(cfg.kvm_fd)?;
+    memory::register_memory(&vm, &mem)?;
+    let core = VmCore {
+        kvm,
+        vm,
+        mem,
+        mem_mib: cfg.mem_mib,
+    };
+    let a = assemble(cfg, &core, signal_fd, pvm, None)?;
+    let line = write_boot_state(&core.mem, cfg, &kernel, initrd, &a.slots, pvm)?;
+    log::info!("kernel command line: {line}");
+
+    let supported = guest_cpuid(&core.kvm, cfg, pvm)?;
     let vcpus = (0..cfg.vcpus)
         .map(|id| {
             Vcpu::new(
-                &vmfd,
+                &core.vm,
                 id,
                 cfg.vcpus,
                 &supported,
                 kernel.entry.0,
-                shared.clone(),
+                a.shared.clone(),
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-
-    Ok(Vmm {
-        event_manager: dev.em,
-        exit,
-        vcpus,
-        serial,
-        blocks,
-        vsock_metrics,
-        metrics_out,
-        cmdline: line,
-        pvm,
-        _kvm: kvm,
-        _vm: vmfd,
-        _mem: mem,
-    })
+    Ok(Vmm::new(a, core, vcpus, line))
 }

@@ -6,6 +6,7 @@
 //! | 1    | bad configuration or setup failure before the guest ran |
 //! | 2    | a vCPU failed (KVM error, unexpected exit) |
 //! | 3    | guest triple fault (KVM_EXIT_SHUTDOWN) |
+//! | 4    | stopped after taking a snapshot (`--snapshot-exit`) |
 //! | 128+N | terminated by signal N (SIGTERM: 143, SIGINT: 130) |
 
 use std::sync::Mutex;
@@ -15,15 +16,23 @@ use vmm_sys_util::eventfd::EventFd;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
     Reset,
-    TripleFault { vcpu: u8 },
-    VcpuError { vcpu: u8, error: String },
+    TripleFault {
+        vcpu: u8,
+    },
+    VcpuError {
+        vcpu: u8,
+        error: String,
+    },
     Signal(i32),
+    /// A snapshot was written and `--snapshot-exit` asked to stop there.
+    Snapshotted,
 }
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_CONFIG: i32 = 1;
 pub const EXIT_VCPU_ERROR: i32 = 2;
 pub const EXIT_TRIPLE_FAULT: i32 = 3;
+pub const EXIT_SNAPSHOTTED: i32 = 4;
 
 impl ExitReason {
     pub fn code(&self) -> i32 {
@@ -32,6 +41,7 @@ impl ExitReason {
             ExitReason::VcpuError { .. } => EXIT_VCPU_ERROR,
             ExitReason::TripleFault { .. } => EXIT_TRIPLE_FAULT,
             ExitReason::Signal(n) => 128 + n,
+            ExitReason::Snapshotted => EXIT_SNAPSHOTTED,
         }
     }
 }
@@ -43,6 +53,7 @@ impl std::fmt::Display for ExitReason {
             ExitReason::TripleFault { vcpu } => write!(f, "vCPU {vcpu}: guest triple fault"),
             ExitReason::VcpuError { vcpu, error } => write!(f, "vCPU {vcpu} failed: {error}"),
             ExitReason::Signal(n) => write!(f, "terminated by signal {n}"),
+            ExitReason::Snapshotted => write!(f, "stopped after taking a snapshot"),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Event-loop subscriber that turns exit triggers into an [`ExitReason`]: the i8042 reset
-//! eventfd, SIGTERM/SIGINT/SIGHUP (via a signalfd) and vCPU-thread notifications.
+//! eventfd, SIGTERM/SIGINT/SIGHUP (via a signalfd) and vCPU-thread notifications. It
+//! also takes SIGUSR1, the request for a snapshot, which the run loop then takes.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
@@ -15,6 +17,9 @@ const TOKEN_RESET: u32 = 1;
 const TOKEN_SIGNAL: u32 = 2;
 
 pub const EXIT_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+/// Asks for a snapshot (`--snapshot-state`); blocked even without one, so a stray
+/// SIGUSR1 is logged instead of killing the VM.
+pub const SNAPSHOT_SIGNAL: i32 = libc::SIGUSR1;
 
 fn sigset(signals: &[i32]) -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise and modify the local set; the signal numbers
@@ -32,7 +37,9 @@ fn sigset(signals: &[i32]) -> libc::sigset_t {
 /// Blocks the exit signals in the calling thread (threads spawned later inherit the mask)
 /// and returns a signalfd that reports them.
 pub fn block_exit_signals() -> std::io::Result<OwnedFd> {
-    let set = sigset(&EXIT_SIGNALS);
+    let mut signals = EXIT_SIGNALS.to_vec();
+    signals.push(SNAPSHOT_SIGNAL);
+    let set = sigset(&signals);
     // SAFETY: `set` is a valid, initialised sigset; the old mask is not needed.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if rc != 0 {
@@ -51,14 +58,32 @@ pub struct ExitWatcher {
     exit: Arc<ExitNotifier>,
     reset_evt: EventFd,
     signal_fd: OwnedFd,
+    /// Raised on SIGUSR1 when the VM may be snapshotted.
+    snapshot_request: Option<Arc<AtomicBool>>,
 }
 
 impl ExitWatcher {
-    pub fn new(exit: Arc<ExitNotifier>, reset_evt: EventFd, signal_fd: OwnedFd) -> Self {
+    pub fn new(
+        exit: Arc<ExitNotifier>,
+        reset_evt: EventFd,
+        signal_fd: OwnedFd,
+        snapshot_request: Option<Arc<AtomicBool>>,
+    ) -> Self {
         Self {
             exit,
             reset_evt,
             signal_fd,
+            snapshot_request,
+        }
+    }
+
+    fn on_snapshot_signal(&self) {
+        match &self.snapshot_request {
+            Some(flag) => {
+                log::info!("received SIGUSR1: taking a snapshot");
+                flag.store(true, Ordering::Release);
+            }
+            None => log::warn!("received SIGUSR1 but no --snapshot-state was given: ignored"),
         }
     }
 
@@ -102,12 +127,14 @@ impl MutEventSubscriber for ExitWatcher {
                 let _ = self.reset_evt.read();
                 self.exit.notify(ExitReason::Reset);
             }
-            TOKEN_SIGNAL => {
-                if let Some(sig) = self.read_signal() {
+            TOKEN_SIGNAL => match self.read_signal() {
+                Some(SNAPSHOT_SIGNAL) => self.on_snapshot_signal(),
+                Some(sig) => {
                     log::info!("received signal {sig}, shutting down");
                     self.exit.notify(ExitReason::Signal(sig));
                 }
-            }
+                None => {}
+            },
             _ => {}
         }
     }

@@ -17,6 +17,7 @@ pub mod probe;
 pub mod pvm;
 pub mod runner;
 pub mod seccomp;
+pub mod snapshot;
 #[doc(hidden)]
 pub mod testing;
 pub mod vstate;

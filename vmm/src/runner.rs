@@ -1,12 +1,14 @@
 //! Runs a built VM: seccomp, vCPU threads, the event loop, and orderly exit.
 
 use std::io::Write;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 
 use crate::builder::Vmm;
 use crate::exit::ExitReason;
 use crate::metrics;
-use crate::seccomp::{self, ThreadKind};
+use crate::seccomp::{self, FilterOptions, ThreadKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -36,13 +38,34 @@ fn report_metrics(vmm: &mut Vmm) {
     }
 }
 
+/// Takes the snapshot SIGUSR1 asked for; returns the exit reason when the VM is to stop
+/// after it. A failed snapshot is logged and the VM runs on.
+fn snapshot_if_requested(vmm: &Vmm, threads: &[libc::pthread_t]) -> Option<ExitReason> {
+    let setup = vmm.snapshot.as_ref()?;
+    if !setup.requested.swap(false, Ordering::AcqRel) {
+        return None;
+    }
+    match crate::snapshot::take(vmm, threads) {
+        Ok(()) if setup.exit_after => Some(ExitReason::Snapshotted),
+        Ok(()) => None,
+        Err(e) => {
+            log::error!("snapshot failed, the VM runs on: {e}");
+            None
+        }
+    }
+}
+
 /// Runs until an exit reason is reported. Threads are left running: the caller exits the
 /// process right away, which is what stops them.
 pub fn run(mut vmm: Vmm, use_seccomp: bool) -> Result<ExitReason, RunError> {
+    let opts = FilterOptions {
+        pvm: vmm.pvm,
+        snapshots: vmm.snapshot.is_some(),
+    };
     let (main_filter, vcpu_filter) = if use_seccomp {
         (
-            Some(seccomp::compile(ThreadKind::Main, vmm.pvm)?),
-            Some(seccomp::compile(ThreadKind::Vcpu, vmm.pvm)?),
+            Some(seccomp::compile(ThreadKind::Main, opts)?),
+            Some(seccomp::compile(ThreadKind::Vcpu, opts)?),
         )
     } else {
         log::warn!("seccomp is DISABLED (--no-seccomp): use this only for debugging");
@@ -50,8 +73,12 @@ pub fn run(mut vmm: Vmm, use_seccomp: bool) -> Result<ExitReason, RunError> {
     };
 
     let start = Arc::new(Barrier::new(vmm.vcpus.len() + 1));
+    let mut threads = Vec::with_capacity(vmm.vcpus.len());
     for vcpu in vmm.vcpus.drain(..) {
-        vcpu.spawn(vcpu_filter.clone(), start.clone())?;
+        threads.push(
+            vcpu.spawn(vcpu_filter.clone(), start.clone())?
+                .as_pthread_t(),
+        );
     }
     if let Some(f) = &main_filter {
         seccomp::install(f)?;
@@ -63,10 +90,13 @@ pub fn run(mut vmm: Vmm, use_seccomp: bool) -> Result<ExitReason, RunError> {
         if let Some(r) = vmm.exit.reason() {
             break r;
         }
+        if let Some(r) = snapshot_if_requested(&vmm, &threads) {
+            break r;
+        }
         vmm.event_manager.run().map_err(RunError::EventLoop)?;
     };
     match &reason {
-        ExitReason::Reset => log::info!("VMM exiting: {reason}"),
+        ExitReason::Reset | ExitReason::Snapshotted => log::info!("VMM exiting: {reason}"),
         _ => log::warn!("VMM exiting: {reason}"),
     }
     // A vCPU blocked writing to a full stdout pipe may hold the serial lock; do not wait.

@@ -9,22 +9,33 @@ usage: vmm --kernel PATH [--initrd PATH] [--rootfs PATH [--rootfs-read-only]]
            [--drive PATH[,ro] | --image-drive FD]... [--vcpus N] [--mem-mib N] [--cmdline STR]
            [--serial-out PATH|-] [--serial-out-max-bytes N] [--serial-stdin]
            [--vsock-cid N --vsock-uds PATH] [--metrics-path FILE] [--log-level LEVEL]
-           [--kvm-fd N] [--xsave auto|on|off] [--no-seccomp]
+           [--kvm-fd N] [--xsave auto|on|off] [--no-seccomp] [SNAPSHOT]
+       vmm --restore-state PATH --restore-mem PATH [--drive ...|--image-drive FD]...
+           [--vsock-cid N --vsock-uds PATH] [--serial-out ...] [--metrics-path FILE]
+           [--log-level LEVEL] [--kvm-fd N] [--no-seccomp] [SNAPSHOT]
        vmm --config-file vm.json [--serial-out PATH|-] [--metrics-path FILE]
-           [--log-level LEVEL] [--kvm-fd N] [--xsave auto|on|off] [--no-seccomp]
+           [--log-level LEVEL] [--kvm-fd N] [--xsave auto|on|off] [--no-seccomp] [SNAPSHOT]
        vmm --probe-host [--kvm-fd N]
+SNAPSHOT: --snapshot-state PATH --snapshot-mem PATH [--snapshot-exit]
 
 --kvm-fd N: use the already open /dev/kvm inherited as descriptor N (a jail then
 needs no /dev/kvm node).
 --image-drive FD: a read-only drive holding a container image, read lazily through
 the chunk link (a socket) inherited as descriptor FD: each chunk is fetched,
 checked and decrypted on first use.
+--snapshot-state/--snapshot-mem: on SIGUSR1 the VM pauses and writes its state and
+its memory to these files (created at start), then resumes, or with --snapshot-exit
+stops (exit code 4). --restore-state/--restore-mem resume such a snapshot in a new
+process instead of booting: vCPUs and memory come from it (guest memory is mapped
+copy-on-write from the memory file), drives, vsock and serial output from the command
+line, in the same order and kinds as when it was taken. A snapshot from another vmm
+version or CPU model, or whose checksums fail, is refused with exit code 1.
 --xsave: auto (default) probes whether this host's KVM tracks the guest's XCR0 and
 hides XSAVE/AVX from the guest if not; --probe-host prints what the probe found as
 JSON, so a caller starting many VMs can probe once and pass --xsave on|off.
 
 Exit codes: 0 guest reboot (i8042 reset), 1 configuration/setup error, 2 vCPU error,
-3 guest triple fault, 128+N killed by signal N.";
+3 guest triple fault, 4 stopped after a snapshot, 128+N killed by signal N.";
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -60,6 +71,11 @@ struct Raw {
     xsave: Option<XsaveMode>,
     probe_host: bool,
     no_seccomp: bool,
+    snapshot_state: Option<PathBuf>,
+    snapshot_mem: Option<PathBuf>,
+    snapshot_exit: bool,
+    restore_state: Option<PathBuf>,
+    restore_mem: Option<PathBuf>,
 }
 
 fn number<T: std::str::FromStr>(option: &'static str, v: &str) -> Result<T, ConfigError>
@@ -141,7 +157,12 @@ fn apply(
         "--log-level" => raw.log_level = Some(val()?),
         "--kvm-fd" => raw.kvm_fd = Some(number("kvm-fd", &val()?)?),
         "--xsave" => raw.xsave = Some(number("xsave", &val()?)?),
+        "--snapshot-state" => raw.snapshot_state = Some(val()?.into()),
+        "--snapshot-mem" => raw.snapshot_mem = Some(val()?.into()),
+        "--restore-state" => raw.restore_state = Some(val()?.into()),
+        "--restore-mem" => raw.restore_mem = Some(val()?.into()),
         "--rootfs-read-only" | "--serial-stdin" | "--no-seccomp" | "--probe-host"
+        | "--snapshot-exit"
             if v.is_some() =>
         {
             return Err(ConfigError::Usage(format!("option {name} takes no value")))
@@ -150,6 +171,7 @@ fn apply(
         "--serial-stdin" => raw.serial_stdin = true,
         "--no-seccomp" => raw.no_seccomp = true,
         "--probe-host" => raw.probe_host = true,
+        "--snapshot-exit" => raw.snapshot_exit = true,
         other => {
             return Err(ConfigError::Usage(format!(
                 "unknown option {other:?}\n{USAGE}"
@@ -190,8 +212,54 @@ fn serial_out(raw: &Raw) -> SerialOutConfig {
     }
 }
 
+fn snapshot(raw: &Raw) -> Result<Option<SnapshotConfig>, ConfigError> {
+    match (&raw.snapshot_state, &raw.snapshot_mem) {
+        (Some(state), Some(mem)) => Ok(Some(SnapshotConfig {
+            state: state.clone(),
+            mem: mem.clone(),
+            exit_after: raw.snapshot_exit,
+        })),
+        (None, None) if !raw.snapshot_exit => Ok(None),
+        _ => Err(ConfigError::Usage(
+            "--snapshot-state and --snapshot-mem must be given together (--snapshot-exit needs both)"
+                .into(),
+        )),
+    }
+}
+
+/// A restored VM takes its kernel, vCPUs and memory size from the snapshot.
+fn restore(raw: &Raw) -> Result<Option<RestoreConfig>, ConfigError> {
+    let (state, mem) = match (&raw.restore_state, &raw.restore_mem) {
+        (Some(s), Some(m)) => (s.clone(), m.clone()),
+        (None, None) => return Ok(None),
+        _ => {
+            return Err(ConfigError::Usage(
+                "--restore-state and --restore-mem must be given together".into(),
+            ))
+        }
+    };
+    let boot_opts = raw.kernel.is_some()
+        || raw.initrd.is_some()
+        || raw.cmdline.is_some()
+        || raw.vcpus.is_some()
+        || raw.mem_mib.is_some()
+        || raw.xsave.is_some()
+        || raw.config_file.is_some();
+    if boot_opts {
+        return Err(ConfigError::Usage(
+            "a restored VM takes its kernel, command line, vCPUs and memory from the snapshot: \
+             --kernel, --initrd, --cmdline, --vcpus, --mem-mib, --xsave and --config-file \
+             cannot be combined with --restore-state"
+                .into(),
+        ));
+    }
+    Ok(Some(RestoreConfig { state, mem }))
+}
+
 fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
     let log_level = crate::logger::parse_level(raw.log_level.as_deref().unwrap_or("info"))?;
+    let snapshot = snapshot(&raw)?;
+    let restore = restore(&raw)?;
     if let Some(path) = &raw.config_file {
         let vm_opts = raw.kernel.is_some()
             || raw.rootfs.is_some()
@@ -215,9 +283,13 @@ fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
         cfg.seccomp = !raw.no_seccomp;
         cfg.kvm_fd = raw.kvm_fd;
         cfg.xsave = raw.xsave.unwrap_or_default();
+        cfg.snapshot = snapshot;
         return Ok(cfg);
     }
-    let kernel = raw.kernel.clone().ok_or(ConfigError::Missing("--kernel"))?;
+    let kernel = match &restore {
+        Some(_) => PathBuf::new(),
+        None => raw.kernel.clone().ok_or(ConfigError::Missing("--kernel"))?,
+    };
     let mut drives = Vec::new();
     if let Some(root) = &raw.rootfs {
         drives.push(DriveConfig {
@@ -259,6 +331,8 @@ fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
         seccomp: !raw.no_seccomp,
         kvm_fd: raw.kvm_fd,
         xsave: raw.xsave.unwrap_or_default(),
+        snapshot,
+        restore,
     })
 }
 
@@ -351,5 +425,42 @@ mod tests {
             p(&["--probe-host", "--kvm-fd", "5"]).unwrap(),
             Command::ProbeHost { kvm_fd: Some(5) }
         ));
+    }
+
+    #[test]
+    fn snapshot_and_restore_options() {
+        let c = cfg(&[
+            "--kernel",
+            "/k",
+            "--snapshot-state",
+            "/s",
+            "--snapshot-mem=/m",
+            "--snapshot-exit",
+        ]);
+        let s = c.snapshot.unwrap();
+        assert_eq!(
+            (s.state, s.mem, s.exit_after),
+            ("/s".into(), "/m".into(), true)
+        );
+        assert!(p(&["--kernel", "/k", "--snapshot-state", "/s"]).is_err());
+        assert!(p(&["--kernel", "/k", "--snapshot-exit"]).is_err());
+
+        let c = cfg(&[
+            "--restore-state",
+            "/s",
+            "--restore-mem",
+            "/m",
+            "--drive",
+            "/d",
+        ]);
+        let r = c.restore.unwrap();
+        assert_eq!((r.state, r.mem), ("/s".into(), "/m".into()));
+        assert_eq!(c.drives.len(), 1);
+        assert!(p(&["--restore-state", "/s"]).is_err());
+        for extra in [["--kernel", "/k"], ["--mem-mib", "64"], ["--vcpus", "2"]] {
+            let mut args = vec!["--restore-state", "/s", "--restore-mem", "/m"];
+            args.extend(extra);
+            assert!(p(&args).is_err(), "{extra:?}");
+        }
     }
 }

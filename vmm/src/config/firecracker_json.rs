@@ -183,6 +183,8 @@ pub fn convert(path: &Path, fc: FirecrackerConfig) -> Result<VmConfig, ConfigErr
         seccomp: true,
         kvm_fd: None,
         xsave: Default::default(),
+        snapshot: None,
+        restore: None,
     })
 }
 

@@ -74,8 +74,25 @@ pub struct VsockConfig {
     pub uds_path: PathBuf,
 }
 
+/// Where SIGUSR1 writes a snapshot (`--snapshot-state`, `--snapshot-mem`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    pub state: PathBuf,
+    pub mem: PathBuf,
+    /// Stop the VM once the snapshot is written (`--snapshot-exit`) instead of resuming.
+    pub exit_after: bool,
+}
+
+/// The snapshot a VM resumes from (`--restore-state`, `--restore-mem`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreConfig {
+    pub state: PathBuf,
+    pub mem: PathBuf,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
+    /// Empty when the VM resumes from a snapshot (`restore`).
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     /// `None`: use the default command line.
@@ -94,6 +111,10 @@ pub struct VmConfig {
     /// VMM needs no device node in its jail.
     pub kvm_fd: Option<i32>,
     pub xsave: XsaveMode,
+    pub snapshot: Option<SnapshotConfig>,
+    /// Resume from this snapshot instead of booting: memory, vCPUs and device state come
+    /// from it; drives, vsock and serial output from this configuration.
+    pub restore: Option<RestoreConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +253,13 @@ impl VmConfig {
             )));
         }
         // Files last: a bad number is reported even when paths are also wrong.
-        check_readable("kernel image", &self.kernel)?;
+        match &self.restore {
+            Some(r) => {
+                check_readable("snapshot state", &r.state)?;
+                check_readable("snapshot memory", &r.mem)?;
+            }
+            None => check_readable("kernel image", &self.kernel)?,
+        }
         if let Some(i) = &self.initrd {
             check_readable("initrd", i)?;
         }

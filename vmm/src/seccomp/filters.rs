@@ -153,7 +153,7 @@ fn fcntl(setfl: bool) -> Result<Allow, seccompiler::BackendError> {
 /// vCPU threads: KVM_RUN plus device emulation on MMIO/PIO exits, and KVM_GET_REGS to
 /// name the guest RIP of a failing vCPU. On PVM hosts also the ioctls of the int3
 /// workaround (`Vcpu::pvm_int3_workaround`), which writes registers and events.
-pub fn vcpu(pvm: bool) -> Result<Vec<Allow>, seccompiler::BackendError> {
+pub fn vcpu(pvm: bool, snapshots: bool) -> Result<Vec<Allow>, seccompiler::BackendError> {
     let mut v = common()?;
     let mut ioctls = vec![
         arg_eq(1, kvm_run_ioctl())?,
@@ -178,6 +178,9 @@ pub fn vcpu(pvm: bool) -> Result<Vec<Allow>, seccompiler::BackendError> {
             )?,
         ]);
     }
+    if snapshots {
+        ioctls.extend(vcpu_state_reads()?);
+    }
     v.push((libc::SYS_ioctl, ioctls));
     // F_DUPFD_CLOEXEC: cloning queue eventfds when the driver activates a virtio device;
     // F_GETFD: std validates an fd before closing it when a vCPU thread ends.
@@ -185,8 +188,54 @@ pub fn vcpu(pvm: bool) -> Result<Vec<Allow>, seccompiler::BackendError> {
     Ok(v)
 }
 
-/// The main thread: event loop, block I/O, serial input, and the vsock device.
-pub fn main_thread() -> Result<Vec<Allow>, seccompiler::BackendError> {
+/// The reads of `vstate::vcpu_state::save`, done by each vCPU on its own thread when
+/// paused for a snapshot; every one only copies state out of KVM.
+fn vcpu_state_reads() -> Rules {
+    use kvm_bindings::*;
+    use size_of as s;
+    let reads = [
+        kvm_ioctl(IOC_READ, 0x83, s::<kvm_sregs>()),
+        kvm_ioctl(IOC_READ | IOC_WRITE, 0x88, s::<kvm_msrs>()),
+        kvm_ioctl(IOC_READ, 0x8e, s::<kvm_lapic_state>()),
+        kvm_ioctl(IOC_READ | IOC_WRITE, 0x91, s::<kvm_cpuid2>()),
+        kvm_ioctl(IOC_READ, 0x98, s::<kvm_mp_state>()),
+        kvm_ioctl(IOC_READ, 0x9f, s::<kvm_vcpu_events>()),
+        kvm_ioctl(IOC_READ, 0xa1, s::<kvm_debugregs>()),
+        kvm_ioctl(IOC_READ, 0xa4, s::<kvm_xsave>()),
+        kvm_ioctl(IOC_READ, 0xa6, s::<kvm_xcrs>()),
+        // KVM_GET_TSC_KHZ = _IO(KVMIO, 0xa3)
+        kvm_ioctl(0, 0xa3, 0),
+    ];
+    arg_in(1, &reads)
+}
+
+/// What the main thread adds when it may take a snapshot: kicking vCPU threads out of
+/// KVM_RUN (the kick signal only), the VM-wide reads of `vstate::vm_state::save`, and
+/// sizing the memory file opened at start.
+fn snapshot_main() -> Result<Vec<Allow>, seccompiler::BackendError> {
+    use kvm_bindings::*;
+    let kick = crate::vstate::pause::kick_signal() as u64;
+    Ok(vec![
+        (libc::SYS_tkill, vec![arg_eq(1, kick)?]),
+        (libc::SYS_tgkill, vec![arg_eq(2, kick)?]),
+        any(libc::SYS_ftruncate),
+        (
+            libc::SYS_ioctl,
+            arg_in(
+                1,
+                &[
+                    kvm_ioctl(IOC_READ | IOC_WRITE, 0x62, size_of::<kvm_irqchip>()),
+                    kvm_ioctl(IOC_READ, 0x7c, size_of::<kvm_clock_data>()),
+                    kvm_ioctl(IOC_READ, 0x9f, size_of::<kvm_pit_state2>()),
+                ],
+            )?,
+        ),
+    ])
+}
+
+/// The main thread: event loop, block I/O, serial input, and the vsock device; with
+/// `snapshots`, what taking one needs.
+pub fn main_thread(snapshots: bool) -> Result<Vec<Allow>, seccompiler::BackendError> {
     let mut v = common()?;
     let send_flags = [
         0,
@@ -234,6 +283,9 @@ pub fn main_thread() -> Result<Vec<Allow>, seccompiler::BackendError> {
             arg_eq(1, ioctl_request(libc::TCGETS))?,
         ],
     ));
+    if snapshots {
+        v.extend(snapshot_main()?);
+    }
     Ok(v)
 }
 

@@ -3,6 +3,7 @@
 
 pub mod filters;
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
@@ -23,13 +24,33 @@ pub enum ThreadKind {
     Vcpu,
 }
 
-/// The filter for `kind`; `pvm` adds what the PVM-only vCPU workaround needs.
-pub fn compile(kind: ThreadKind, pvm: bool) -> Result<BpfProgram, SeccompError> {
+/// What a filter allows besides a thread kind's baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FilterOptions {
+    /// The PVM-only vCPU workaround.
+    pub pvm: bool,
+    /// Taking snapshots (`--snapshot-state`).
+    pub snapshots: bool,
+}
+
+/// The filter for `kind` with `opts`.
+pub fn compile(kind: ThreadKind, opts: FilterOptions) -> Result<BpfProgram, SeccompError> {
     let allow = match kind {
-        ThreadKind::Main => filters::main_thread()?,
-        ThreadKind::Vcpu => filters::vcpu(pvm)?,
+        ThreadKind::Main => filters::main_thread(opts.snapshots)?,
+        ThreadKind::Vcpu => filters::vcpu(opts.pvm, opts.snapshots)?,
     };
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = allow.into_iter().collect();
+    // One syscall may appear in several lists (tkill, ioctl): any matching rule allows
+    // it, and an unconditional entry (no rules) stays unconditional.
+    let mut rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = BTreeMap::new();
+    for (nr, r) in allow {
+        match rules.entry(nr) {
+            Entry::Vacant(e) => {
+                e.insert(r);
+            }
+            Entry::Occupied(mut e) if !e.get().is_empty() && !r.is_empty() => e.get_mut().extend(r),
+            Entry::Occupied(mut e) => e.get_mut().clear(),
+        }
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::KillProcess,
@@ -54,7 +75,7 @@ mod tests {
     /// Forks; the child installs `kind`'s filter (non-PVM), then runs `f` and exits 0.
     /// Returns the child's raw wait status.
     pub(super) fn in_filtered_child(kind: ThreadKind, f: fn()) -> i32 {
-        in_child_with(&compile(kind, false).unwrap(), f)
+        in_child_with(&compile(kind, FilterOptions::default()).unwrap(), f)
     }
 
     /// As [`in_filtered_child`], with a given program.

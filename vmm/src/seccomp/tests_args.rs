@@ -3,7 +3,7 @@
 //! the point: seccomp runs before the kernel looks at the descriptor.
 
 use super::tests::{exited_cleanly, in_child_with, in_filtered_child, killed_by_sigsys};
-use super::{compile, ThreadKind};
+use super::{compile, FilterOptions, ThreadKind};
 
 const BOTH: [ThreadKind; 2] = [ThreadKind::Main, ThreadKind::Vcpu];
 
@@ -246,8 +246,15 @@ fn ioctl_bad_fd<const REQ: u64>() {
 
 #[test]
 fn pvm_vcpu_ioctls_pass_only_the_pvm_filter() {
-    let plain = compile(ThreadKind::Vcpu, false).unwrap();
-    let pvm = compile(ThreadKind::Vcpu, true).unwrap();
+    let plain = compile(ThreadKind::Vcpu, FilterOptions::default()).unwrap();
+    let pvm = compile(
+        ThreadKind::Vcpu,
+        FilterOptions {
+            pvm: true,
+            snapshots: false,
+        },
+    )
+    .unwrap();
     for f in [
         ioctl_bad_fd::<KVM_SET_REGS>,
         ioctl_bad_fd::<KVM_GET_VCPU_EVENTS>,
@@ -264,4 +271,60 @@ fn pvm_vcpu_ioctls_pass_only_the_pvm_filter() {
             assert!(exited_cleanly(st), "{st:#x}");
         }
     }
+}
+
+/// `_IOR(KVMIO, 0xa4, struct kvm_xsave)`: KVM_GET_XSAVE.
+const KVM_GET_XSAVE: u64 = 0x9000_aea4;
+/// `_IOW(KVMIO, 0xa5, struct kvm_xsave)`: KVM_SET_XSAVE.
+const KVM_SET_XSAVE: u64 = 0x5000_aea5;
+
+#[test]
+fn snapshot_reads_pass_only_with_snapshots_and_writes_never() {
+    let with = FilterOptions {
+        pvm: false,
+        snapshots: true,
+    };
+    let plain = compile(ThreadKind::Vcpu, FilterOptions::default()).unwrap();
+    let snap = compile(ThreadKind::Vcpu, with).unwrap();
+    let st = in_child_with(&plain, ioctl_bad_fd::<KVM_GET_XSAVE>);
+    assert!(killed_by_sigsys(st), "without snapshots: {st:#x}");
+    let st = in_child_with(&snap, ioctl_bad_fd::<KVM_GET_XSAVE>);
+    assert!(exited_cleanly(st), "with snapshots: {st:#x}");
+    let st = in_child_with(&snap, ioctl_bad_fd::<KVM_SET_XSAVE>);
+    assert!(
+        killed_by_sigsys(st),
+        "a state write on a snapshotting vCPU: {st:#x}"
+    );
+}
+
+fn tgkill_self(sig: i32) {
+    // SAFETY: the test ignored `sig` before forking, so delivering it has no effect.
+    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), sig) };
+}
+
+fn kick_self() {
+    tgkill_self(crate::vstate::pause::kick_signal());
+}
+
+fn sigusr2_self() {
+    tgkill_self(libc::SIGUSR2);
+}
+
+#[test]
+fn main_thread_kicks_vcpus_only_when_snapshotting_and_only_with_the_kick_signal() {
+    let with = FilterOptions {
+        pvm: false,
+        snapshots: true,
+    };
+    let plain = compile(ThreadKind::Main, FilterOptions::default()).unwrap();
+    let snap = compile(ThreadKind::Main, with).unwrap();
+    // Ignored here, inherited by the children: the filter, not the signal, decides.
+    // SAFETY: setting the disposition of two signals this test binary does not use.
+    unsafe {
+        libc::signal(crate::vstate::pause::kick_signal(), libc::SIG_IGN);
+        libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+    }
+    assert!(killed_by_sigsys(in_child_with(&plain, kick_self)));
+    assert!(exited_cleanly(in_child_with(&snap, kick_self)));
+    assert!(killed_by_sigsys(in_child_with(&snap, sigusr2_self)));
 }

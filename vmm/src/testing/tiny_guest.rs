@@ -66,6 +66,30 @@ impl TinyProgram {
         self
     }
 
+    /// Counts forever in the byte at guest address `addr` (below 4 GiB), writing each
+    /// count to the serial port as a letter `a`..=`p` (count mod 16), with a busy wait of
+    /// `delay` iterations between letters. The count lives in memory and the letter in
+    /// registers, so a resumed snapshot that continues the sequence has both right.
+    pub fn serial_counter(mut self, addr: u32, delay: u32) -> Self {
+        self.code.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03, 0xbb]); // mov dx, 0x3f8; mov ebx,
+        self.code.extend_from_slice(&addr.to_le_bytes());
+        let body: &[u8] = &[
+            0xfe, 0x03, // inc byte [rbx]
+            0x8a, 0x0b, // mov cl, [rbx]
+            0x80, 0xe1, 0x0f, // and cl, 0x0f
+            0x80, 0xc1, b'a', // add cl, 'a'
+            0x88, 0xc8, // mov al, cl
+            0xee, // out dx, al
+            0xb9, // mov ecx, delay
+        ];
+        self.code.extend_from_slice(body);
+        self.code.extend_from_slice(&delay.to_le_bytes());
+        self.code.extend_from_slice(&[0xff, 0xc9, 0x75, 0xfc]); // dec ecx; jnz -4
+        let back = -(body.len() as i8 + 4 + 4 + 2);
+        self.code.extend_from_slice(&[0xeb, back as u8]); // jmp to the inc
+        self
+    }
+
     pub fn code(&self) -> Vec<u8> {
         self.code.clone()
     }

@@ -5,6 +5,8 @@ use std::sync::{Arc, Barrier};
 use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
+use super::pause::PauseControl;
+use super::vcpu_state::{self, VcpuState};
 use crate::arch::x86_64::{cpuid, interrupts, msr, regs};
 use crate::devices::bus::Bus;
 use crate::exit::{ExitNotifier, ExitReason};
@@ -24,6 +26,8 @@ pub enum VcpuError {
     Lapic(#[from] interrupts::LapicError),
     #[error("cannot spawn vCPU thread: {0}")]
     Spawn(std::io::Error),
+    #[error(transparent)]
+    Restore(#[from] super::vcpu_state::VcpuStateError),
 }
 
 pub struct Vcpu {
@@ -33,6 +37,15 @@ pub struct Vcpu {
     mmio: Arc<Bus>,
     exit: Arc<ExitNotifier>,
     pvm: bool,
+    snapshots: Option<SnapshotSupport>,
+}
+
+/// What a vCPU needs to take part in snapshots.
+#[derive(Clone)]
+pub struct SnapshotSupport {
+    pub pause: Arc<PauseControl>,
+    /// The MSRs a snapshot saves (KVM_GET_MSR_INDEX_LIST, read before seccomp).
+    pub msr_indices: Arc<Vec<u32>>,
 }
 
 /// Everything the vCPUs share.
@@ -43,6 +56,8 @@ pub struct VcpuShared {
     pub exit: Arc<ExitNotifier>,
     /// PVM host: internal errors may be the int3 PVM cannot emulate.
     pub pvm: bool,
+    /// Set when the VM may be snapshotted (`--snapshot-state`).
+    pub snapshots: Option<SnapshotSupport>,
 }
 
 impl Vcpu {
@@ -68,14 +83,41 @@ impl Vcpu {
         }
         regs::setup_fpu(&fd)?;
         interrupts::set_lint(&fd)?;
-        Ok(Self {
+        Ok(Self::with_fd(id, fd, shared))
+    }
+
+    /// Creates a vCPU with the state a snapshot saved for it.
+    pub fn restored(vm: &VmFd, state: &VcpuState, shared: VcpuShared) -> Result<Self, VcpuError> {
+        let fd = vm
+            .create_vcpu(u64::from(state.id))
+            .map_err(|e| VcpuError::Create(state.id, e))?;
+        vcpu_state::restore(&fd, state)?;
+        Ok(Self::with_fd(state.id, fd, shared))
+    }
+
+    fn with_fd(id: u8, fd: VcpuFd, shared: VcpuShared) -> Self {
+        Self {
             id,
             fd,
             pio: shared.pio,
             mmio: shared.mmio,
             exit: shared.exit,
             pvm: shared.pvm,
-        })
+            snapshots: shared.snapshots,
+        }
+    }
+
+    /// Parks this vCPU for a snapshot. KVM_RUN with immediate_exit first completes an
+    /// I/O exit the guest is still inside, so the saved registers are past it.
+    fn pause_for_snapshot(&mut self) {
+        let Some(s) = self.snapshots.clone() else {
+            return;
+        };
+        self.fd.set_kvm_immediate_exit(1);
+        let _ = self.fd.run();
+        self.fd.set_kvm_immediate_exit(0);
+        let state = vcpu_state::save(&self.fd, self.id, &s.msr_indices);
+        s.pause.park(self.id, state);
     }
 
     /// PVM emulates an unmodified 64-bit kernel instruction by instruction, and KVM's
@@ -169,6 +211,10 @@ impl Vcpu {
         let id = self.id;
         let error = |error: String| ExitReason::VcpuError { vcpu: id, error };
         loop {
+            if self.snapshots.as_ref().is_some_and(|s| s.pause.requested()) {
+                self.pause_for_snapshot();
+                continue;
+            }
             match self.fd.run() {
                 Ok(VcpuExit::IoIn(port, data)) => {
                     if !self.pio.read(u64::from(port), data) {

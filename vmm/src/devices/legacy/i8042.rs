@@ -52,7 +52,33 @@ pub struct I8042 {
     outbuf: VecDeque<u8>,
 }
 
+/// What a snapshot keeps of the controller.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042State {
+    pub ctr: u8,
+    pub status: u8,
+    pub pending_cmd: Option<u8>,
+    pub outbuf: Vec<u8>,
+}
+
 impl I8042 {
+    pub fn state(&self) -> I8042State {
+        I8042State {
+            ctr: self.ctr,
+            status: self.status,
+            pending_cmd: self.pending_cmd,
+            outbuf: self.outbuf.iter().copied().collect(),
+        }
+    }
+
+    /// Takes over a snapshot's registers; an output buffer past its bound is cut.
+    pub fn restore(&mut self, state: &I8042State) {
+        self.ctr = state.ctr;
+        self.status = state.status;
+        self.pending_cmd = state.pending_cmd;
+        self.outbuf = state.outbuf.iter().copied().take(OUTBUF_CAP).collect();
+    }
+
     pub fn new(reset: EventFdTrigger, kbd_irq: EventFdTrigger) -> Self {
         Self {
             reset,

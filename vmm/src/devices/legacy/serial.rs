@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use vm_superio::serial::NoEvents;
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::Serial;
 use vmm_sys_util::epoll::EventSet;
 
@@ -78,11 +78,80 @@ pub struct SerialDevice {
     uart: Uart,
 }
 
+/// A snapshot's UART input holds more bytes than the UART's FIFO.
+#[derive(Debug, thiserror::Error)]
+#[error("serial input FIFO of {0} bytes is longer than the UART's")]
+pub struct FifoTooLong(pub usize);
+
+/// The UART's registers and input FIFO, as a snapshot keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialSnapshot {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    pub in_buffer: Vec<u8>,
+}
+
+impl From<SerialState> for SerialSnapshot {
+    fn from(s: SerialState) -> Self {
+        Self {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+}
+
+impl From<&SerialSnapshot> for SerialState {
+    fn from(s: &SerialSnapshot) -> Self {
+        Self {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer.clone(),
+        }
+    }
+}
+
 impl SerialDevice {
     pub fn new(irq: EventFdTrigger, out: SerialOut) -> Self {
         Self {
             uart: Serial::new(irq, out),
         }
+    }
+
+    /// A UART resumed from a snapshot; an input FIFO longer than the UART's is refused.
+    pub fn from_snapshot(
+        irq: EventFdTrigger,
+        out: SerialOut,
+        state: &SerialSnapshot,
+    ) -> Result<Self, FifoTooLong> {
+        Serial::from_state(&SerialState::from(state), irq, NoEvents, out)
+            .map(|uart| Self { uart })
+            .map_err(|_| FifoTooLong(state.in_buffer.len()))
+    }
+
+    pub fn snapshot(&self) -> SerialSnapshot {
+        self.uart.state().into()
     }
 
     /// Queues host input for the guest; returns how many bytes fit in the FIFO.

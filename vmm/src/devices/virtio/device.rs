@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueState};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -71,4 +71,10 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self) -> Option<Vec<EventFd>>;
     /// True once `activate` succeeded and until `reset`.
     fn is_activated(&self) -> bool;
+    /// The live state of the queues the device serves, in index order (empty when not
+    /// activated): a snapshot needs the device's ring positions, not the transport's.
+    fn queue_states(&self) -> Vec<QueueState>;
+    /// Called once after a restored device was activated from a snapshot, before the
+    /// guest runs again. Devices whose backend connections did not survive say so here.
+    fn restored(&mut self) {}
 }

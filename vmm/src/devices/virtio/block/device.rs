@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chunkstore::wire::ChunkClient;
 use chunkstore::ImageReader;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::request::{process_chain, Backing, Disk, ImageDisk, SECTOR_SHIFT, VIRTIO_BLK_ID_BYTES};
@@ -261,6 +261,10 @@ impl VirtioDevice for Block {
 
     fn is_activated(&self) -> bool {
         self.active.is_some()
+    }
+
+    fn queue_states(&self) -> Vec<QueueState> {
+        self.active.iter().map(|a| a.queue.state()).collect()
     }
 }
 

@@ -31,6 +31,14 @@ impl MmioInterrupt {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
 
+    /// A snapshot's InterruptStatus (the guest has not acknowledged these bits yet).
+    pub fn restore_status(&self, bits: u32) {
+        self.status.store(
+            bits & (VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG),
+            Ordering::SeqCst,
+        );
+    }
+
     pub fn clear(&self) {
         self.status.store(0, Ordering::SeqCst);
     }

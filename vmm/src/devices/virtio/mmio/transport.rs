@@ -73,6 +73,27 @@ pub enum TransportError {
     Queue(u16, virtio_queue::Error),
     #[error("queue eventfd: {0}")]
     EventFd(std::io::Error),
+    #[error("snapshot holds device type {found} where this VM has {expected}")]
+    DeviceType { found: u32, expected: u32 },
+    #[error("snapshot of device type {device} holds {found} queues, the device has {expected}")]
+    QueueCount {
+        device: u32,
+        found: usize,
+        expected: usize,
+    },
+    #[error("snapshot queue {index} is invalid: {error:?}")]
+    SnapshotQueue {
+        index: usize,
+        error: virtio_queue::Error,
+    },
+    #[error("snapshot queue {index} has maximum size {found}, the device's is {expected}")]
+    SnapshotQueueSize {
+        index: usize,
+        found: u16,
+        expected: u16,
+    },
+    #[error("device type {0} refused to resume from its snapshot")]
+    Activate(u32),
 }
 
 fn lock_dev(
@@ -365,6 +386,10 @@ impl BusDevice for MmioTransport {
         self.write_reg(offset, u32::from_le_bytes(bytes));
     }
 }
+
+#[path = "transport_state.rs"]
+mod state;
+pub use state::{QueueSnapshot, TransportState};
 
 #[cfg(test)]
 #[path = "transport_tests.rs"]

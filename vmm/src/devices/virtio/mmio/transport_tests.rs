@@ -1,5 +1,5 @@
 use super::*;
-use crate::devices::virtio::ActivateError;
+use crate::devices::virtio::{ActivateError, VirtioInterrupt};
 use vm_memory::GuestAddress;
 
 #[derive(Default)]
@@ -48,6 +48,12 @@ impl VirtioDevice for Dummy {
     }
     fn is_activated(&self) -> bool {
         self.active.is_some()
+    }
+    fn queue_states(&self) -> Vec<virtio_queue::QueueState> {
+        self.active
+            .iter()
+            .flat_map(|a| a.queues.iter().map(|q| q.state()))
+            .collect()
     }
 }
 
@@ -236,4 +242,83 @@ fn config_space_and_bad_widths() {
     assert_eq!(r(&mut t, REG_STATUS), 0);
     // Notify for a non-existent queue does not panic.
     w(&mut t, REG_QUEUE_NOTIFY, 99);
+}
+
+fn running(t: &mut MmioTransport) {
+    negotiate(t);
+    setup_queue(t, 0, 0x1_0000);
+    setup_queue(t, 1, 0x2_0000);
+    w(
+        t,
+        REG_STATUS,
+        STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
+    );
+}
+
+#[test]
+fn a_snapshot_resumes_the_device_with_its_live_rings() {
+    let (mut t, dev, _) = setup();
+    running(&mut t);
+    // The device moved on since DRIVER_OK: the snapshot must hold its positions.
+    dev.lock().unwrap().active.as_mut().unwrap().queues[1].set_next_avail(5);
+    t.interrupt().signal_used_queue(0).unwrap();
+    let state = t.snapshot();
+    assert_eq!(state.queues[1].next_avail, 5);
+
+    let (mut fresh, fresh_dev, _) = setup();
+    fresh.restore(&state).unwrap();
+    assert_eq!(r(&mut fresh, REG_STATUS), state.status);
+    assert_eq!(r(&mut fresh, REG_INTERRUPT_STATUS), 1);
+    let d = fresh_dev.lock().unwrap();
+    assert_eq!(d.acked, 1 << 3 | 1 << 40);
+    let active = d.active.as_ref().expect("restored device is active");
+    assert_eq!(active.queues[1].state().next_avail, 5);
+    assert_eq!(active.queues[0].state().desc_table, 0x1_0000);
+    // Kicked once per queue for buffers queued while the snapshot was taken.
+    for evt in &active.queue_evts {
+        assert_eq!(evt.read().unwrap(), 1);
+    }
+}
+
+#[test]
+fn a_snapshot_of_a_device_not_yet_running_leaves_it_inactive() {
+    let (mut t, _, _) = setup();
+    negotiate(&mut t);
+    let state = t.snapshot();
+    let (mut fresh, fresh_dev, _) = setup();
+    fresh.restore(&state).unwrap();
+    assert!(fresh_dev.lock().unwrap().active.is_none());
+    assert_eq!(r(&mut fresh, REG_STATUS), state.status);
+}
+
+#[test]
+fn a_snapshot_that_does_not_fit_the_device_or_memory_is_refused() {
+    let (mut t, _, _) = setup();
+    running(&mut t);
+    let good = t.snapshot();
+
+    let mut other = good.clone();
+    other.device_type = 2;
+    let (mut fresh, _, _) = setup();
+    assert!(matches!(
+        fresh.restore(&other),
+        Err(TransportError::DeviceType { found: 2, .. })
+    ));
+
+    let mut short = good.clone();
+    short.queues.pop();
+    assert!(matches!(
+        fresh.restore(&short),
+        Err(TransportError::QueueCount { found: 1, .. })
+    ));
+
+    // Rings outside guest memory fail as they would at DRIVER_OK.
+    let mut outside = good;
+    outside.queues[0].desc_table = 0x4000_0000;
+    let (mut fresh, fresh_dev, _) = setup();
+    assert!(matches!(
+        fresh.restore(&outside),
+        Err(TransportError::Activate(42))
+    ));
+    assert!(fresh_dev.lock().unwrap().active.is_none());
 }

@@ -321,3 +321,15 @@ fn stalled_guest_does_not_make_the_event_loop_spin() {
     }
     assert_eq!(events, 0, "event loop kept waking up with nothing to do");
 }
+
+#[test]
+fn a_device_resumed_from_a_snapshot_announces_transport_reset() {
+    let dir = TmpDir::new();
+    let mut g = stack(&dir, 65536);
+    let (_key, _s) = established(&mut g, &dir, 19);
+    g.h.post_event_buffer();
+    // The guest's connections belong to the process that took the snapshot.
+    g.h.dev().restored();
+    assert_eq!(g.h.pop_event(), Some(EVENT_TRANSPORT_RESET));
+    assert_eq!(g.h.metric("events_sent"), 1);
+}
