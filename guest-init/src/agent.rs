@@ -4,10 +4,14 @@
 use crate::bootstrap::{self, BootstrapError};
 use crate::clock;
 use crate::config::{Config, Role};
+use crate::entropy;
 use crate::environment::runtime_env;
 use crate::link::{HostEvent, Link};
 use crate::runtime_proc::{find_extensions, Launch, Proc, Processes};
-use runtime_api::protocol::{GuestMessage, HostMessage, Init, Log, LogStream, Shutdown};
+use crate::transport;
+use runtime_api::protocol::{
+    GuestMessage, HostMessage, Init, InitError, Log, LogStream, Restore, Shutdown,
+};
 use runtime_api::server::{self, errors::error_json, FunctionInfo, Invocations};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +27,8 @@ const LOST_HOST_GRACE: Duration = Duration::from_millis(500);
 const CLOCK_TOLERANCE: Duration = Duration::from_millis(20);
 /// How long extensions get to register before the runtime starts anyway.
 const REGISTRATION_WINDOW: Duration = Duration::from_secs(10);
+/// How long a sandbox restored from a snapshot tries to reach its new host.
+const RESTORE_CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -51,6 +57,9 @@ struct Agent {
     link: Link,
     procs: Processes,
     role: Role,
+    /// CheckpointReady was sent: the next loss of the host is the snapshot's restore
+    /// (vsock TRANSPORT_RESET), so reconnect instead of ending.
+    awaiting_restore: bool,
 }
 
 /// Runs until Shutdown or the loss of the host connection.
@@ -73,6 +82,7 @@ pub async fn run(config: Config, link: Link, role: Role) -> Result<Outcome, Agen
         link,
         procs: Processes::default(),
         role,
+        awaiting_restore: false,
     };
     let mut init_seen = false;
 
@@ -96,6 +106,14 @@ pub async fn run(config: Config, link: Link, role: Role) -> Result<Outcome, Agen
                     agent.shutdown(&s).await;
                     break Outcome::Shutdown;
                 }
+                HostEvent::Message(HostMessage::Checkpoint) => agent.checkpoint(),
+                HostEvent::Message(HostMessage::Restore(r)) => agent.resume(&r),
+                HostEvent::Gone(reason) if agent.awaiting_restore => {
+                    if let Err(e) = agent.reconnect().await {
+                        agent.stop(LOST_HOST_GRACE).await;
+                        break Outcome::HostLost(format!("{reason}; after it: {e}"));
+                    }
+                }
                 HostEvent::Message(other) => {
                     agent.system_log(&format!("unexpected host message ignored: {other:?}"));
                 }
@@ -112,6 +130,54 @@ pub async fn run(config: Config, link: Link, role: Role) -> Result<Outcome, Agen
 }
 
 impl Agent {
+    /// Init is done and the host is about to snapshot the VM: everything queued goes
+    /// out before CheckpointReady, and nothing after it until the restore.
+    fn checkpoint(&mut self) {
+        self.link.flush(Duration::from_secs(2));
+        (self.link.sink)(GuestMessage::CheckpointReady);
+        self.link.flush(Duration::from_secs(2));
+        self.awaiting_restore = true;
+    }
+
+    /// This VM is a restored copy: its host link was reset with the vsock transport.
+    async fn reconnect(&mut self) -> Result<(), String> {
+        let transport = self.config.transport.clone();
+        let stream = tokio::task::spawn_blocking(move || {
+            transport::connect(&transport, RESTORE_CONNECT_PATIENCE)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        self.link.reconnect(stream).map_err(|e| e.to_string())
+    }
+
+    /// The host's Restore: a seed of this copy's own for the kernel RNG, and the time.
+    /// A copy that cannot reseed must not serve (it would share random state with its
+    /// siblings): it says so and the host discards it.
+    fn resume(&mut self, r: &Restore) {
+        if !std::mem::take(&mut self.awaiting_restore) {
+            self.system_log("Restore without a checkpoint ignored");
+            return;
+        }
+        if self.role == Role::Vm {
+            if let Err(e) = entropy::reseed(&r.seed) {
+                let msg = format!("cannot reseed the kernel RNG after the restore: {e}");
+                self.system_log(&msg);
+                (self.link.sink)(GuestMessage::RestoreError(InitError {
+                    error_type: "Runtime.RestoreError".into(),
+                    body: error_json("Runtime.RestoreError", &msg),
+                }));
+                return;
+            }
+            match clock::sync_to_host(r.host_now_ms, CLOCK_TOLERANCE) {
+                Ok(0) => {}
+                Ok(step) => self.system_log(&format!("clock stepped {step} ms to the host's")),
+                Err(e) => self.system_log(&format!("cannot set the clock: {e}")),
+            }
+        }
+        self.inv.restored();
+    }
+
     async fn reap(&mut self) {
         self.procs.reap(&self.inv, &self.link.sink, false).await;
     }
@@ -137,6 +203,9 @@ impl Agent {
                 Ok(step) => self.system_log(&format!("clock stepped {step} ms to the host's")),
                 Err(e) => self.system_log(&format!("cannot set the clock: {e}")),
             }
+        }
+        if init.initialization_type == "snap-start" {
+            self.inv.expect_snapshot();
         }
         self.inv.set_function(FunctionInfo {
             name: init.function_name.clone(),

@@ -10,6 +10,7 @@ pub mod bootstrap;
 pub mod clock;
 pub use pid1::cmdline;
 pub mod config;
+pub mod entropy;
 pub mod environment;
 pub mod exit_status;
 pub mod host_reader;

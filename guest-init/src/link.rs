@@ -16,7 +16,7 @@ use runtime_api::protocol::{GuestConnection, GuestMessage, GuestSender, HostMess
 use runtime_api::server::Sink;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 /// What arrives from the host.
@@ -39,9 +39,11 @@ enum Outgoing {
 }
 
 pub struct Link {
+    /// Sends through whichever connection is current: a restored sandbox reconnects,
+    /// and the Runtime API state holds this sink for the sandbox's whole life.
     pub sink: Sink,
     pub reader: HostReader,
-    queue: Arc<Queue>,
+    queue: Arc<RwLock<Arc<Queue>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,22 +126,33 @@ fn start_writer(
     Ok(out)
 }
 
+/// The Hello exchange on `stream`, then its reader and send queue.
+fn connect(stream: HostStream) -> Result<(HostReader, Arc<Queue>), LinkError> {
+    let agent = format!("guest-init {}", env!("CARGO_PKG_VERSION"));
+    let conn = GuestConnection::handshake(stream, &agent)?;
+    let (rx, tx) = conn.into_split();
+    let (read_half, pending, reply) = rx.into_parts();
+    let reader = HostReader::new(read_half, pending, reply).map_err(LinkError::Register)?;
+    let queue = Arc::new(Queue {
+        tx,
+        out: OnceLock::new(),
+        queued: Arc::new(AtomicUsize::new(0)),
+    });
+    Ok((reader, queue))
+}
+
+fn current(queue: &RwLock<Arc<Queue>>) -> Arc<Queue> {
+    Arc::clone(&queue.read().unwrap_or_else(|p| p.into_inner()))
+}
+
 impl Link {
     /// Performs the Hello exchange. Must be called inside the tokio runtime that will
     /// run the agent (the reader registers with it).
     pub fn start(stream: HostStream) -> Result<Self, LinkError> {
-        let agent = format!("guest-init {}", env!("CARGO_PKG_VERSION"));
-        let conn = GuestConnection::handshake(stream, &agent)?;
-        let (rx, tx) = conn.into_split();
-        let (read_half, pending, reply) = rx.into_parts();
-        let reader = HostReader::new(read_half, pending, reply).map_err(LinkError::Register)?;
-        let queue = Arc::new(Queue {
-            tx,
-            out: OnceLock::new(),
-            queued: Arc::new(AtomicUsize::new(0)),
-        });
+        let (reader, queue) = connect(stream)?;
+        let queue = Arc::new(RwLock::new(queue));
         let q = Arc::clone(&queue);
-        let sink: Sink = Arc::new(move |msg| q.send(msg));
+        let sink: Sink = Arc::new(move |msg| current(&q).send(msg));
         Ok(Self {
             sink,
             reader,
@@ -147,9 +160,20 @@ impl Link {
         })
     }
 
+    /// Replaces a connection that broke (a sandbox restored from a snapshot) with a new
+    /// one; the sink sends through it from now on. The old writer thread ends with its
+    /// queue.
+    pub fn reconnect(&mut self, stream: HostStream) -> Result<(), LinkError> {
+        let (reader, queue) = connect(stream)?;
+        self.reader = reader;
+        *self.queue.write().unwrap_or_else(|p| p.into_inner()) = queue;
+        Ok(())
+    }
+
     /// Waits (bounded) until every frame queued so far has been written.
     pub fn flush(&self, timeout: Duration) {
-        let Some(Some(out)) = self.queue.out.get() else {
+        let queue = current(&self.queue);
+        let Some(Some(out)) = queue.out.get() else {
             return; // no writer thread: nothing was ever queued
         };
         let (ack, done) = mpsc::sync_channel(1);

@@ -8,6 +8,7 @@ SIGTERM to its PID 1."""
 import base64
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -244,6 +245,125 @@ def test_the_guest_kernel_boots_without_timer_or_xsave_warnings(appliance):
     assert "boot-to-init=" in out, out[-3000:]
     for warning in ("APIC timer disabled", "XSAVE consistency problem", "Hammer"):
         assert warning not in out, out
+
+
+SNAP = "/tmp/vm-snapshot"
+IMAGES = "/usr/share/lambda-microvm/images"
+# The guest's console counts and says its wall clock once a second.
+TICKER = "i=0; while true; do i=$((i+1)); echo tick-$i-$(date +%s); sleep 1; done"
+TICK = re.compile(r"tick-(\d+)-(\d+)")
+SNAP_DRIVES = f"--rootfs {IMAGES}/rootfs-provided.ext4 --rootfs-read-only"
+
+
+def ticks(appliance, name):
+    return [(int(n), int(t)) for n, t in TICK.findall(appliance.shell(f"cat {SNAP}/{name}")[1])]
+
+
+def test_a_snapshot_of_a_running_linux_guest_resumes_in_new_vmms(appliance):
+    """Our vmm pauses a running Linux guest on SIGUSR1 and writes its snapshot; two new
+    vmm processes resume it at once from the same files (memory mapped copy-on-write):
+    each continues the console's count where the snapshot stopped it, its timers work,
+    and its wall clock has moved on to the host's instead of resuming in the past."""
+    appliance.shell(f"rm -rf {SNAP} && mkdir {SNAP}")
+    appliance.shell(
+        f"(/usr/bin/vmm --kernel {IMAGES}/vmlinux {SNAP_DRIVES} --mem-mib 64 "
+        f"--cmdline 'console=ttyS0 quiet reboot=k panic=-1 pci=off gi.exec=\"{TICKER}\"' "
+        f"--snapshot-state {SNAP}/state --snapshot-mem {SNAP}/mem --snapshot-exit "
+        f"> {SNAP}/boot.out 2> {SNAP}/boot.err; echo $? > {SNAP}/boot.rc) &")
+    wait_for(lambda: len(ticks(appliance, "boot.out")) >= 3, 300, "the guest's ticks")
+    appliance.shell(f"pkill -USR1 -f 'snapshot-state {SNAP}/state'")
+    wait_for(lambda: appliance.shell(f"cat {SNAP}/boot.rc")[0] == 0, 180, "the snapshot")
+    rc, err = appliance.shell(f"cat {SNAP}/boot.rc {SNAP}/boot.err")
+    assert err.startswith("4\n") and "snapshot taken" in err, err[-3000:]
+    last, taken_at = ticks(appliance, "boot.out")[-1]
+    time.sleep(5)  # the restored clocks must show this gap
+    for copy in (1, 2):
+        appliance.shell(
+            f"/usr/bin/vmm --restore-state {SNAP}/state --restore-mem {SNAP}/mem {SNAP_DRIVES} "
+            f"> {SNAP}/r{copy}.out 2> {SNAP}/r{copy}.err &")
+    for copy in (1, 2):
+        wait_for(lambda: len(ticks(appliance, f"r{copy}.out")) >= 3, 180, f"copy {copy}'s ticks")
+    host_now = int(appliance.shell("date +%s")[1])
+    appliance.shell(f"pkill -TERM -f 'restore-state {SNAP}/state'")
+    for copy in (1, 2):
+        resumed = ticks(appliance, f"r{copy}.out")
+        err = appliance.shell(f"cat {SNAP}/r{copy}.err")[1]
+        assert "restored from snapshot" in err, err[-3000:]
+        counts = [n for n, _ in resumed]
+        assert counts[0] == last + 1, (last, resumed)
+        assert counts == list(range(last + 1, last + 1 + len(counts))), resumed
+        # Wall clock: past the snapshot by at least the wait, and near the host's now.
+        assert resumed[0][1] >= taken_at + 5, (taken_at, resumed)
+        assert abs(resumed[-1][1] - host_now) <= 5, (host_now, resumed)
+    appliance.shell(f"rm -rf {SNAP}")
+
+
+SNAP_FN = """
+import os, time, uuid
+time.sleep(3)  # an Init that imports something slow
+INIT_RANDOM = os.urandom(8).hex()  # drawn in Init: every copy restored from one snapshot has it
+
+
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    return {"random": os.urandom(16).hex(), "uuid": str(uuid.uuid4()),
+            "init_random": INIT_RANDOM, "request": context.aws_request_id}
+"""
+
+
+def restore_duration(logs):
+    m = re.search(r"Restore Duration: ([0-9.]+) ms", report_line(logs))
+    return float(m.group(1)) if m else None
+
+
+def init_duration(logs):
+    m = re.search(r"Init Duration: ([0-9.]+) ms", report_line(logs))
+    return float(m.group(1)) if m else None
+
+
+def test_snapstart_resumes_published_versions_from_a_snapshot(appliance, client):
+    """SnapStart on a published python3.11 version: the first cold start boots, runs
+    Init once and snapshots the microVM; it and every later cold start resume from the
+    snapshot (REPORT says Restore Duration, no Init Duration) and skip the slow Init.
+    Copies resumed from one snapshot share what Init drew, but each reseeded its
+    kernel RNG: their os.urandom and uuid4 values differ."""
+    client.create_function(FunctionName="vm-snap", Runtime="python3.11", Role=ROLE,
+                           Handler="app.handler", Code={"ZipFile": make_zip({"app.py": SNAP_FN.encode()})},
+                           Timeout=60, SnapStart={"ApplyOn": "PublishedVersions"}, Publish=True)
+    latest = client.get_function_configuration(FunctionName="vm-snap")["SnapStart"]
+    assert latest == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "Off"}, latest
+    v1 = client.get_function_configuration(FunctionName="vm-snap", Qualifier="1")["SnapStart"]
+    assert v1 == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"}, v1
+
+    _, body, logs = invoke(client, "vm-snap", b"{}", Qualifier="1", LogType="Tail")
+    first = json_body(body)
+    assert init_duration(logs) is None and restore_duration(logs) is not None, logs
+    assert "SnapStart: snapshot of vm-snap:1 taken" in appliance.console_text()
+    # $LATEST is not snapshotted: its cold start runs the slow Init.
+    _, _, latest_logs = invoke(client, "vm-snap", b"{}", LogType="Tail")
+    assert init_duration(latest_logs) >= 3000, latest_logs
+
+    # Three at once: two more sandboxes, each resumed from the same snapshot.
+    results = [None] * 3
+
+    def call(i):
+        results[i] = invoke(appliance.client(), "vm-snap", b'{"sleep": 4}', Qualifier="1",
+                            LogType="Tail")
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    docs = [json_body(r[1]) for r in results] + [first]
+    restores = [restore_duration(r[2]) for r in results if restore_duration(r[2]) is not None]
+    assert len(restores) >= 2, [r[2] for r in results]
+    assert all(init_duration(r[2]) is None for r in results), [r[2] for r in results]
+    assert len({d["init_random"] for d in docs}) == 1, docs
+    assert len({d["random"] for d in docs}) == len(docs), docs
+    assert len({d["uuid"] for d in docs}) == len(docs), docs
+    # Resuming skips the 3 s Init the $LATEST cold start paid.
+    assert max(restores) < init_duration(latest_logs), (restores, latest_logs)
 
 
 def test_an_event_accepted_before_a_reboot_runs_after_it(appliance, client):

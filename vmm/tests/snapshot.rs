@@ -276,3 +276,24 @@ fn sigusr1_without_snapshot_files_is_ignored() {
         o.stderr
     );
 }
+
+#[test]
+fn a_lazy_restore_maps_memory_unread_and_still_continues() {
+    if !kvm() {
+        return;
+    }
+    let d = tmpdir("snap-lazy");
+    let s = take_snapshot(&d, "1");
+    let mut child = spawn(&[
+        "--restore-state",
+        &s.state,
+        "--restore-mem",
+        &s.mem,
+        "--restore-lazy",
+    ]);
+    let out = read_at_least(&mut child, 5);
+    signal(&child, libc::SIGTERM);
+    finish(child, T);
+    assert_eq!(out[0], next(s.last));
+    assert_counting(&out);
+}

@@ -35,8 +35,14 @@ pub fn report_line(request_id: &str, r: &Report) -> String {
         r.memory_size_mb,
         r.max_memory_used_mb
     );
-    if let Some(init) = r.init_duration {
-        let _ = write!(s, "Init Duration: {:.2} ms\t", ms(init));
+    match r.init_duration {
+        Some(restore) if r.restored => {
+            let _ = write!(s, "Restore Duration: {:.2} ms\t", ms(restore));
+        }
+        Some(init) => {
+            let _ = write!(s, "Init Duration: {:.2} ms\t", ms(init));
+        }
+        None => {}
     }
     if let Some(status) = r.status {
         let _ = write!(s, "Status: {status}\t");
@@ -147,6 +153,7 @@ mod tests {
             memory_size_mb: 128,
             max_memory_used_mb: 18,
             init_duration: Some(Duration::from_micros(120_560)),
+            restored: false,
             status: None,
             error_type: None,
         };
@@ -155,6 +162,13 @@ mod tests {
             "REPORT RequestId: abc\tDuration: 1.23 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\t\
              Max Memory Used: 18 MB\tInit Duration: 120.56 ms\t\n"
         );
+        let restored = Report {
+            restored: true,
+            ..r.clone()
+        };
+        let line = report_line("abc", &restored);
+        assert!(line.ends_with("Restore Duration: 120.56 ms\t\n"), "{line}");
+        assert!(!line.contains("Init Duration"));
         let warm = Report {
             init_duration: None,
             status: Some("timeout"),

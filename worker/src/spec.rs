@@ -34,6 +34,9 @@ pub struct FunctionVersionSpec {
     /// A container-image function: `code` names its image package, and the image is
     /// the sandbox's root instead of a runtime's rootfs.
     pub image: Option<ImageSpec>,
+    /// SnapStart: a backend that can (microVMs) starts this version's sandboxes from a
+    /// snapshot taken once after its first Init.
+    pub snap_start: bool,
 }
 
 /// How a container-image function runs.
@@ -199,6 +202,8 @@ pub struct Report {
     pub max_memory_used_mb: u64,
     /// Present on cold starts only.
     pub init_duration: Option<Duration>,
+    /// The cold start resumed a SnapStart snapshot: REPORT says `Restore Duration`.
+    pub restored: bool,
     /// `timeout` or `error` when the sandbox ended abnormally.
     pub status: Option<&'static str>,
     /// With `status` `error`: what failed (`Runtime.ExitError`, ...).
@@ -287,6 +292,7 @@ mod tests {
             revision: String::new(),
             layers: Layers::default(),
             image: None,
+            snap_start: false,
         }
     }
 

@@ -90,6 +90,7 @@ fn spec(name: &str, code: &std::path::Path, handler: &str) -> FunctionVersionSpe
         revision: String::new(),
         layers: Default::default(),
         image: None,
+        snap_start: false,
     }
 }
 

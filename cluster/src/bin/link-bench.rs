@@ -91,6 +91,7 @@ fn spec(name: &str, code: CodeRef) -> FunctionVersionSpec {
         revision: "r1".into(),
         layers: Default::default(),
         image: None,
+        snap_start: false,
     }
 }
 

@@ -47,6 +47,9 @@ pub struct SpecHead {
     /// A container-image function's `ImageConfig` (`code` is then its image package).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<worker::code::image::ImageOverrides>,
+    /// SnapStart applies to this version (`FunctionVersionSpec::snap_start`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snap_start: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,6 +77,7 @@ impl SpecHead {
             revision: s.revision.clone(),
             layers: s.layers.packages.clone(),
             image: s.image.as_ref().map(|i| i.overrides.clone()),
+            snap_start: s.snap_start,
         }
     }
 
@@ -99,6 +103,7 @@ impl SpecHead {
                 overrides,
                 ready: None,
             }),
+            snap_start: self.snap_start,
         }
     }
 }
@@ -140,6 +145,9 @@ pub struct OutcomeHead {
     pub memory_size_mb: u32,
     pub max_memory_used_mb: u64,
     pub init_duration_us: Option<u64>,
+    /// `init_duration_us` was a SnapStart restore (`Report::restored`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restored: bool,
     pub status: Option<String>,
     pub error_type: Option<String>,
 }
@@ -175,6 +183,7 @@ impl OutcomeHead {
             memory_size_mb: r.memory_size_mb,
             max_memory_used_mb: r.max_memory_used_mb,
             init_duration_us: r.init_duration.map(micros),
+            restored: r.restored,
             status: r.status.map(str::to_owned),
             error_type: r.error_type,
         };
@@ -200,6 +209,7 @@ impl OutcomeHead {
                 memory_size_mb: self.memory_size_mb,
                 max_memory_used_mb: self.max_memory_used_mb,
                 init_duration: self.init_duration_us.map(Duration::from_micros),
+                restored: self.restored,
                 status: self.status.as_deref().map(status_word),
                 error_type: self.error_type,
             },

@@ -24,6 +24,7 @@ fn head() -> InvokeHead {
                 command: Some(vec!["app.other".into()]),
                 ..Default::default()
             }),
+            snap_start: true,
         },
         request_id: "rid".into(),
         client_context: None,
@@ -75,6 +76,7 @@ fn records_decode_incrementally_in_order() {
         memory_size_mb: 128,
         max_memory_used_mb: 20,
         init_duration_us: Some(5),
+        restored: false,
         status: Some("timeout".into()),
         error_type: None,
     };

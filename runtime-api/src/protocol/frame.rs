@@ -196,6 +196,12 @@ mod tests {
                 error_type: "Runtime.ExitError".into(),
                 message: "Runtime exited with error: exit status 1".into(),
             }),
+            GuestMessage::CheckpointReady,
+            GuestMessage::RestoreDone,
+            GuestMessage::RestoreError(InitError {
+                error_type: "Runtime.AfterRestoreError".into(),
+                body: b"{}".to_vec(),
+            }),
             GuestMessage::ProtocolError(ProtocolError {
                 code: 2,
                 message: "bad".into(),
@@ -238,6 +244,11 @@ mod tests {
             HostMessage::Shutdown(Shutdown {
                 reason: "spindown".into(),
                 grace_ms: 2000,
+            }),
+            HostMessage::Checkpoint,
+            HostMessage::Restore(Restore {
+                seed: vec![7; 32],
+                host_now_ms: 1_700_000_000_001,
             }),
         ]
     }

@@ -12,6 +12,8 @@ pub mod kind {
     pub const INIT: u8 = 0x02;
     pub const INVOKE: u8 = 0x03;
     pub const SHUTDOWN: u8 = 0x04;
+    pub const CHECKPOINT: u8 = 0x05;
+    pub const RESTORE: u8 = 0x06;
     pub const INIT_DONE: u8 = 0x10;
     pub const INIT_ERROR: u8 = 0x11;
     pub const RESPONSE: u8 = 0x12;
@@ -21,6 +23,9 @@ pub mod kind {
     pub const STREAM_END: u8 = 0x16;
     pub const LOG: u8 = 0x17;
     pub const RUNTIME_EXITED: u8 = 0x18;
+    pub const CHECKPOINT_READY: u8 = 0x19;
+    pub const RESTORE_DONE: u8 = 0x1A;
+    pub const RESTORE_ERROR: u8 = 0x1B;
     pub const PROTOCOL_ERROR: u8 = 0x7F;
 }
 
@@ -81,6 +86,16 @@ pub struct Shutdown {
     pub reason: String,
     /// Milliseconds between SIGTERM and SIGKILL.
     pub grace_ms: u32,
+}
+
+/// The sandbox resumed from a snapshot taken after Init (SnapStart): what must differ
+/// between the copies restored from one snapshot, and the host's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Restore {
+    /// Mixed into the guest kernel's RNG, which then reseeds, before anything runs.
+    pub seed: Vec<u8>,
+    /// The host's wall clock when it sent this (as in `Init`).
+    pub host_now_ms: u64,
 }
 
 /// An error in the init phase (`/runtime/init/error`, missing bootstrap, early exit).
@@ -203,6 +218,9 @@ pub enum HostMessage {
     Init(Init),
     Invoke(Invoke),
     Shutdown(Shutdown),
+    /// Init is done: quiesce for a snapshot and answer `CheckpointReady`.
+    Checkpoint,
+    Restore(Restore),
     ProtocolError(ProtocolError),
 }
 
@@ -219,6 +237,12 @@ pub enum GuestMessage {
     StreamEnd(StreamEnd),
     Log(Log),
     RuntimeExited(RuntimeExited),
+    /// Everything before the snapshot was sent; nothing more comes until a restore.
+    CheckpointReady,
+    /// The runtime is ready again after a restore (its after-restore hooks ran).
+    RestoreDone,
+    /// `/runtime/restore/error`: the runtime's after-restore hooks failed.
+    RestoreError(InitError),
     ProtocolError(ProtocolError),
 }
 
@@ -242,6 +266,8 @@ impl Message for HostMessage {
             HostMessage::Init(_) => kind::INIT,
             HostMessage::Invoke(_) => kind::INVOKE,
             HostMessage::Shutdown(_) => kind::SHUTDOWN,
+            HostMessage::Checkpoint => kind::CHECKPOINT,
+            HostMessage::Restore(_) => kind::RESTORE,
             HostMessage::ProtocolError(_) => kind::PROTOCOL_ERROR,
         }
     }
@@ -285,6 +311,11 @@ impl Message for HostMessage {
                 e.str(&s.reason);
                 e.u32(s.grace_ms);
             }
+            HostMessage::Checkpoint => {}
+            HostMessage::Restore(r) => {
+                e.bytes(&r.seed);
+                e.u64(r.host_now_ms);
+            }
             HostMessage::ProtocolError(p) => encode_protocol_error(p, e),
         }
     }
@@ -324,6 +355,11 @@ impl Message for HostMessage {
                 reason: d.string("shutdown.reason")?,
                 grace_ms: d.u32("shutdown.grace_ms")?,
             }),
+            kind::CHECKPOINT => HostMessage::Checkpoint,
+            kind::RESTORE => HostMessage::Restore(Restore {
+                seed: d.bytes("restore.seed")?,
+                host_now_ms: d.u64("restore.host_now_ms")?,
+            }),
             kind::PROTOCOL_ERROR => HostMessage::ProtocolError(decode_protocol_error(&mut d)?),
             other => return Err(DecodeError::UnexpectedKind(other)),
         };
@@ -349,6 +385,9 @@ impl Message for GuestMessage {
             GuestMessage::StreamEnd(_) => kind::STREAM_END,
             GuestMessage::Log(_) => kind::LOG,
             GuestMessage::RuntimeExited(_) => kind::RUNTIME_EXITED,
+            GuestMessage::CheckpointReady => kind::CHECKPOINT_READY,
+            GuestMessage::RestoreDone => kind::RESTORE_DONE,
+            GuestMessage::RestoreError(_) => kind::RESTORE_ERROR,
             GuestMessage::ProtocolError(_) => kind::PROTOCOL_ERROR,
         }
     }
@@ -366,8 +405,8 @@ impl Message for GuestMessage {
     fn encode_body(&self, e: &mut Encoder) {
         match self {
             GuestMessage::Hello(h) => e.str(&h.agent),
-            GuestMessage::InitDone => {}
-            GuestMessage::InitError(i) => {
+            GuestMessage::InitDone | GuestMessage::CheckpointReady | GuestMessage::RestoreDone => {}
+            GuestMessage::InitError(i) | GuestMessage::RestoreError(i) => {
                 e.str(&i.error_type);
                 e.bytes(&i.body);
             }
@@ -447,6 +486,12 @@ impl Message for GuestMessage {
             kind::RUNTIME_EXITED => GuestMessage::RuntimeExited(RuntimeExited {
                 error_type: d.string("runtime_exited.error_type")?,
                 message: d.string("runtime_exited.message")?,
+            }),
+            kind::CHECKPOINT_READY => GuestMessage::CheckpointReady,
+            kind::RESTORE_DONE => GuestMessage::RestoreDone,
+            kind::RESTORE_ERROR => GuestMessage::RestoreError(InitError {
+                error_type: d.string("restore_error.error_type")?,
+                body: d.bytes("restore_error.body")?,
             }),
             kind::PROTOCOL_ERROR => GuestMessage::ProtocolError(decode_protocol_error(&mut d)?),
             other => return Err(DecodeError::UnexpectedKind(other)),

@@ -201,7 +201,11 @@ pub async fn init_error(inv: &Invocations, req: Request<Incoming>) -> Result<Rep
 /// the `Lambda-Runtime-Function-Error-Type` header, then `default`) and makes sure the
 /// body is a JSON error document: a runtime may post anything. Clients disagree on the
 /// header (`lambda_runtime` sends `unhandled` whatever the error), so the body wins.
-fn normalize_error(header_type: Option<String>, raw: Vec<u8>, default: &str) -> (String, Vec<u8>) {
+pub(super) fn normalize_error(
+    header_type: Option<String>,
+    raw: Vec<u8>,
+    default: &str,
+) -> (String, Vec<u8>) {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&raw).ok();
     let body_type = parsed
         .as_ref()

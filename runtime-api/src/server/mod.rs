@@ -10,6 +10,7 @@ mod ext_state;
 mod extensions;
 mod invocation;
 mod reply;
+mod restore;
 pub mod state;
 
 pub use errors::{ApiError, MAX_RESPONSE_BYTES, MAX_STREAM_BYTES};
@@ -92,6 +93,14 @@ async fn route(inv: &Arc<Invocations>, req: Request<Incoming>) -> Result<Reply, 
         ["2018-06-01", "runtime", "init", "error"] => {
             require(&method, Method::POST)?;
             invocation::init_error(inv, req).await
+        }
+        ["2018-06-01", "runtime", "restore", "next"] => {
+            require(&method, Method::GET)?;
+            restore::next(inv).await
+        }
+        ["2018-06-01", "runtime", "restore", "error"] => {
+            require(&method, Method::POST)?;
+            restore::error(inv, req).await
         }
         ["2020-01-01", "extension", "register"] => {
             require(&method, Method::POST)?;

@@ -16,6 +16,9 @@ pub const EXIT_ERROR: &str = "Runtime.ExitError";
 /// The error type of a runtime the kernel's OOM killer ended.
 pub const OUT_OF_MEMORY: &str = "Runtime.OutOfMemory";
 
+#[path = "restore_state.rs"]
+mod restore;
+
 /// Where frames for the host go (guest-init hands them to its writer thread).
 pub type Sink = Arc<dyn Fn(GuestMessage) + Send + Sync>;
 
@@ -46,8 +49,10 @@ struct State {
     /// Why the runtime is gone, for invocations that arrive afterwards.
     /// (error type, message) of a runtime that exited.
     exit_message: Option<(String, String)>,
-    /// The init error sent to the host, repeated for invocations after a failed init.
+    /// The init error sent to the host, repeated for invocations after a failed init
+    /// (or a failed restore).
     init_error: Option<InitError>,
+    restore: restore::RestoreGate,
 }
 
 /// What `/extension/register` answers with.
@@ -130,6 +135,7 @@ impl Invocations {
         st.runtime_ready = true;
         let (tx, rx) = oneshot::channel();
         st.waiter = Some(tx);
+        self.ready_after_restore(&mut st);
         self.dispatch(&mut st);
         Ok(rx)
     }

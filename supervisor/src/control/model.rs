@@ -44,6 +44,22 @@ pub struct EphemeralStorage {
     pub size: i64,
 }
 
+/// `SnapStart` in a request: `ApplyOn` is `PublishedVersions` or `None`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SnapStart {
+    pub apply_on: Option<String>,
+}
+
+/// `SnapStart` in a configuration: whether it is asked for, and whether this version
+/// starts from a snapshot (`On` for published versions that asked).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SnapStartResponse {
+    pub apply_on: &'static str,
+    pub optimization_status: &'static str,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateFunctionRequest<'a> {
@@ -64,6 +80,7 @@ pub struct CreateFunctionRequest<'a> {
     pub layers: Option<Vec<String>>,
     pub tags: Option<crate::registry::Tags>,
     pub image_config: Option<ImageConfig>,
+    pub snap_start: Option<SnapStart>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +111,7 @@ pub struct UpdateFunctionConfigurationRequest {
     pub revision_id: Option<String>,
     pub layers: Option<Vec<String>>,
     pub image_config: Option<ImageConfig>,
+    pub snap_start: Option<SnapStart>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +160,7 @@ pub struct FunctionConfiguration {
     pub layers: Vec<LayerView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_config_response: Option<ImageConfigResponse>,
+    pub snap_start: SnapStartResponse,
     /// A container image's URI as given and pinned, for GetFunction's `Code`.
     #[serde(skip)]
     pub image_uris: Option<(String, String)>,
@@ -203,6 +222,14 @@ impl FunctionConfiguration {
                 .image
                 .as_ref()
                 .map(|i| (i.uri.clone(), i.resolved_uri.clone())),
+            snap_start: SnapStartResponse {
+                apply_on: if r.snap_start {
+                    "PublishedVersions"
+                } else {
+                    "None"
+                },
+                optimization_status: if r.snap_start_applies() { "On" } else { "Off" },
+            },
         }
     }
 }

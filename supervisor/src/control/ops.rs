@@ -142,6 +142,10 @@ pub fn create_function(
     validate::environment(&environment)?;
     let tags = req.tags.unwrap_or_default();
     super::tags::validate(&tags)?;
+    let snap_start = req
+        .snap_start
+        .as_ref()
+        .map_or(Ok(false), validate::snap_start)?;
     let code = req
         .code
         .ok_or_else(|| ApiError::invalid("Code is required"))?;
@@ -186,6 +190,7 @@ pub fn create_function(
         unzipped_size: new_code.unzipped_size,
         layers,
         image: new_code.image,
+        snap_start,
     };
     let zip = new_code.bytes;
     // put() encrypts in place, so Publish needs its own plaintext copy.
@@ -379,6 +384,9 @@ pub fn update_configuration(
     }
     if let Some(arns) = req.layers {
         new.layers = super::layer::resolve_layers(sup, &arns, new.unzipped_size)?;
+    }
+    if let Some(s) = &req.snap_start {
+        new.snap_start = validate::snap_start(s)?;
     }
     match (&mut new.image, req.image_config) {
         (Some(image), config) => {

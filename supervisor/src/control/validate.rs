@@ -68,6 +68,17 @@ pub fn ephemeral(v: i64) -> Result<u32, ApiError> {
     range(v, "ephemeralStorage.size", 512, 10240)
 }
 
+/// `SnapStart.ApplyOn`: whether published versions start from a snapshot.
+pub fn snap_start(s: &super::model::SnapStart) -> Result<bool, ApiError> {
+    match s.apply_on.as_deref() {
+        Some("PublishedVersions") => Ok(true),
+        Some("None") | None => Ok(false),
+        Some(other) => Err(ApiError::invalid(format!(
+            "Value {other} at 'snapStart.applyOn' failed to satisfy constraint: Member must satisfy enum value set: [PublishedVersions, None]"
+        ))),
+    }
+}
+
 pub fn runtime(r: &str) -> Result<(), ApiError> {
     if RUNTIMES.contains(&r) {
         Ok(())

@@ -169,6 +169,7 @@ impl Specs {
                 overrides: i.config.clone(),
                 ready: None,
             }),
+            snap_start: record.snap_start_applies(),
         };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
             key,

@@ -36,6 +36,10 @@ pub struct FunctionRecord {
     /// manifest and run configuration), and `runtime` is empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageRecord>,
+    /// `SnapStart.ApplyOn` is `PublishedVersions`: published versions start microVMs from
+    /// a snapshot taken after their first Init.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snap_start: bool,
 }
 
 /// Where a container-image version came from and how it runs.
@@ -76,6 +80,13 @@ impl FunctionRecord {
             && self.code_sha256 == published.code_sha256
             && self.layers == published.layers
             && self.image == published.image
+            && self.snap_start == published.snap_start
+    }
+
+    /// Whether sandboxes of this version start from a snapshot: SnapStart applies to
+    /// published versions only, as on Lambda.
+    pub fn snap_start_applies(&self) -> bool {
+        self.snap_start && self.version != LATEST
     }
 
     /// The package and its layers, uncompressed.

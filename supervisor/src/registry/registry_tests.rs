@@ -2,6 +2,7 @@ use super::*;
 
 fn rec(name: &str, version: &str, rev: &str) -> FunctionRecord {
     FunctionRecord {
+        snap_start: false,
         name: name.into(),
         version: version.into(),
         runtime: "provided.al2023".into(),

@@ -99,6 +99,7 @@ impl GuestProcess {
             .spawn()
             .map_err(|e| format!("spawn guest-init: {e}"))?;
         let stderr = Arc::new(Mutex::new(String::new()));
+        let logs = Arc::new(Mutex::new(Vec::new()));
         if let Some(mut pipe) = child.stderr.take() {
             let sink = Arc::clone(&stderr);
             std::thread::spawn(move || {
@@ -114,27 +115,7 @@ impl GuestProcess {
             });
         }
         let stream = accept_with_timeout(&listener, &mut child)?;
-        let conn = HostConnection::accept(stream, "integration-test-host")
-            .map_err(|e| format!("handshake: {e}"))?;
-        let peer_agent = conn.peer_agent().to_string();
-        let (mut rx, tx) = conn.into_split();
-        let (ev_tx, events) = mpsc::channel();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let log_sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            while let Ok(msg) = rx.recv() {
-                match msg {
-                    GuestMessage::Log(l) => {
-                        log_sink.lock().unwrap_or_else(|p| p.into_inner()).push(l)
-                    }
-                    other => {
-                        if ev_tx.send(other).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
+        let (tx, events, peer_agent) = connect(stream, Arc::clone(&logs))?;
         Ok(Self {
             child,
             tx,
@@ -144,6 +125,20 @@ impl GuestProcess {
             others: Vec::new(),
             peer_agent,
         })
+    }
+
+    /// Breaks the connection as a snapshot's restore does and accepts guest-init's
+    /// new one on the same socket path (SnapStart, after `CheckpointReady`).
+    pub fn reconnect(&mut self, sb: &Sandbox) -> Result<(), String> {
+        let sock = sb.path().join("host.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener =
+            UnixListener::bind(&sock).map_err(|e| format!("bind {}: {e}", sock.display()))?;
+        self.tx.close();
+        let stream = accept_with_timeout(&listener, &mut self.child)?;
+        let (tx, events, peer_agent) = connect(stream, Arc::clone(&self.logs))?;
+        (self.tx, self.events, self.peer_agent) = (tx, events, peer_agent);
+        Ok(())
     }
 
     pub fn send_init(&self, init: &Init) {
@@ -300,6 +295,31 @@ impl Drop for GuestProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+type Connected = (HostSender<UnixStream>, mpsc::Receiver<GuestMessage>, String);
+
+/// The handshake on an accepted stream, and a thread that files log lines in `logs`
+/// and hands every other message to the returned receiver.
+fn connect(stream: UnixStream, logs: Arc<Mutex<Vec<Log>>>) -> Result<Connected, String> {
+    let conn = HostConnection::accept(stream, "integration-test-host")
+        .map_err(|e| format!("handshake: {e}"))?;
+    let peer_agent = conn.peer_agent().to_string();
+    let (mut rx, tx) = conn.into_split();
+    let (ev_tx, events) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                GuestMessage::Log(l) => logs.lock().unwrap_or_else(|p| p.into_inner()).push(l),
+                other => {
+                    if ev_tx.send(other).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Ok((tx, events, peer_agent))
 }
 
 fn accept_with_timeout(listener: &UnixListener, child: &mut Child) -> Result<UnixStream, String> {

@@ -10,7 +10,7 @@ usage: vmm --kernel PATH [--initrd PATH] [--rootfs PATH [--rootfs-read-only]]
            [--serial-out PATH|-] [--serial-out-max-bytes N] [--serial-stdin]
            [--vsock-cid N --vsock-uds PATH] [--metrics-path FILE] [--log-level LEVEL]
            [--kvm-fd N] [--xsave auto|on|off] [--no-seccomp] [SNAPSHOT]
-       vmm --restore-state PATH --restore-mem PATH [--drive ...|--image-drive FD]...
+       vmm --restore-state PATH --restore-mem PATH [--restore-lazy] [--drive ...|--image-drive FD]...
            [--vsock-cid N --vsock-uds PATH] [--serial-out ...] [--metrics-path FILE]
            [--log-level LEVEL] [--kvm-fd N] [--no-seccomp] [SNAPSHOT]
        vmm --config-file vm.json [--serial-out PATH|-] [--metrics-path FILE]
@@ -30,6 +30,8 @@ process instead of booting: vCPUs and memory come from it (guest memory is mappe
 copy-on-write from the memory file), drives, vsock and serial output from the command
 line, in the same order and kinds as when it was taken. A snapshot from another vmm
 version or CPU model, or whose checksums fail, is refused with exit code 1.
+--restore-lazy maps the memory file without reading it first (its checksum is then
+not checked): for callers that keep it where nothing else can write it.
 --xsave: auto (default) probes whether this host's KVM tracks the guest's XCR0 and
 hides XSAVE/AVX from the guest if not; --probe-host prints what the probe found as
 JSON, so a caller starting many VMs can probe once and pass --xsave on|off.
@@ -76,6 +78,7 @@ struct Raw {
     snapshot_exit: bool,
     restore_state: Option<PathBuf>,
     restore_mem: Option<PathBuf>,
+    restore_lazy: bool,
 }
 
 fn number<T: std::str::FromStr>(option: &'static str, v: &str) -> Result<T, ConfigError>
@@ -162,7 +165,7 @@ fn apply(
         "--restore-state" => raw.restore_state = Some(val()?.into()),
         "--restore-mem" => raw.restore_mem = Some(val()?.into()),
         "--rootfs-read-only" | "--serial-stdin" | "--no-seccomp" | "--probe-host"
-        | "--snapshot-exit"
+        | "--snapshot-exit" | "--restore-lazy"
             if v.is_some() =>
         {
             return Err(ConfigError::Usage(format!("option {name} takes no value")))
@@ -172,6 +175,7 @@ fn apply(
         "--no-seccomp" => raw.no_seccomp = true,
         "--probe-host" => raw.probe_host = true,
         "--snapshot-exit" => raw.snapshot_exit = true,
+        "--restore-lazy" => raw.restore_lazy = true,
         other => {
             return Err(ConfigError::Usage(format!(
                 "unknown option {other:?}\n{USAGE}"
@@ -231,12 +235,11 @@ fn snapshot(raw: &Raw) -> Result<Option<SnapshotConfig>, ConfigError> {
 fn restore(raw: &Raw) -> Result<Option<RestoreConfig>, ConfigError> {
     let (state, mem) = match (&raw.restore_state, &raw.restore_mem) {
         (Some(s), Some(m)) => (s.clone(), m.clone()),
-        (None, None) => return Ok(None),
-        _ => {
-            return Err(ConfigError::Usage(
-                "--restore-state and --restore-mem must be given together".into(),
-            ))
-        }
+        (None, None) if !raw.restore_lazy => return Ok(None),
+        _ => return Err(ConfigError::Usage(
+            "--restore-state and --restore-mem must be given together (--restore-lazy needs both)"
+                .into(),
+        )),
     };
     let boot_opts = raw.kernel.is_some()
         || raw.initrd.is_some()
@@ -253,7 +256,11 @@ fn restore(raw: &Raw) -> Result<Option<RestoreConfig>, ConfigError> {
                 .into(),
         ));
     }
-    Ok(Some(RestoreConfig { state, mem }))
+    Ok(Some(RestoreConfig {
+        state,
+        mem,
+        verify_mem: !raw.restore_lazy,
+    }))
 }
 
 fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
@@ -454,7 +461,19 @@ mod tests {
             "/d",
         ]);
         let r = c.restore.unwrap();
-        assert_eq!((r.state, r.mem), ("/s".into(), "/m".into()));
+        assert_eq!(
+            (r.state, r.mem, r.verify_mem),
+            ("/s".into(), "/m".into(), true)
+        );
+        let c = cfg(&[
+            "--restore-state",
+            "/s",
+            "--restore-mem",
+            "/m",
+            "--restore-lazy",
+        ]);
+        assert!(!c.restore.unwrap().verify_mem);
+        assert!(p(&["--kernel", "/k", "--restore-lazy"]).is_err());
         assert_eq!(c.drives.len(), 1);
         assert!(p(&["--restore-state", "/s"]).is_err());
         for extra in [["--kernel", "/k"], ["--mem-mib", "64"], ["--vcpus", "2"]] {

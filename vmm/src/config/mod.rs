@@ -88,6 +88,10 @@ pub struct SnapshotConfig {
 pub struct RestoreConfig {
     pub state: PathBuf,
     pub mem: PathBuf,
+    /// Read the whole memory file once to check its BLAKE3 before mapping it. Off
+    /// (`--restore-lazy`) for callers that keep the file where nothing else can write
+    /// it: pages then load only when the guest touches them.
+    pub verify_mem: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -59,8 +59,8 @@ pub fn restore(
         return Err(SnapshotError::VcpuCount(state.vcpus.len()).into());
     }
     let mem_file = File::open(&r.mem).map_err(SnapshotError::file("snapshot memory", &r.mem))?;
-    let mem = memory_file::map(&mem_file, state.mem_mib, &state.memory_blake3)
-        .map_err(SnapshotError::from)?;
+    let expected = r.verify_mem.then_some(&state.memory_blake3);
+    let mem = memory_file::map(&mem_file, state.mem_mib, expected).map_err(SnapshotError::from)?;
     let (kvm, vmfd) = vm::create_vm(cfg.kvm_fd)?;
     memory::register_memory(&vmfd, &mem)?;
     vm_state::restore(&vmfd, &state.vm).map_err(SnapshotError::from)?;

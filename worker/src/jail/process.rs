@@ -131,21 +131,31 @@ impl JailedProcess {
         }
     }
 
+    /// Sends `sig` to the jail's init. From outside its PID namespace only signals the
+    /// init handles, blocks or cannot refuse (SIGKILL) arrive.
+    pub fn signal(&self, sig: i32) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal with our pidfd and no siginfo; it cannot hit a
+        // recycled pid, which is why a pidfd is used.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Sends SIGKILL to the jail's init (the kernel then kills the whole PID namespace)
     /// and to everything left in its cgroup.
     pub fn kill(&self) {
         if self.exit.is_none() {
-            // SAFETY: pidfd_send_signal with our pidfd and no siginfo; it cannot hit a
-            // recycled pid, which is why a pidfd is used.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    self.pidfd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
+            let _ = self.signal(libc::SIGKILL);
         }
         if let Some(cg) = &self.cgroup {
             cg.kill_all();

@@ -34,6 +34,8 @@ struct CheckedOut {
     id: String,
     created: Instant,
     init_duration: Option<Duration>,
+    /// The cold start resumed a SnapStart snapshot: `init_duration` is its restore.
+    restored: bool,
     used: Duration,
     before_start: String,
     after_start: String,
@@ -281,6 +283,7 @@ impl Worker {
             memory_size_mb: spec.memory_mib,
             max_memory_used_mb: max_mem.div_ceil(1 << 20),
             init_duration: ready.init_duration,
+            restored: ready.restored,
             status: ending.status,
             error_type: ending.error_type(),
         };
@@ -347,6 +350,7 @@ impl Worker {
                 id: e.id,
                 created: e.created,
                 init_duration: None,
+                restored: false,
                 used: Duration::ZERO,
                 before_start: String::new(),
                 after_start: String::new(),
@@ -355,6 +359,7 @@ impl Worker {
         }
         let r = init_phase::cold_start(inner, spec, request_id).await?;
         Ok(CheckedOut {
+            restored: r.sandbox.restored(),
             sandbox: r.sandbox,
             id: r.id,
             created: Instant::now(),
@@ -384,6 +389,7 @@ impl Worker {
             memory_size_mb: spec.memory_mib,
             max_memory_used_mb: 0,
             init_duration: None,
+            restored: false,
             status: Some(f.status),
             error_type,
         };

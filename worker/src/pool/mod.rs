@@ -473,6 +473,7 @@ impl Worker {
             self.inner.metrics.reaped("deleted");
         }
         self.inner.destroy_all(gone);
+        self.inner.backend.forget(name, version);
         if let Some(files) = &self.inner.logs {
             match version {
                 Some(v) => files.close(name, v),

@@ -74,6 +74,12 @@ pub fn is_dynamic_elf(path: &std::path::Path) -> std::io::Result<bool> {
         .any(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) == PT_INTERP))
 }
 
+/// Where a VM booted to be snapshotted writes its snapshot, and where a restored VM
+/// finds it (a directory bound into the jail).
+pub const SNAPSHOT_DIR: &str = "/snapshot";
+pub const SNAPSHOT_STATE: &str = "/snapshot/state";
+pub const SNAPSHOT_MEM: &str = "/snapshot/mem";
+
 impl Launcher {
     /// The VMM's arguments (paths inside the jail).
     pub fn args(&self, vm: &VmShape) -> Vec<String> {
@@ -84,26 +90,71 @@ impl Launcher {
             ""
         };
         let cmdline = format!("{BASE_CMDLINE} {}{opt}{image}", vm.extra_cmdline);
-        let opt_drive = vm
-            .opt_drive
-            .then(|| ["--drive".to_string(), format!("{OPT},ro")]);
+        let mut args: Vec<String> = ["--kernel", KERNEL].iter().map(|s| s.to_string()).collect();
+        args.extend(Self::devices(vm));
+        args.extend([
+            "--mem-mib".into(),
+            vm.mem_mib.to_string(),
+            "--vcpus".into(),
+            vm.vcpus.to_string(),
+            "--cmdline".into(),
+            cmdline.trim().to_string(),
+        ]);
+        args
+    }
+
+    /// Boot arguments that also make SIGUSR1 write a snapshot to [`SNAPSHOT_DIR`] and
+    /// stop the VM.
+    pub fn snapshot_args(&self, vm: &VmShape) -> Vec<String> {
+        let mut args = self.args(vm);
+        args.extend(
+            [
+                "--snapshot-state",
+                SNAPSHOT_STATE,
+                "--snapshot-mem",
+                SNAPSHOT_MEM,
+                "--snapshot-exit",
+            ]
+            .map(String::from),
+        );
+        args
+    }
+
+    /// Arguments that resume the snapshot in [`SNAPSHOT_DIR`]: the same devices in the
+    /// same order as when it was taken; kernel, memory and vCPUs come from it.
+    pub fn restore_args(&self, vm: &VmShape) -> Vec<String> {
+        // Lazy: the worker keeps snapshots where only root can write, and a restore that
+        // read the whole memory file first would load every page the guest never uses.
+        let mut args: Vec<String> = [
+            "--restore-state",
+            SNAPSHOT_STATE,
+            "--restore-mem",
+            SNAPSHOT_MEM,
+            "--restore-lazy",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(Self::devices(vm));
+        args
+    }
+
+    /// Drives, vsock, console and the inherited /dev/kvm, in the order a snapshot
+    /// records them.
+    fn devices(vm: &VmShape) -> Vec<String> {
         let code_drive = if vm.image_drive {
             ["--image-drive".to_string(), IMAGE_FD.to_string()]
         } else {
             ["--drive".to_string(), format!("{CODE},ro")]
         };
-        ["--kernel", KERNEL, "--rootfs", ROOTFS, "--rootfs-read-only"]
+        let opt_drive = vm
+            .opt_drive
+            .then(|| ["--drive".to_string(), format!("{OPT},ro")]);
+        ["--rootfs", ROOTFS, "--rootfs-read-only"]
             .iter()
             .map(|s| s.to_string())
             .chain(code_drive)
             .chain(opt_drive.into_iter().flatten())
             .chain([
-                "--mem-mib".into(),
-                vm.mem_mib.to_string(),
-                "--vcpus".into(),
-                vm.vcpus.to_string(),
-                "--cmdline".into(),
-                cmdline.trim().to_string(),
                 "--vsock-cid".into(),
                 GUEST_CID.to_string(),
                 "--vsock-uds".into(),
@@ -120,6 +171,35 @@ impl Launcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_names_the_same_devices_in_the_same_order_and_nothing_of_the_boot() {
+        let l = Launcher {
+            vmm: "/host/vmm".into(),
+            kernel: "/host/vmlinux".into(),
+        };
+        let vm = VmShape {
+            mem_mib: 256,
+            vcpus: 1,
+            extra_cmdline: String::new(),
+            opt_drive: true,
+            image_drive: false,
+        };
+        let boot = l.snapshot_args(&vm).join(" ");
+        assert!(boot.ends_with(
+            "--snapshot-state /snapshot/state --snapshot-mem /snapshot/mem --snapshot-exit"
+        ));
+        let restore = l.restore_args(&vm).join(" ");
+        assert!(restore.starts_with(
+            "--restore-state /snapshot/state --restore-mem /snapshot/mem --restore-lazy --rootfs"
+        ));
+        let devices =
+            |s: &str| s[s.find("--rootfs").unwrap()..s.find("--kvm-fd").unwrap()].to_owned();
+        assert_eq!(devices(&boot), devices(&restore));
+        for boot_only in ["--kernel", "--mem-mib", "--vcpus", "--cmdline"] {
+            assert!(!restore.contains(boot_only), "{restore}");
+        }
+    }
 
     #[test]
     fn tells_static_from_dynamic_binaries() {
@@ -144,6 +224,7 @@ mod tests {
             image_drive: false,
         };
         let joined = l.args(&shape(false)).join(" ");
+        assert!(joined.starts_with("--kernel /vm/kernel --rootfs /vm/rootfs.ext4"));
         assert!(joined.contains("--vsock-uds /run/vm/vm.vsock"));
         assert!(joined.contains("--drive /vm/code.ext4,ro"));
         assert!(joined.contains("reboot=k gi.port=9000"));
@@ -161,7 +242,7 @@ mod tests {
                 ..shape(false)
             })
             .join(" ");
-        assert!(joined.contains("--rootfs-read-only --image-drive 4 --mem-mib"));
+        assert!(joined.contains("--rootfs-read-only --image-drive 4 --vsock-cid"));
         assert!(!joined.contains("code.ext4"));
         assert!(joined.contains("gi.port=9000 gi.task= gi.image=/dev/vdb"));
     }

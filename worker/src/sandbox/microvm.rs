@@ -22,8 +22,11 @@ use tokio::net::UnixListener;
 mod code_image;
 mod image_link;
 mod kvm;
+mod snapshots;
+mod snapstart;
 mod vm_sandbox;
 use kvm::{hold_a_vm, open_kvm};
+use snapshots::{Snapshot, SnapshotStore};
 use vm_sandbox::VmSandbox;
 mod probe;
 
@@ -82,6 +85,8 @@ pub struct MicroVmBackend {
     /// Host uid ranges, one leased per live sandbox.
     uids: jail::UidLeases,
     placer: CpuPlacer,
+    /// SnapStart snapshots taken on this host.
+    snapshots: SnapshotStore,
     /// See [`hold_a_vm`].
     _held_vm: Option<std::os::fd::OwnedFd>,
 }
@@ -100,12 +105,35 @@ fn chown(p: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
         .map_err(|e| start_err(format!("chown {}: {e}", p.display())))
 }
 
+/// How a sandbox's VM starts.
+enum Launch<'a> {
+    Boot,
+    /// Booted to be snapshotted after Init (the first cold start of a SnapStart version).
+    BootForSnapshot,
+    /// Resumed from the version's snapshot.
+    Restore(&'a Snapshot),
+}
+
 /// A sandbox's own files on the host: removed with `dir` when the sandbox goes.
 struct SandboxFiles {
     dir: DirGuard,
     /// None for a container image, which the monitor reads through its chunk link.
     code_image: Option<PathBuf>,
     opt_image: Option<PathBuf>,
+}
+
+/// A new, empty host folder for sandbox `id`, with its socket subfolder.
+fn files_dir(run_root: &Path, id: &str) -> Result<DirGuard, SandboxError> {
+    let files = DirGuard(run_root.join(format!("{id}.files")));
+    let _ = std::fs::remove_dir_all(&files.0);
+    std::fs::create_dir_all(files.0.join("sock"))
+        .map_err(|e| start_err(format!("sandbox dir: {e}")))?;
+    // The jail binds the code image and socket dir as its root (group JAIL_ROOT_GID);
+    // other host users, who may learn the id from the jail's mountinfo, cannot
+    // traverse to the code or the guest's socket.
+    chown(&files.0, 0, jail::JAIL_ROOT_GID)?;
+    chmod(&files.0, 0o710)?;
+    Ok(files)
 }
 
 impl MicroVmBackend {
@@ -141,6 +169,8 @@ impl MicroVmBackend {
                 cfg.launcher.vmm.display()
             );
         }
+        let snapshots = SnapshotStore::new(&cfg.run_root)
+            .map_err(|e| start_err(format!("snapshot store: {e}")))?;
         let held_vm = hold_a_vm()
             .inspect_err(|e| eprintln!("worker: not holding an idle KVM VM: {e}"))
             .ok();
@@ -151,6 +181,7 @@ impl MicroVmBackend {
             cgroups: Arc::new(cgroups),
             uids,
             placer: CpuPlacer::from_own_affinity(),
+            snapshots,
             _held_vm: held_vm,
         })
     }
@@ -162,15 +193,7 @@ impl MicroVmBackend {
         spec: &FunctionVersionSpec,
         id: &str,
     ) -> Result<SandboxFiles, SandboxError> {
-        let files = DirGuard(self.cfg.run_root.join(format!("{id}.files")));
-        let _ = std::fs::remove_dir_all(&files.0);
-        std::fs::create_dir_all(files.0.join("sock"))
-            .map_err(|e| start_err(format!("sandbox dir: {e}")))?;
-        // The jail binds the code image and socket dir as its root (group
-        // JAIL_ROOT_GID); other host users, who may learn the id from the jail's
-        // mountinfo, cannot traverse to the code or the guest's socket.
-        chown(&files.0, 0, jail::JAIL_ROOT_GID)?;
-        chmod(&files.0, 0o710)?;
+        let files = files_dir(&self.cfg.run_root, id)?;
         let code_image = match (&spec.image, &spec.code_image, &spec.code_dir) {
             (Some(_), _, _) => None,
             (None, Some(img), _) => Some(img.clone()),
@@ -190,14 +213,26 @@ impl MicroVmBackend {
         })
     }
 
-    /// Read-only files the VMM sees in its jail.
-    fn binds(&self, rootfs: PathBuf, files: &SandboxFiles) -> Vec<(PathBuf, PathBuf)> {
+    /// Read-only files the VMM sees in its jail: a restored VM gets its snapshot's
+    /// files instead of the kernel.
+    fn binds(
+        &self,
+        rootfs: PathBuf,
+        files: &SandboxFiles,
+        how: &Launch<'_>,
+    ) -> Vec<(PathBuf, PathBuf)> {
         let l = &self.cfg.launcher;
         let mut ro_binds = vec![
             (l.vmm.clone(), PathBuf::from(launcher::VMM)),
-            (l.kernel.clone(), PathBuf::from(launcher::KERNEL)),
             (rootfs, PathBuf::from(launcher::ROOTFS)),
         ];
+        match how {
+            Launch::Restore(snap) => ro_binds.extend([
+                (snap.state.clone(), PathBuf::from(launcher::SNAPSHOT_STATE)),
+                (snap.mem.clone(), PathBuf::from(launcher::SNAPSHOT_MEM)),
+            ]),
+            _ => ro_binds.push((l.kernel.clone(), PathBuf::from(launcher::KERNEL))),
+        }
         if let Some(code) = &files.code_image {
             ro_binds.push((code.clone(), PathBuf::from(launcher::CODE)));
         }
@@ -215,7 +250,7 @@ impl MicroVmBackend {
         spec: &FunctionVersionSpec,
         id: &str,
         ro_binds: Vec<(PathBuf, PathBuf)>,
-        sock_dir: &Path,
+        rw_binds: Vec<(PathBuf, PathBuf)>,
         host_id_base: u32,
         cpus: &Option<CpuLease>,
     ) -> JailConfig {
@@ -223,7 +258,7 @@ impl MicroVmBackend {
             rootfs: None,
             code: None,
             ro_binds,
-            rw_binds: vec![(sock_dir.to_owned(), PathBuf::from(launcher::VSOCK_DIR))],
+            rw_binds,
             devices: Vec::new(),
             run_dir: self.cfg.run_root.join(id),
             tmp_size_mib: 16,
@@ -262,10 +297,54 @@ impl MicroVmBackend {
     }
 
     async fn start(&self, spec: &FunctionVersionSpec, id: &str) -> Result<VmSandbox, SandboxError> {
+        if spec.snap_start {
+            if let Some(sb) = self.start_from_snapshot(spec, id).await {
+                return Ok(sb);
+            }
+        }
+        self.launch(spec, id, &Launch::Boot).await
+    }
+
+    /// The VMM's arguments for `how`.
+    fn vmm_args(
+        &self,
+        spec: &FunctionVersionSpec,
+        files: &SandboxFiles,
+        how: &Launch<'_>,
+        image: bool,
+    ) -> Vec<String> {
+        let shape = VmShape {
+            mem_mib: spec.memory_mib,
+            vcpus: self.cfg.vcpus,
+            extra_cmdline: self.cfg.extra_cmdline.clone(),
+            opt_drive: files.opt_image.is_some(),
+            image_drive: image,
+        };
+        let l = &self.cfg.launcher;
+        let mut args = match how {
+            Launch::Boot => l.args(&shape),
+            Launch::BootForSnapshot => l.snapshot_args(&shape),
+            // The probed flags choose what the guest boots with; a restore has it.
+            Launch::Restore(_) => return l.restore_args(&shape),
+        };
+        args.extend(self.probed_flags.iter().cloned());
+        args
+    }
+
+    /// Starts a sandbox's VM: booted, booted to be snapshotted, or restored.
+    async fn launch(
+        &self,
+        spec: &FunctionVersionSpec,
+        id: &str,
+        how: &Launch<'_>,
+    ) -> Result<VmSandbox, SandboxError> {
         let t0 = Instant::now();
         let image = image_link::lazy_image(spec)?;
         let rootfs = self.rootfs_for(spec, image.is_some())?;
-        let files = self.sandbox_files(spec, id).await?;
+        let files = match how {
+            Launch::Restore(snap) => snapstart::restore_files(&self.cfg.run_root, id, snap)?,
+            _ => self.sandbox_files(spec, id).await?,
+        };
         let (image_link, image_fd) = match image {
             Some(image) => {
                 let (link, fd) = image_link::start(image, id)?;
@@ -276,31 +355,40 @@ impl MicroVmBackend {
         let lease = self.uids.acquire().map_err(|e| start_err(e.to_string()))?;
         let id_base = lease.host_base();
         let sock_dir = files.dir.0.join("sock");
-        chown(
-            &sock_dir,
-            id_base + jail::SANDBOX_UID,
-            jail::host_gid(id_base, jail::SANDBOX_UID),
-        )?;
+        let sandbox_owned = |dir: &Path| {
+            chown(
+                dir,
+                id_base + jail::SANDBOX_UID,
+                jail::host_gid(id_base, jail::SANDBOX_UID),
+            )
+        };
+        sandbox_owned(&sock_dir)?;
+        let mut rw_binds = vec![(sock_dir.clone(), PathBuf::from(launcher::VSOCK_DIR))];
+        let snapshot_out = match how {
+            Launch::BootForSnapshot => {
+                let out = self
+                    .snapshots
+                    .scratch(id)
+                    .map_err(|e| start_err(format!("snapshot folder: {e}")))?;
+                sandbox_owned(&out.0)?;
+                rw_binds.push((out.0.clone(), PathBuf::from(launcher::SNAPSHOT_DIR)));
+                Some(out)
+            }
+            _ => None,
+        };
         // guest-init's connection arrives here: listen before the VM starts.
         let guest_sock = sock_dir.join(format!("vm.vsock_{GUEST_PORT}"));
         let listener =
             UnixListener::bind(&guest_sock).map_err(|e| start_err(format!("bind: {e}")))?;
         chmod(&guest_sock, 0o777)?;
-        let mut args = self.cfg.launcher.args(&VmShape {
-            mem_mib: spec.memory_mib,
-            vcpus: self.cfg.vcpus,
-            extra_cmdline: self.cfg.extra_cmdline.clone(),
-            opt_drive: files.opt_image.is_some(),
-            image_drive: image_fd.is_some(),
-        });
-        args.extend(self.probed_flags.iter().cloned());
+        let args = self.vmm_args(spec, &files, how, image_fd.is_some());
         let cpus = self
             .cfg
             .place_cpus
             .then(|| self.placer.lease(self.cfg.vcpus as usize))
             .flatten();
-        let binds = self.binds(rootfs, &files);
-        let jcfg = self.jail_config(spec, id, binds, &sock_dir, id_base, &cpus);
+        let binds = self.binds(rootfs, &files, how);
+        let jcfg = self.jail_config(spec, id, binds, rw_binds, id_base, &cpus);
         let cmd = JailCommand {
             exe: PathBuf::from(launcher::VMM),
             args,
@@ -321,14 +409,22 @@ impl MicroVmBackend {
         let conn = WireConn::handshake(stream)
             .await
             .map_err(|e| start_err(format!("handshake: {e}: {}", serial.text())))?;
+        let mut init = init_message(spec, &self.cfg.identity, id);
+        let arn = function_arn(spec, &self.cfg.identity);
+        let session = match how {
+            Launch::Restore(_) => Session::restored(conn, init, arn),
+            Launch::BootForSnapshot => {
+                init.initialization_type = "snap-start".into();
+                Session::new(conn, init, arn)
+            }
+            Launch::Boot => Session::new(conn, init, arn),
+        };
         Ok(VmSandbox {
-            session: Session::new(
-                conn,
-                init_message(spec, &self.cfg.identity, id),
-                function_arn(spec, &self.cfg.identity),
-            ),
+            session,
             proc: Some(proc),
             memory_mib: spec.memory_mib,
+            images: (files.code_image.clone(), files.opt_image.clone()),
+            snapshot_out,
             _files: files.dir,
             serial,
             stderr,
@@ -386,6 +482,10 @@ impl Backend for MicroVmBackend {
 
     fn reads_images_lazily(&self) -> bool {
         true
+    }
+
+    fn forget(&self, name: &str, version: Option<&str>) {
+        self.snapshots.forget_function(name, version);
     }
 
     fn create<'a>(

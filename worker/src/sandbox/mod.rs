@@ -98,6 +98,10 @@ pub trait Sandbox: Send {
     fn start_details(&self) -> Option<String> {
         None
     }
+    /// Resumed from a SnapStart snapshot: its start is a restore, not an Init.
+    fn restored(&self) -> bool {
+        false
+    }
     /// Stops the sandbox and releases everything it holds.
     fn destroy(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()>;
 }
@@ -112,6 +116,9 @@ pub trait Backend: Send + Sync {
         spec: &'a FunctionVersionSpec,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Sandbox>, SandboxError>>;
+    /// A function, or one version of it, was deleted: drop what the backend keeps for
+    /// it beyond its sandboxes (a microVM backend's snapshots).
+    fn forget(&self, _name: &str, _version: Option<&str>) {}
     /// Whether the backend reads a container image lazily through its chunks
     /// ([`crate::spec::ImageAccess::Chunks`]) rather than from a mount on this host.
     fn reads_images_lazily(&self) -> bool {

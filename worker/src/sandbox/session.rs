@@ -34,7 +34,13 @@ pub struct Session {
     init: Init,
     arn: String,
     logs: LogTail,
+    /// A sandbox resumed from a SnapStart snapshot: its Init ran before the snapshot,
+    /// so `init` sends Restore instead.
+    restored: bool,
 }
+
+#[path = "session_snapstart.rs"]
+mod snapstart;
 
 /// The Init message for a function version.
 pub fn init_message(spec: &FunctionVersionSpec, id: &Identity, sandbox_id: &str) -> Init {
@@ -128,6 +134,7 @@ impl Session {
             init,
             arn,
             logs: LogTail::default(),
+            restored: false,
         }
     }
 
@@ -148,7 +155,11 @@ impl Session {
         self.logs.take()
     }
 
+    /// Init, or for a restored sandbox the Restore that takes its place.
     pub async fn init(&mut self) -> Result<(), SandboxError> {
+        if self.restored {
+            return self.resume().await;
+        }
         let init = Init {
             host_now_ms: epoch_ms(),
             ..self.init.clone()

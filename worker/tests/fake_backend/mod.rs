@@ -166,6 +166,7 @@ pub fn spec(name: &str) -> FunctionVersionSpec {
         revision: String::new(),
         layers: Default::default(),
         image: None,
+        snap_start: false,
     }
 }
 

@@ -61,6 +61,10 @@ pub struct VmSandbox {
     pub(super) session: Session,
     pub(super) proc: Option<JailedProcess>,
     pub(super) memory_mib: u32,
+    /// The code and layer images attached as drives (a snapshot keeps them).
+    pub(super) images: (Option<std::path::PathBuf>, Option<std::path::PathBuf>),
+    /// Where a VM booted to be snapshotted writes its snapshot (in the snapshot store).
+    pub(super) snapshot_out: Option<DirGuard>,
     /// Socket dir and built code image.
     pub(super) _files: DirGuard,
     pub(super) serial: StderrTail,
@@ -127,6 +131,10 @@ impl Sandbox for VmSandbox {
 
     fn console_tail(&self) -> Option<String> {
         Some(self.serial.text())
+    }
+
+    fn restored(&self) -> bool {
+        self.session.is_restored()
     }
 
     fn start_details(&self) -> Option<String> {

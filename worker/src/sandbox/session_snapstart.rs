@@ -1,0 +1,76 @@
+//! SnapStart on the guest-init protocol: Checkpoint once Init is done (the VM is then
+//! snapshotted), and Restore, with a seed of its own, for each copy resumed from it.
+
+use super::{epoch_ms, wire_err, Session};
+use crate::sandbox::wire::WireConn;
+use crate::sandbox::SandboxError;
+use runtime_api::protocol::{GuestMessage, HostMessage, Init, Restore};
+
+/// Bytes of seed each restored copy mixes into its kernel RNG.
+const SEED_BYTES: usize = 32;
+
+impl Session {
+    /// A session with a guest resumed from a snapshot: `init` restores it.
+    pub fn restored(conn: WireConn, init: Init, arn: String) -> Self {
+        Self {
+            restored: true,
+            ..Self::new(conn, init, arn)
+        }
+    }
+
+    /// Whether this session's guest was resumed from a snapshot.
+    pub fn is_restored(&self) -> bool {
+        self.restored
+    }
+
+    /// After Init: asks guest-init to quiesce for the snapshot; returns once it has.
+    pub async fn checkpoint(&mut self) -> Result<(), SandboxError> {
+        self.conn
+            .send(&HostMessage::Checkpoint)
+            .await
+            .map_err(wire_err)?;
+        loop {
+            match self.conn.recv().await.map_err(wire_err)? {
+                GuestMessage::CheckpointReady => return Ok(()),
+                GuestMessage::Log(l) => self.log(l),
+                other => return Err(unexpected("checkpoint", &other)),
+            }
+        }
+    }
+
+    /// Sends Restore with a fresh seed and waits until the runtime is ready again (its
+    /// after-restore hooks ran) or says why not.
+    pub(super) async fn resume(&mut self) -> Result<(), SandboxError> {
+        let mut seed = vec![0u8; SEED_BYTES];
+        getrandom::getrandom(&mut seed)
+            .map_err(|e| SandboxError::Start(format!("no seed for the restored guest: {e}")))?;
+        let msg = HostMessage::Restore(Restore {
+            seed,
+            host_now_ms: epoch_ms(),
+        });
+        self.conn.send(&msg).await.map_err(wire_err)?;
+        loop {
+            match self.conn.recv().await.map_err(wire_err)? {
+                GuestMessage::RestoreDone => return Ok(()),
+                GuestMessage::RestoreError(e) => {
+                    return Err(SandboxError::Init {
+                        error_type: e.error_type,
+                        body: e.body,
+                    })
+                }
+                GuestMessage::RuntimeExited(r) => {
+                    return Err(SandboxError::Exited {
+                        error_type: r.error_type,
+                        message: r.message,
+                    })
+                }
+                GuestMessage::Log(l) => self.log(l),
+                other => return Err(unexpected("restore", &other)),
+            }
+        }
+    }
+}
+
+fn unexpected(phase: &str, msg: &GuestMessage) -> SandboxError {
+    SandboxError::Protocol(format!("unexpected message during {phase}: {msg:?}"))
+}
