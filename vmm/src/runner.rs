@@ -1,7 +1,7 @@
 //! Runs a built VM: seccomp, vCPU threads, the event loop, and orderly exit.
 
 use std::io::Write;
-use std::os::unix::thread::JoinHandleExt;
+use std::os::unix::thread::{JoinHandleExt, RawPthread};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 
@@ -40,7 +40,7 @@ fn report_metrics(vmm: &mut Vmm) {
 
 /// Takes the snapshot SIGUSR1 asked for; returns the exit reason when the VM is to stop
 /// after it. A failed snapshot is logged and the VM runs on.
-fn snapshot_if_requested(vmm: &Vmm, threads: &[libc::pthread_t]) -> Option<ExitReason> {
+fn snapshot_if_requested(vmm: &Vmm, threads: &[RawPthread]) -> Option<ExitReason> {
     let setup = vmm.snapshot.as_ref()?;
     if !setup.requested.swap(false, Ordering::AcqRel) {
         return None;

@@ -4,6 +4,7 @@
 //! file that fails its checksum instead of one that points at half-written memory.
 
 use std::os::unix::fs::FileExt;
+use std::os::unix::thread::RawPthread;
 use std::time::{Duration, Instant};
 
 use super::format::{self, SnapshotDocument};
@@ -58,7 +59,7 @@ fn write_files(
 /// Takes a snapshot of `vmm`, whose vCPUs run on `threads`. The VM resumes afterwards
 /// unless `--snapshot-exit` asked to stop (the vCPUs then stay parked until the process
 /// exits); after a failure it always resumes.
-pub fn take(vmm: &Vmm, threads: &[libc::pthread_t]) -> Result<(), SnapshotError> {
+pub fn take(vmm: &Vmm, threads: &[RawPthread]) -> Result<(), SnapshotError> {
     let Some(setup) = &vmm.snapshot else {
         return Ok(());
     };

@@ -2,6 +2,7 @@
 //! thread out of KVM_RUN with a signal; each vCPU completes its pending I/O exit, saves
 //! its own state on its own thread, hands it over and parks until resumed.
 
+use std::os::unix::thread::RawPthread;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -15,6 +16,13 @@ pub fn kick_signal() -> i32 {
 }
 
 extern "C" fn on_kick(_signal: libc::c_int) {}
+
+/// std's thread id as libc's type: the same value, `u64` on glibc and a pointer-sized
+/// handle on musl.
+#[allow(clippy::unnecessary_cast)]
+fn as_libc(t: RawPthread) -> libc::pthread_t {
+    t as libc::pthread_t
+}
 
 /// Installs the kick handler, without SA_RESTART so KVM_RUN returns EINTR.
 pub fn install_kick_handler() -> std::io::Result<()> {
@@ -83,7 +91,7 @@ impl PauseControl {
     /// On a timeout or a failed save the vCPUs that did park are resumed again.
     pub fn pause(
         &self,
-        threads: &[libc::pthread_t],
+        threads: &[RawPthread],
         timeout: Duration,
     ) -> Result<Vec<VcpuState>, PauseError> {
         self.requested.store(true, Ordering::Release);
@@ -110,7 +118,7 @@ impl PauseControl {
                 {
                     // SAFETY: `t` is a vCPU thread of this process that is never joined
                     // or detached, so its id stays valid; an exited thread gives ESRCH.
-                    unsafe { libc::pthread_kill(*t, kick_signal()) };
+                    unsafe { libc::pthread_kill(as_libc(*t), kick_signal()) };
                 }
             }
             g = self
