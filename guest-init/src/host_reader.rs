@@ -16,6 +16,11 @@ use std::os::fd::AsRawFd;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+/// What wakes the reader: data, and errors alone. A vsock connection that the device
+/// resets (`VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`, as after a snapshot's restore) polls
+/// as EPOLLERR only, never as readable: waiting for readability would never learn of it.
+const WAKE_ON: Interest = Interest::READABLE.add(Interest::ERROR);
+
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
 /// Buffer capacity kept between frames; more than this is freed once drained.
@@ -40,7 +45,7 @@ impl HostReader {
         // SAFETY: `HostStream` owns its fd (a UnixStream or a File), its `as_raw_fd`
         // always returns that same fd, and the stream is never swapped out of the
         // AsyncFd (no `get_mut`), so the fd stays open and unchanged while registered.
-        let fd = unsafe { AsyncFd::register_with_interest(stream, Interest::READABLE) }?;
+        let fd = unsafe { AsyncFd::register_with_interest(stream, WAKE_ON) }?;
         Ok(Self {
             fd,
             buf: pending,
@@ -121,7 +126,7 @@ impl HostReader {
         }
         self.buf.reserve(READ_CHUNK);
         loop {
-            let mut guard = self.fd.readable().await?;
+            let mut guard = self.fd.ready(WAKE_ON).await?;
             let buf = &mut self.buf;
             let room = buf.capacity() - buf.len();
             match guard.try_io(|fd| recv_append(fd.get_ref().as_raw_fd(), buf)) {

@@ -255,6 +255,11 @@ TICK = re.compile(r"tick-(\d+)-(\d+)")
 SNAP_DRIVES = f"--rootfs {IMAGES}/rootfs-provided.ext4 --rootfs-read-only"
 
 
+def signal_vmms(appliance, signal, pattern):
+    """The appliance's busybox has no pkill: find the vmm processes by command line."""
+    appliance.shell(f"kill -{signal} $(ps | grep '[{pattern[0]}]{pattern[1:]}' | awk '{{print $1}}')")
+
+
 def ticks(appliance, name):
     return [(int(n), int(t)) for n, t in TICK.findall(appliance.shell(f"cat {SNAP}/{name}")[1])]
 
@@ -271,7 +276,7 @@ def test_a_snapshot_of_a_running_linux_guest_resumes_in_new_vmms(appliance):
         f"--snapshot-state {SNAP}/state --snapshot-mem {SNAP}/mem --snapshot-exit "
         f"> {SNAP}/boot.out 2> {SNAP}/boot.err; echo $? > {SNAP}/boot.rc) &")
     wait_for(lambda: len(ticks(appliance, "boot.out")) >= 3, 300, "the guest's ticks")
-    appliance.shell(f"pkill -USR1 -f 'snapshot-state {SNAP}/state'")
+    signal_vmms(appliance, "USR1", f"snapshot-state {SNAP}/state")
     wait_for(lambda: appliance.shell(f"cat {SNAP}/boot.rc")[0] == 0, 180, "the snapshot")
     rc, err = appliance.shell(f"cat {SNAP}/boot.rc {SNAP}/boot.err")
     assert err.startswith("4\n") and "snapshot taken" in err, err[-3000:]
@@ -284,7 +289,7 @@ def test_a_snapshot_of_a_running_linux_guest_resumes_in_new_vmms(appliance):
     for copy in (1, 2):
         wait_for(lambda: len(ticks(appliance, f"r{copy}.out")) >= 3, 180, f"copy {copy}'s ticks")
     host_now = int(appliance.shell("date +%s")[1])
-    appliance.shell(f"pkill -TERM -f 'restore-state {SNAP}/state'")
+    signal_vmms(appliance, "TERM", f"restore-state {SNAP}/state")
     for copy in (1, 2):
         resumed = ticks(appliance, f"r{copy}.out")
         err = appliance.shell(f"cat {SNAP}/r{copy}.err")[1]

@@ -128,3 +128,28 @@ fn a_runtime_without_hooks_is_ready_at_the_restore() {
         other => panic!("{other:?}; {}", g.stderr()),
     }
 }
+
+#[test]
+fn awslambdaric_waits_in_restore_next_and_serves_after_the_restore() {
+    let Some(_) = require("runtime_snapstart", binaries::guest_init()) else {
+        return;
+    };
+    let sb = Sandbox::new().unwrap();
+    let Some(env) = require(
+        "runtime_snapstart (awslambdaric)",
+        functions::stage_python(&sb),
+    ) else {
+        return;
+    };
+    let mut g = GuestProcess::start(&sb, &[]).unwrap();
+    g.send_init(&runtime_api::protocol::Init {
+        initialization_type: "snap-start".into(),
+        ..init("app.echo", &env)
+    });
+    let restored = checkpoint_and_restore(&sb, &mut g);
+    assert_eq!(restored, GuestMessage::RestoreDone, "{}", g.stderr());
+    match g.invoke(invoke(&b"{\"py\":1}"[..], 30_000), T) {
+        InvokeOutcome::Response(out) => assert_eq!(out, b"{\"py\": 1}"),
+        other => panic!("{other:?}; {}", g.stderr()),
+    }
+}

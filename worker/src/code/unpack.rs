@@ -380,6 +380,9 @@ impl Sandbox for WithCode {
     fn start_details(&self) -> Option<String> {
         self.inner.start_details()
     }
+    fn restored(&self) -> bool {
+        self.inner.restored()
+    }
     fn destroy(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
         let Self { inner, code_dir } = *self;
         Box::pin(async move {

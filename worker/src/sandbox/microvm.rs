@@ -404,7 +404,10 @@ impl MicroVmBackend {
         let spawned = t0.elapsed();
         let serial = StderrTail::spawn(proc.take_stdout());
         let stderr = StderrTail::spawn(proc.take_stderr());
-        let stream = await_guest(listener, &mut proc, &serial, &stderr).await?;
+        // A restored guest only reconnects: if it does not, say why instead of waiting
+        // out the whole start deadline.
+        let patience = matches!(how, Launch::Restore(_)).then_some(RESTORE_CONNECT_TIMEOUT);
+        let stream = await_guest(listener, &mut proc, (&serial, &stderr), patience).await?;
         let connected = t0.elapsed();
         let conn = WireConn::handshake(stream)
             .await
@@ -454,14 +457,24 @@ async fn spawn_jailed(
     .map_err(|e| start_err(e.to_string()))
 }
 
-/// Waits for guest-init's vsock connection, or explains why the VMM died first.
+/// How long a VM resumed from a snapshot gets to reconnect.
+const RESTORE_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits (at most `patience`, if given) for guest-init's vsock connection, or explains
+/// why the VMM died first.
 async fn await_guest(
     listener: UnixListener,
     proc: &mut JailedProcess,
-    serial: &StderrTail,
-    stderr: &StderrTail,
+    (serial, stderr): (&StderrTail, &StderrTail),
+    patience: Option<Duration>,
 ) -> Result<tokio::net::UnixStream, SandboxError> {
+    let waited = patience.unwrap_or(Duration::MAX);
     tokio::select! {
+        _ = tokio::time::sleep(waited) => Err(start_err(format!(
+            "guest-init did not connect within {waited:?}: {} {}",
+            stderr.text(),
+            serial.text(),
+        ))),
         r = listener.accept() => Ok(r.map_err(|e| start_err(format!("accept: {e}")))?.0),
         exit = proc.wait() => {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -96,8 +96,15 @@ impl MicroVmBackend {
         let mut sb = self
             .launch(spec, &format!("{id}-snap"), &Launch::BootForSnapshot)
             .await?;
-        sb.session.init().await?;
-        sb.session.checkpoint().await?;
+        let explain = |e: SandboxError, sb: &VmSandbox| {
+            start_err(format!("{e}; guest console: {}", sb.serial.text()))
+        };
+        if let Err(e) = sb.session.init().await {
+            return Err(explain(e, &sb));
+        }
+        if let Err(e) = sb.session.checkpoint().await {
+            return Err(explain(e, &sb));
+        }
         let proc = sb
             .proc
             .as_mut()
