@@ -55,6 +55,35 @@ fn signal(child: &Child, sig: i32) {
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
+fn counting_guest(dir: &Path) -> String {
+    write_guest(
+        dir,
+        "count.elf",
+        &TinyProgram::new().serial_counter(COUNTER_ADDR, 2000).elf(),
+    )
+}
+
+/// The counting guest with `vcpus` vCPUs, snapshotted to `state` and `mem` on SIGUSR1.
+fn spawn_snapshottable(dir: &Path, vcpus: &str, state: &str, mem: &str, exit: bool) -> Child {
+    let k = counting_guest(dir);
+    let mut args = vec![
+        "--kernel",
+        &k,
+        "--mem-mib",
+        "16",
+        "--vcpus",
+        vcpus,
+        "--snapshot-state",
+        state,
+        "--snapshot-mem",
+        mem,
+    ];
+    if exit {
+        args.push("--snapshot-exit");
+    }
+    spawn(&args)
+}
+
 struct Snapshot {
     state: String,
     mem: String,
@@ -65,26 +94,9 @@ struct Snapshot {
 /// Boots the counting guest, snapshots it with `--snapshot-exit` once it has printed a
 /// few letters, and returns the files and the last letter printed.
 fn take_snapshot(dir: &Path, vcpus: &str) -> Snapshot {
-    let k = write_guest(
-        dir,
-        "count.elf",
-        &TinyProgram::new().serial_counter(COUNTER_ADDR, 2000).elf(),
-    );
     let state = dir.join("vm.state").to_string_lossy().into_owned();
     let mem = dir.join("vm.mem").to_string_lossy().into_owned();
-    let mut child = spawn(&[
-        "--kernel",
-        &k,
-        "--mem-mib",
-        "16",
-        "--vcpus",
-        vcpus,
-        "--snapshot-state",
-        &state,
-        "--snapshot-mem",
-        &mem,
-        "--snapshot-exit",
-    ]);
+    let mut child = spawn_snapshottable(dir, vcpus, &state, &mem, true);
     let before = read_at_least(&mut child, 20);
     signal(&child, libc::SIGUSR1);
     let o = finish(child, T);
@@ -138,25 +150,9 @@ fn a_snapshot_without_exit_lets_the_guest_run_on() {
         return;
     }
     let d = tmpdir("snap-resume");
-    let k = write_guest(
-        &d,
-        "count.elf",
-        &TinyProgram::new().serial_counter(COUNTER_ADDR, 2000).elf(),
-    );
     let state = d.join("s").to_string_lossy().into_owned();
     let mem = d.join("m").to_string_lossy().into_owned();
-    let mut child = spawn(&[
-        "--kernel",
-        &k,
-        "--mem-mib",
-        "16",
-        "--vcpus",
-        "2",
-        "--snapshot-state",
-        &state,
-        "--snapshot-mem",
-        &mem,
-    ]);
+    let mut child = spawn_snapshottable(&d, "2", &state, &mem, false);
     read_at_least(&mut child, 10);
     signal(&child, libc::SIGUSR1);
     let wait = Instant::now();
@@ -258,11 +254,7 @@ fn sigusr1_without_snapshot_files_is_ignored() {
         return;
     }
     let d = tmpdir("snap-none");
-    let k = write_guest(
-        &d,
-        "count.elf",
-        &TinyProgram::new().serial_counter(COUNTER_ADDR, 2000).elf(),
-    );
+    let k = counting_guest(&d);
     let mut child = spawn(&["--kernel", &k, "--mem-mib", "16"]);
     read_at_least(&mut child, 5);
     signal(&child, libc::SIGUSR1);

@@ -185,6 +185,14 @@ pub async fn invocation_error(
 
 /// `POST /runtime/init/error`.
 pub async fn init_error(inv: &Invocations, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    let (error_type, body) = error_document(req).await?;
+    inv.init_error(error_type, body)?;
+    Ok(accepted())
+}
+
+/// The error type and JSON error document a runtime posted (`init/error`,
+/// `restore/error`), read up to the response bound.
+pub(super) async fn error_document(req: Request<Incoming>) -> Result<(String, Vec<u8>), ApiError> {
     let header_type = header_str(req.headers(), ERROR_TYPE_HEADER).map(str::to_string);
     let raw = read_limited(req.into_body(), MAX_RESPONSE_BYTES)
         .await
@@ -192,20 +200,14 @@ pub async fn init_error(inv: &Invocations, req: Request<Incoming>) -> Result<Rep
             BodyError::TooLarge { limit } => ApiError::RequestEntityTooLarge { limit },
             BodyError::Truncated(e) => ApiError::TruncatedHttpRequest(e.to_string()),
         })?;
-    let (error_type, body) = normalize_error(header_type, raw, "Runtime.Unknown");
-    inv.init_error(error_type, body)?;
-    Ok(accepted())
+    Ok(normalize_error(header_type, raw, "Runtime.Unknown"))
 }
 
 /// Picks the error type (the body's `errorType`, which is what the caller sees, then
 /// the `Lambda-Runtime-Function-Error-Type` header, then `default`) and makes sure the
 /// body is a JSON error document: a runtime may post anything. Clients disagree on the
 /// header (`lambda_runtime` sends `unhandled` whatever the error), so the body wins.
-pub(super) fn normalize_error(
-    header_type: Option<String>,
-    raw: Vec<u8>,
-    default: &str,
-) -> (String, Vec<u8>) {
+fn normalize_error(header_type: Option<String>, raw: Vec<u8>, default: &str) -> (String, Vec<u8>) {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&raw).ok();
     let body_type = parsed
         .as_ref()

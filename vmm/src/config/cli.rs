@@ -465,16 +465,16 @@ mod tests {
             (r.state, r.mem, r.verify_mem),
             ("/s".into(), "/m".into(), true)
         );
-        let c = cfg(&[
+        assert_eq!(c.drives.len(), 1);
+        let lazy = cfg(&[
             "--restore-state",
             "/s",
             "--restore-mem",
             "/m",
             "--restore-lazy",
         ]);
-        assert!(!c.restore.unwrap().verify_mem);
+        assert!(!lazy.restore.unwrap().verify_mem);
         assert!(p(&["--kernel", "/k", "--restore-lazy"]).is_err());
-        assert_eq!(c.drives.len(), 1);
         assert!(p(&["--restore-state", "/s"]).is_err());
         for extra in [["--kernel", "/k"], ["--mem-mib", "64"], ["--vcpus", "2"]] {
             let mut args = vec!["--restore-state", "/s", "--restore-mem", "/m"];

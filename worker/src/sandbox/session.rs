@@ -168,26 +168,40 @@ impl Session {
             .send(&HostMessage::Init(init))
             .await
             .map_err(wire_err)?;
+        self.await_phase("init", |m| match m {
+            GuestMessage::InitDone => Ok(Ok(())),
+            GuestMessage::InitError(e) => Ok(Err(SandboxError::Init {
+                error_type: e.error_type,
+                body: e.body,
+            })),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Reads guest messages until `outcome` takes one (Init, a checkpoint, a restore):
+    /// log lines are kept, a runtime that exits ends the phase, any other message
+    /// breaks the protocol.
+    pub(super) async fn await_phase(
+        &mut self,
+        phase: &str,
+        outcome: impl Fn(GuestMessage) -> Result<Result<(), SandboxError>, GuestMessage>,
+    ) -> Result<(), SandboxError> {
         loop {
             match self.conn.recv().await.map_err(wire_err)? {
-                GuestMessage::InitDone => return Ok(()),
-                GuestMessage::InitError(e) => {
-                    return Err(SandboxError::Init {
-                        error_type: e.error_type,
-                        body: e.body,
-                    })
-                }
+                GuestMessage::Log(l) => self.log(l),
                 GuestMessage::RuntimeExited(r) => {
                     return Err(SandboxError::Exited {
                         error_type: r.error_type,
                         message: r.message,
                     })
                 }
-                GuestMessage::Log(l) => self.log(l),
-                other => {
-                    return Err(SandboxError::Protocol(format!(
-                        "unexpected message during init: {other:?}"
-                    )))
+                msg => {
+                    return outcome(msg).unwrap_or_else(|other| {
+                        Err(SandboxError::Protocol(format!(
+                            "unexpected message during {phase}: {other:?}"
+                        )))
+                    })
                 }
             }
         }

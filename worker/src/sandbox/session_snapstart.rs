@@ -29,13 +29,11 @@ impl Session {
             .send(&HostMessage::Checkpoint)
             .await
             .map_err(wire_err)?;
-        loop {
-            match self.conn.recv().await.map_err(wire_err)? {
-                GuestMessage::CheckpointReady => return Ok(()),
-                GuestMessage::Log(l) => self.log(l),
-                other => return Err(unexpected("checkpoint", &other)),
-            }
-        }
+        self.await_phase("checkpoint", |m| match m {
+            GuestMessage::CheckpointReady => Ok(Ok(())),
+            other => Err(other),
+        })
+        .await
     }
 
     /// Sends Restore with a fresh seed and waits until the runtime is ready again (its
@@ -49,28 +47,14 @@ impl Session {
             host_now_ms: epoch_ms(),
         });
         self.conn.send(&msg).await.map_err(wire_err)?;
-        loop {
-            match self.conn.recv().await.map_err(wire_err)? {
-                GuestMessage::RestoreDone => return Ok(()),
-                GuestMessage::RestoreError(e) => {
-                    return Err(SandboxError::Init {
-                        error_type: e.error_type,
-                        body: e.body,
-                    })
-                }
-                GuestMessage::RuntimeExited(r) => {
-                    return Err(SandboxError::Exited {
-                        error_type: r.error_type,
-                        message: r.message,
-                    })
-                }
-                GuestMessage::Log(l) => self.log(l),
-                other => return Err(unexpected("restore", &other)),
-            }
-        }
+        self.await_phase("restore", |m| match m {
+            GuestMessage::RestoreDone => Ok(Ok(())),
+            GuestMessage::RestoreError(e) => Ok(Err(SandboxError::Init {
+                error_type: e.error_type,
+                body: e.body,
+            })),
+            other => Err(other),
+        })
+        .await
     }
-}
-
-fn unexpected(phase: &str, msg: &GuestMessage) -> SandboxError {
-    SandboxError::Protocol(format!("unexpected message during {phase}: {msg:?}"))
 }
