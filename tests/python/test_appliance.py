@@ -352,14 +352,9 @@ def test_snapstart_resumes_published_versions_from_a_snapshot(appliance, client)
     results = [None] * 3
 
     def call(i):
-        results[i] = invoke(appliance.client(), "vm-snap", b'{"sleep": 4}', Qualifier="1",
-                            LogType="Tail")
+        results[i] = hold(appliance)
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
+    concurrently(call, 3)
     docs = [json_body(r[1]) for r in results] + [first]
     restores = [restore_duration(r[2]) for r in results if restore_duration(r[2]) is not None]
     assert len(restores) >= 2, [r[2] for r in results]
@@ -369,6 +364,43 @@ def test_snapstart_resumes_published_versions_from_a_snapshot(appliance, client)
     assert len({d["uuid"] for d in docs}) == len(docs), docs
     # Resuming skips the 3 s Init the $LATEST cold start paid.
     assert max(restores) < init_duration(latest_logs), (restores, latest_logs)
+    snapstart_falls_back_to_a_boot_when_the_snapshot_fails(appliance)
+
+
+def hold(appliance):
+    """An invoke of vm-snap:1 that keeps its sandbox busy for 4 s."""
+    return invoke(appliance.client(), "vm-snap", b'{"sleep": 4}', Qualifier="1", LogType="Tail")
+
+
+def concurrently(call, n):
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+
+
+def snapstart_falls_back_to_a_boot_when_the_snapshot_fails(appliance):
+    """The snapshot's state file cut short: the next cold start's resume is refused, the
+    snapshot dropped, and the sandbox boots and runs Init instead, answering as usual;
+    the cold start after it takes a new snapshot and resumes again."""
+    rc, out = appliance.shell(
+        "for f in $(find /run -path '*-snapshots/vm-snap.1.*' -name state); do "
+        "head -c 1000 $f > $f.cut && mv $f.cut $f && echo cut $f; done")
+    assert rc == 0 and "cut " in out, out
+    for warm_plus_one, expect in ((4, init_duration), (5, restore_duration)):
+        results = [None] * warm_plus_one
+
+        def call(i):
+            results[i] = hold(appliance)
+
+        concurrently(call, warm_plus_one)
+        assert all("random" in json_body(r[1]) for r in results), results
+        cold = [r[2] for r in results if init_duration(r[2]) or restore_duration(r[2])]
+        assert len(cold) == 1 and expect(cold[0]) is not None, cold
+    console = appliance.console_text()
+    assert "resuming vm-snap:1 from its snapshot failed" in console, console[-3000:]
+    assert console.count("SnapStart: snapshot of vm-snap:1 taken") == 2, console[-3000:]
 
 
 def test_an_event_accepted_before_a_reboot_runs_after_it(appliance, client):
