@@ -256,3 +256,92 @@ fn jail_readable_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))
         .map_err(|e| io_err("chmod", dir, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn key(name: &str, version: &str, revision: &str) -> SnapshotKey {
+        SnapshotKey {
+            name: name.into(),
+            version: version.into(),
+            revision: revision.into(),
+            memory_mib: 128,
+        }
+    }
+
+    /// What a vmm leaves in the scratch folder, plus a code image elsewhere.
+    fn take(store: &SnapshotStore, id: &str, code: &Path) -> DirGuard {
+        let out = store.scratch(id).unwrap();
+        std::fs::write(out.0.join("state"), b"state").unwrap();
+        std::fs::write(out.0.join("mem"), b"memory").unwrap();
+        std::fs::write(code, b"code image").unwrap();
+        out
+    }
+
+    #[test]
+    fn snapshots_are_filed_readable_by_jails_replaced_by_revision_and_forgotten() {
+        let run = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::new(run.path()).unwrap();
+        let code = run.path().join("code.ext4");
+        let out = take(&store, "sb-1", &code);
+        let k1 = key("f", "1", "rev-a");
+        let taken = Taken {
+            written: &out.0,
+            code: Some(&code),
+            opt: None,
+        };
+        let snap = store.store(k1.clone(), taken).unwrap();
+        assert_eq!(std::fs::read(&snap.mem).unwrap(), b"memory");
+        assert_eq!(
+            std::fs::read(snap.code.as_ref().unwrap()).unwrap(),
+            b"code image"
+        );
+        assert!(snap.opt.is_none());
+        let dir = std::fs::metadata(snap.state.parent().unwrap()).unwrap();
+        assert_eq!(
+            (dir.uid(), dir.gid(), dir.mode() & 0o777),
+            (0, crate::jail::JAIL_ROOT_GID, 0o710)
+        );
+        assert_eq!(std::fs::metadata(&snap.mem).unwrap().mode() & 0o777, 0o644);
+        assert!(store.get(&k1).is_some());
+
+        // A new revision of the same version replaces it; another version stays.
+        let out = take(&store, "sb-2", &code);
+        let k2 = key("f", "1", "rev-b");
+        let taken = Taken {
+            written: &out.0,
+            code: None,
+            opt: None,
+        };
+        store.store(k2.clone(), taken).unwrap();
+        assert!(store.get(&k1).is_none() && store.get(&k2).is_some());
+        let out = take(&store, "sb-3", &code);
+        let k3 = key("f", "2", "rev-c");
+        let taken = Taken {
+            written: &out.0,
+            code: None,
+            opt: None,
+        };
+        store.store(k3.clone(), taken).unwrap();
+        // The files of a replaced snapshot go once nothing holds them.
+        drop(snap);
+        assert_eq!(
+            std::fs::read_dir(&store.root).unwrap().count(),
+            5,
+            "2 snapshots + 3 scratch"
+        );
+
+        store.forget_function("f", Some("2"));
+        assert!(store.get(&k3).is_none() && store.get(&k2).is_some());
+        store.forget_function("f", None);
+        assert!(store.get(&k2).is_none());
+    }
+
+    #[test]
+    fn key_folder_names_keep_to_safe_characters() {
+        let k = key("my-fn_1", "12", "5b2a/../x y");
+        assert_eq!(k.dir_name(), "my-fn_1.12.5b2a____x_y.128");
+    }
+}
