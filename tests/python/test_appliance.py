@@ -343,6 +343,7 @@ def test_snapstart_resumes_published_versions_from_a_snapshot(appliance, client)
     _, body, logs = invoke(client, "vm-snap", b"{}", Qualifier="1", LogType="Tail")
     first = json_body(body)
     assert init_duration(logs) is None and restore_duration(logs) is not None, logs
+    assert "Billed Restore Duration:" in report_line(logs), logs
     assert "SnapStart: snapshot of vm-snap:1 taken" in appliance.console_text()
     # $LATEST is not snapshotted: its cold start runs the slow Init.
     _, _, latest_logs = invoke(client, "vm-snap", b"{}", LogType="Tail")

@@ -35,14 +35,19 @@ pub fn report_line(request_id: &str, r: &Report) -> String {
         r.memory_size_mb,
         r.max_memory_used_mb
     );
-    match r.init_duration {
-        Some(restore) if r.restored => {
-            let _ = write!(s, "Restore Duration: {:.2} ms\t", ms(restore));
+    match (r.init_duration, r.billed_restore) {
+        (Some(restore), Some(billed)) => {
+            let _ = write!(
+                s,
+                "Restore Duration: {:.2} ms\tBilled Restore Duration: {} ms\t",
+                ms(restore),
+                billed_ms(billed)
+            );
         }
-        Some(init) => {
+        (Some(init), None) => {
             let _ = write!(s, "Init Duration: {:.2} ms\t", ms(init));
         }
-        None => {}
+        (None, _) => {}
     }
     if let Some(status) = r.status {
         let _ = write!(s, "Status: {status}\t");
@@ -153,7 +158,7 @@ mod tests {
             memory_size_mb: 128,
             max_memory_used_mb: 18,
             init_duration: Some(Duration::from_micros(120_560)),
-            restored: false,
+            billed_restore: None,
             status: None,
             error_type: None,
         };
@@ -163,11 +168,14 @@ mod tests {
              Max Memory Used: 18 MB\tInit Duration: 120.56 ms\t\n"
         );
         let restored = Report {
-            restored: true,
+            billed_restore: Some(Duration::from_micros(40_200)),
             ..r.clone()
         };
         let line = report_line("abc", &restored);
-        assert!(line.ends_with("Restore Duration: 120.56 ms\t\n"), "{line}");
+        assert!(
+            line.ends_with("Restore Duration: 120.56 ms\tBilled Restore Duration: 41 ms\t\n"),
+            "{line}"
+        );
         assert!(!line.contains("Init Duration"));
         let warm = Report {
             init_duration: None,

@@ -202,8 +202,9 @@ pub struct Report {
     pub max_memory_used_mb: u64,
     /// Present on cold starts only.
     pub init_duration: Option<Duration>,
-    /// The cold start resumed a SnapStart snapshot: REPORT says `Restore Duration`.
-    pub restored: bool,
+    /// The cold start resumed a SnapStart snapshot: REPORT says `Restore Duration`
+    /// (`init_duration`) and `Billed Restore Duration` (this: the guest's part).
+    pub billed_restore: Option<Duration>,
     /// `timeout` or `error` when the sandbox ended abnormally.
     pub status: Option<&'static str>,
     /// With `status` `error`: what failed (`Runtime.ExitError`, ...).

@@ -145,9 +145,9 @@ pub struct OutcomeHead {
     pub memory_size_mb: u32,
     pub max_memory_used_mb: u64,
     pub init_duration_us: Option<u64>,
-    /// `init_duration_us` was a SnapStart restore (`Report::restored`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub restored: bool,
+    /// The cold start was a SnapStart restore: its guest part (`Report::billed_restore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed_restore_us: Option<u64>,
     pub status: Option<String>,
     pub error_type: Option<String>,
 }
@@ -183,7 +183,7 @@ impl OutcomeHead {
             memory_size_mb: r.memory_size_mb,
             max_memory_used_mb: r.max_memory_used_mb,
             init_duration_us: r.init_duration.map(micros),
-            restored: r.restored,
+            billed_restore_us: r.billed_restore.map(micros),
             status: r.status.map(str::to_owned),
             error_type: r.error_type,
         };
@@ -209,7 +209,7 @@ impl OutcomeHead {
                 memory_size_mb: self.memory_size_mb,
                 max_memory_used_mb: self.max_memory_used_mb,
                 init_duration: self.init_duration_us.map(Duration::from_micros),
-                restored: self.restored,
+                billed_restore: self.billed_restore_us.map(Duration::from_micros),
                 status: self.status.as_deref().map(status_word),
                 error_type: self.error_type,
             },

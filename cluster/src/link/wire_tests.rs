@@ -76,7 +76,7 @@ fn records_decode_incrementally_in_order() {
         memory_size_mb: 128,
         max_memory_used_mb: 20,
         init_duration_us: Some(5),
-        restored: false,
+        billed_restore_us: None,
         status: Some("timeout".into()),
         error_type: None,
     };

@@ -136,7 +136,7 @@ mod tests {
                 memory_size_mb: 128,
                 max_memory_used_mb: 10,
                 init_duration: None,
-                restored: false,
+                billed_restore: None,
                 status: None,
                 error_type: None,
             },

@@ -380,8 +380,8 @@ impl Sandbox for WithCode {
     fn start_details(&self) -> Option<String> {
         self.inner.start_details()
     }
-    fn restored(&self) -> bool {
-        self.inner.restored()
+    fn resume_took(&self) -> Option<Duration> {
+        self.inner.resume_took()
     }
     fn destroy(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
         let Self { inner, code_dir } = *self;

@@ -34,8 +34,9 @@ struct CheckedOut {
     id: String,
     created: Instant,
     init_duration: Option<Duration>,
-    /// The cold start resumed a SnapStart snapshot: `init_duration` is its restore.
-    restored: bool,
+    /// The cold start resumed a SnapStart snapshot: `init_duration` is its restore,
+    /// this the guest's part of it.
+    billed_restore: Option<Duration>,
     used: Duration,
     before_start: String,
     after_start: String,
@@ -283,7 +284,7 @@ impl Worker {
             memory_size_mb: spec.memory_mib,
             max_memory_used_mb: max_mem.div_ceil(1 << 20),
             init_duration: ready.init_duration,
-            restored: ready.restored,
+            billed_restore: ready.billed_restore,
             status: ending.status,
             error_type: ending.error_type(),
         };
@@ -350,7 +351,7 @@ impl Worker {
                 id: e.id,
                 created: e.created,
                 init_duration: None,
-                restored: false,
+                billed_restore: None,
                 used: Duration::ZERO,
                 before_start: String::new(),
                 after_start: String::new(),
@@ -359,7 +360,7 @@ impl Worker {
         }
         let r = init_phase::cold_start(inner, spec, request_id).await?;
         Ok(CheckedOut {
-            restored: r.sandbox.restored(),
+            billed_restore: r.sandbox.resume_took(),
             sandbox: r.sandbox,
             id: r.id,
             created: Instant::now(),
@@ -389,7 +390,7 @@ impl Worker {
             memory_size_mb: spec.memory_mib,
             max_memory_used_mb: 0,
             init_duration: None,
-            restored: false,
+            billed_restore: None,
             status: Some(f.status),
             error_type,
         };

@@ -98,9 +98,11 @@ pub trait Sandbox: Send {
     fn start_details(&self) -> Option<String> {
         None
     }
-    /// Resumed from a SnapStart snapshot: its start is a restore, not an Init.
-    fn restored(&self) -> bool {
-        false
+    /// Resumed from a SnapStart snapshot: its start was a restore, not an Init, and
+    /// this is how long the guest took from Restore to ready (REPORT's Billed Restore
+    /// Duration).
+    fn resume_took(&self) -> Option<Duration> {
+        None
     }
     /// Stops the sandbox and releases everything it holds.
     fn destroy(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()>;

@@ -37,6 +37,9 @@ pub struct Session {
     /// A sandbox resumed from a SnapStart snapshot: its Init ran before the snapshot,
     /// so `init` sends Restore instead.
     restored: bool,
+    /// How long the restored guest took from Restore to ready (its runtime's
+    /// after-restore hooks): REPORT's Billed Restore Duration.
+    resume_took: Option<std::time::Duration>,
 }
 
 #[path = "session_snapstart.rs"]
@@ -135,6 +138,7 @@ impl Session {
             arn,
             logs: LogTail::default(),
             restored: false,
+            resume_took: None,
         }
     }
 

@@ -18,9 +18,9 @@ impl Session {
         }
     }
 
-    /// Whether this session's guest was resumed from a snapshot.
-    pub fn is_restored(&self) -> bool {
-        self.restored
+    /// For a guest resumed from a snapshot, how long it took from Restore to ready.
+    pub fn resume_took(&self) -> Option<std::time::Duration> {
+        self.resume_took
     }
 
     /// After Init: asks guest-init to quiesce for the snapshot; returns once it has.
@@ -46,6 +46,7 @@ impl Session {
             seed,
             host_now_ms: epoch_ms(),
         });
+        let sent = std::time::Instant::now();
         self.conn.send(&msg).await.map_err(wire_err)?;
         self.await_phase("restore", |m| match m {
             GuestMessage::RestoreDone => Ok(Ok(())),
@@ -55,6 +56,8 @@ impl Session {
             })),
             other => Err(other),
         })
-        .await
+        .await?;
+        self.resume_took = Some(sent.elapsed());
+        Ok(())
     }
 }

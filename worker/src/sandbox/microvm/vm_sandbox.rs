@@ -133,8 +133,8 @@ impl Sandbox for VmSandbox {
         Some(self.serial.text())
     }
 
-    fn restored(&self) -> bool {
-        self.session.is_restored()
+    fn resume_took(&self) -> Option<Duration> {
+        self.session.resume_took()
     }
 
     fn start_details(&self) -> Option<String> {
