@@ -130,10 +130,10 @@ pub async fn run(config: Config, link: Link, role: Role) -> Result<Outcome, Agen
 }
 
 impl Agent {
-    /// Init is done and the host is about to snapshot the VM: everything queued goes
-    /// out before CheckpointReady, and nothing after it until the restore.
+    /// Init is done and the host is about to snapshot the VM: CheckpointReady goes out
+    /// after everything already queued (the link keeps frames in order), and nothing
+    /// after it until the restore.
     fn checkpoint(&mut self) {
-        self.link.flush(Duration::from_secs(2));
         (self.link.sink)(GuestMessage::CheckpointReady);
         self.link.flush(Duration::from_secs(2));
         self.awaiting_restore = true;

@@ -76,6 +76,12 @@ pub enum SnapshotError {
     MsrList(kvm_ioctls::Error),
 }
 
+/// Device locks, taken while the vCPUs are paused: a poisoned one still holds the
+/// state to save or restore.
+fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl SnapshotError {
     fn file(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.to_owned();

@@ -8,15 +8,11 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 
 use super::format::{self, MAX_STATE_BYTES};
-use super::{memory_file, MicroVmState, SnapshotError};
+use super::{lock, memory_file, MicroVmState, SnapshotError};
 use crate::builder::{assemble, BuildError, VmCore, Vmm};
 use crate::config::{RestoreConfig, VmConfig};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::{memory, vm, vm_state};
-
-fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Reads at most [`MAX_STATE_BYTES`] (plus one, to tell a larger file) and checks it.
 fn read_state(r: &RestoreConfig) -> Result<MicroVmState, SnapshotError> {

@@ -8,17 +8,13 @@ use std::os::unix::thread::RawPthread;
 use std::time::{Duration, Instant};
 
 use super::format::{self, SnapshotDocument};
-use super::{memory_file, MicroVmState, SnapshotError, SnapshotSetup};
+use super::{lock, memory_file, MicroVmState, SnapshotError, SnapshotSetup};
 use crate::builder::Vmm;
 use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm_state;
 
 /// How long the vCPUs get to leave KVM_RUN and save their state.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The state besides memory, read with the vCPUs paused.
 fn collect(
