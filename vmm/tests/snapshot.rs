@@ -289,3 +289,49 @@ fn a_lazy_restore_maps_memory_unread_and_still_continues() {
     assert_eq!(out[0], next(s.last));
     assert_counting(&out);
 }
+
+/// A Firecracker-style config file for the counting guest: kernel, machine, no devices.
+fn counting_config(dir: &Path) -> String {
+    let k = counting_guest(dir);
+    let cfg = format!(
+        r#"{{"boot-source": {{"kernel_image_path": "{k}"}},
+            "machine-config": {{"vcpu_count": 1, "mem_size_mib": 16}}}}"#
+    );
+    let path = dir.join("vm.json");
+    std::fs::write(&path, cfg).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_config_file_vm_snapshots_and_restores_with_its_config_file() {
+    if !kvm() {
+        return;
+    }
+    let d = tmpdir("snap-config-file");
+    let cfg = counting_config(&d);
+    let state = d.join("vm.state").to_string_lossy().into_owned();
+    let mem = d.join("vm.mem").to_string_lossy().into_owned();
+    let snap = [
+        "--snapshot-state",
+        &state,
+        "--snapshot-mem",
+        &mem,
+        "--snapshot-exit",
+    ];
+    let mut child = spawn(&[&["--config-file", &cfg][..], &snap].concat());
+    let before = read_at_least(&mut child, 20);
+    signal(&child, libc::SIGUSR1);
+    let o = finish(child, T);
+    assert_eq!(o.code, Some(4), "stderr: {}", o.stderr);
+    let mut printed = before;
+    printed.extend_from_slice(o.stdout.as_bytes());
+    let last = *printed.last().unwrap();
+    let restore = ["--restore-state", &state, "--restore-mem", &mem];
+    let mut child = spawn(&[&["--config-file", &cfg][..], &restore].concat());
+    let out = read_at_least(&mut child, 10);
+    signal(&child, libc::SIGTERM);
+    let o = finish(child, T);
+    assert!(o.stderr.contains("restored from snapshot"), "{}", o.stderr);
+    assert_eq!(out[0], next(last), "{:?}", String::from_utf8_lossy(&out));
+    assert_counting(&out);
+}

@@ -15,6 +15,7 @@ usage: vmm --kernel PATH [--initrd PATH] [--rootfs PATH [--rootfs-read-only]]
            [--log-level LEVEL] [--kvm-fd N] [--no-seccomp] [SNAPSHOT]
        vmm --config-file vm.json [--serial-out PATH|-] [--metrics-path FILE]
            [--log-level LEVEL] [--kvm-fd N] [--xsave auto|on|off] [--no-seccomp] [SNAPSHOT]
+           [--restore-state PATH --restore-mem PATH [--restore-lazy]]
        vmm --probe-host [--kvm-fd N]
 SNAPSHOT: --snapshot-state PATH --snapshot-mem PATH [--snapshot-exit]
 
@@ -28,7 +29,8 @@ its memory to these files (created at start), then resumes, or with --snapshot-e
 stops (exit code 4). --restore-state/--restore-mem resume such a snapshot in a new
 process instead of booting: vCPUs and memory come from it (guest memory is mapped
 copy-on-write from the memory file), drives, vsock and serial output from the command
-line, in the same order and kinds as when it was taken. A snapshot from another vmm
+line or the config file (whose boot-source and machine-config are then ignored), in
+the same order and kinds as when it was taken. A snapshot from another vmm
 version or CPU model, or whose checksums fail, is refused with exit code 1.
 --restore-lazy maps the memory file without reading it first (its checksum is then
 not checked): for callers that keep it where nothing else can write it.
@@ -246,13 +248,12 @@ fn restore(raw: &Raw) -> Result<Option<RestoreConfig>, ConfigError> {
         || raw.cmdline.is_some()
         || raw.vcpus.is_some()
         || raw.mem_mib.is_some()
-        || raw.xsave.is_some()
-        || raw.config_file.is_some();
+        || raw.xsave.is_some();
     if boot_opts {
         return Err(ConfigError::Usage(
             "a restored VM takes its kernel, command line, vCPUs and memory from the snapshot: \
-             --kernel, --initrd, --cmdline, --vcpus, --mem-mib, --xsave and --config-file \
-             cannot be combined with --restore-state"
+             --kernel, --initrd, --cmdline, --vcpus, --mem-mib and --xsave cannot be combined \
+             with --restore-state"
                 .into(),
         ));
     }
@@ -291,6 +292,11 @@ fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
         cfg.kvm_fd = raw.kvm_fd;
         cfg.xsave = raw.xsave.unwrap_or_default();
         cfg.snapshot = snapshot;
+        if restore.is_some() {
+            // As for the command line: the file's devices, the snapshot's machine.
+            log::info!("config: restoring; boot-source and machine-config come from the snapshot");
+        }
+        cfg.restore = restore;
         return Ok(cfg);
     }
     let kernel = match &restore {
