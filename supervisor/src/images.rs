@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chunkstore::{ChunkStore, Salt, StoreError, WriteError, WriteStats};
-use hmac::{Hmac, Mac};
 use oci_image::ext4::Ext4Error;
 use oci_image::{FlattenError, PullError, Puller, Registry};
 use worker::code::image::{ImagePackage, ImageRun};
@@ -86,10 +85,7 @@ impl Images {
         master: &MasterKey,
         registries: Vec<Registry>,
     ) -> Result<Self, StoreError> {
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(master.bytes())
-            .expect("HMAC takes any key length");
-        mac.update(b"lambda chunk-store salt v1");
-        let salt = Salt::from_bytes(mac.finalize().into_bytes().into());
+        let salt = Salt::from_bytes(*master.derive(b"lambda chunk-store salt v1"));
         let work = data_dir.join("image-work");
         // An import a crash interrupted left plaintext here.
         let _ = std::fs::remove_dir_all(&work);

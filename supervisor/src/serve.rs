@@ -110,6 +110,7 @@ fn start_embedded(
     let mut settings =
         cfg.data_plane
             .host_settings(&cfg.region, &cfg.account_id, cfg.data_dir.join("logs"));
+    settings.snapshot_vault = Some(sup.snapshot_vault());
     settings.code = Some(CodeSettings {
         source: Arc::new(LocalCode(codes.clone())),
         cache_max_bytes: None,

@@ -64,6 +64,9 @@ pub struct Supervisor {
     /// Told of every deleted function or version (name, version), e.g. by the invoke
     /// path, whose worker then lets go of its sandboxes and log files.
     deletion_listeners: std::sync::RwLock<Vec<DeletionListener>>,
+    /// Seals this host's SnapStart snapshots (derived from the master key, so they
+    /// open again after a restart).
+    snapshot_key: zeroize::Zeroizing<[u8; 32]>,
     _lock: DataDirLock,
 }
 
@@ -119,6 +122,7 @@ impl Supervisor {
             std::fs::remove_dir_all(&legacy_cache).map_err(dir_err)?;
         }
         let images = crate::images::Images::open(&dir, &master, config.registries.clone())?;
+        let snapshot_key = master.derive(b"lambda snapshot vault v1");
         let store = CodeStore::open(&dir.join("code"), master, ZipLimits::default())?;
 
         // A crash after sealing code but before the registry commit leaves
@@ -148,6 +152,7 @@ impl Supervisor {
             write_lock: Mutex::new(()),
             large_bodies: tokio::sync::Semaphore::new(crate::http::LARGE_BODY_PERMITS),
             deletion_listeners: std::sync::RwLock::new(Vec::new()),
+            snapshot_key,
             _lock: lock,
         });
         Ok((sup, report))
@@ -196,6 +201,15 @@ impl Supervisor {
     }
     pub fn images(&self) -> &crate::images::Images {
         &self.images
+    }
+
+    /// Where this host's worker seals SnapStart snapshots: `DATA_DIR/snapshots`.
+    pub fn snapshot_vault(&self) -> worker::sandbox::microvm::VaultSettings {
+        worker::sandbox::microvm::VaultSettings {
+            dir: self.config.data_dir.join("snapshots"),
+            key: *self.snapshot_key,
+            max_bytes: worker::sandbox::microvm::DEFAULT_VAULT_BYTES,
+        }
     }
 
     pub(crate) fn chunk_gc(&self) -> &crate::chunk_gc::ChunkGc {

@@ -5,7 +5,10 @@ as `$LATEST` (each new sandbox boots and runs Init), in the same run. Reports th
 starts (REPORT's Restore Duration against Init Duration, and the caller's latency to the
 first response), and the memory of the resulting microVMs: resident set against
 proportional set (pages shared between the VMs restored from one memory file count once
-across them). Absolute times under TCG mean little; read the ratios. Writes JSON.
+across them). Then the snapshot at rest: how long sealing it into the vault took, its
+sealed size against the memory it holds, and after a reboot of the appliance the first
+cold start, which opens the sealed snapshot instead of running Init. Absolute times
+under TCG mean little; read the ratios. Writes JSON.
 
     target/pyenv/bin/python tests/python/bench_appliance_snapstart.py [--out FILE] [--burst N] [--rounds R]
 """
@@ -117,6 +120,42 @@ def measure(a, n, rounds):
     }
 
 
+def kib(a, command):
+    rc, out = a.shell(command)
+    assert rc == 0, out
+    return sum(int(line.split()[0]) for line in out.splitlines() if line.strip())
+
+
+def vault_figures(a):
+    """Seal time and size of the version's snapshot, then a reboot and the first cold
+    start after it (opened from the vault, then resumed)."""
+    sealed_ms = [int(m) for m in re.findall(
+        r"snapshot of snap:1 sealed into the vault in (\d+) ms", a.console_text())]
+    assert sealed_ms, "the snapshot was sealed"
+    copy = "$(find /run -path '*-snapshots/snap.1.*' -name mem | head -1)"
+    mem_allocated = kib(a, f"du -k {copy}")
+    sealed = kib(a, "du -k -s /data/supervisor/snapshots/snap.1.*")
+    a.stop()
+    a.start()
+    c = a.client()
+    t = time.perf_counter()
+    r = c.invoke(FunctionName="snap", Qualifier="1", LogType="Tail", Payload=b"{}")
+    latency = (time.perf_counter() - t) * 1000
+    r["Payload"].read()
+    m = FIGURE.search(base64.b64decode(r["LogResult"]).decode())
+    assert m and m.group(1) == "Restore", "the first cold start after the reboot resumed"
+    opened = re.search(r"snapshot of snap:1 opened from the vault in (\d+) ms", a.console_text())
+    assert opened, "it opened the sealed snapshot"
+    return {
+        "seal_ms": sealed_ms[0],
+        "memory_file_allocated_kib": mem_allocated,
+        "sealed_snapshot_kib": sealed,
+        "after_reboot_open_from_vault_ms": int(opened.group(1)),
+        "after_reboot_restore_duration_ms": float(m.group(2)),
+        "after_reboot_first_response_ms": round(latency, 1),
+    }
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=str(REPO / "target" / "bench" / "appliance-snapstart.json"))
@@ -130,6 +169,7 @@ def main():
         a.start()
         try:
             result = measure(a, args.burst, args.rounds)
+            result["vault"] = vault_figures(a)
         finally:
             a.kill()
     report = {"bench": "appliance-snapstart", "backend": "microvm (nested KVM under TCG)",

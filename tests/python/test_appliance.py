@@ -307,6 +307,7 @@ SNAP_FN = """
 import os, time, uuid
 time.sleep(3)  # an Init that imports something slow
 INIT_RANDOM = os.urandom(8).hex()  # drawn in Init: every copy restored from one snapshot has it
+MARKER = "-".join(["snapstart", "memory", "marker"])  # in guest memory only, not in the code
 
 
 def handler(event, context):
@@ -319,6 +320,10 @@ def handler(event, context):
 def restore_duration(logs):
     m = re.search(r"Restore Duration: ([0-9.]+) ms", report_line(logs))
     return float(m.group(1)) if m else None
+
+
+def max_memory_used(logs):
+    return int(re.search(r"Max Memory Used: ([0-9]+) MB", report_line(logs)).group(1))
 
 
 def init_duration(logs):
@@ -343,6 +348,9 @@ def test_snapstart_resumes_published_versions_from_a_snapshot(appliance, client)
     _, body, logs = invoke(client, "vm-snap", b"{}", Qualifier="1", LogType="Tail")
     first = json_body(body)
     assert init_duration(logs) is None and restore_duration(logs) is not None, logs
+    # The Init the snapshot was taken after is reported once, as Lambda does for it.
+    m = re.search(r"INIT_REPORT Init Duration: ([0-9.]+) ms", logs)
+    assert m and float(m.group(1)) >= 3000, logs
     assert "Billed Restore Duration:" in report_line(logs), logs
     assert "SnapStart: snapshot of vm-snap:1 taken" in appliance.console_text()
     # $LATEST is not snapshotted: its cold start runs the slow Init.
@@ -365,7 +373,83 @@ def test_snapstart_resumes_published_versions_from_a_snapshot(appliance, client)
     assert len({d["uuid"] for d in docs}) == len(docs), docs
     # Resuming skips the 3 s Init the $LATEST cold start paid.
     assert max(restores) < init_duration(latest_logs), (restores, latest_logs)
+    # A resumed VM's memory counts the pages it maps from the snapshot, as a booted one's
+    # counts what it loaded itself.
+    resumed_mb = [max_memory_used(r[2]) for r in results]
+    assert min(resumed_mb) >= max_memory_used(latest_logs) // 2, (resumed_mb, latest_logs)
+    snapshots_are_sealed_at_rest(appliance)
     snapstart_falls_back_to_a_boot_when_the_snapshot_fails(appliance)
+
+
+SNAP_MARKER = "snapstart-memory-marker"
+VAULT = "/data/supervisor/snapshots"
+
+
+def wait_until_sealed(appliance):
+    """Every snapshot of vm-snap:1 taken on this boot has been sealed into the vault."""
+    def sealed():
+        text = appliance.console_text()
+        taken = text.count("SnapStart: snapshot of vm-snap:1 taken")
+        return taken and text.count("SnapStart: snapshot of vm-snap:1 sealed into the vault") >= taken
+    wait_for(sealed, 120, "the snapshot to be sealed into the vault")
+
+
+def snapshots_are_sealed_at_rest(appliance):
+    """The snapshot's memory holds what Init left (the marker); its copy on the data
+    disk holds the same files sealed, and not the marker."""
+    wait_until_sealed(appliance)
+    rc, out = appliance.shell(f"ls {VAULT}/vm-snap.1.*/")
+    assert rc == 0 and {"state", "mem", "code.ext4", "meta.sealed"} <= set(out.split()), out
+    rc, out = appliance.shell(
+        f"grep -z -l -F {SNAP_MARKER} $(find /run -path '*-snapshots/vm-snap.1.*' -name mem)")
+    assert rc == 0 and "/mem" in out, f"the marker is in the memory a restore maps: {out}"
+    rc, out = appliance.shell(f"grep -z -r -l -F {SNAP_MARKER} {VAULT}; echo done")
+    assert rc == 0 and out.strip() == "done", f"plaintext in the vault: {out}"
+
+
+HOOK_FN = """
+from snapshot_restore_py import register_after_restore
+
+
+def broken():
+    raise RuntimeError("after-restore hook broke")
+
+
+register_after_restore(broken)
+
+
+def handler(event, context):
+    return "unreachable"
+"""
+
+
+def test_a_failing_after_restore_hook_is_a_snapstart_exception(appliance, client):
+    """awslambdaric runs the function's after-restore hook in the resumed guest; it
+    raises, the runtime reports it on /restore/error, and the caller gets Lambda's
+    SnapStartException (400), not a function error or a second Init."""
+    client.create_function(FunctionName="vm-snap-hook", Runtime="python3.11", Role=ROLE,
+                           Handler="app.handler", Code={"ZipFile": make_zip({"app.py": HOOK_FN.encode()})},
+                           Timeout=30, SnapStart={"ApplyOn": "PublishedVersions"}, Publish=True)
+    with pytest.raises(client.exceptions.SnapStartException) as failed:
+        client.invoke(FunctionName="vm-snap-hook", Qualifier="1", Payload=b"{}")
+    assert failed.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "after-restore hook broke" in str(failed.value), failed.value
+    rc, out = appliance.shell("cat /data/supervisor/logs/vm-snap-hook/1.log")
+    assert rc == 0 and "INIT_REPORT Init Duration: " in out, out
+    assert "after-restore hook broke" in out, "the hook's traceback is in the function's log"
+    assert out.count("Init Duration") == 1, f"no second Init ran: {out}"
+
+
+def ensure_a_snapstart_snapshot(appliance, client):
+    """vm-snap:1 and its sealed snapshot (made here when the SnapStart test did not run)."""
+    names = [f["FunctionName"] for f in client.list_functions()["Functions"]]
+    if "vm-snap" not in names:
+        client.create_function(FunctionName="vm-snap", Runtime="python3.11", Role=ROLE,
+                               Handler="app.handler", Timeout=60, Publish=True,
+                               Code={"ZipFile": make_zip({"app.py": SNAP_FN.encode()})},
+                               SnapStart={"ApplyOn": "PublishedVersions"})
+        invoke(client, "vm-snap", b"{}", Qualifier="1")
+    wait_until_sealed(appliance)
 
 
 def hold(appliance):
@@ -405,6 +489,7 @@ def snapstart_falls_back_to_a_boot_when_the_snapshot_fails(appliance):
 
 
 def test_an_event_accepted_before_a_reboot_runs_after_it(appliance, client):
+    ensure_a_snapstart_snapshot(appliance, client)
     deploy(client, "vm-event", "shell", "function.handler")
     # Throttled to nothing, the event must wait in the durable queue.
     client.put_function_concurrency(FunctionName="vm-event", ReservedConcurrentExecutions=0)
@@ -447,6 +532,18 @@ def test_an_event_accepted_before_a_reboot_runs_after_it(appliance, client):
         return f"END RequestId: {rid}" in out
 
     wait_for(ran, 240, "the stored event to run after the reboot")
+    snapstart_resumes_from_the_vault_after_a_reboot(appliance, client)
+
+
+def snapstart_resumes_from_the_vault_after_a_reboot(appliance, client):
+    """The vault outlives the supervisor: after the reboot, the first cold start of
+    vm-snap:1 opens its sealed snapshot and resumes, with no new Init or snapshot."""
+    _, body, logs = invoke(client, "vm-snap", b"{}", Qualifier="1", LogType="Tail")
+    assert "random" in json_body(body), body
+    assert init_duration(logs) is None and restore_duration(logs) is not None, logs
+    text = appliance.console_text()
+    assert "SnapStart: snapshot of vm-snap:1 opened from the vault" in text, text[-3000:]
+    assert "SnapStart: snapshot of vm-snap:1 taken" not in text, text[-3000:]
 
 
 def test_sigterm_to_pid_1_shuts_down_cleanly(appliance):

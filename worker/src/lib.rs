@@ -21,5 +21,5 @@ pub mod spec;
 pub use pool::{CodeSupply, PoolLoad, Worker, WorkerConfig};
 pub use spec::{
     FunctionKey, FunctionVersionSpec, InvokeOutcome, InvokeRequest, InvokeResult, Report,
-    ThrottleReason, WorkerError, MAX_BUFFERED_RESPONSE_BYTES,
+    SnapStartFailure, ThrottleReason, WorkerError, MAX_BUFFERED_RESPONSE_BYTES,
 };

@@ -78,6 +78,11 @@ pub fn init_report_line(
     s
 }
 
+/// The Init a SnapStart snapshot was taken after: `INIT_REPORT Init Duration: …`.
+pub fn snapshot_init_report_line(init: Duration) -> String {
+    format!("INIT_REPORT Init Duration: {:.2} ms\t\n", ms(init))
+}
+
 /// Lambda's error JSON: `{"errorType": …, "errorMessage": …}`.
 pub fn error_body(error_type: &str, message: &str) -> Vec<u8> {
     serde_json::json!({ "errorType": error_type, "errorMessage": message })

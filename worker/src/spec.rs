@@ -259,6 +259,34 @@ pub enum WorkerError {
     /// The function's code could not be fetched or unpacked.
     #[error("function code: {0}")]
     Code(#[from] crate::code::CodeError),
+    /// A SnapStart restore failed in the function's part of it.
+    #[error("SnapStart restore: {0}")]
+    SnapStart(SnapStartFailure),
+}
+
+/// A SnapStart restore whose runtime failed (Lambda's `SnapStartException`) or did not
+/// get ready in time (`SnapStartTimeoutException`); the snapshot itself is sound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum SnapStartFailure {
+    #[error("the after-restore runtime hook failed ({error_type}: {message})")]
+    Hook { error_type: String, message: String },
+    #[error("the restore did not finish within {0:?}")]
+    Timeout(Duration),
+}
+
+impl SnapStartFailure {
+    /// A failed hook as the runtime reported it (`errorMessage` of its error document
+    /// when it sent one).
+    pub fn hook(error_type: String, body: &[u8]) -> Self {
+        let message = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("errorMessage")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned());
+        Self::Hook {
+            error_type,
+            message,
+        }
+    }
 }
 
 impl WorkerError {
@@ -267,6 +295,7 @@ impl WorkerError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Throttled(_) | Self::Sandbox(_) => true,
+            Self::SnapStart(f) => matches!(f, SnapStartFailure::Timeout(_)),
             Self::InvalidSpec(_) => false,
             Self::Code(e) => e.is_transient(),
         }

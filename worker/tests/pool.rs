@@ -335,14 +335,8 @@ async fn logs_go_to_rotated_function_files() {
         ..Default::default()
     });
     w.invoke(&spec("f"), req("r1", "x")).await.unwrap();
-    // Lines are written by the log flusher within its interval.
     let path = dir.path().join("f").join("$LATEST.log");
-    let deadline = std::time::Instant::now() + 20 * worker::logfile::FLUSH_INTERVAL;
-    let mut text = String::new();
-    while !text.contains("REPORT RequestId: r1\t") && std::time::Instant::now() < deadline {
-        tokio::time::sleep(worker::logfile::FLUSH_INTERVAL / 4).await;
-        text = std::fs::read_to_string(&path).unwrap_or_default();
-    }
+    let text = read_log_until(&path, "REPORT RequestId: r1\t").await;
     assert!(text.contains("START RequestId: r1 Version: $LATEST\n"));
     assert!(text.contains("REPORT RequestId: r1\t"));
 }

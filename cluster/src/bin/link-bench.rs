@@ -160,6 +160,7 @@ async fn start(args: &Args, package: &[u8]) -> Result<Bed, String> {
         account_id: "000000000000".into(),
         log_dir: None,
         code: None,
+        snapshot_vault: None,
     };
     let (daemon, listener) = Daemon::start(DaemonSettings {
         id: "bench-w".into(),

@@ -42,6 +42,7 @@ impl RemoteError {
                 Failure::Throttled { .. } | Failure::Draining | Failure::Sandbox(_) => true,
                 Failure::Code { transient, .. } => *transient,
                 Failure::InvalidSpec(_) => false,
+                Failure::SnapStart(f) => matches!(f, worker::SnapStartFailure::Timeout(_)),
             },
             Self::Invalid(_) => false,
         }

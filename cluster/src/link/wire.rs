@@ -234,6 +234,8 @@ pub enum Failure {
         message: String,
         transient: bool,
     },
+    /// A SnapStart restore failed in the function's part of it.
+    SnapStart(worker::SnapStartFailure),
 }
 
 impl Failure {
@@ -249,6 +251,7 @@ impl Failure {
                 message: c.to_string(),
                 transient: c.is_transient(),
             },
+            W::SnapStart(f) => Self::SnapStart(f.clone()),
         }
     }
 }

@@ -88,6 +88,13 @@ fn records_decode_incrementally_in_order() {
             message: "m".into(),
             transient: true,
         }),
+        Record::Failure(Failure::SnapStart(worker::SnapStartFailure::Hook {
+            error_type: "Runtime.AfterRestoreError".into(),
+            message: "hook broke".into(),
+        })),
+        Record::Failure(Failure::SnapStart(worker::SnapStartFailure::Timeout(
+            Duration::from_millis(10_000),
+        ))),
     ];
     let stream: Vec<u8> = records.iter().flat_map(encode_record).collect();
     // Fed one byte at a time: nothing decodes early, everything decodes once.

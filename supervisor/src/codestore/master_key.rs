@@ -43,6 +43,16 @@ impl MasterKey {
         &self.0
     }
 
+    /// A key for one purpose (`label`), derived with HMAC-SHA256: as secret as this
+    /// one, never stored, and revealing nothing of it or of other purposes' keys.
+    pub fn derive(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&*self.0)
+            .expect("HMAC takes any key length");
+        mac.update(label);
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+
     /// Loads an operator-supplied key file (64 hex digits, mode 0600/0400).
     pub fn load(path: &Path) -> Result<Self, MasterKeyError> {
         let read_err = |source| MasterKeyError::Read {

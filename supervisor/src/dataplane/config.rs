@@ -89,6 +89,7 @@ impl DataPlaneConfig {
             account_id: account_id.to_owned(),
             log_dir: Some(log_dir),
             code: None,
+            snapshot_vault: None,
         }
     }
 }

@@ -22,6 +22,9 @@ pub enum ErrorKind {
     UnrecognizedClient,
     UnknownOperation,
     TooManyRequests,
+    /// A SnapStart restore failed in the function's after-restore hooks.
+    SnapStart,
+    SnapStartTimeout,
     Service,
 }
 
@@ -39,6 +42,8 @@ impl ErrorKind {
             ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorKind::InvalidSignature | ErrorKind::UnrecognizedClient => StatusCode::FORBIDDEN,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::SnapStart => StatusCode::BAD_REQUEST,
+            ErrorKind::SnapStartTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Service => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -56,6 +61,8 @@ impl ErrorKind {
             ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
             ErrorKind::UnknownOperation => "UnknownOperationException",
             ErrorKind::TooManyRequests => "TooManyRequestsException",
+            ErrorKind::SnapStart => "SnapStartException",
+            ErrorKind::SnapStartTimeout => "SnapStartTimeoutException",
             ErrorKind::Service => "ServiceException",
         }
     }

@@ -79,8 +79,24 @@ impl From<WorkerError> for RunError {
             WorkerError::InvalidSpec(m) => {
                 Self::Api(ApiError::service(format!("invalid function spec: {m}")))
             }
+            WorkerError::SnapStart(f) => Self::Api(snapstart_error(&f)),
             other => Self::Worker(other),
         }
+    }
+}
+
+/// A failed SnapStart restore as Lambda answers it.
+pub(crate) fn snapstart_error(f: &worker::SnapStartFailure) -> ApiError {
+    use crate::http::ErrorKind;
+    match f {
+        worker::SnapStartFailure::Hook { .. } => ApiError::new(
+            ErrorKind::SnapStart,
+            format!("The function's runtime failed to restore from its snapshot: {f}. Check the function's logs."),
+        ),
+        worker::SnapStartFailure::Timeout(_) => ApiError::new(
+            ErrorKind::SnapStartTimeout,
+            format!("Lambda couldn't restore the snapshot within the timeout limit: {f}."),
+        ),
     }
 }
 
@@ -387,5 +403,39 @@ impl InvokeService {
             text.push_str(&fe.metrics());
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+    use std::time::Duration;
+    use worker::SnapStartFailure;
+
+    fn answered(f: SnapStartFailure) -> (u16, String, String) {
+        let RunError::Api(e) = RunError::from(WorkerError::SnapStart(f)) else {
+            panic!("a SnapStart failure is answered as an API error");
+        };
+        let message = e.message.clone();
+        let r = e.into_response();
+        let kind = r.headers()["x-amzn-ErrorType"].to_str().unwrap().to_owned();
+        (r.status().as_u16(), kind, message)
+    }
+
+    #[test]
+    fn failed_restores_are_lambdas_snapstart_errors() {
+        let hook = SnapStartFailure::hook(
+            "Runtime.AfterRestoreError".into(),
+            br#"{"errorMessage":"hook broke"}"#,
+        );
+        let (status, kind, message) = answered(hook);
+        assert_eq!((status, kind.as_str()), (400, "SnapStartException"));
+        assert!(
+            message.contains("Runtime.AfterRestoreError: hook broke"),
+            "{message}"
+        );
+        let (status, kind, _) = answered(SnapStartFailure::Timeout(Duration::from_secs(10)));
+        assert_eq!((status, kind.as_str()), (408, "SnapStartTimeoutException"));
     }
 }

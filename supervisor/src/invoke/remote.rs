@@ -176,6 +176,10 @@ impl From<RemoteError> for RunError {
             } else {
                 worker::ThrottleReason::ConcurrentInvocationLimitExceeded
             }),
+            RemoteError::Worker {
+                failure: Failure::SnapStart(f),
+                ..
+            } => Self::Api(super::snapstart_error(&f)),
             other => Self::Remote(other),
         }
     }

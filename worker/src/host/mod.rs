@@ -89,6 +89,10 @@ pub struct HostSettings {
     pub log_dir: Option<PathBuf>,
     /// Where the worker pulls the code it is told of by digest.
     pub code: Option<CodeSettings>,
+    /// Where microVM SnapStart snapshots are sealed (see
+    /// [`crate::sandbox::microvm::VaultSettings`]); `None`: under the run dir, for
+    /// this process only.
+    pub snapshot_vault: Option<crate::sandbox::microvm::VaultSettings>,
 }
 
 /// A host's code supply.
@@ -303,6 +307,7 @@ fn make_backend(
             );
             mc.identity = identity;
             mc.extra_cmdline = cfg.config.vm_cmdline.clone();
+            mc.snapshot_vault = cfg.snapshot_vault.clone();
             let b = MicroVmBackend::new(mc).map_err(backend_err("microvm"))?;
             Arc::new(b)
         }

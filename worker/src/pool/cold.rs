@@ -12,6 +12,9 @@ pub(crate) struct Started {
     pub id: String,
     pub init_duration: Duration,
     pub logs: Vec<LogLine>,
+    /// The Init of the snapshot this sandbox resumed, when its start took it: logged
+    /// already, here for the caller's log tail.
+    pub snapshot_init: Option<String>,
 }
 
 /// Why a cold start produced no sandbox.
@@ -34,6 +37,10 @@ pub(crate) enum ColdStartError {
     /// part of the environment's init as the caller sees it).
     #[error("init timed out after {0:?}")]
     InitTimeout(Duration, Vec<LogLine>),
+    /// A sandbox resumed from a SnapStart snapshot failed its restore: the caller gets
+    /// Lambda's SnapStart error, with no second try.
+    #[error("{0}")]
+    Restore(crate::spec::SnapStartFailure),
 }
 
 impl ColdStartError {
@@ -46,13 +53,16 @@ impl ColdStartError {
             Self::InitTimeout(limit, _) => WorkerError::Sandbox(SandboxError::Start(format!(
                 "init did not finish within {limit:?}"
             ))),
+            Self::Restore(f) => WorkerError::SnapStart(f),
         }
     }
 
     /// The runtime's output during the failed init.
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         match self {
-            ColdStartError::Start(_) | ColdStartError::Code(_) => Vec::new(),
+            ColdStartError::Start(_) | ColdStartError::Code(_) | ColdStartError::Restore(_) => {
+                Vec::new()
+            }
             ColdStartError::Init { logs, .. } | ColdStartError::InitTimeout(_, logs) => {
                 std::mem::take(logs)
             }
@@ -135,6 +145,14 @@ pub(crate) async fn start(
             return Err(ColdStartError::InitTimeout(limit, Vec::new()));
         }
     };
+    // Logged before the restore, which may fail: it happened first.
+    let snapshot_init = sb.take_snapshot_init().map(|init| {
+        let mut text = String::new();
+        super::init_phase::push_lines(&mut text, &init.logs);
+        text.push_str(&crate::report::snapshot_init_report_line(init.took));
+        inner.log_platform(spec, &text);
+        text
+    });
     let result = tokio::time::timeout_at(deadline, sb.init()).await;
     let logs = sb.take_logs();
     match result {
@@ -159,12 +177,19 @@ pub(crate) async fn start(
                 id,
                 init_duration,
                 logs,
+                snapshot_init,
             })
         }
         Ok(Err(SandboxError::Start(m))) => {
             report_console(&id, sb.as_ref(), &m);
             inner.destroy_all(vec![sb]);
             Err(ColdStartError::Start(SandboxError::Start(m)))
+        }
+        Ok(Err(SandboxError::Restore { error_type, body })) => {
+            report_console(&id, sb.as_ref(), &format!("restore failed: {error_type}"));
+            inner.destroy_all(vec![sb]);
+            let failure = crate::spec::SnapStartFailure::hook(error_type, &body);
+            Err(ColdStartError::Restore(failure))
         }
         Ok(Err(error)) => {
             report_console(&id, sb.as_ref(), &error.to_string());
@@ -181,7 +206,12 @@ pub(crate) async fn start(
                 sb.as_ref(),
                 &format!("init did not finish within {limit:?}"),
             );
+            let restoring = sb.is_restored();
             inner.destroy_all(vec![sb]);
+            if restoring {
+                let failure = crate::spec::SnapStartFailure::Timeout(limit);
+                return Err(ColdStartError::Restore(failure));
+            }
             Err(ColdStartError::InitTimeout(limit, logs))
         }
     }

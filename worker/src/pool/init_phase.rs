@@ -39,6 +39,8 @@ pub(crate) enum NotReady {
     NoCapacity,
     /// Both inits failed: the invoke's result, as Lambda gives it.
     Failed(FailedInit),
+    /// A SnapStart restore failed: Lambda's SnapStart error, not a suppressed init.
+    SnapStart(crate::spec::SnapStartFailure),
 }
 
 pub(crate) struct FailedInit {
@@ -65,7 +67,9 @@ fn describe(e: &ColdStartError) -> (&'static str, Option<String>) {
     match e {
         ColdStartError::InitTimeout(..) => ("timeout", None),
         ColdStartError::Init { error, .. } => ("error", Some(error_type_of(error))),
-        ColdStartError::Start(_) | ColdStartError::Code(_) => ("error", None),
+        ColdStartError::Start(_) | ColdStartError::Code(_) | ColdStartError::Restore(_) => {
+            ("error", None)
+        }
     }
 }
 
@@ -98,7 +102,7 @@ pub(crate) async fn cold_start(
     let limit = inner.cfg.init_timeout;
     let mut first = match cold::start(inner, spec, limit).await {
         Ok(s) => {
-            let mut before_start = String::new();
+            let mut before_start = s.snapshot_init.unwrap_or_default();
             push_lines(&mut before_start, &s.logs);
             return Ok(Ready {
                 sandbox: s.sandbox,
@@ -112,6 +116,7 @@ pub(crate) async fn cold_start(
         }
         Err(ColdStartError::Start(e)) => return Err(NotReady::Service(e)),
         Err(ColdStartError::Code(e)) => return Err(NotReady::Code(e)),
+        Err(ColdStartError::Restore(f)) => return Err(NotReady::SnapStart(f)),
         Err(e) => e,
     };
     let mut before_start = String::new();
@@ -144,6 +149,7 @@ pub(crate) async fn cold_start(
         }
         Err(ColdStartError::Start(e)) => Err(NotReady::Service(e)),
         Err(ColdStartError::Code(e)) => Err(NotReady::Code(e)),
+        Err(ColdStartError::Restore(f)) => Err(NotReady::SnapStart(f)),
         Err(second) => {
             let f = failed_twice(spec, request_id, second, before_start, t0.elapsed());
             inner.log_platform(spec, &f.platform_lines);
@@ -182,6 +188,7 @@ fn failed_twice(
         ColdStartError::Init { error, .. } => init_error_result(rid, error),
         ColdStartError::Start(e) => init_error_result(rid, e),
         ColdStartError::Code(e) => init_error_result(rid, SandboxError::Start(e.to_string())),
+        ColdStartError::Restore(f) => init_error_result(rid, SandboxError::Start(f.to_string())),
     };
     after_start.push_str(&platform_lines);
     FailedInit {

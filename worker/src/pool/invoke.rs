@@ -234,6 +234,7 @@ impl Worker {
             Ok(r) => r,
             Err(NotReady::Service(e)) => return Err(WorkerError::Sandbox(e)),
             Err(NotReady::Code(e)) => return Err(WorkerError::Code(e)),
+            Err(NotReady::SnapStart(f)) => return Err(WorkerError::SnapStart(f)),
             Err(NotReady::NoCapacity) => {
                 inner.metrics.throttle("host_memory");
                 return Err(WorkerError::Throttled(

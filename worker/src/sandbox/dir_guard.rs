@@ -10,3 +10,12 @@ impl Drop for DirGuard {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+impl DirGuard {
+    /// Keeps the folder: it is no longer removed when this goes.
+    pub fn keep(mut self) -> PathBuf {
+        let path = std::mem::take(&mut self.0);
+        std::mem::forget(self);
+        path
+    }
+}

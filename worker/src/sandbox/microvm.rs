@@ -29,6 +29,7 @@ mod vm_sandbox;
 use kvm::{hold_a_vm, open_kvm};
 use launch::{files_dir, Launch, SandboxFiles};
 use snapshots::{Snapshot, SnapshotStore};
+pub use snapshots::{VaultSettings, DEFAULT_VAULT_BYTES};
 use vm_sandbox::VmSandbox;
 mod probe;
 
@@ -55,6 +56,9 @@ pub struct MicroVmConfig {
     pub identity: Identity,
     /// Confine each monitor to `vcpus` host CPUs (see `jail::cpus`).
     pub place_cpus: bool,
+    /// Where SnapStart snapshots are sealed; `None`: under `run_root`, with a key of
+    /// this process (they go with it).
+    pub snapshot_vault: Option<VaultSettings>,
 }
 
 impl MicroVmConfig {
@@ -71,6 +75,7 @@ impl MicroVmConfig {
             seccomp: true,
             identity: Identity::default(),
             place_cpus: true,
+            snapshot_vault: None,
             launcher,
         }
     }
@@ -88,7 +93,7 @@ pub struct MicroVmBackend {
     uids: jail::UidLeases,
     placer: CpuPlacer,
     /// SnapStart snapshots taken on this host.
-    snapshots: SnapshotStore,
+    snapshots: Arc<SnapshotStore>,
     /// See [`hold_a_vm`].
     _held_vm: Option<std::os::fd::OwnedFd>,
 }
@@ -140,8 +145,14 @@ impl MicroVmBackend {
                 cfg.launcher.vmm.display()
             );
         }
-        let snapshots = SnapshotStore::new(&cfg.run_root)
+        let snapshots = SnapshotStore::new(&cfg.run_root, cfg.snapshot_vault.as_ref())
             .map_err(|e| start_err(format!("snapshot store: {e}")))?;
+        if let Some((held, bytes)) = snapshots.vault_held().filter(|(n, _)| *n > 0) {
+            eprintln!(
+                "worker: SnapStart vault holds {held} snapshot(s), {} MiB sealed",
+                bytes >> 20
+            );
+        }
         let held_vm = hold_a_vm()
             .inspect_err(|e| eprintln!("worker: not holding an idle KVM VM: {e}"))
             .ok();
@@ -152,7 +163,7 @@ impl MicroVmBackend {
             cgroups: Arc::new(cgroups),
             uids,
             placer: CpuPlacer::from_own_affinity(),
-            snapshots,
+            snapshots: Arc::new(snapshots),
             _held_vm: held_vm,
         })
     }

@@ -50,11 +50,22 @@ pub enum SandboxError {
     Start(String),
     #[error("init failed: {error_type}")]
     Init { error_type: String, body: Vec<u8> },
+    /// A sandbox resumed from a snapshot: its runtime's after-restore hooks failed, or
+    /// it exited while restoring.
+    #[error("restore failed: {error_type}")]
+    Restore { error_type: String, body: Vec<u8> },
     /// The runtime process ended (`Runtime.ExitError` / `Runtime.OutOfMemory`).
     #[error("runtime exited: {message}")]
     Exited { error_type: String, message: String },
     #[error("sandbox protocol error: {0}")]
     Protocol(String),
+}
+
+/// The Init a SnapStart snapshot was taken after, for the first cold start that
+/// resumed it to log (Lambda logs it as `INIT_REPORT` with the Init's own output).
+pub struct SnapshotInit {
+    pub took: Duration,
+    pub logs: Vec<LogLine>,
 }
 
 /// A started sandbox.
@@ -102,6 +113,15 @@ pub trait Sandbox: Send {
     /// this is how long the guest took from Restore to ready (REPORT's Billed Restore
     /// Duration).
     fn resume_took(&self) -> Option<Duration> {
+        None
+    }
+    /// Resumed from a SnapStart snapshot: its `init` is the restore.
+    fn is_restored(&self) -> bool {
+        false
+    }
+    /// The Init of the snapshot this sandbox was resumed from, when this sandbox's
+    /// start took that snapshot (once).
+    fn take_snapshot_init(&mut self) -> Option<SnapshotInit> {
         None
     }
     /// Stops the sandbox and releases everything it holds.

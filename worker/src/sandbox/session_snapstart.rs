@@ -18,6 +18,10 @@ impl Session {
         }
     }
 
+    pub fn is_restored(&self) -> bool {
+        self.restored
+    }
+
     /// For a guest resumed from a snapshot, how long it took from Restore to ready.
     pub fn resume_took(&self) -> Option<std::time::Duration> {
         self.resume_took
@@ -50,13 +54,23 @@ impl Session {
         self.conn.send(&msg).await.map_err(wire_err)?;
         self.await_phase("restore", |m| match m {
             GuestMessage::RestoreDone => Ok(Ok(())),
-            GuestMessage::RestoreError(e) => Ok(Err(SandboxError::Init {
+            GuestMessage::RestoreError(e) => Ok(Err(SandboxError::Restore {
                 error_type: e.error_type,
                 body: e.body,
             })),
             other => Err(other),
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            SandboxError::Exited {
+                error_type,
+                message,
+            } => SandboxError::Restore {
+                error_type,
+                body: message.into_bytes(),
+            },
+            other => other,
+        })?;
         self.resume_took = Some(sent.elapsed());
         Ok(())
     }

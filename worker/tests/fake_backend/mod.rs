@@ -15,7 +15,11 @@ pub struct Counters {
 }
 
 /// Behaviour is driven by the payload: `sleep:<ms>`, `crash`, `oom`, `error`, else echo.
-/// The response names the sandbox, so tests can see which one served.
+/// The response names the sandbox, so tests can see which one served. Init behaviours
+/// starting with `restore` act as a sandbox resumed from a SnapStart snapshot:
+/// `restore-fail` (its after-restore hook fails), `restore-hang`, `restore-took` (its
+/// start also took the snapshot, after an Init that printed a line), `restore-took-fail`
+/// (both), else restored.
 pub struct FakeSandbox {
     id: String,
     function: String,
@@ -37,10 +41,14 @@ impl Sandbox for FakeSandbox {
                     error_type: "Runtime.HandlerNotFound".into(),
                     body: br#"{"errorType":"Runtime.HandlerNotFound"}"#.to_vec(),
                 }),
-                "hang" => {
+                "hang" | "restore-hang" => {
                     tokio::time::sleep(Duration::from_secs(60)).await;
                     Ok(())
                 }
+                "restore-fail" => Err(SandboxError::Restore {
+                    error_type: "Runtime.AfterRestoreError".into(),
+                    body: br#"{"errorType":"RuntimeError","errorMessage":"hook broke"}"#.to_vec(),
+                }),
                 _ => Ok(()),
             }
         })
@@ -86,6 +94,31 @@ impl Sandbox for FakeSandbox {
 
     fn take_logs(&mut self) -> Vec<LogLine> {
         std::mem::take(&mut self.logs)
+    }
+
+    fn is_restored(&self) -> bool {
+        self.init_behaviour.starts_with("restore")
+    }
+
+    fn resume_took(&self) -> Option<Duration> {
+        self.is_restored().then_some(Duration::from_millis(7))
+    }
+
+    fn take_snapshot_init(&mut self) -> Option<worker::sandbox::SnapshotInit> {
+        let then_fail = self.init_behaviour.strip_prefix("restore-took")? == "-fail";
+        self.init_behaviour = if then_fail {
+            "restore-fail"
+        } else {
+            "restored"
+        }
+        .into();
+        Some(worker::sandbox::SnapshotInit {
+            took: Duration::from_millis(1500),
+            logs: vec![LogLine {
+                request_id: None,
+                text: "snapshot init line".into(),
+            }],
+        })
     }
 
     fn max_memory_bytes(&self) -> Option<u64> {
@@ -190,6 +223,18 @@ pub fn error_json(r: &InvokeResult) -> serde_json::Value {
         InvokeResult::FunctionError { body, .. } => serde_json::from_slice(body).unwrap(),
         other => panic!("expected function error, got {other:?}"),
     }
+}
+
+/// The log file at `path` once it holds `needle` (lines are written by the log flusher
+/// within its interval), or as it is after 20 intervals.
+pub async fn read_log_until(path: &std::path::Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + 20 * worker::logfile::FLUSH_INTERVAL;
+    let mut text = String::new();
+    while !text.contains(needle) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(worker::logfile::FLUSH_INTERVAL / 4).await;
+        text = std::fs::read_to_string(path).unwrap_or_default();
+    }
+    text
 }
 
 /// Lets background destroy tasks run.

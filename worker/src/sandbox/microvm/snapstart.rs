@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::snapshots::{Snapshot, SnapshotKey, Taken};
+use super::snapshots::{base_fingerprint, Snapshot, SnapshotKey, Taken};
 use super::vm_sandbox::VmSandbox;
 use super::{files_dir, start_err, Launch, MicroVmBackend, SandboxFiles};
 use crate::jail::Exit;
-use crate::sandbox::SandboxError;
+use crate::sandbox::{SandboxError, SnapshotInit};
 use crate::spec::FunctionVersionSpec;
 
 /// How long Init, the checkpoint and the vmm's writing of the snapshot may take.
@@ -42,8 +42,17 @@ impl MicroVmBackend {
         spec: &FunctionVersionSpec,
         id: &str,
     ) -> Option<VmSandbox> {
-        let key = SnapshotKey::of(spec);
-        let snap = match self.snapshot_for(spec, id, &key).await {
+        let key = match self.snapshot_key(spec) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!(
+                    "worker: SnapStart: {e}; booting {}:{}",
+                    spec.name, spec.version
+                );
+                return None;
+            }
+        };
+        let (snap, init) = match self.snapshot_for(spec, id, &key).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!(
@@ -54,7 +63,10 @@ impl MicroVmBackend {
             }
         };
         match self.launch(spec, id, &Launch::Restore(&snap)).await {
-            Ok(sb) => Some(sb),
+            Ok(mut sb) => {
+                sb.snapshot_init = init;
+                Some(sb)
+            }
             Err(e) => {
                 eprintln!(
                     "worker: SnapStart: resuming {}:{} from its snapshot failed ({e}); \
@@ -67,23 +79,90 @@ impl MicroVmBackend {
         }
     }
 
-    /// The version's snapshot; one cold start at a time takes a missing one.
+    /// The key of the version's snapshot on this host: it names the vmm, kernel and
+    /// rootfs image the VM starts from.
+    fn snapshot_key(&self, spec: &FunctionVersionSpec) -> Result<SnapshotKey, SandboxError> {
+        let rootfs = self.rootfs_for(spec, spec.image.is_some())?;
+        let l = &self.cfg.launcher;
+        let base = base_fingerprint(&[&l.vmm, &l.kernel, &rootfs], &self.snapshots.digests)
+            .map_err(|e| start_err(format!("base images: {e}")))?;
+        Ok(SnapshotKey::of(spec, base))
+    }
+
+    /// The version's snapshot: its open copy, else opened from the vault, else taken
+    /// now (one cold start at a time opens or takes a missing one), with its Init when
+    /// taken now.
     async fn snapshot_for(
         &self,
         spec: &FunctionVersionSpec,
         id: &str,
         key: &SnapshotKey,
-    ) -> Result<Arc<Snapshot>, SandboxError> {
+    ) -> Result<(Arc<Snapshot>, Option<SnapshotInit>), SandboxError> {
         if let Some(s) = self.snapshots.get(key) {
-            return Ok(s);
+            return Ok((s, None));
         }
-        let _taking = self.snapshots.taking.lock().await;
+        let gate = self.snapshots.gate(key);
+        let _taking = gate.lock().await;
         if let Some(s) = self.snapshots.get(key) {
-            return Ok(s);
+            return Ok((s, None));
         }
-        tokio::time::timeout(TAKE_TIMEOUT, self.take_snapshot(spec, id, key))
+        match self.open_sealed(key).await {
+            Ok(Some(s)) => return Ok((s, None)),
+            Ok(None) => {}
+            Err(e) => eprintln!(
+                "worker: SnapStart: the sealed snapshot of {}:{} does not open ({e}); \
+                 dropped, taking a new one",
+                spec.name, spec.version
+            ),
+        }
+        let (snap, init) = tokio::time::timeout(TAKE_TIMEOUT, self.take_snapshot(spec, id, key))
             .await
-            .map_err(|_| start_err(format!("taking the snapshot took over {TAKE_TIMEOUT:?}")))?
+            .map_err(|_| start_err(format!("taking the snapshot took over {TAKE_TIMEOUT:?}")))??;
+        self.seal_in_background(key.clone(), snap.clone());
+        Ok((snap, Some(init)))
+    }
+
+    async fn open_sealed(&self, key: &SnapshotKey) -> Result<Option<Arc<Snapshot>>, String> {
+        let store = self.snapshots.clone();
+        let k = key.clone();
+        let started = std::time::Instant::now();
+        let opened = tokio::task::spawn_blocking(move || store.open_sealed(&k))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if opened.is_some() {
+            eprintln!(
+                "worker: SnapStart: snapshot of {}:{} opened from the vault in {} ms",
+                key.name,
+                key.version,
+                started.elapsed().as_millis()
+            );
+        }
+        Ok(opened)
+    }
+
+    /// Puts a new snapshot in the vault without holding up the cold start that took it.
+    fn seal_in_background(&self, key: SnapshotKey, snap: Arc<Snapshot>) {
+        if !self.snapshots.has_vault() {
+            return;
+        }
+        let store = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match store.seal(&key, &snap) {
+                Ok(()) => eprintln!(
+                    "worker: SnapStart: snapshot of {}:{} sealed into the vault in {} ms",
+                    key.name,
+                    key.version,
+                    started.elapsed().as_millis()
+                ),
+                Err(e) => eprintln!(
+                    "worker: SnapStart: sealing the snapshot of {}:{} failed ({e}); it \
+                     stays in memory only",
+                    key.name, key.version
+                ),
+            }
+        });
     }
 
     async fn take_snapshot(
@@ -91,7 +170,7 @@ impl MicroVmBackend {
         spec: &FunctionVersionSpec,
         id: &str,
         key: &SnapshotKey,
-    ) -> Result<Arc<Snapshot>, SandboxError> {
+    ) -> Result<(Arc<Snapshot>, SnapshotInit), SandboxError> {
         let started = std::time::Instant::now();
         let mut sb = self
             .launch(spec, &format!("{id}-snap"), &Launch::BootForSnapshot)
@@ -99,9 +178,14 @@ impl MicroVmBackend {
         let explain = |e: SandboxError, sb: &VmSandbox| {
             start_err(format!("{e}; guest console: {}", sb.serial.text()))
         };
+        let init_started = std::time::Instant::now();
         if let Err(e) = sb.session.init().await {
             return Err(explain(e, &sb));
         }
+        let init = SnapshotInit {
+            took: init_started.elapsed(),
+            logs: sb.session.take_logs(),
+        };
         if let Err(e) = sb.session.checkpoint().await {
             return Err(explain(e, &sb));
         }
@@ -141,6 +225,6 @@ impl MicroVmBackend {
             spec.version,
             started.elapsed().as_millis()
         );
-        Ok(snap)
+        Ok((snap, init))
     }
 }

@@ -27,6 +27,18 @@ fn start_stages(vmm_stderr: &str, serial: &str) -> (Option<u64>, Option<f64>) {
     (first_run, boot_to_init)
 }
 
+/// `VmHWM` of process `pid`: the peak of its resident set, in bytes.
+fn peak_resident_bytes(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_hwm(&status)
+}
+
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}
+
 /// How long a lost guest connection waits for the VMM's exit before explaining it.
 const LOST_GUEST_EXIT_WAIT: Duration = Duration::from_secs(2);
 
@@ -65,6 +77,8 @@ pub struct VmSandbox {
     pub(super) images: (Option<std::path::PathBuf>, Option<std::path::PathBuf>),
     /// Where a VM booted to be snapshotted writes its snapshot (in the snapshot store).
     pub(super) snapshot_out: Option<DirGuard>,
+    /// Set on the sandbox whose start took the snapshot it was resumed from.
+    pub(super) snapshot_init: Option<crate::sandbox::SnapshotInit>,
     /// Socket dir and built code image.
     pub(super) _files: DirGuard,
     pub(super) serial: StderrTail,
@@ -121,7 +135,17 @@ impl Sandbox for VmSandbox {
 
     /// The monitor's cgroup peak, capped at the guest size (it includes the monitor).
     fn max_memory_bytes(&self) -> Option<u64> {
-        let peak = self.proc.as_ref()?.cgroup()?.memory_peak()?;
+        let proc = self.proc.as_ref()?;
+        let charged = proc.cgroup().and_then(|c| c.memory_peak());
+        // A resumed guest's pages mapped from the snapshot were charged to whoever
+        // wrote the file, not to this VM's cgroup: its vmm's peak resident set counts
+        // them (shared pages in full, as the function sees its memory).
+        let resident = self
+            .session
+            .is_restored()
+            .then(|| peak_resident_bytes(proc.pid()))
+            .flatten();
+        let peak = charged.max(resident)?;
         Some(peak.min(u64::from(self.memory_mib) << 20))
     }
 
@@ -135,6 +159,14 @@ impl Sandbox for VmSandbox {
 
     fn resume_took(&self) -> Option<Duration> {
         self.session.resume_took()
+    }
+
+    fn is_restored(&self) -> bool {
+        self.session.is_restored()
+    }
+
+    fn take_snapshot_init(&mut self) -> Option<crate::sandbox::SnapshotInit> {
+        self.snapshot_init.take()
     }
 
     fn start_details(&self) -> Option<String> {

@@ -1,48 +1,86 @@
-//! The microVM snapshots of SnapStart versions on this host: one per function version
-//! and revision, taken after its first Init. Each is a directory holding the vmm's state
-//! and memory files and the code and layer images the guest had mounted (a restored
-//! guest's page cache must find the very same bytes). A snapshot's memory holds what the
-//! function had in memory, its secrets among it: the store is a tmpfs of its own, so
-//! nothing of it is ever written to a disk, reachable by jails only (root-owned, group
-//! [`crate::jail::JAIL_ROOT_GID`], mode 0710, like a sandbox's files). Snapshots go
-//! with their function version, or when the count bound is hit.
+//! The microVM snapshots of SnapStart versions on this host: one per function version,
+//! revision and base images, taken after its first Init. A snapshot is the vmm's state
+//! and memory files plus the code and layer images the guest had mounted (a restored
+//! guest's page cache must find the very same bytes).
+//!
+//! Two tiers. The [`vault`] keeps every snapshot sealed with AES-256-GCM on disk: the
+//! store of record, which a snapshot's memory (the function's secrets among it) reaches
+//! only encrypted. Restores map plaintext copies, which live only in a tmpfs of their own
+//! (RAM, never a disk), reachable by jails only (root-owned, group
+//! [`crate::jail::JAIL_ROOT_GID`], mode 0710, like a sandbox's files); the least
+//! recently used copies go past a bound, and are opened again from the vault when next
+//! needed. Snapshots go with their function version.
 
+pub mod sealed_file;
+pub mod vault;
+
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::sandbox::dir_guard::DirGuard;
 use crate::spec::FunctionVersionSpec;
+use sealed_file::VaultKey;
+use vault::{Vault, VaultError};
 
-/// Snapshots kept per host; the oldest goes first past this.
-const MAX_SNAPSHOTS: usize = 64;
-/// The store's tmpfs may take this share of the host's memory (a bound, not a
-/// reservation: tmpfs uses what it holds). A snapshot that does not fit fails to be
-/// taken, and its version boots as usual.
+/// Plaintext copies kept in the tmpfs; the least recently used goes first past this.
+const MAX_OPEN: usize = 16;
+/// Without a vault the copies are all there is: keep more of them.
+const MAX_OPEN_WITHOUT_VAULT: usize = 64;
+/// The tmpfs may take this share of the host's memory (a bound, not a reservation:
+/// tmpfs uses what it holds). A snapshot that does not fit fails to be taken or
+/// opened, and its version boots as usual.
 const TMPFS_SIZE: &str = "size=25%";
+/// The vault's bound when its settings give none.
+pub const DEFAULT_VAULT_BYTES: u64 = 32 << 30;
 
-/// Which version and revision a snapshot belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Where sealed snapshots are kept and the key they are sealed under. A key that
+/// outlives the process lets snapshots survive a restart.
+#[derive(Clone)]
+pub struct VaultSettings {
+    pub dir: PathBuf,
+    pub key: [u8; 32],
+    pub max_bytes: u64,
+}
+
+impl std::fmt::Debug for VaultSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultSettings")
+            .field("dir", &self.dir)
+            .field("key", &"<redacted>")
+            .field("max_bytes", &self.max_bytes)
+            .finish()
+    }
+}
+
+/// Which version and revision a snapshot belongs to, and what it was taken on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotKey {
     pub name: String,
     pub version: String,
     pub revision: String,
     pub memory_mib: u32,
+    /// The vmm, kernel and rootfs image the guest was started from (see
+    /// [`base_fingerprint`]): a snapshot is only resumed on the very same.
+    pub base: String,
 }
 
 impl SnapshotKey {
-    pub fn of(spec: &FunctionVersionSpec) -> Self {
+    pub fn of(spec: &FunctionVersionSpec, base: String) -> Self {
         Self {
             name: spec.name.clone(),
             version: spec.version.clone(),
             revision: spec.revision.clone(),
             memory_mib: spec.memory_mib,
+            base,
         }
     }
 
-    /// A directory name: function names, versions and revision ids use only
+    /// A folder name: function names, versions and revision ids use only
     /// `[A-Za-z0-9_-]`, anything else is replaced.
-    fn dir_name(&self) -> String {
+    fn folder_name(&self) -> String {
         let clean = |s: &str| -> String {
             s.chars()
                 .map(|c| {
@@ -55,23 +93,119 @@ impl SnapshotKey {
                 .collect()
         };
         format!(
-            "{}.{}.{}.{}",
+            "{}.{}.{}.{}.{}",
             clean(&self.name),
             clean(&self.version),
             clean(&self.revision),
-            self.memory_mib
+            self.memory_mib,
+            clean(&self.base.chars().take(16).collect::<String>())
         )
     }
 }
 
-/// One snapshot's files; removed when the last holder lets go (a restored VM keeps its
-/// memory file mapped, which outlives the name).
+/// Files up to this size that no manifest lists count by their contents.
+const HASHED_UP_TO: u64 = 64 << 20;
+
+/// Identifies the files a guest was started from: an upgraded vmm, kernel or rootfs
+/// makes older snapshots unusable. A file listed in its folder's `manifest.json` (the
+/// image build writes one) counts by the SHA-256 there; any other by its own SHA-256
+/// up to [`HASHED_UP_TO`] (the vmm binary), else by size and modification time (a
+/// digest of a large image would cost a full read). Neither inode nor modification
+/// time of a listed or small file is used: an appliance unpacks its files afresh at
+/// each boot. `digests` caches the files hashed so far.
+pub fn base_fingerprint(files: &[&Path], digests: &DigestCache) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    let mut h = sha2::Sha256::new();
+    for f in files {
+        let m = std::fs::metadata(f)?;
+        h.update(f.as_os_str().as_bytes());
+        h.update(m.len().to_le_bytes());
+        if let Some(digest) = manifest_digest(f, m.len()) {
+            h.update(digest.as_bytes());
+        } else if m.len() <= HASHED_UP_TO {
+            h.update(digests.of(f, &m)?);
+        } else {
+            h.update(m.mtime().to_le_bytes());
+            h.update(m.mtime_nsec().to_le_bytes());
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A file as last seen: path, size, modification time (seconds, nanoseconds).
+type FileId = (PathBuf, u64, i64, i64);
+
+/// SHA-256 of files by path, size and modification time, so each is read once.
+#[derive(Default)]
+pub struct DigestCache(Mutex<HashMap<FileId, [u8; 32]>>);
+
+impl DigestCache {
+    fn of(&self, file: &Path, m: &std::fs::Metadata) -> std::io::Result<[u8; 32]> {
+        use sha2::Digest;
+        use std::os::unix::fs::MetadataExt;
+        let id = (file.to_owned(), m.len(), m.mtime(), m.mtime_nsec());
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = cache.get(&id) {
+            return Ok(*d);
+        }
+        let mut h = sha2::Sha256::new();
+        std::io::copy(&mut std::fs::File::open(file)?, &mut h)?;
+        let digest: [u8; 32] = h.finalize().into();
+        cache.insert(id, digest);
+        Ok(digest)
+    }
+}
+
+/// The SHA-256 the image build's `manifest.json` beside `file` gives for it, if it
+/// lists it with this size.
+fn manifest_digest(file: &Path, len: u64) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        images: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        file: String,
+        size: u64,
+        sha256: String,
+    }
+    const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+    let path = file.parent()?.join("manifest.json");
+    if std::fs::metadata(&path).ok()?.len() > MAX_MANIFEST_BYTES {
+        return None;
+    }
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let name = file.file_name()?.to_str()?;
+    manifest
+        .images
+        .into_iter()
+        .find(|e| e.file == name && e.size == len)
+        .map(|e| e.sha256)
+}
+
+/// One snapshot's plaintext copy; removed when the last holder lets go (a restored VM
+/// keeps its memory file mapped, which outlives the name).
 pub struct Snapshot {
     dir: PathBuf,
     pub state: PathBuf,
     pub mem: PathBuf,
     pub code: Option<PathBuf>,
     pub opt: Option<PathBuf>,
+}
+
+impl Snapshot {
+    /// The files in `dir`, the images among them only when present.
+    fn in_dir(dir: PathBuf) -> Self {
+        let optional = |f: &str| Some(dir.join(f)).filter(|p| p.exists());
+        Self {
+            state: dir.join("state"),
+            mem: dir.join("mem"),
+            code: optional("code.ext4"),
+            opt: optional("opt.ext4"),
+            dir,
+        }
+    }
 }
 
 impl Drop for Snapshot {
@@ -92,10 +226,20 @@ pub struct SnapshotStore {
     root: PathBuf,
     /// `root` is the store's own tmpfs (unmounted when the store goes).
     mounted: bool,
-    entries: Mutex<Vec<(SnapshotKey, Arc<Snapshot>)>>,
-    /// One snapshot is taken at a time: concurrent first cold starts of a version wait
-    /// for it instead of each booting their own.
-    pub taking: tokio::sync::Mutex<()>,
+    /// The plaintext copies, least recently used first.
+    open: Mutex<Vec<(SnapshotKey, Arc<Snapshot>)>>,
+    /// `None` when the run dir, where a vault of this process would go, is in memory
+    /// itself: sealed copies there would only double the memory snapshots take.
+    vault: Option<Vault>,
+    /// Numbers the copies' folders: a copy still held after its key was dropped and
+    /// taken again never shares (or removes) the new one's folder.
+    serial: AtomicU64,
+    /// One gate per snapshot key: concurrent first cold starts of a version wait for
+    /// the one taking (or opening) its snapshot instead of each booting their own;
+    /// other versions' go ahead.
+    taking: Mutex<HashMap<SnapshotKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Digests of the base files snapshots are keyed by.
+    pub digests: DigestCache,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> std::io::Error {
@@ -112,19 +256,24 @@ fn place(from: &Path, to: &Path, link: bool) -> std::io::Result<()> {
     if moved.is_err() {
         std::fs::copy(from, to).map_err(|e| io_err("copying", from, e))?;
     }
+    make_jail_readable(to)
+}
+
+fn make_jail_readable(file: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::os::unix::fs::chown(to, Some(0), Some(0)).map_err(|e| io_err("chown", to, e))?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644))
+    std::os::unix::fs::chown(file, Some(0), Some(0)).map_err(|e| io_err("chown", file, e))?;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644))
 }
 
 impl SnapshotStore {
-    /// Starts empty in a directory of this process under `run_root`, named like its
-    /// sandboxes' so that the stale-entry sweep removes it once the process is gone
-    /// (snapshots belong to one run's vmm binary and revisions).
-    pub fn new(run_root: &Path) -> std::io::Result<Self> {
+    /// Starts with no plaintext copies, in a directory of this process under
+    /// `run_root` named like its sandboxes' so that the stale-entry sweep removes it once
+    /// the process is gone. Without `vault` settings the vault is a folder beside it
+    /// under a key of this process, unless that folder would be in memory too.
+    pub fn new(run_root: &Path, vault: Option<&VaultSettings>) -> Result<Self, VaultError> {
         let root = run_root.join(format!("sb-{}-snapshots", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).map_err(|e| io_err("creating", &root, e))?;
+        std::fs::create_dir_all(&root).map_err(|e| vault_io(&root, e))?;
         let mounted = match mount_tmpfs(&root) {
             Ok(()) => true,
             Err(e) => {
@@ -136,24 +285,58 @@ impl SnapshotStore {
                 false
             }
         };
-        jail_readable_dir(&root)?;
+        jail_readable_dir(&root).map_err(|e| vault_io(&root, e))?;
+        let vault = match vault {
+            Some(v) => Some(Vault::open(&v.dir, VaultKey::new(&v.key), v.max_bytes)?),
+            None if in_memory(run_root) => {
+                eprintln!(
+                    "worker: {} is in memory: SnapStart snapshots are kept in memory only, \
+                     unsealed copies in no vault",
+                    run_root.display()
+                );
+                None
+            }
+            None => {
+                let dir = run_root.join(format!("sb-{}-snapshot-vault", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                Some(Vault::open(&dir, VaultKey::random()?, DEFAULT_VAULT_BYTES)?)
+            }
+        };
         Ok(Self {
             root,
             mounted,
-            entries: Mutex::new(Vec::new()),
-            taking: tokio::sync::Mutex::new(()),
+            open: Mutex::new(Vec::new()),
+            vault,
+            serial: AtomicU64::new(0),
+            taking: Mutex::new(HashMap::new()),
+            digests: DigestCache::default(),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(SnapshotKey, Arc<Snapshot>)>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The gate of `key`'s snapshot (see `taking`); gates nobody holds are dropped.
+    pub fn gate(&self, key: &SnapshotKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.taking.lock().unwrap_or_else(|p| p.into_inner());
+        gates.retain(|_, g| Arc::strong_count(g) > 1);
+        gates.entry(key.clone()).or_default().clone()
+    }
+
+    /// (snapshots in the vault, their sealed bytes); `None` without a vault.
+    pub fn vault_held(&self) -> Option<(usize, u64)> {
+        self.vault.as_ref().map(Vault::held)
+    }
+
+    /// The plaintext copy of `key`, if one is open (now the most recently used).
     pub fn get(&self, key: &SnapshotKey) -> Option<Arc<Snapshot>> {
-        self.lock()
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, s)| s.clone())
+        let mut open = self.lock();
+        let at = open.iter().position(|(k, _)| k == key)?;
+        let entry = open.remove(at);
+        let snap = entry.1.clone();
+        open.push(entry);
+        Some(snap)
     }
 
     /// A new folder in the store for a VM booted to be snapshotted to write into
@@ -166,46 +349,131 @@ impl SnapshotStore {
         Ok(DirGuard(dir))
     }
 
-    /// Drops the snapshot of `key` (a restore from it failed).
+    /// Drops the snapshot of `key` (a restore from it failed), sealed copy included.
     pub fn forget(&self, key: &SnapshotKey) {
         self.lock().retain(|(k, _)| k != key);
+        if let Some(v) = &self.vault {
+            v.forget_where(|k| k == key);
+        }
     }
 
     /// Drops the snapshots of a deleted function, or of one deleted version.
     pub fn forget_function(&self, name: &str, version: Option<&str>) {
-        self.lock()
-            .retain(|(k, _)| k.name != name || version.is_some_and(|v| k.version != v));
+        let doomed = |k: &SnapshotKey| k.name == name && version.is_none_or(|v| k.version == v);
+        self.lock().retain(|(k, _)| !doomed(k));
+        if let Some(v) = &self.vault {
+            v.forget_where(doomed);
+        }
     }
 
-    /// Files what a VM left after writing its snapshot; replaces other revisions of the
-    /// same version.
-    pub fn store(&self, key: SnapshotKey, taken: Taken<'_>) -> std::io::Result<Arc<Snapshot>> {
-        let dir = self.root.join(key.dir_name());
-        let _ = std::fs::remove_dir_all(&dir);
+    /// A new, empty folder for a plaintext copy of `key`.
+    fn copy_dir(&self, key: &SnapshotKey) -> std::io::Result<PathBuf> {
+        let n = self.serial.fetch_add(1, Ordering::Relaxed);
+        let dir = self.root.join(format!("{}.{n}", key.folder_name()));
         std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
-        let snap = Snapshot {
-            state: dir.join("state"),
-            mem: dir.join("mem"),
-            code: taken.code.map(|_| dir.join("code.ext4")),
-            opt: taken.opt.map(|_| dir.join("opt.ext4")),
-            dir: dir.clone(),
-        };
-        place(&taken.written.join("state"), &snap.state, false)?;
-        place(&taken.written.join("mem"), &snap.mem, false)?;
-        for (from, to) in [(taken.code, &snap.code), (taken.opt, &snap.opt)] {
-            if let (Some(from), Some(to)) = (from, to) {
-                place(from, to, true)?;
+        Ok(dir)
+    }
+
+    /// Files what a VM left after writing its snapshot as the open copy of `key`
+    /// (replacing other revisions of the same version); [`SnapshotStore::seal`] then
+    /// puts it in the vault.
+    pub fn store(&self, key: SnapshotKey, taken: Taken<'_>) -> std::io::Result<Arc<Snapshot>> {
+        let dir = self.copy_dir(&key)?;
+        let guard = DirGuard(dir.clone());
+        place(&taken.written.join("state"), &dir.join("state"), false)?;
+        place(&taken.written.join("mem"), &dir.join("mem"), false)?;
+        for (from, to) in [(taken.code, "code.ext4"), (taken.opt, "opt.ext4")] {
+            if let Some(from) = from {
+                place(from, &dir.join(to), true)?;
             }
         }
         jail_readable_dir(&dir)?;
-        let snap = Arc::new(snap);
-        let mut entries = self.lock();
-        entries.retain(|(k, _)| (&k.name, &k.version) != (&key.name, &key.version));
-        if entries.len() >= MAX_SNAPSHOTS {
-            entries.remove(0);
-        }
-        entries.push((key, snap.clone()));
+        let snap = Arc::new(Snapshot::in_dir(guard.keep()));
+        self.keep_open(key, snap.clone());
         Ok(snap)
+    }
+
+    fn keep_open(&self, key: SnapshotKey, snap: Arc<Snapshot>) {
+        let bound = if self.vault.is_some() {
+            MAX_OPEN
+        } else {
+            MAX_OPEN_WITHOUT_VAULT
+        };
+        let mut open = self.lock();
+        open.retain(|(k, _)| (&k.name, &k.version) != (&key.name, &key.version));
+        if open.len() >= bound {
+            open.remove(0);
+        }
+        open.push((key, snap));
+    }
+
+    pub fn has_vault(&self) -> bool {
+        self.vault.is_some()
+    }
+
+    /// Seals a newly taken snapshot into the vault (blocking: run it off the async
+    /// threads). A snapshot forgotten or replaced meanwhile is not filed.
+    pub fn seal(&self, key: &SnapshotKey, snap: &Arc<Snapshot>) -> Result<(), VaultError> {
+        let Some(vault) = &self.vault else {
+            return Ok(());
+        };
+        let sealed = vault.seal(key, &snap.dir)?;
+        // Checked and filed under the lock [`SnapshotStore::forget`] takes first.
+        let open = self.lock();
+        if open.iter().any(|(k, s)| k == key && Arc::ptr_eq(s, snap)) {
+            vault.file(key.clone(), sealed)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the vault's snapshot of `key` into a new plaintext copy (blocking). `None`
+    /// when the vault has none; an error when it fails authentication (then dropped).
+    pub fn open_sealed(&self, key: &SnapshotKey) -> Result<Option<Arc<Snapshot>>, VaultError> {
+        let Some(vault) = self.vault.as_ref().filter(|v| v.contains(key)) else {
+            return Ok(None);
+        };
+        let dir = self.copy_dir(key).map_err(|e| vault_io(&self.root, e))?;
+        let guard = DirGuard(dir.clone());
+        match vault.open_into(key, &dir) {
+            Ok(files) => {
+                for f in &files {
+                    make_jail_readable(&dir.join(f)).map_err(|e| vault_io(&dir, e))?;
+                }
+                jail_readable_dir(&dir).map_err(|e| vault_io(&dir, e))?;
+            }
+            Err(e) => {
+                vault.forget_where(|k| k == key);
+                return Err(e);
+            }
+        }
+        let snap = Arc::new(Snapshot::in_dir(guard.keep()));
+        self.keep_open(key.clone(), snap.clone());
+        Ok(Some(snap))
+    }
+}
+
+/// Whether `dir` is on a tmpfs or ramfs (an appliance's initramfs root).
+fn in_memory(dir: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs only writes the struct it is given; `path` is NUL-terminated.
+    let fs_type = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(path.as_ptr(), &mut st) != 0 {
+            return false;
+        }
+        st.f_type
+    };
+    matches!(fs_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
+}
+
+fn vault_io(path: &Path, source: std::io::Error) -> VaultError {
+    VaultError::Io {
+        path: path.to_owned(),
+        source,
     }
 }
 
@@ -258,90 +526,4 @@ fn jail_readable_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    fn key(name: &str, version: &str, revision: &str) -> SnapshotKey {
-        SnapshotKey {
-            name: name.into(),
-            version: version.into(),
-            revision: revision.into(),
-            memory_mib: 128,
-        }
-    }
-
-    /// What a vmm leaves in the scratch folder, plus a code image elsewhere.
-    fn take(store: &SnapshotStore, id: &str, code: &Path) -> DirGuard {
-        let out = store.scratch(id).unwrap();
-        std::fs::write(out.0.join("state"), b"state").unwrap();
-        std::fs::write(out.0.join("mem"), b"memory").unwrap();
-        std::fs::write(code, b"code image").unwrap();
-        out
-    }
-
-    #[test]
-    fn snapshots_are_filed_readable_by_jails_replaced_by_revision_and_forgotten() {
-        let run = tempfile::tempdir().unwrap();
-        let store = SnapshotStore::new(run.path()).unwrap();
-        let code = run.path().join("code.ext4");
-        let out = take(&store, "sb-1", &code);
-        let k1 = key("f", "1", "rev-a");
-        let taken = Taken {
-            written: &out.0,
-            code: Some(&code),
-            opt: None,
-        };
-        let snap = store.store(k1.clone(), taken).unwrap();
-        assert_eq!(std::fs::read(&snap.mem).unwrap(), b"memory");
-        assert_eq!(
-            std::fs::read(snap.code.as_ref().unwrap()).unwrap(),
-            b"code image"
-        );
-        assert!(snap.opt.is_none());
-        let dir = std::fs::metadata(snap.state.parent().unwrap()).unwrap();
-        assert_eq!(
-            (dir.uid(), dir.gid(), dir.mode() & 0o777),
-            (0, crate::jail::JAIL_ROOT_GID, 0o710)
-        );
-        assert_eq!(std::fs::metadata(&snap.mem).unwrap().mode() & 0o777, 0o644);
-        assert!(store.get(&k1).is_some());
-
-        // A new revision of the same version replaces it; another version stays.
-        let out = take(&store, "sb-2", &code);
-        let k2 = key("f", "1", "rev-b");
-        let taken = Taken {
-            written: &out.0,
-            code: None,
-            opt: None,
-        };
-        store.store(k2.clone(), taken).unwrap();
-        assert!(store.get(&k1).is_none() && store.get(&k2).is_some());
-        let out = take(&store, "sb-3", &code);
-        let k3 = key("f", "2", "rev-c");
-        let taken = Taken {
-            written: &out.0,
-            code: None,
-            opt: None,
-        };
-        store.store(k3.clone(), taken).unwrap();
-        // The files of a replaced snapshot go once nothing holds them.
-        drop(snap);
-        assert_eq!(
-            std::fs::read_dir(&store.root).unwrap().count(),
-            5,
-            "2 snapshots + 3 scratch"
-        );
-
-        store.forget_function("f", Some("2"));
-        assert!(store.get(&k3).is_none() && store.get(&k2).is_some());
-        store.forget_function("f", None);
-        assert!(store.get(&k2).is_none());
-    }
-
-    #[test]
-    fn key_folder_names_keep_to_safe_characters() {
-        let k = key("my-fn_1", "12", "5b2a/../x y");
-        assert_eq!(k.dir_name(), "my-fn_1.12.5b2a____x_y.128");
-    }
-}
+mod tests;

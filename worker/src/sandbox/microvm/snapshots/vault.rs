@@ -1,0 +1,344 @@
+//! Snapshots at rest: each file of a snapshot sealed with AES-256-GCM ([`sealed_file`])
+//! in a folder of the vault, with a sealed description naming its version, revision and
+//! base images. The vault is the store of record; the tmpfs copies a restore maps are
+//! opened from it (authenticated, so a tampered file never reaches a guest).
+//!
+//! With a key that outlives the process (the embedded frontend derives one from its
+//! master key) snapshots survive a restart. With a key of this process only, what an
+//! earlier process left cannot be opened and is removed at start.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::sealed_file::{self, open_bytes, seal_bytes, SealError, VaultKey};
+use super::SnapshotKey;
+
+/// The files a snapshot may hold; `code.ext4` and `opt.ext4` only when the guest had
+/// them attached.
+pub const FILES: [&str; 4] = ["state", "mem", "code.ext4", "opt.ext4"];
+const META: &str = "meta.sealed";
+/// Description files are small; anything larger is not ours.
+const MAX_META_BYTES: u64 = 64 << 10;
+/// Snapshots kept in the vault at most, besides its byte bound.
+const MAX_ENTRIES: usize = 256;
+/// The vault takes at most this share of its file system (which it may share with the
+/// registry and the code store: a full disk must not stop them).
+const MAX_SHARE_OF_FS: u64 = 4;
+/// A snapshot is sealed only if this share of the file system stays free after it.
+const KEEP_FREE_OF_FS: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}: unreadable snapshot description")]
+    Meta(PathBuf),
+    #[error("no snapshot of this version in the vault")]
+    Missing,
+    #[error("{needed} bytes would leave too little free on the vault's file system")]
+    NoRoom { needed: u64 },
+}
+
+/// (total, available) bytes of the file system holding `dir`.
+fn fs_space(dir: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs only writes the struct it is given; `path` is NUL-terminated.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        st
+    };
+    let frsize = st.f_frsize as u64;
+    Ok((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+}
+
+/// Bytes the files of [`FILES`] in `dir` take on disk (holes not counted).
+fn allocated(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    FILES
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
+    move |source| VaultError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What a vault folder holds, sealed as its `meta.sealed`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    key: SnapshotKey,
+    files: Vec<String>,
+}
+
+struct Entry {
+    folder: String,
+    bytes: u64,
+    last_use: u64,
+}
+
+#[derive(Default)]
+struct Index {
+    entries: HashMap<SnapshotKey, Entry>,
+    total: u64,
+    clock: u64,
+}
+
+pub struct Vault {
+    dir: PathBuf,
+    key: VaultKey,
+    max_bytes: u64,
+    index: Mutex<Index>,
+}
+
+/// A snapshot sealed into a temporary folder of the vault, not yet filed.
+pub struct Sealed {
+    tmp: PathBuf,
+    bytes: u64,
+    filed: bool,
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        if !self.filed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+fn context(folder: &str, file: &str) -> Vec<u8> {
+    format!("lambda-microvm snapshot {folder}/{file}").into_bytes()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+impl Vault {
+    /// Opens (creating, mode 0700) `dir`, indexing the snapshots it holds that open
+    /// under `key` and removing everything else.
+    pub fn open(dir: &Path, key: VaultKey, max_bytes: u64) -> Result<Self, VaultError> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+        let (fs_total, _) = fs_space(dir).map_err(io(dir))?;
+        let max_bytes = max_bytes.min(fs_total / MAX_SHARE_OF_FS);
+        let vault = Self {
+            dir: dir.to_owned(),
+            key,
+            max_bytes,
+            index: Mutex::new(Index::default()),
+        };
+        for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
+            let path = entry.path();
+            let folder = entry.file_name().to_string_lossy().into_owned();
+            match vault.describe(&folder) {
+                Ok(meta) if meta.key.folder_name() == folder => {
+                    let mut ix = vault.lock();
+                    let bytes = dir_bytes(&path);
+                    ix.total += bytes;
+                    ix.entries.insert(
+                        meta.key,
+                        Entry {
+                            folder,
+                            bytes,
+                            last_use: 0,
+                        },
+                    );
+                }
+                _ => {
+                    let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+                }
+            }
+        }
+        let evicted = evict(&mut vault.lock(), max_bytes, None);
+        vault.remove_folders(evicted);
+        Ok(vault)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// (snapshots held, bytes held).
+    pub fn held(&self) -> (usize, u64) {
+        let ix = self.lock();
+        (ix.entries.len(), ix.total)
+    }
+
+    pub fn contains(&self, key: &SnapshotKey) -> bool {
+        self.lock().entries.contains_key(key)
+    }
+
+    fn describe(&self, folder: &str) -> Result<Meta, VaultError> {
+        let path = self.dir.join(folder).join(META);
+        let size = std::fs::metadata(&path).map_err(io(&path))?.len();
+        if size > MAX_META_BYTES {
+            return Err(VaultError::Meta(path));
+        }
+        let sealed = std::fs::read(&path).map_err(io(&path))?;
+        let plain = open_bytes(&self.key, &context(folder, META), &sealed, &path)?;
+        serde_json::from_slice(&plain).map_err(|_| VaultError::Meta(path))
+    }
+
+    /// Seals the snapshot files in `from` (those of [`FILES`] present) into a
+    /// temporary folder, to be filed with [`Vault::file`].
+    pub fn seal(&self, key: &SnapshotKey, from: &Path) -> Result<Sealed, VaultError> {
+        let needed = allocated(from);
+        let (total, free) = fs_space(&self.dir).map_err(io(&self.dir))?;
+        if needed > self.max_bytes || free < needed.saturating_add(total / KEEP_FREE_OF_FS) {
+            return Err(VaultError::NoRoom { needed });
+        }
+        let folder = key.folder_name();
+        let mut nonce = [0u8; 8];
+        getrandom::getrandom(&mut nonce).map_err(|e| SealError::Random(e.to_string()))?;
+        let tmp = self
+            .dir
+            .join(format!(".tmp-{folder}-{}", u64::from_le_bytes(nonce)));
+        std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+        let mut sealed = Sealed {
+            tmp,
+            bytes: 0,
+            filed: false,
+        };
+        let mut files = Vec::new();
+        for f in FILES {
+            let src = from.join(f);
+            if src.exists() {
+                sealed.bytes += sealed_file::seal_file(
+                    &self.key,
+                    &context(&folder, f),
+                    &src,
+                    &sealed.tmp.join(f),
+                )?;
+                files.push(f.to_owned());
+            }
+        }
+        let meta = serde_json::to_vec(&Meta {
+            key: key.clone(),
+            files,
+        })
+        .map_err(|_| VaultError::Meta(sealed.tmp.clone()))?;
+        let meta = seal_bytes(&self.key, &context(&folder, META), &meta)?;
+        let path = sealed.tmp.join(META);
+        std::fs::write(&path, &meta).map_err(io(&path))?;
+        sealed.bytes += meta.len() as u64;
+        Ok(sealed)
+    }
+
+    /// Files a sealed snapshot under its key (replacing one of the same key), then
+    /// evicts the least recently used beyond the bounds.
+    pub fn file(&self, key: SnapshotKey, mut sealed: Sealed) -> Result<(), VaultError> {
+        let folder = key.folder_name();
+        let to = self.dir.join(&folder);
+        let _ = std::fs::remove_dir_all(&to);
+        std::fs::rename(&sealed.tmp, &to).map_err(io(&to))?;
+        sealed.filed = true;
+        let evicted = {
+            let mut ix = self.lock();
+            ix.clock += 1;
+            let entry = Entry {
+                folder,
+                bytes: sealed.bytes,
+                last_use: ix.clock,
+            };
+            ix.total += entry.bytes;
+            if let Some(old) = ix.entries.insert(key.clone(), entry) {
+                ix.total -= old.bytes;
+            }
+            evict(&mut ix, self.max_bytes, Some(&key))
+        };
+        self.remove_folders(evicted);
+        Ok(())
+    }
+
+    /// Opens the snapshot of `key` into `to` (an empty folder): its files, checked.
+    pub fn open_into(&self, key: &SnapshotKey, to: &Path) -> Result<Vec<String>, VaultError> {
+        let folder = {
+            let mut ix = self.lock();
+            ix.clock += 1;
+            let now = ix.clock;
+            let e = ix.entries.get_mut(key).ok_or(VaultError::Missing)?;
+            e.last_use = now;
+            e.folder.clone()
+        };
+        let meta = self.describe(&folder)?;
+        if &meta.key != key {
+            return Err(VaultError::Meta(self.dir.join(&folder)));
+        }
+        for f in &meta.files {
+            if !FILES.contains(&f.as_str()) {
+                return Err(VaultError::Meta(self.dir.join(&folder)));
+            }
+            let src = self.dir.join(&folder).join(f);
+            sealed_file::open_file(&self.key, &context(&folder, f), &src, &to.join(f))?;
+        }
+        Ok(meta.files)
+    }
+
+    /// Removes the snapshots `doomed` selects.
+    pub fn forget_where(&self, doomed: impl Fn(&SnapshotKey) -> bool) {
+        let mut gone = Vec::new();
+        {
+            let mut ix = self.lock();
+            let keys: Vec<SnapshotKey> = ix.entries.keys().filter(|k| doomed(k)).cloned().collect();
+            for k in keys {
+                if let Some(e) = ix.entries.remove(&k) {
+                    ix.total -= e.bytes;
+                    gone.push(e.folder);
+                }
+            }
+        }
+        self.remove_folders(gone);
+    }
+
+    fn remove_folders(&self, folders: Vec<String>) {
+        for f in folders {
+            let _ = std::fs::remove_dir_all(self.dir.join(f));
+        }
+    }
+}
+
+/// Drops least recently used entries (never `keep`) until both bounds hold; returns
+/// their folders.
+fn evict(ix: &mut Index, max_bytes: u64, keep: Option<&SnapshotKey>) -> Vec<String> {
+    let mut gone = Vec::new();
+    while ix.total > max_bytes || ix.entries.len() > MAX_ENTRIES {
+        let victim = ix
+            .entries
+            .iter()
+            .filter(|(k, _)| Some(*k) != keep)
+            .min_by_key(|(_, e)| e.last_use)
+            .map(|(k, _)| k.clone());
+        let Some(victim) = victim else { break };
+        if let Some(e) = ix.entries.remove(&victim) {
+            ix.total -= e.bytes;
+            gone.push(e.folder);
+        }
+    }
+    gone
+}
