@@ -207,7 +207,7 @@ impl Supervisor {
     pub fn snapshot_vault(&self) -> worker::sandbox::microvm::VaultSettings {
         worker::sandbox::microvm::VaultSettings {
             dir: self.config.data_dir.join("snapshots"),
-            key: *self.snapshot_key,
+            key: self.snapshot_key.clone(),
             max_bytes: worker::sandbox::microvm::DEFAULT_VAULT_BYTES,
         }
     }

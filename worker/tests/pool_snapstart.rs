@@ -27,7 +27,7 @@ async fn the_cold_start_that_took_the_snapshot_logs_its_init_report() {
     );
     assert!(!report.contains("\tInit Duration"), "{report}");
     // Later cold starts resumed from the same snapshot have no INIT_REPORT.
-    *backend.init_behaviour.lock().unwrap() = "restored".into();
+    assert_eq!(*backend.init_behaviour.lock().unwrap(), "restored");
     let mut s = spec("f");
     s.version = "2".into();
     let o = w.invoke(&s, req("r2", "x")).await.unwrap();

@@ -58,7 +58,11 @@ impl RunError {
     /// Whether another attempt may succeed (the Event retry policy's system retries).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Api(e) => e.kind.status().is_server_error(),
+            // A restore that ran out of time may not the next time.
+            Self::Api(e) => {
+                e.kind.status().is_server_error()
+                    || e.kind == crate::http::ErrorKind::SnapStartTimeout
+            }
             Self::Throttled(_) => true,
             Self::Worker(e) => e.is_transient(),
             Self::Remote(e) => e.is_transient(),

@@ -292,10 +292,7 @@ fn build(raw: Raw) -> Result<VmConfig, ConfigError> {
         cfg.kvm_fd = raw.kvm_fd;
         cfg.xsave = raw.xsave.unwrap_or_default();
         cfg.snapshot = snapshot;
-        if restore.is_some() {
-            // As for the command line: the file's devices, the snapshot's machine.
-            log::info!("config: restoring; boot-source and machine-config come from the snapshot");
-        }
+        // As for the command line: the file's devices, the snapshot's machine.
         cfg.restore = restore;
         return Ok(cfg);
     }

@@ -386,9 +386,7 @@ impl Sandbox for WithCode {
     fn is_restored(&self) -> bool {
         self.inner.is_restored()
     }
-    fn take_snapshot_init(&mut self) -> Option<crate::sandbox::SnapshotInit> {
-        self.inner.take_snapshot_init()
-    }
+
     fn destroy(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()> {
         let Self { inner, code_dir } = *self;
         Box::pin(async move {

@@ -117,10 +117,14 @@ pub(crate) async fn start(
         }
     };
     let spec = local_spec.as_ref().unwrap_or(spec);
-    let t0 = Instant::now();
     let code_ms = local_spec
         .as_ref()
-        .map(|_| (t0 - fetch).as_secs_f64() * 1000.0);
+        .map(|_| fetch.elapsed().as_secs_f64() * 1000.0);
+    // Outside the Init bound too: a SnapStart version's snapshot, whose Init Lambda
+    // runs when the version is published.
+    let prepared = inner.backend.prepare(spec).await;
+    let snapshot_init = prepared.map(|init| log_snapshot_init(inner, spec, init));
+    let t0 = Instant::now();
     let deadline = tokio::time::Instant::from_std(t0 + limit);
     let created = create(inner, spec, &id, deadline, code_dir).await;
     let mut sb = match created {
@@ -145,21 +149,58 @@ pub(crate) async fn start(
             return Err(ColdStartError::InitTimeout(limit, Vec::new()));
         }
     };
-    // Logged before the restore, which may fail: it happened first.
-    let snapshot_init = sb.take_snapshot_init().map(|init| {
-        let mut text = String::new();
-        super::init_phase::push_lines(&mut text, &init.logs);
-        text.push_str(&crate::report::snapshot_init_report_line(init.took));
-        inner.log_platform(spec, &text);
-        text
-    });
     let result = tokio::time::timeout_at(deadline, sb.init()).await;
+    let attempt = Attempt {
+        id,
+        t0,
+        limit,
+        code_ms,
+        snapshot_init,
+    };
+    conclude(inner, spec, sb, attempt, result)
+}
+
+/// What a cold start knows besides its sandbox once Init (or the restore) ended.
+struct Attempt {
+    id: String,
+    t0: Instant,
+    limit: Duration,
+    code_ms: Option<f64>,
+    snapshot_init: Option<String>,
+}
+
+/// Logs the Init a SnapStart snapshot was taken after (its output and INIT_REPORT)
+/// before the restore that follows, which may fail; returns the text for the caller's
+/// log tail.
+fn log_snapshot_init(
+    inner: &Inner,
+    spec: &FunctionVersionSpec,
+    init: crate::sandbox::SnapshotInit,
+) -> String {
+    let mut text = String::new();
+    super::init_phase::push_lines(&mut text, &init.logs);
+    text.push_str(&crate::report::snapshot_init_report_line(init.took));
+    inner.log_platform(spec, &text);
+    text
+}
+
+/// The started sandbox, or why not (destroying it).
+fn conclude(
+    inner: &Inner,
+    spec: &FunctionVersionSpec,
+    mut sb: Box<dyn Sandbox>,
+    a: Attempt,
+    result: Result<Result<(), SandboxError>, tokio::time::error::Elapsed>,
+) -> Result<Started, ColdStartError> {
     let logs = sb.take_logs();
+    let id = a.id;
     match result {
         Ok(Ok(())) => {
-            let init_duration = t0.elapsed();
+            let init_duration = a.t0.elapsed();
             inner.metrics.cold_start(init_duration);
-            let code = code_ms.map(|ms| format!(" after {ms:.1} ms getting its code"));
+            let code = a
+                .code_ms
+                .map(|ms| format!(" after {ms:.1} ms getting its code"));
             let details = sb
                 .start_details()
                 .map(|d| format!(": {d}"))
@@ -177,7 +218,7 @@ pub(crate) async fn start(
                 id,
                 init_duration,
                 logs,
-                snapshot_init,
+                snapshot_init: a.snapshot_init,
             })
         }
         Ok(Err(SandboxError::Start(m))) => {
@@ -197,10 +238,11 @@ pub(crate) async fn start(
             Err(ColdStartError::Init {
                 error,
                 logs,
-                duration: t0.elapsed(),
+                duration: a.t0.elapsed(),
             })
         }
         Err(_) => {
+            let limit = a.limit;
             report_console(
                 &id,
                 sb.as_ref(),

@@ -206,6 +206,18 @@ impl Backend for MicroVmBackend {
         self.snapshots.forget_function(name, version);
     }
 
+    fn prepare<'a>(
+        &'a self,
+        spec: &'a FunctionVersionSpec,
+    ) -> BoxFuture<'a, Option<crate::sandbox::SnapshotInit>> {
+        Box::pin(async move {
+            if !spec.snap_start {
+                return None;
+            }
+            self.prepare_snapshot(spec).await
+        })
+    }
+
     fn create<'a>(
         &'a self,
         spec: &'a FunctionVersionSpec,

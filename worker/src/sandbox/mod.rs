@@ -61,8 +61,8 @@ pub enum SandboxError {
     Protocol(String),
 }
 
-/// The Init a SnapStart snapshot was taken after, for the first cold start that
-/// resumed it to log (Lambda logs it as `INIT_REPORT` with the Init's own output).
+/// The Init a SnapStart snapshot was taken after, for the cold start that waited for
+/// it to log (Lambda logs it as `INIT_REPORT` with the Init's own output).
 pub struct SnapshotInit {
     pub took: Duration,
     pub logs: Vec<LogLine>,
@@ -119,11 +119,6 @@ pub trait Sandbox: Send {
     fn is_restored(&self) -> bool {
         false
     }
-    /// The Init of the snapshot this sandbox was resumed from, when this sandbox's
-    /// start took that snapshot (once).
-    fn take_snapshot_init(&mut self) -> Option<SnapshotInit> {
-        None
-    }
     /// Stops the sandbox and releases everything it holds.
     fn destroy(self: Box<Self>, grace: Duration) -> BoxFuture<'static, ()>;
 }
@@ -132,6 +127,17 @@ pub trait Sandbox: Send {
 pub trait Backend: Send + Sync {
     /// Short name for logs and metrics (`process`, `microvm`).
     fn name(&self) -> &'static str;
+    /// What a cold start of `spec` needs before its sandbox starts, outside the Init
+    /// bound (as Lambda runs a SnapStart version's Init when it is published): a
+    /// microVM backend takes (or opens) the version's snapshot. Returns the Init it ran
+    /// for that, to be logged; failures are the backend's to log (the sandbox then
+    /// boots as usual).
+    fn prepare<'a>(
+        &'a self,
+        _spec: &'a FunctionVersionSpec,
+    ) -> BoxFuture<'a, Option<SnapshotInit>> {
+        Box::pin(async { None })
+    }
     /// Starts a sandbox (without running init). `id` is unique per worker.
     fn create<'a>(
         &'a self,

@@ -104,23 +104,6 @@ impl Sandbox for FakeSandbox {
         self.is_restored().then_some(Duration::from_millis(7))
     }
 
-    fn take_snapshot_init(&mut self) -> Option<worker::sandbox::SnapshotInit> {
-        let then_fail = self.init_behaviour.strip_prefix("restore-took")? == "-fail";
-        self.init_behaviour = if then_fail {
-            "restore-fail"
-        } else {
-            "restored"
-        }
-        .into();
-        Some(worker::sandbox::SnapshotInit {
-            took: Duration::from_millis(1500),
-            logs: vec![LogLine {
-                request_id: None,
-                text: "snapshot init line".into(),
-            }],
-        })
-    }
-
     fn max_memory_bytes(&self) -> Option<u64> {
         Some(20 << 20)
     }
@@ -143,6 +126,31 @@ pub struct FakeBackend {
 impl Backend for FakeBackend {
     fn name(&self) -> &'static str {
         "fake"
+    }
+
+    /// `restore-took[-fail]`: the snapshot is taken now (an Init that printed a line),
+    /// then the sandbox restores from it (and its hook fails).
+    fn prepare<'a>(
+        &'a self,
+        _spec: &'a FunctionVersionSpec,
+    ) -> BoxFuture<'a, Option<worker::sandbox::SnapshotInit>> {
+        Box::pin(async move {
+            let mut b = self.init_behaviour.lock().unwrap();
+            let then_fail = b.strip_prefix("restore-took")? == "-fail";
+            *b = if then_fail {
+                "restore-fail"
+            } else {
+                "restored"
+            }
+            .into();
+            Some(worker::sandbox::SnapshotInit {
+                took: Duration::from_millis(1500),
+                logs: vec![LogLine {
+                    request_id: None,
+                    text: "snapshot init line".into(),
+                }],
+            })
+        })
     }
 
     fn create<'a>(

@@ -283,7 +283,6 @@ impl MicroVmBackend {
             memory_mib: spec.memory_mib,
             images: (files.code_image.clone(), files.opt_image.clone()),
             snapshot_out,
-            snapshot_init: None,
             _files: files.dir,
             serial,
             stderr,

@@ -1,9 +1,11 @@
-//! SnapStart on the microVM backend. The first cold start of a SnapStart version boots
-//! a VM with Init marked `snap-start`, runs Init, has guest-init quiesce (Checkpoint),
-//! and sends the vmm SIGUSR1: it writes the snapshot and stops. Every cold start,
-//! that first one included, then resumes a new VM from the snapshot, and its session
-//! sends Restore (a seed of its own for the guest's RNG) in place of Init. A snapshot
-//! that cannot be taken or resumed is logged and the sandbox boots as usual instead.
+//! SnapStart on the microVM backend. Before the first cold start of a SnapStart
+//! version (outside its Init bound, as Lambda runs the Init when a version is
+//! published), [`Backend::prepare`](crate::sandbox::Backend::prepare) boots a VM with
+//! Init marked `snap-start`, runs Init, has guest-init quiesce (Checkpoint), and sends
+//! the vmm SIGUSR1: it writes the snapshot and stops. Every cold start then resumes a
+//! new VM from the snapshot, and its session sends Restore (a seed of its own for the
+//! guest's RNG) in place of Init. A snapshot that cannot be taken or resumed is logged
+//! and the sandbox boots as usual instead.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,110 +37,142 @@ pub(super) fn restore_files(
 }
 
 impl MicroVmBackend {
-    /// A sandbox resumed from the version's snapshot (taken now if there is none), or
-    /// `None` when that fails, so the caller boots one.
+    /// Takes the version's snapshot for the cold start to come unless there is one,
+    /// open or in the vault (one cold start per version takes it; the others wait).
+    /// Returns the Init run when it was taken now.
+    pub(super) async fn prepare_snapshot(
+        &self,
+        spec: &FunctionVersionSpec,
+    ) -> Option<SnapshotInit> {
+        let key = self.snapshot_key(spec).await?;
+        let held =
+            |key: &SnapshotKey| self.snapshots.get(key).is_some() || self.snapshots.sealed(key);
+        if held(&key) {
+            return None;
+        }
+        let gate = self.snapshots.gate(&key);
+        let _taking = gate.lock().await;
+        if held(&key) {
+            return None;
+        }
+        let took = tokio::time::timeout(TAKE_TIMEOUT, self.take_snapshot(spec, &key)).await;
+        match took {
+            Ok(Ok((snap, init))) => {
+                self.seal_in_background(key, snap);
+                Some(init)
+            }
+            Ok(Err(e)) => {
+                eprintln!(
+                    "worker: SnapStart: no snapshot of {}:{} ({e}); booting instead",
+                    spec.name, spec.version
+                );
+                None
+            }
+            Err(_) => {
+                eprintln!(
+                    "worker: SnapStart: taking the snapshot of {}:{} took over \
+                     {TAKE_TIMEOUT:?}; booting instead",
+                    spec.name, spec.version
+                );
+                None
+            }
+        }
+    }
+
+    /// A sandbox resumed from the version's snapshot, or `None` (logged) when there is
+    /// none or resuming fails, so the caller boots one.
     pub(super) async fn start_from_snapshot(
         &self,
         spec: &FunctionVersionSpec,
         id: &str,
     ) -> Option<VmSandbox> {
-        let key = match self.snapshot_key(spec) {
-            Ok(k) => k,
-            Err(e) => {
-                eprintln!(
-                    "worker: SnapStart: {e}; booting {}:{}",
-                    spec.name, spec.version
-                );
-                return None;
-            }
-        };
-        let (snap, init) = match self.snapshot_for(spec, id, &key).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!(
-                    "worker: SnapStart: no snapshot of {}:{} ({e}); booting instead",
-                    spec.name, spec.version
-                );
-                return None;
+        let key = self.snapshot_key(spec).await?;
+        let snap = match self.snapshots.get(&key) {
+            Some(s) => s,
+            None => {
+                // One cold start opens it from the vault (part of its Restore Duration,
+                // as on Lambda); the others of the version wait for that copy.
+                let gate = self.snapshots.gate(&key);
+                let _opening = gate.lock().await;
+                match self.snapshots.get(&key) {
+                    Some(s) => s,
+                    None => self.open_sealed(&key).await?,
+                }
             }
         };
         match self.launch(spec, id, &Launch::Restore(&snap)).await {
-            Ok(mut sb) => {
-                sb.snapshot_init = init;
-                Some(sb)
-            }
+            Ok(sb) => Some(sb),
             Err(e) => {
                 eprintln!(
                     "worker: SnapStart: resuming {}:{} from its snapshot failed ({e}); \
                      dropping the snapshot and booting instead",
                     spec.name, spec.version
                 );
-                self.snapshots.forget(&key);
+                let store = self.snapshots.clone();
+                drop(tokio::task::spawn_blocking(move || store.forget(&key)));
                 None
             }
         }
     }
 
     /// The key of the version's snapshot on this host: it names the vmm, kernel and
-    /// rootfs image the VM starts from.
-    fn snapshot_key(&self, spec: &FunctionVersionSpec) -> Result<SnapshotKey, SandboxError> {
-        let rootfs = self.rootfs_for(spec, spec.image.is_some())?;
-        let l = &self.cfg.launcher;
-        let base = base_fingerprint(&[&l.vmm, &l.kernel, &rootfs], &self.snapshots.digests)
-            .map_err(|e| start_err(format!("base images: {e}")))?;
-        Ok(SnapshotKey::of(spec, base))
+    /// rootfs image the VM starts from (digests, computed off the async threads).
+    async fn snapshot_key(&self, spec: &FunctionVersionSpec) -> Option<SnapshotKey> {
+        let base = match self.rootfs_for(spec, spec.image.is_some()) {
+            Ok(rootfs) => {
+                let l = &self.cfg.launcher;
+                let files = [l.vmm.clone(), l.kernel.clone(), rootfs];
+                let store = self.snapshots.clone();
+                tokio::task::spawn_blocking(move || {
+                    base_fingerprint(&files, &store.digests).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match base {
+            Ok(base) => Some(SnapshotKey::of(spec, base)),
+            Err(e) => {
+                eprintln!(
+                    "worker: SnapStart: base images of {}:{}: {e}; booting",
+                    spec.name, spec.version
+                );
+                None
+            }
+        }
     }
 
-    /// The version's snapshot: its open copy, else opened from the vault, else taken
-    /// now (one cold start at a time opens or takes a missing one), with its Init when
-    /// taken now.
-    async fn snapshot_for(
-        &self,
-        spec: &FunctionVersionSpec,
-        id: &str,
-        key: &SnapshotKey,
-    ) -> Result<(Arc<Snapshot>, Option<SnapshotInit>), SandboxError> {
-        if let Some(s) = self.snapshots.get(key) {
-            return Ok((s, None));
-        }
-        let gate = self.snapshots.gate(key);
-        let _taking = gate.lock().await;
-        if let Some(s) = self.snapshots.get(key) {
-            return Ok((s, None));
-        }
-        match self.open_sealed(key).await {
-            Ok(Some(s)) => return Ok((s, None)),
-            Ok(None) => {}
-            Err(e) => eprintln!(
-                "worker: SnapStart: the sealed snapshot of {}:{} does not open ({e}); \
-                 dropped, taking a new one",
-                spec.name, spec.version
-            ),
-        }
-        let (snap, init) = tokio::time::timeout(TAKE_TIMEOUT, self.take_snapshot(spec, id, key))
-            .await
-            .map_err(|_| start_err(format!("taking the snapshot took over {TAKE_TIMEOUT:?}")))??;
-        self.seal_in_background(key.clone(), snap.clone());
-        Ok((snap, Some(init)))
-    }
-
-    async fn open_sealed(&self, key: &SnapshotKey) -> Result<Option<Arc<Snapshot>>, String> {
+    /// The vault's snapshot of `key` opened into a plaintext copy, if it has one that
+    /// opens (one that does not is dropped; logged).
+    async fn open_sealed(&self, key: &SnapshotKey) -> Option<Arc<Snapshot>> {
         let store = self.snapshots.clone();
         let k = key.clone();
         let started = std::time::Instant::now();
-        let opened = tokio::task::spawn_blocking(move || store.open_sealed(&k))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        if opened.is_some() {
-            eprintln!(
-                "worker: SnapStart: snapshot of {}:{} opened from the vault in {} ms",
-                key.name,
-                key.version,
-                started.elapsed().as_millis()
-            );
+        let opened = tokio::task::spawn_blocking(move || store.open_sealed(&k)).await;
+        match opened {
+            Ok(Ok(Some(s))) => {
+                eprintln!(
+                    "worker: SnapStart: snapshot of {}:{} opened from the vault in {} ms",
+                    key.name,
+                    key.version,
+                    started.elapsed().as_millis()
+                );
+                Some(s)
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                eprintln!(
+                    "worker: SnapStart: the sealed snapshot of {}:{} does not open: {e}",
+                    key.name, key.version
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("worker: SnapStart: opening a sealed snapshot: {e}");
+                None
+            }
         }
-        Ok(opened)
     }
 
     /// Puts a new snapshot in the vault without holding up the cold start that took it.
@@ -168,13 +202,11 @@ impl MicroVmBackend {
     async fn take_snapshot(
         &self,
         spec: &FunctionVersionSpec,
-        id: &str,
         key: &SnapshotKey,
     ) -> Result<(Arc<Snapshot>, SnapshotInit), SandboxError> {
         let started = std::time::Instant::now();
-        let mut sb = self
-            .launch(spec, &format!("{id}-snap"), &Launch::BootForSnapshot)
-            .await?;
+        let id = self.snapshots.take_id();
+        let mut sb = self.launch(spec, &id, &Launch::BootForSnapshot).await?;
         let explain = |e: SandboxError, sb: &VmSandbox| {
             start_err(format!("{e}; guest console: {}", sb.serial.text()))
         };

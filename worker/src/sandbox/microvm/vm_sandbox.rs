@@ -77,8 +77,6 @@ pub struct VmSandbox {
     pub(super) images: (Option<std::path::PathBuf>, Option<std::path::PathBuf>),
     /// Where a VM booted to be snapshotted writes its snapshot (in the snapshot store).
     pub(super) snapshot_out: Option<DirGuard>,
-    /// Set on the sandbox whose start took the snapshot it was resumed from.
-    pub(super) snapshot_init: Option<crate::sandbox::SnapshotInit>,
     /// Socket dir and built code image.
     pub(super) _files: DirGuard,
     pub(super) serial: StderrTail,
@@ -163,10 +161,6 @@ impl Sandbox for VmSandbox {
 
     fn is_restored(&self) -> bool {
         self.session.is_restored()
-    }
-
-    fn take_snapshot_init(&mut self) -> Option<crate::sandbox::SnapshotInit> {
-        self.snapshot_init.take()
     }
 
     fn start_details(&self) -> Option<String> {

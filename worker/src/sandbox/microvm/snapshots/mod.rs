@@ -11,6 +11,7 @@
 //! recently used copies go past a bound, and are opened again from the vault when next
 //! needed. Snapshots go with their function version.
 
+pub mod base;
 pub mod sealed_file;
 pub mod vault;
 
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::sandbox::dir_guard::DirGuard;
 use crate::spec::FunctionVersionSpec;
+pub use base::{base_fingerprint, DigestCache};
 use sealed_file::VaultKey;
 use vault::{Vault, VaultError};
 
@@ -41,7 +43,7 @@ pub const DEFAULT_VAULT_BYTES: u64 = 32 << 30;
 #[derive(Clone)]
 pub struct VaultSettings {
     pub dir: PathBuf,
-    pub key: [u8; 32],
+    pub key: zeroize::Zeroizing<[u8; 32]>,
     pub max_bytes: u64,
 }
 
@@ -103,91 +105,12 @@ impl SnapshotKey {
     }
 }
 
-/// Files up to this size that no manifest lists count by their contents.
-const HASHED_UP_TO: u64 = 64 << 20;
-
-/// Identifies the files a guest was started from: an upgraded vmm, kernel or rootfs
-/// makes older snapshots unusable. A file listed in its folder's `manifest.json` (the
-/// image build writes one) counts by the SHA-256 there; any other by its own SHA-256
-/// up to [`HASHED_UP_TO`] (the vmm binary), else by size and modification time (a
-/// digest of a large image would cost a full read). Neither inode nor modification
-/// time of a listed or small file is used: an appliance unpacks its files afresh at
-/// each boot. `digests` caches the files hashed so far.
-pub fn base_fingerprint(files: &[&Path], digests: &DigestCache) -> std::io::Result<String> {
-    use sha2::Digest;
-    use std::os::unix::fs::MetadataExt;
-    let mut h = sha2::Sha256::new();
-    for f in files {
-        let m = std::fs::metadata(f)?;
-        h.update(f.as_os_str().as_bytes());
-        h.update(m.len().to_le_bytes());
-        if let Some(digest) = manifest_digest(f, m.len()) {
-            h.update(digest.as_bytes());
-        } else if m.len() <= HASHED_UP_TO {
-            h.update(digests.of(f, &m)?);
-        } else {
-            h.update(m.mtime().to_le_bytes());
-            h.update(m.mtime_nsec().to_le_bytes());
-        }
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// A file as last seen: path, size, modification time (seconds, nanoseconds).
-type FileId = (PathBuf, u64, i64, i64);
-
-/// SHA-256 of files by path, size and modification time, so each is read once.
-#[derive(Default)]
-pub struct DigestCache(Mutex<HashMap<FileId, [u8; 32]>>);
-
-impl DigestCache {
-    fn of(&self, file: &Path, m: &std::fs::Metadata) -> std::io::Result<[u8; 32]> {
-        use sha2::Digest;
-        use std::os::unix::fs::MetadataExt;
-        let id = (file.to_owned(), m.len(), m.mtime(), m.mtime_nsec());
-        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(d) = cache.get(&id) {
-            return Ok(*d);
-        }
-        let mut h = sha2::Sha256::new();
-        std::io::copy(&mut std::fs::File::open(file)?, &mut h)?;
-        let digest: [u8; 32] = h.finalize().into();
-        cache.insert(id, digest);
-        Ok(digest)
-    }
-}
-
-/// The SHA-256 the image build's `manifest.json` beside `file` gives for it, if it
-/// lists it with this size.
-fn manifest_digest(file: &Path, len: u64) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Manifest {
-        images: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        file: String,
-        size: u64,
-        sha256: String,
-    }
-    const MAX_MANIFEST_BYTES: u64 = 1 << 20;
-    let path = file.parent()?.join("manifest.json");
-    if std::fs::metadata(&path).ok()?.len() > MAX_MANIFEST_BYTES {
-        return None;
-    }
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let name = file.file_name()?.to_str()?;
-    manifest
-        .images
-        .into_iter()
-        .find(|e| e.file == name && e.size == len)
-        .map(|e| e.sha256)
-}
-
 /// One snapshot's plaintext copy; removed when the last holder lets go (a restored VM
 /// keeps its memory file mapped, which outlives the name).
 pub struct Snapshot {
     dir: PathBuf,
+    /// The store's forget count when this copy was made (see `SnapshotStore::seal`).
+    epoch: u64,
     pub state: PathBuf,
     pub mem: PathBuf,
     pub code: Option<PathBuf>,
@@ -196,9 +119,10 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The files in `dir`, the images among them only when present.
-    fn in_dir(dir: PathBuf) -> Self {
+    fn in_dir(dir: PathBuf, epoch: u64) -> Self {
         let optional = |f: &str| Some(dir.join(f)).filter(|p| p.exists());
         Self {
+            epoch,
             state: dir.join("state"),
             mem: dir.join("mem"),
             code: optional("code.ext4"),
@@ -231,9 +155,12 @@ pub struct SnapshotStore {
     /// `None` when the run dir, where a vault of this process would go, is in memory
     /// itself: sealed copies there would only double the memory snapshots take.
     vault: Option<Vault>,
-    /// Numbers the copies' folders: a copy still held after its key was dropped and
-    /// taken again never shares (or removes) the new one's folder.
+    /// Numbers the copies' folders (a copy still held after its key was dropped and
+    /// taken again never shares, or removes, the new one's folder) and snapshot VMs.
     serial: AtomicU64,
+    /// Counts forgets: a copy sealed or opened while one happened is only kept if it
+    /// was not the one forgotten.
+    forgets: AtomicU64,
     /// One gate per snapshot key: concurrent first cold starts of a version wait for
     /// the one taking (or opening) its snapshot instead of each booting their own;
     /// other versions' go ahead.
@@ -308,6 +235,7 @@ impl SnapshotStore {
             open: Mutex::new(Vec::new()),
             vault,
             serial: AtomicU64::new(0),
+            forgets: AtomicU64::new(0),
             taking: Mutex::new(HashMap::new()),
             digests: DigestCache::default(),
         })
@@ -349,20 +277,32 @@ impl SnapshotStore {
         Ok(DirGuard(dir))
     }
 
+    /// A sandbox id for a VM booted to be snapshotted (named like the pool's, so the
+    /// stale-entry sweep knows its owner).
+    pub fn take_id(&self) -> String {
+        let n = self.serial.fetch_add(1, Ordering::Relaxed);
+        format!("sb-{}-snap{n}", std::process::id())
+    }
+
     /// Drops the snapshot of `key` (a restore from it failed), sealed copy included.
     pub fn forget(&self, key: &SnapshotKey) {
-        self.lock().retain(|(k, _)| k != key);
-        if let Some(v) = &self.vault {
-            v.forget_where(|k| k == key);
-        }
+        self.forget_where(|k| k == key);
     }
 
     /// Drops the snapshots of a deleted function, or of one deleted version.
     pub fn forget_function(&self, name: &str, version: Option<&str>) {
-        let doomed = |k: &SnapshotKey| k.name == name && version.is_none_or(|v| k.version == v);
-        self.lock().retain(|(k, _)| !doomed(k));
+        self.forget_where(|k| k.name == name && version.is_none_or(|v| k.version == v));
+    }
+
+    /// Sealed folders are renamed aside at once and removed by a thread of their own.
+    fn forget_where(&self, doomed: impl Fn(&SnapshotKey) -> bool) {
+        {
+            let mut open = self.lock();
+            open.retain(|(k, _)| !doomed(k));
+            self.forgets.fetch_add(1, Ordering::SeqCst);
+        }
         if let Some(v) = &self.vault {
-            v.forget_where(doomed);
+            v.discard(v.forget_where(doomed));
         }
     }
 
@@ -378,6 +318,7 @@ impl SnapshotStore {
     /// (replacing other revisions of the same version); [`SnapshotStore::seal`] then
     /// puts it in the vault.
     pub fn store(&self, key: SnapshotKey, taken: Taken<'_>) -> std::io::Result<Arc<Snapshot>> {
+        let epoch = self.forgets.load(Ordering::SeqCst);
         let dir = self.copy_dir(&key)?;
         let guard = DirGuard(dir.clone());
         place(&taken.written.join("state"), &dir.join("state"), false)?;
@@ -388,18 +329,26 @@ impl SnapshotStore {
             }
         }
         jail_readable_dir(&dir)?;
-        let snap = Arc::new(Snapshot::in_dir(guard.keep()));
+        let snap = Arc::new(Snapshot::in_dir(guard.keep(), epoch));
         self.keep_open(key, snap.clone());
         Ok(snap)
     }
 
     fn keep_open(&self, key: SnapshotKey, snap: Arc<Snapshot>) {
+        self.keep_open_locked(&mut self.lock(), key, snap);
+    }
+
+    fn keep_open_locked(
+        &self,
+        open: &mut Vec<(SnapshotKey, Arc<Snapshot>)>,
+        key: SnapshotKey,
+        snap: Arc<Snapshot>,
+    ) {
         let bound = if self.vault.is_some() {
             MAX_OPEN
         } else {
             MAX_OPEN_WITHOUT_VAULT
         };
-        let mut open = self.lock();
         open.retain(|(k, _)| (&k.name, &k.version) != (&key.name, &key.version));
         if open.len() >= bound {
             open.remove(0);
@@ -407,22 +356,34 @@ impl SnapshotStore {
         open.push((key, snap));
     }
 
+    /// Whether the vault holds a sealed copy of `key`.
+    pub fn sealed(&self, key: &SnapshotKey) -> bool {
+        self.vault.as_ref().is_some_and(|v| v.contains(key))
+    }
+
     pub fn has_vault(&self) -> bool {
         self.vault.is_some()
     }
 
     /// Seals a newly taken snapshot into the vault (blocking: run it off the async
-    /// threads). A snapshot forgotten or replaced meanwhile is not filed.
+    /// threads). A snapshot forgotten or replaced meanwhile is not filed; one whose
+    /// plaintext copy was merely evicted is.
     pub fn seal(&self, key: &SnapshotKey, snap: &Arc<Snapshot>) -> Result<(), VaultError> {
         let Some(vault) = &self.vault else {
             return Ok(());
         };
         let sealed = vault.seal(key, &snap.dir)?;
-        // Checked and filed under the lock [`SnapshotStore::forget`] takes first.
-        let open = self.lock();
-        if open.iter().any(|(k, s)| k == key && Arc::ptr_eq(s, snap)) {
-            vault.file(key.clone(), sealed)?;
-        }
+        // Checked and filed under the lock forgets take first.
+        let replaced = {
+            let open = self.lock();
+            let current = self.forgets.load(Ordering::SeqCst) == snap.epoch
+                || open.iter().any(|(k, s)| k == key && Arc::ptr_eq(s, snap));
+            if !current {
+                return Ok(());
+            }
+            vault.file(key.clone(), sealed)?
+        };
+        vault.discard(replaced);
         Ok(())
     }
 
@@ -432,6 +393,7 @@ impl SnapshotStore {
         let Some(vault) = self.vault.as_ref().filter(|v| v.contains(key)) else {
             return Ok(None);
         };
+        let epoch = self.forgets.load(Ordering::SeqCst);
         let dir = self.copy_dir(key).map_err(|e| vault_io(&self.root, e))?;
         let guard = DirGuard(dir.clone());
         match vault.open_into(key, &dir) {
@@ -441,13 +403,20 @@ impl SnapshotStore {
                 }
                 jail_readable_dir(&dir).map_err(|e| vault_io(&dir, e))?;
             }
-            Err(e) => {
-                vault.forget_where(|k| k == key);
+            // A full tmpfs or a failing disk is no reason to drop it.
+            Err(e) if e.is_not_authentic() => {
+                vault.discard(vault.forget_where(|k| k == key));
                 return Err(e);
             }
+            Err(e) => return Err(e),
         }
-        let snap = Arc::new(Snapshot::in_dir(guard.keep()));
-        self.keep_open(key.clone(), snap.clone());
+        let snap = Arc::new(Snapshot::in_dir(guard.keep(), epoch));
+        let mut open = self.lock();
+        // A forget meanwhile may have been this version's: then the copy serves only
+        // the cold start that opened it.
+        if self.forgets.load(Ordering::SeqCst) == epoch {
+            self.keep_open_locked(&mut open, key.clone(), snap.clone());
+        }
         Ok(Some(snap))
     }
 }

@@ -15,7 +15,7 @@ fn key(name: &str, version: &str, revision: &str) -> SnapshotKey {
 fn vault_settings(dir: &Path, key: u8) -> VaultSettings {
     VaultSettings {
         dir: dir.to_owned(),
-        key: [key; 32],
+        key: zeroize::Zeroizing::new([key; 32]),
         max_bytes: DEFAULT_VAULT_BYTES,
     }
 }
@@ -252,11 +252,26 @@ fn forgetting_a_version_removes_its_sealed_copy_and_a_late_seal_is_not_filed() {
     store.forget(&k3);
     store.seal(&k3, &snap).unwrap();
     assert_eq!(store.vault_held().unwrap().0, 1);
-    assert_eq!(
-        std::fs::read_dir(&vault_dir).unwrap().count(),
-        1,
-        "no temporary left"
-    );
+    let named = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    assert_eq!(named(&vault_dir), 1, "only the one filed");
+    // An evicted plaintext copy is still filed: only forgets stop a seal.
+    let k4 = key("g", "1", "d");
+    let snap = store_taken(&store, &k4, "sb-4", None);
+    store.lock().clear();
+    store.seal(&k4, &snap).unwrap();
+    assert!(store.vault_held().unwrap().0 == 2 && named(&vault_dir) == 2);
+    // A new revision of a version replaces its sealed copy too.
+    let k5 = key("g", "1", "e");
+    let snap = store_taken(&store, &k5, "sb-5", None);
+    store.seal(&k5, &snap).unwrap();
+    assert_eq!(store.vault_held().unwrap().0, 2);
+    assert!(store.open_sealed(&k4).unwrap().is_none());
 }
 
 #[tokio::test]
@@ -292,7 +307,7 @@ fn the_base_fingerprint_follows_digests_not_the_time_files_were_unpacked() {
     };
     manifest("aa");
     let digests = DigestCache::default();
-    let fp = || base_fingerprint(&[&small, &listed], &digests).unwrap();
+    let fp = || base_fingerprint(&[small.clone(), listed.clone()], &digests).unwrap();
     let first = fp();
     // Neither file's mtime matters (an appliance unpacks them afresh at boot)...
     let touch = |p: &Path, secs: u64| {
@@ -315,4 +330,25 @@ fn the_base_fingerprint_follows_digests_not_the_time_files_were_unpacked() {
     std::fs::write(&small, b"BINARY").unwrap();
     touch(&small, 2_000_000);
     assert_ne!(fp(), second);
+}
+
+#[test]
+fn files_of_two_sealings_of_one_snapshot_do_not_open_together() {
+    let run = tempfile::tempdir().unwrap();
+    let vault_dir = run.path().join("vault");
+    let settings = vault_settings(&vault_dir, 1);
+    let store = SnapshotStore::new(run.path(), Some(&settings)).unwrap();
+    let k = key("f", "1", "a");
+    let mem = vault_dir.join(k.folder_name()).join("mem");
+    let snap = store_taken(&store, &k, "sb-1", None);
+    store.seal(&k, &snap).unwrap();
+    let older = std::fs::read(&mem).unwrap();
+    let snap = store_taken(&store, &k, "sb-2", None);
+    store.seal(&k, &snap).unwrap();
+    std::fs::write(&mem, older).unwrap();
+    let fresh = SnapshotStore::new(&run.path().join("run2"), Some(&settings)).unwrap();
+    match fresh.open_sealed(&k) {
+        Err(e) => assert!(e.is_not_authentic(), "{e}"),
+        Ok(_) => panic!("a file of another sealing opened"),
+    }
 }

@@ -39,10 +39,30 @@ pub enum VaultError {
     },
     #[error("{0}: unreadable snapshot description")]
     Meta(PathBuf),
+    #[error("describing the snapshot: {0}")]
+    Describe(String),
     #[error("no snapshot of this version in the vault")]
     Missing,
     #[error("{needed} bytes would leave too little free on the vault's file system")]
     NoRoom { needed: u64 },
+}
+
+impl VaultError {
+    /// The sealed snapshot itself is bad (tampered with, or not ours): drop it.
+    /// Anything else (a full tmpfs, a failing disk) may pass.
+    pub fn is_not_authentic(&self) -> bool {
+        matches!(
+            self,
+            Self::Seal(SealError::NotAuthentic(..)) | Self::Meta(_)
+        )
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
+    move |source| VaultError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// (total, available) bytes of the file system holding `dir`.
@@ -72,17 +92,13 @@ fn allocated(dir: &Path) -> u64 {
         .sum()
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
-    move |source| VaultError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
 /// What a vault folder holds, sealed as its `meta.sealed`.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Meta {
     key: SnapshotKey,
+    /// Random per sealing and bound into every file's context: files of two sealings
+    /// of one key never open together.
+    id: String,
     files: Vec<String>,
 }
 
@@ -121,8 +137,18 @@ impl Drop for Sealed {
     }
 }
 
-fn context(folder: &str, file: &str) -> Vec<u8> {
-    format!("lambda-microvm snapshot {folder}/{file}").into_bytes()
+/// Folders renamed aside, to be removed by [`Vault::discard`].
+#[must_use]
+pub struct Doomed(Vec<PathBuf>);
+
+fn context(folder: &str, id: &str, file: &str) -> Vec<u8> {
+    format!("lambda-microvm snapshot {folder} {id}/{file}").into_bytes()
+}
+
+fn random_hex<const N: usize>() -> Result<String, VaultError> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).map_err(|e| SealError::Random(e.to_string()))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -137,7 +163,8 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 impl Vault {
     /// Opens (creating, mode 0700) `dir`, indexing the snapshots it holds that open
-    /// under `key` and removing everything else.
+    /// under `key` and removing everything else (what a crash left half-written or
+    /// half-removed, another key's snapshots).
     pub fn open(dir: &Path, key: VaultKey, max_bytes: u64) -> Result<Self, VaultError> {
         use std::os::unix::fs::DirBuilderExt as _;
         std::fs::DirBuilder::new()
@@ -146,11 +173,10 @@ impl Vault {
             .create(dir)
             .map_err(io(dir))?;
         let (fs_total, _) = fs_space(dir).map_err(io(dir))?;
-        let max_bytes = max_bytes.min(fs_total / MAX_SHARE_OF_FS);
         let vault = Self {
             dir: dir.to_owned(),
             key,
-            max_bytes,
+            max_bytes: max_bytes.min(fs_total / MAX_SHARE_OF_FS),
             index: Mutex::new(Index::default()),
         };
         for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
@@ -161,22 +187,21 @@ impl Vault {
                     let mut ix = vault.lock();
                     let bytes = dir_bytes(&path);
                     ix.total += bytes;
-                    ix.entries.insert(
-                        meta.key,
-                        Entry {
-                            folder,
-                            bytes,
-                            last_use: 0,
-                        },
-                    );
+                    let entry = Entry {
+                        folder,
+                        bytes,
+                        last_use: 0,
+                    };
+                    ix.entries.insert(meta.key, entry);
                 }
                 _ => {
                     let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
                 }
             }
         }
-        let evicted = evict(&mut vault.lock(), max_bytes, None);
-        vault.remove_folders(evicted);
+        let evicted = evict(&mut vault.lock(), vault.max_bytes, None);
+        let doomed = vault.set_aside(evicted);
+        vault.discard(doomed);
         Ok(vault)
     }
 
@@ -201,7 +226,7 @@ impl Vault {
             return Err(VaultError::Meta(path));
         }
         let sealed = std::fs::read(&path).map_err(io(&path))?;
-        let plain = open_bytes(&self.key, &context(folder, META), &sealed, &path)?;
+        let plain = open_bytes(&self.key, &context(folder, "", META), &sealed, &path)?;
         serde_json::from_slice(&plain).map_err(|_| VaultError::Meta(path))
     }
 
@@ -214,11 +239,8 @@ impl Vault {
             return Err(VaultError::NoRoom { needed });
         }
         let folder = key.folder_name();
-        let mut nonce = [0u8; 8];
-        getrandom::getrandom(&mut nonce).map_err(|e| SealError::Random(e.to_string()))?;
-        let tmp = self
-            .dir
-            .join(format!(".tmp-{folder}-{}", u64::from_le_bytes(nonce)));
+        let id = random_hex::<16>()?;
+        let tmp = self.dir.join(format!(".tmp-{folder}-{id}"));
         std::fs::create_dir(&tmp).map_err(io(&tmp))?;
         let mut sealed = Sealed {
             tmp,
@@ -229,51 +251,64 @@ impl Vault {
         for f in FILES {
             let src = from.join(f);
             if src.exists() {
-                sealed.bytes += sealed_file::seal_file(
-                    &self.key,
-                    &context(&folder, f),
-                    &src,
-                    &sealed.tmp.join(f),
-                )?;
+                let ctx = context(&folder, &id, f);
+                let to = sealed.tmp.join(f);
+                sealed.bytes += sealed_file::seal_file(&self.key, &ctx, &src, &to)?;
                 files.push(f.to_owned());
             }
         }
-        let meta = serde_json::to_vec(&Meta {
+        let meta = Meta {
             key: key.clone(),
+            id,
             files,
-        })
-        .map_err(|_| VaultError::Meta(sealed.tmp.clone()))?;
-        let meta = seal_bytes(&self.key, &context(&folder, META), &meta)?;
+        };
+        let meta = serde_json::to_vec(&meta).map_err(|e| VaultError::Describe(e.to_string()))?;
+        let meta = seal_bytes(&self.key, &context(&folder, "", META), &meta)?;
         let path = sealed.tmp.join(META);
         std::fs::write(&path, &meta).map_err(io(&path))?;
         sealed.bytes += meta.len() as u64;
         Ok(sealed)
     }
 
-    /// Files a sealed snapshot under its key (replacing one of the same key), then
-    /// evicts the least recently used beyond the bounds.
-    pub fn file(&self, key: SnapshotKey, mut sealed: Sealed) -> Result<(), VaultError> {
+    /// Files a sealed snapshot under its key, replacing one of the same key and
+    /// dropping other revisions (or bases) of its version, then evicts the least
+    /// recently used beyond the bounds. Only renames: what goes is returned, to be
+    /// [discarded](Vault::discard) outside any lock.
+    pub fn file(&self, key: SnapshotKey, mut sealed: Sealed) -> Result<Doomed, VaultError> {
         let folder = key.folder_name();
         let to = self.dir.join(&folder);
-        let _ = std::fs::remove_dir_all(&to);
+        let mut gone = Vec::new();
+        let mut ix = self.lock();
+        let same_version: Vec<SnapshotKey> = ix
+            .entries
+            .keys()
+            .filter(|k| (&k.name, &k.version) == (&key.name, &key.version))
+            .cloned()
+            .collect();
+        for k in same_version {
+            if let Some(e) = ix.entries.remove(&k) {
+                ix.total -= e.bytes;
+                gone.push(e.folder);
+            }
+        }
+        // Whatever still sits under the name (not indexed: a crash's leftover) goes too.
+        let mut doomed = self.set_aside(gone);
+        if to.exists() {
+            doomed.0.extend(self.set_aside(vec![folder.clone()]).0);
+        }
         std::fs::rename(&sealed.tmp, &to).map_err(io(&to))?;
         sealed.filed = true;
-        let evicted = {
-            let mut ix = self.lock();
-            ix.clock += 1;
-            let entry = Entry {
-                folder,
-                bytes: sealed.bytes,
-                last_use: ix.clock,
-            };
-            ix.total += entry.bytes;
-            if let Some(old) = ix.entries.insert(key.clone(), entry) {
-                ix.total -= old.bytes;
-            }
-            evict(&mut ix, self.max_bytes, Some(&key))
+        ix.clock += 1;
+        let entry = Entry {
+            folder,
+            bytes: sealed.bytes,
+            last_use: ix.clock,
         };
-        self.remove_folders(evicted);
-        Ok(())
+        ix.total += entry.bytes;
+        ix.entries.insert(key.clone(), entry);
+        let evicted = evict(&mut ix, self.max_bytes, Some(&key));
+        doomed.0.extend(self.set_aside(evicted).0);
+        Ok(doomed)
     }
 
     /// Opens the snapshot of `key` into `to` (an empty folder): its files, checked.
@@ -295,30 +330,57 @@ impl Vault {
                 return Err(VaultError::Meta(self.dir.join(&folder)));
             }
             let src = self.dir.join(&folder).join(f);
-            sealed_file::open_file(&self.key, &context(&folder, f), &src, &to.join(f))?;
+            let ctx = context(&folder, &meta.id, f);
+            sealed_file::open_file(&self.key, &ctx, &src, &to.join(f))?;
         }
         Ok(meta.files)
     }
 
-    /// Removes the snapshots `doomed` selects.
-    pub fn forget_where(&self, doomed: impl Fn(&SnapshotKey) -> bool) {
+    /// Drops the snapshots `doomed` selects from the index; their folders are set
+    /// aside, to be [discarded](Vault::discard).
+    pub fn forget_where(&self, doomed: impl Fn(&SnapshotKey) -> bool) -> Doomed {
         let mut gone = Vec::new();
-        {
-            let mut ix = self.lock();
-            let keys: Vec<SnapshotKey> = ix.entries.keys().filter(|k| doomed(k)).cloned().collect();
-            for k in keys {
-                if let Some(e) = ix.entries.remove(&k) {
-                    ix.total -= e.bytes;
-                    gone.push(e.folder);
-                }
+        let mut ix = self.lock();
+        let keys: Vec<SnapshotKey> = ix.entries.keys().filter(|k| doomed(k)).cloned().collect();
+        for k in keys {
+            if let Some(e) = ix.entries.remove(&k) {
+                ix.total -= e.bytes;
+                gone.push(e.folder);
             }
         }
-        self.remove_folders(gone);
+        self.set_aside(gone)
     }
 
-    fn remove_folders(&self, folders: Vec<String>) {
+    /// Renames folders out of the way at once (a snapshot filed next under the same
+    /// name must not be removed with them).
+    fn set_aside(&self, folders: Vec<String>) -> Doomed {
+        let mut aside = Vec::new();
         for f in folders {
-            let _ = std::fs::remove_dir_all(self.dir.join(f));
+            let Ok(tag) = random_hex::<8>() else { continue };
+            let to = self.dir.join(format!(".trash-{f}-{tag}"));
+            if std::fs::rename(self.dir.join(&f), &to).is_ok() {
+                aside.push(to);
+            }
+        }
+        Doomed(aside)
+    }
+
+    /// Removes set-aside folders on a thread of their own (large files take a while to
+    /// unlink; callers may be on async threads). What a crash leaves, the next open
+    /// removes.
+    pub fn discard(&self, doomed: Doomed) {
+        if doomed.0.is_empty() {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("vault-discard".into())
+            .spawn(move || {
+                for d in doomed.0 {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("worker: snapshot vault: no thread to remove old snapshots ({e})");
         }
     }
 }
