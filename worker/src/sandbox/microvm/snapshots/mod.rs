@@ -294,13 +294,18 @@ impl SnapshotStore {
         self.forget_where(|k| k.name == name && version.is_none_or(|v| k.version == v));
     }
 
-    /// Sealed folders are renamed aside at once and removed by a thread of their own.
+    /// Sealed folders are renamed aside at once and removed by a thread of their own;
+    /// plaintext copies go when their last holder lets go, outside the lock.
     fn forget_where(&self, doomed: impl Fn(&SnapshotKey) -> bool) {
-        {
+        let _gone: Vec<_> = {
             let mut open = self.lock();
-            open.retain(|(k, _)| !doomed(k));
             self.forgets.fetch_add(1, Ordering::SeqCst);
-        }
+            let (gone, kept) = std::mem::take(&mut *open)
+                .into_iter()
+                .partition(|(k, _)| doomed(k));
+            *open = kept;
+            gone
+        };
         if let Some(v) = &self.vault {
             v.discard(v.forget_where(doomed));
         }
@@ -335,25 +340,37 @@ impl SnapshotStore {
     }
 
     fn keep_open(&self, key: SnapshotKey, snap: Arc<Snapshot>) {
-        self.keep_open_locked(&mut self.lock(), key, snap);
+        let _gone = self.keep_open_locked(&mut self.lock(), key, snap);
     }
 
+    /// Adds a copy, returning those it displaces (other revisions of its version, the
+    /// least recently used past the bound), for the caller to drop after the lock.
+    #[must_use]
     fn keep_open_locked(
         &self,
         open: &mut Vec<(SnapshotKey, Arc<Snapshot>)>,
         key: SnapshotKey,
         snap: Arc<Snapshot>,
-    ) {
+    ) -> Vec<Arc<Snapshot>> {
         let bound = if self.vault.is_some() {
             MAX_OPEN
         } else {
             MAX_OPEN_WITHOUT_VAULT
         };
-        open.retain(|(k, _)| (&k.name, &k.version) != (&key.name, &key.version));
+        let same_version = |k: &SnapshotKey| (&k.name, &k.version) == (&key.name, &key.version);
+        let mut gone: Vec<Arc<Snapshot>> = Vec::new();
+        open.retain(|(k, s)| {
+            let keep = !same_version(k);
+            if !keep {
+                gone.push(s.clone());
+            }
+            keep
+        });
         if open.len() >= bound {
-            open.remove(0);
+            gone.push(open.remove(0).1);
         }
         open.push((key, snap));
+        gone
     }
 
     /// Whether the vault holds a sealed copy of `key`.
@@ -414,9 +431,13 @@ impl SnapshotStore {
         let mut open = self.lock();
         // A forget meanwhile may have been this version's: then the copy serves only
         // the cold start that opened it.
-        if self.forgets.load(Ordering::SeqCst) == epoch {
-            self.keep_open_locked(&mut open, key.clone(), snap.clone());
-        }
+        let gone = if self.forgets.load(Ordering::SeqCst) == epoch {
+            self.keep_open_locked(&mut open, key.clone(), snap.clone())
+        } else {
+            Vec::new()
+        };
+        drop(open);
+        drop(gone);
         Ok(Some(snap))
     }
 }

@@ -352,3 +352,28 @@ fn files_of_two_sealings_of_one_snapshot_do_not_open_together() {
         Ok(_) => panic!("a file of another sealing opened"),
     }
 }
+
+#[test]
+fn the_vault_removes_what_a_crash_left_when_it_opens() {
+    let run = tempfile::tempdir().unwrap();
+    let vault_dir = run.path().join("vault");
+    let settings = vault_settings(&vault_dir, 1);
+    let k = key("f", "1", "a");
+    {
+        let store = SnapshotStore::new(run.path(), Some(&settings)).unwrap();
+        let snap = store_taken(&store, &k, "sb-1", None);
+        store.seal(&k, &snap).unwrap();
+    }
+    for leftover in [".tmp-f.1.a-0011", ".trash-f.1.a-22", "not-a-snapshot"] {
+        std::fs::create_dir_all(vault_dir.join(leftover).join("x")).unwrap();
+    }
+    std::fs::write(vault_dir.join("stray-file"), b"?").unwrap();
+    let store = SnapshotStore::new(run.path(), Some(&settings)).unwrap();
+    let left: Vec<String> = std::fs::read_dir(&vault_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec![k.folder_name()]);
+    assert!(store.open_sealed(&k).unwrap().is_some());
+}
