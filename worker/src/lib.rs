@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod code;
+pub mod fsinfo;
 pub mod host;
 pub mod jail;
 pub mod logfile;

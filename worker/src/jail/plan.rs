@@ -92,13 +92,9 @@ pub fn mkdir_p(root: &Path, inside: &Path, steps: &mut Vec<Step>) -> Result<(), 
 /// The per-mount flags of `path`'s filesystem that a bind remount inside a user namespace
 /// must keep (the kernel locks them: dropping one fails with EPERM).
 pub fn locked_flags(path: &Path) -> libc::c_ulong {
-    let Ok(c) = cpath(path) else { return 0 };
-    // SAFETY: statvfs is plain memory the call fills in; zeroed is a valid bit pattern.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+    let Ok(st) = crate::fsinfo::statvfs(path) else {
         return 0;
-    }
+    };
     let pairs = [
         (libc::ST_NOSUID, libc::MS_NOSUID),
         (libc::ST_NODEV, libc::MS_NODEV),

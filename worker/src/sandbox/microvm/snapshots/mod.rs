@@ -215,7 +215,7 @@ impl SnapshotStore {
         jail_readable_dir(&root).map_err(|e| vault_io(&root, e))?;
         let vault = match vault {
             Some(v) => Some(Vault::open(&v.dir, VaultKey::new(&v.key), v.max_bytes)?),
-            None if in_memory(run_root) => {
+            None if crate::fsinfo::in_memory(run_root) => {
                 eprintln!(
                     "worker: {} is in memory: SnapStart snapshots are kept in memory only, \
                      unsealed copies in no vault",
@@ -440,24 +440,6 @@ impl SnapshotStore {
         drop(gone);
         Ok(Some(snap))
     }
-}
-
-/// Whether `dir` is on a tmpfs or ramfs (an appliance's initramfs root).
-fn in_memory(dir: &Path) -> bool {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs only writes the struct it is given; `path` is NUL-terminated.
-    let fs_type = unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        if libc::statfs(path.as_ptr(), &mut st) != 0 {
-            return false;
-        }
-        st.f_type
-    };
-    matches!(fs_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
 }
 
 fn vault_io(path: &Path, source: std::io::Error) -> VaultError {

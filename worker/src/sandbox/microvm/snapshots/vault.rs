@@ -65,23 +65,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
     }
 }
 
-/// (total, available) bytes of the file system holding `dir`.
-fn fs_space(dir: &Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: statvfs only writes the struct it is given; `path` is NUL-terminated.
-    let st = unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        st
-    };
-    let frsize = st.f_frsize as u64;
-    Ok((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
-}
-
 /// Bytes the files of [`FILES`] in `dir` take on disk (holes not counted).
 fn allocated(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -172,7 +155,7 @@ impl Vault {
             .mode(0o700)
             .create(dir)
             .map_err(io(dir))?;
-        let (fs_total, _) = fs_space(dir).map_err(io(dir))?;
+        let (fs_total, _) = crate::fsinfo::space(dir).map_err(io(dir))?;
         let vault = Self {
             dir: dir.to_owned(),
             key,
@@ -234,7 +217,7 @@ impl Vault {
     /// temporary folder, to be filed with [`Vault::file`].
     pub fn seal(&self, key: &SnapshotKey, from: &Path) -> Result<Sealed, VaultError> {
         let needed = allocated(from);
-        let (total, free) = fs_space(&self.dir).map_err(io(&self.dir))?;
+        let (total, free) = crate::fsinfo::space(&self.dir).map_err(io(&self.dir))?;
         if needed > self.max_bytes || free < needed.saturating_add(total / KEEP_FREE_OF_FS) {
             return Err(VaultError::NoRoom { needed });
         }
