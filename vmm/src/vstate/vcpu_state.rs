@@ -144,6 +144,12 @@ pub fn save(fd: &VcpuFd, id: u8, msr_indices: &[u32]) -> Result<VcpuState, VcpuS
     })
 }
 
+/// A TSC rate this close to the snapshot's is kept when KVM cannot scale to it: a
+/// host calibrates its TSC anew at each boot (by a few hundred ppm under emulation), and
+/// KVM without TSC scaling refuses any rate below its own. The guest keeps time by
+/// kvmclock, which the restore moves on by the host's clock.
+const TSC_TOLERANCE_PPM: u64 = 10_000;
+
 /// Keeps the snapshot's TSC rate where this host's differs (KVM scales it if it can).
 fn restore_tsc_khz(fd: &VcpuFd, c: &Ctx, saved: Option<u32>) -> Result<(), VcpuStateError> {
     let (Some(saved), Ok(here)) = (saved, fd.get_tsc_khz()) else {
@@ -152,13 +158,26 @@ fn restore_tsc_khz(fd: &VcpuFd, c: &Ctx, saved: Option<u32>) -> Result<(), VcpuS
     if saved == here {
         return Ok(());
     }
-    fd.set_tsc_khz(saved)
-        .map_err(|source| VcpuStateError::TscFrequency {
+    match fd.set_tsc_khz(saved) {
+        Ok(()) => Ok(()),
+        Err(_)
+            if u64::from(saved.abs_diff(here)) * 1_000_000
+                <= u64::from(here) * TSC_TOLERANCE_PPM =>
+        {
+            log::warn!(
+                "vcpu{}: TSC {saved} kHz in the snapshot, {here} kHz here and KVM cannot \
+                 scale it: keeping this host's rate",
+                c.0
+            );
+            Ok(())
+        }
+        Err(source) => Err(VcpuStateError::TscFrequency {
             vcpu: c.0,
             saved,
             here,
             source,
-        })
+        }),
+    }
 }
 
 fn write_msrs(fd: &VcpuFd, c: &Ctx, msrs: &[kvm_msr_entry]) -> Result<(), VcpuStateError> {
