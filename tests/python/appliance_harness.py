@@ -67,6 +67,10 @@ def require_appliance():
         require((APPLIANCE / f).is_file(), f"{f} not found in {APPLIANCE} (run image-build/appliance.sh)")
 
 
+# What busybox ash prints when appliance-init starts a new shell on the serial port.
+SHELL_BANNER = b"built-in shell (ash)"
+
+
 class Appliance:
     """One appliance VM. `data` is its data disk (a raw file), kept across boots."""
 
@@ -97,6 +101,7 @@ class Appliance:
         self.port = None
         self.credentials = None
         self.boots = 0
+        self.shell_conn = None  # (boot number, socket)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -222,28 +227,47 @@ class Appliance:
             config=Config(retries={"total_max_attempts": 1}, connect_timeout=10,
                           read_timeout=read_timeout, max_pool_connections=32))
 
-    def shell(self, command, timeout=120):
-        """Runs `command` in the appliance's root shell; returns (exit status, output)."""
-        marker = f"M{time.monotonic_ns()}"
-        with socket.socket(socket.AF_UNIX) as s:
+    def shell_connection(self):
+        """One connection to the root shell's serial port per boot, kept open."""
+        if self.shell_conn is None or self.shell_conn[0] != self.boots:
+            if self.shell_conn is not None:
+                self.shell_conn[1].close()
+            s = socket.socket(socket.AF_UNIX)
             s.settimeout(1)
             s.connect(str(self.shell_sock))
-            # Newlines, not ';': the command may end with '&'.
-            line = (f"PS1= PS2=; stty -echo 2>/dev/null; printf '%s_BEGIN\\n' {marker}\n{command}\n"
-                    f"printf '%s_RC_%s\\n' {marker} $?\n")
-            s.sendall(line.encode())
-            buf = b""
-            deadline = time.monotonic() + timeout
-            pattern = re.compile(rf"{marker}_BEGIN\r?\n(.*?){marker}_RC_(\d+)".encode(), re.S)
-            while time.monotonic() < deadline:
-                try:
-                    chunk = s.recv(65536)
-                except socket.timeout:
-                    chunk = b""
-                buf += chunk
-                m = pattern.search(buf)
-                if m:
-                    return int(m.group(2)), m.group(1).decode(errors="replace").replace("\r", "")
+            self.shell_conn = (self.boots, s)
+        return self.shell_conn[1]
+
+    def shell(self, command, timeout=120):
+        """Runs `command` in the appliance's root shell; returns (exit status, output).
+
+        A command ending in `&` runs detached, in a subshell that exits at once. With
+        `stty -echo`, busybox ash reads its input with a plain fgets, and a child ending
+        while it waits there interrupts the read, which ash takes for the end of its input:
+        the shell exits and a command sent before appliance-init restarts it is lost."""
+        if command.rstrip().endswith("&"):
+            command = f"(\n{command}\n)"
+        marker = f"M{time.monotonic_ns()}"
+        s = self.shell_connection()
+        # Newlines, not ';': the command may end with '&'.
+        line = (f"PS1= PS2=; stty -echo 2>/dev/null; printf '%s_BEGIN\\n' {marker}\n{command}\n"
+                f"printf '%s_RC_%s\\n' {marker} $?\n")
+        s.sendall(line.encode())
+        buf = b""
+        deadline = time.monotonic() + timeout
+        pattern = re.compile(rf"{marker}_BEGIN\r?\n(.*?){marker}_RC_(\d+)".encode(), re.S)
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                chunk = b""
+            buf += chunk
+            m = pattern.search(buf)
+            if m:
+                return int(m.group(2)), m.group(1).decode(errors="replace").replace("\r", "")
+            if SHELL_BANNER in buf:
+                raise RuntimeError(f"the appliance's shell restarted while running: {command}\n"
+                                   f"{buf[-2000:]!r}")
         raise TimeoutError(f"shell command did not finish in {timeout}s: {command}\n{buf[-2000:]!r}")
 
     def vmm_processes(self):
