@@ -20,18 +20,19 @@ step() {
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 SECONDS=0
 
-step "images (kernel, guest-init, rootfs variants)"
-image-build/build.sh
-
-step "test host packages (tcpdump for the cluster link capture; a registry, skopeo and htpasswd for image pulls)"
+step "host packages (tcpdump, a registry, skopeo and htpasswd for the tests; etcd; protoc for the etcd client crate, libclang for SQLite's session extension)"
 missing=()
-for pkg in tcpdump iproute2 docker-registry skopeo apache2-utils e2fsprogs; do
+for pkg in tcpdump iproute2 docker-registry skopeo apache2-utils e2fsprogs etcd-server \
+           protobuf-compiler libprotobuf-dev libclang-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+step "images (kernel, guest-init, rootfs variants)"
+image-build/build.sh
 
 step "python test environment"
 PYENV=$REPO_ROOT/target/pyenv

@@ -48,6 +48,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Run a worker daemon: this host's sandboxes, for frontends on other hosts.
     Worker(Box<crate::cluster_cli::WorkerArgs>),
+    /// Move a stopped single host's registry into an empty shared registry in etcd.
+    Migrate(Box<crate::migrate::MigrateArgs>),
     /// Cluster CA and certificates, and the status of a frontend's workers.
     #[command(subcommand)]
     Cluster(crate::cluster_cli::ClusterCommand),
@@ -108,6 +110,22 @@ pub struct ServeArgs {
     /// once, on stderr (an appliance's console); otherwise only where it is stored.
     #[arg(long)]
     pub announce_generated_credentials: bool,
+    /// etcd endpoints (`http://HOST:PORT`, comma-separated): share the registry with
+    /// the other frontends given the same endpoints, and copy code objects between
+    /// them. All of them need the same master key and credentials. Without it the
+    /// registry is this host's SQLite file.
+    #[arg(long, env = "SUPERVISOR_ETCD", value_name = "URL[,URL...]")]
+    pub etcd: Option<String>,
+    /// The prefix of every key this cluster keeps in etcd [default: /lambda-microvm].
+    #[arg(long, env = "SUPERVISOR_ETCD_PREFIX", value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// The URL other frontends reach this one at (`http://HOST:PORT`); default
+    /// `http://` and the listen address, which must then not be a wildcard.
+    #[arg(long, env = "SUPERVISOR_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
+    /// Seconds this frontend stays listed in etcd after its last keepalive [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub member_ttl_secs: Option<u32>,
     #[command(flatten)]
     pub data_plane: DataPlaneArgs,
     #[command(flatten)]
@@ -128,6 +146,10 @@ struct FileConfig {
     max_clock_skew_secs: Option<u32>,
     public_metrics: Option<bool>,
     chunk_gc_delay_secs: Option<u64>,
+    etcd: Option<String>,
+    etcd_prefix: Option<String>,
+    advertise_url: Option<String>,
+    member_ttl_secs: Option<u32>,
     #[serde(default)]
     data_plane: DataPlaneFile,
     /// `[[registries]]`: the registries container images may be pulled from.
@@ -190,6 +212,8 @@ pub enum ConfigError {
     Host(String),
     #[error("registry {0}: give both username and password, or neither")]
     Registry(String),
+    #[error("--etcd: {0}")]
+    Etcd(#[from] crate::shared::etcd::EtcdError),
 }
 
 /// Fully resolved settings.
@@ -215,6 +239,8 @@ pub struct Config {
     pub registries: Vec<oci_image::Registry>,
     /// See `--chunk-gc-delay-secs`.
     pub chunk_gc_delay: std::time::Duration,
+    /// `Some` with `--etcd`: the registry and code are shared with other frontends.
+    pub shared: Option<crate::shared::SharedSettings>,
 }
 
 impl Config {
@@ -236,6 +262,7 @@ impl Config {
             cluster: None,
             registries: Vec::new(),
             chunk_gc_delay: std::time::Duration::from_secs(DEFAULT_CHUNK_GC_DELAY_SECS),
+            shared: None,
         }
     }
 }
@@ -329,6 +356,23 @@ impl ServeArgs {
             .resolve(file.data_plane)
             .map_err(ConfigError::Host)?;
         cfg.cluster = self.frontend.resolve().map_err(ConfigError::Host)?;
+        if let Some(urls) = self.etcd.or(file.etcd) {
+            let prefix = self
+                .etcd_prefix
+                .or(file.etcd_prefix)
+                .unwrap_or_else(|| "/lambda-microvm".to_owned());
+            cfg.shared = Some(crate::shared::SharedSettings {
+                etcd: crate::shared::etcd::EtcdSettings::parse(&urls, &prefix)?,
+                id: crate::ids::random_hex::<8>(),
+                advertise_url: self.advertise_url.or(file.advertise_url),
+                member_ttl_secs: i64::from(
+                    self.member_ttl_secs
+                        .or(file.member_ttl_secs)
+                        .unwrap_or(crate::shared::members::DEFAULT_TTL_SECS as u32)
+                        .max(2),
+                ),
+            });
+        }
         cfg.registries = file
             .registries
             .into_iter()

@@ -14,9 +14,11 @@ pub mod http;
 pub mod ids;
 pub mod images;
 pub mod invoke;
+pub mod migrate;
 mod prepare;
 pub mod registry;
 pub mod serve;
+pub mod shared;
 mod supervisor;
 pub mod timefmt;
 

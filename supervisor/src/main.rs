@@ -37,6 +37,7 @@ fn main() -> std::process::ExitCode {
             shutdown_signal(),
         )),
         Command::Cluster(cmd) => runtime.block_on(supervisor::cluster_cli::run_cluster(cmd)),
+        Command::Migrate(args) => supervisor::migrate::run(*args),
     };
     // Do not wait forever for blocking tasks (e.g. a sandbox that never started).
     runtime.shutdown_timeout(std::time::Duration::from_secs(3));

@@ -158,12 +158,24 @@ impl Prepared {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), String> {
         self.invoke.start_background();
+        if let Some(shared) = self.sup.shared() {
+            shared
+                .join(self.addr)
+                .map_err(|e| format!("joining the frontends in etcd: {e}"))?;
+            eprintln!(
+                "supervisor: frontend {} shares its registry through etcd",
+                shared.id()
+            );
+        }
         let router = self
             .sup
             .router(self.invoke.signed_routes(), self.invoke.public_routes());
         crate::http::serve(self.listener, router, shutdown)
             .await
             .map_err(|e| format!("server: {e}"))?;
+        if let Some(shared) = self.sup.shared() {
+            shared.leave();
+        }
         if let Some(w) = self.invoke.worker() {
             w.shutdown_idle();
             tokio::time::sleep(SANDBOX_STOP_GRACE).await;

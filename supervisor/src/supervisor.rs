@@ -35,6 +35,8 @@ pub enum SupervisorError {
     CodeStore(#[from] CodeStoreError),
     #[error("chunk store: {0}")]
     Chunks(#[from] chunkstore::StoreError),
+    #[error("--etcd: {0}")]
+    Shared(#[from] crate::shared::etcd::EtcdError),
 }
 
 /// What happened while opening, for the operator.
@@ -48,6 +50,10 @@ pub struct StartupReport {
     /// Container-image chunks no version references any more, now removed.
     pub chunks_removed: u64,
 }
+
+/// With a shared registry, an unreferenced code object younger than this may belong to
+/// an upload another frontend has not committed yet.
+const SHARED_ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 pub struct Supervisor {
     config: Config,
@@ -67,6 +73,8 @@ pub struct Supervisor {
     /// Seals this host's SnapStart snapshots (derived from the master key, so they
     /// open again after a restart).
     snapshot_key: zeroize::Zeroizing<[u8; 32]>,
+    /// `Some` with `--etcd`.
+    shared: Option<crate::shared::Shared>,
     _lock: DataDirLock,
 }
 
@@ -114,7 +122,14 @@ impl Supervisor {
                 k
             }
         };
-        let registry = Registry::open(&dir.join("registry.sqlite3"))?;
+        let shared = match config.shared.clone() {
+            Some(settings) => Some(crate::shared::Shared::connect(settings, &master)?),
+            None => None,
+        };
+        let registry = match &shared {
+            Some(s) => Registry::open_shared(s.etcd.clone())?,
+            None => Registry::open(&dir.join("registry.sqlite3"))?,
+        };
         // Earlier versions kept decrypted code under DATA_DIR/cache; plaintext is now
         // only in sandboxes' own directories.
         let legacy_cache = dir.join("cache");
@@ -123,13 +138,18 @@ impl Supervisor {
         }
         let images = crate::images::Images::open(&dir, &master, config.registries.clone())?;
         let snapshot_key = master.derive(b"lambda snapshot vault v1");
-        let store = CodeStore::open(&dir.join("code"), master, ZipLimits::default())?;
+        let mut store = CodeStore::open(&dir.join("code"), master, ZipLimits::default())?;
+        if let Some(s) = &shared {
+            store = store.with_peers(s.peers.clone());
+        }
 
         // A crash after sealing code but before the registry commit leaves
-        // an unreferenced object; nothing can reach it, so remove it.
+        // an unreferenced object; nothing can reach it, so remove it. With a shared
+        // registry, a young object may be another frontend's upload in flight.
         let live = registry.code_objects()?;
         for id in store.object_ids()? {
-            if !live.contains(&id) {
+            let young = shared.is_some() && store.age(&id).is_none_or(|a| a < SHARED_ORPHAN_AGE);
+            if !live.contains(&id) && !young {
                 store.remove(&id)?;
                 report.orphans_removed += 1;
             }
@@ -153,6 +173,7 @@ impl Supervisor {
             large_bodies: tokio::sync::Semaphore::new(crate::http::LARGE_BODY_PERMITS),
             deletion_listeners: std::sync::RwLock::new(Vec::new()),
             snapshot_key,
+            shared,
             _lock: lock,
         });
         Ok((sup, report))
@@ -161,6 +182,10 @@ impl Supervisor {
     /// The complete HTTP API: control plane + `signed` routes (e.g. invoke)
     /// behind SigV4, and `public` routes without it (e.g. `/metrics`).
     pub fn router(self: &Arc<Self>, signed: Router<Arc<Self>>, public: Router) -> Router {
+        let public = match &self.shared {
+            Some(_) => public.merge(crate::shared::routes::routes(self.clone())),
+            None => public,
+        };
         crate::http::build_router(self.clone(), signed, public)
     }
 
@@ -170,6 +195,11 @@ impl Supervisor {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The state shared with other frontends, with `--etcd`.
+    pub fn shared(&self) -> Option<&crate::shared::Shared> {
+        self.shared.as_ref()
     }
     pub fn on_deletion(&self, listener: DeletionListener) {
         self.deletion_listeners

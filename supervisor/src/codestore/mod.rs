@@ -33,6 +33,9 @@ pub enum CodeStoreError {
     BadObjectId(String),
     #[error("decrypted code does not match its recorded CodeSha256")]
     DigestMismatch,
+    /// Frontends sharing a registry (`--etcd`) hold copies of each object.
+    #[error(transparent)]
+    Peers(#[from] crate::shared::peer_code::PeerError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CodeStoreError + '_ {
@@ -49,6 +52,9 @@ pub struct CodeStore {
     objects: PathBuf,
     master: MasterKey,
     limits: ZipLimits,
+    /// Other frontends (`--etcd`): each new object is copied to them before it is
+    /// acknowledged, and an object missing here is fetched from them.
+    peers: Option<std::sync::Arc<crate::shared::peer_code::PeerCode>>,
 }
 
 impl CodeStore {
@@ -66,7 +72,13 @@ impl CodeStore {
             objects: objects_dir.to_owned(),
             master,
             limits,
+            peers: None,
         })
+    }
+
+    pub fn with_peers(mut self, peers: std::sync::Arc<crate::shared::peer_code::PeerCode>) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     pub fn limits(&self) -> &ZipLimits {
@@ -94,14 +106,59 @@ impl CodeStore {
         let path = self.object_path(&id)?;
         atomic::write_atomic(&path, &[&sealed.header, &zip, &sealed.tag], 0o600)
             .map_err(io_err(&path))?;
+        if let Some(peers) = &self.peers {
+            let copy = [&sealed.header[..], &zip, &sealed.tag].concat();
+            if let Err(e) = peers.push(&id, copy) {
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
+        }
         Ok(id)
+    }
+
+    /// Stores an object another frontend sealed (`--etcd`); its envelope is checked
+    /// when it is read.
+    pub fn put_sealed(&self, object_id: &str, sealed: &[u8]) -> Result<(), CodeStoreError> {
+        let path = self.object_path(object_id)?;
+        if sealed.len() < envelope::OVERHEAD {
+            return Err(envelope::EnvelopeError::Format.into());
+        }
+        atomic::write_atomic(&path, &[sealed], 0o600).map_err(io_err(&path))
+    }
+
+    /// An object as stored (sealed), for another frontend; `None` if this one lacks it.
+    pub fn sealed(&self, object_id: &str) -> Result<Option<Vec<u8>>, CodeStoreError> {
+        let path = self.object_path(object_id)?;
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Opens an object, first fetching it from another frontend if this one lacks it.
+    fn open_object(&self, path: &Path, object_id: &str) -> Result<std::fs::File, CodeStoreError> {
+        match std::fs::File::open(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let fetched = match &self.peers {
+                    Some(peers) => peers.fetch(object_id)?,
+                    None => None,
+                };
+                let Some(bytes) = fetched else {
+                    return Err(io_err(path)(e));
+                };
+                self.put_sealed(object_id, &bytes)?;
+                std::fs::File::open(path).map_err(io_err(path))
+            }
+            other => other.map_err(io_err(path)),
+        }
     }
 
     /// Decrypts an object and checks it against its CodeSha256.
     pub fn read(&self, object_id: &str, aad: &CodeAad<'_>) -> Result<Vec<u8>, CodeStoreError> {
         use std::io::Read as _;
         let path = self.object_path(object_id)?;
-        let mut f = std::fs::File::open(&path).map_err(io_err(&path))?;
+        let mut f = self.open_object(&path, object_id)?;
         let len = f.metadata().map_err(io_err(&path))?.len();
         let body_len = usize::try_from(len)
             .ok()
@@ -140,6 +197,17 @@ impl CodeStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&path)(e)),
             _ => Ok(()),
         }
+    }
+
+    /// How long ago an object was written; `None` if that cannot be told.
+    pub fn age(&self, object_id: &str) -> Option<std::time::Duration> {
+        let path = self.object_path(object_id).ok()?;
+        std::fs::metadata(path)
+            .ok()?
+            .modified()
+            .ok()?
+            .elapsed()
+            .ok()
     }
 
     /// Ids of every stored object (for garbage collection after a crash).

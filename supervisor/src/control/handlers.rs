@@ -53,9 +53,13 @@ pub(crate) async fn blocking<T: Send + 'static>(
     sup: Arc<Supervisor>,
     f: impl FnOnce(&Supervisor) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || f(&sup))
-        .await
-        .map_err(|e| ApiError::service(format!("internal task failed: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        // A change acknowledged by another frontend is visible here from now on.
+        sup.registry().sync()?;
+        f(&sup)
+    })
+    .await
+    .map_err(|e| ApiError::service(format!("internal task failed: {e}")))?
 }
 
 pub(crate) fn function_ref(
@@ -121,14 +125,22 @@ pub async fn get_function(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let f = function_ref(&sup, &name, &query_map(q.as_deref()))?;
-    let (configuration, tags) = blocking(sup, move |s| {
-        Ok((ops::get(s, &f)?, super::tags::for_get_function(s, &f)?))
+    let (configuration, tags, reserved) = blocking(sup, move |s| {
+        let reserved = s.registry().reserved_concurrency(&f.name)?;
+        Ok((
+            ops::get(s, &f)?,
+            super::tags::for_get_function(s, &f)?,
+            reserved,
+        ))
     })
     .await?;
     Ok(Json(GetFunctionResponse {
         code: CodeLocation::of(&configuration),
         configuration,
         tags,
+        concurrency: reserved.map(|n| super::model::Concurrency {
+            reserved_concurrent_executions: n,
+        }),
     })
     .into_response())
 }

@@ -269,6 +269,15 @@ pub struct GetFunctionResponse {
     pub code: CodeLocation,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<crate::registry::Tags>,
+    /// The function's reserved concurrency, when it has one (as Lambda shows it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Concurrency {
+    pub reserved_concurrent_executions: u32,
 }
 
 #[derive(Debug, Serialize)]

@@ -26,6 +26,9 @@ pub enum ErrorKind {
     SnapStart,
     SnapStartTimeout,
     Service,
+    /// A `ServiceException` that will pass: the shared registry (etcd) has no quorum,
+    /// or no other frontend could take a copy of new code. 503, which SDKs retry.
+    ServiceUnavailable,
 }
 
 impl ErrorKind {
@@ -45,6 +48,7 @@ impl ErrorKind {
             ErrorKind::SnapStart => StatusCode::BAD_REQUEST,
             ErrorKind::SnapStartTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Service => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -63,7 +67,7 @@ impl ErrorKind {
             ErrorKind::TooManyRequests => "TooManyRequestsException",
             ErrorKind::SnapStart => "SnapStartException",
             ErrorKind::SnapStartTimeout => "SnapStartTimeoutException",
-            ErrorKind::Service => "ServiceException",
+            ErrorKind::Service | ErrorKind::ServiceUnavailable => "ServiceException",
         }
     }
 }
@@ -101,18 +105,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let origin = if self.kind == ErrorKind::Service {
-            "Service"
-        } else {
-            "User"
-        };
+        let service = matches!(
+            self.kind,
+            ErrorKind::Service | ErrorKind::ServiceUnavailable
+        );
+        let origin = if service { "Service" } else { "User" };
         let body = serde_json::json!({ "Type": origin, "Message": self.message });
         let mut resp = (self.kind.status(), axum::Json(body)).into_response();
         resp.headers_mut().insert(
             "x-amzn-ErrorType",
             HeaderValue::from_static(self.kind.type_name()),
         );
-        if self.kind == ErrorKind::Service {
+        if service {
             tracing::error!(message = %self.message, "service error");
         }
         resp
@@ -144,6 +148,7 @@ impl From<CodeStoreError> for ApiError {
     fn from(e: CodeStoreError) -> Self {
         match e {
             CodeStoreError::Zip(z) => z.into(),
+            CodeStoreError::Peers(p) => Self::new(ErrorKind::ServiceUnavailable, p.to_string()),
             other => Self::service(other.to_string()),
         }
     }
@@ -174,6 +179,9 @@ impl From<RegistryError> for ApiError {
                 "Unable to delete version because the following aliases reference it: [{}]",
                 aliases.join(", ")
             )),
+            RegistryError::Shared(e) if e.is_transient() => {
+                Self::new(ErrorKind::ServiceUnavailable, e.to_string())
+            }
             other => Self::service(other.to_string()),
         }
     }

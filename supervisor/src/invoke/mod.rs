@@ -8,6 +8,7 @@ mod alias_route;
 mod concurrency;
 pub mod events;
 pub mod eventstream;
+mod follow;
 mod handler;
 pub mod headers;
 pub mod metrics;
@@ -264,6 +265,7 @@ impl InvokeService {
     /// Starts the event runner and the configured pre-warming.
     pub fn start_background(self: &Arc<Self>) {
         events::spawn_runner(self.clone());
+        follow::spawn(self.clone());
         let prewarm = self.sup.config().data_plane.prewarm.clone();
         if prewarm.is_empty() {
             return;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension as _};
 use serde::{Deserialize, Serialize};
 
 use super::{decode_marker, encode_marker, seq_of, Registry, RegistryError};
@@ -97,8 +97,8 @@ pub(super) fn read(
 
 impl Registry {
     pub fn create_alias(&self, a: &AliasRecord) -> Result<(), RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = super::immediate(conn)?;
             if !version_exists(&tx, &a.function, super::LATEST)? {
                 return Err(RegistryError::NotFound(a.function.clone()));
             }
@@ -130,8 +130,8 @@ impl Registry {
         a: &AliasRecord,
         expected_revision: Option<&str>,
     ) -> Result<(), RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = super::immediate(conn)?;
             let current = read(&tx, &a.function, &a.name)?
                 .ok_or_else(|| RegistryError::AliasNotFound(a.name.clone()))?;
             if expected_revision.is_some_and(|r| r != current.revision_id) {
@@ -149,8 +149,8 @@ impl Registry {
     }
 
     pub fn delete_alias(&self, function: &str, name: &str) -> Result<(), RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = super::immediate(conn)?;
             let n = tx.execute(
                 "DELETE FROM aliases WHERE function = ?1 AND name = ?2",
                 params![function, name],

@@ -3,15 +3,15 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension as _, TransactionBehavior};
+use rusqlite::{params, OptionalExtension as _};
 
 use super::{Registry, RegistryError};
 
 impl Registry {
     /// Sets `name`'s reserved concurrency; the function must exist.
     pub fn set_reserved_concurrency(&self, name: &str, reserved: u32) -> Result<(), RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = super::immediate(conn)?;
             let exists = tx
                 .query_row(
                     "SELECT 1 FROM functions WHERE name = ?1",
@@ -36,8 +36,8 @@ impl Registry {
 
     /// Removes the reservation; the function must exist.
     pub fn delete_reserved_concurrency(&self, name: &str) -> Result<(), RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = super::immediate(conn)?;
             let exists = tx
                 .query_row(
                     "SELECT 1 FROM functions WHERE name = ?1",

@@ -3,7 +3,7 @@
 //! package stays while a function version still references it (function records hold
 //! their layers' objects), as on Lambda.
 
-use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension as _};
 use serde::{Deserialize, Serialize};
 
 use super::{decode_marker, encode_marker, FunctionRecord, Registry, RegistryError};
@@ -108,8 +108,8 @@ impl Registry {
     /// Records `r` as its layer's next version; `Conflict` if that number was taken
     /// meanwhile.
     pub fn publish_layer_version(&self, r: &LayerVersionRecord) -> Result<(), RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = super::immediate(conn)?;
             let next: i64 = tx
                 .query_row(
                     "SELECT next_version FROM layers WHERE name = ?1",
@@ -204,8 +204,8 @@ impl Registry {
         layer: &str,
         version: i64,
     ) -> Result<Option<String>, RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = super::immediate(conn)?;
             let Some(r) = read(&tx, layer, version)? else {
                 return Ok(None);
             };

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension as _};
 use serde::{Deserialize, Serialize};
 
 use super::{Registry, RegistryError};
@@ -139,8 +139,8 @@ impl Registry {
         add: &Tags,
         remove: &[String],
     ) -> Result<(), RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = super::immediate(conn)?;
             if !function_exists(&tx, function)? {
                 return Err(RegistryError::NotFound(function.to_owned()));
             }
@@ -180,8 +180,8 @@ impl Registry {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_owned();
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = super::immediate(conn)?;
             if !function_exists(&tx, function)? {
                 return Err(RegistryError::NotFound(function.to_owned()));
             }
@@ -193,10 +193,10 @@ impl Registry {
                 return Err(RegistryError::Conflict);
             }
             if p.position(&sid).is_some() {
-                return Err(RegistryError::StatementExists(sid));
+                return Err(RegistryError::StatementExists(sid.clone()));
             }
-            p.statements.push(statement);
-            p.revision_id = revisions.1;
+            p.statements.push(statement.clone());
+            p.revision_id = revisions.1.clone();
             tx.execute(
                 "INSERT OR REPLACE INTO policies (function, qualifier, record) VALUES (?1, ?2, ?3)",
                 params![function, qualifier, serde_json::to_string(&p)?],
@@ -215,8 +215,8 @@ impl Registry {
         revisions: (Option<&str>, String),
     ) -> Result<(), RegistryError> {
         let (function, qualifier) = target;
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = super::immediate(conn)?;
             let mut p = read_policy(&tx, function, qualifier)?
                 .ok_or_else(|| RegistryError::StatementNotFound(sid.to_owned()))?;
             if revisions.0.is_some_and(|r| r != p.revision_id) {
@@ -226,7 +226,7 @@ impl Registry {
                 .position(sid)
                 .ok_or_else(|| RegistryError::StatementNotFound(sid.to_owned()))?;
             p.statements.remove(at);
-            p.revision_id = revisions.1;
+            p.revision_id = revisions.1.clone();
             if p.statements.is_empty() {
                 drop_policy(&tx, function, qualifier)?;
             } else {

@@ -1,12 +1,15 @@
 //! Durable registry of functions and versions in SQLite (WAL,
 //! `synchronous=FULL`): every acknowledged change has been fsynced, and each
-//! change is one transaction, so a crash never leaves half a function.
+//! change is one transaction, so a crash never leaves half a function. With `--etcd`
+//! the registry is shared by several frontends instead (see `replica`).
 
 mod alias;
 mod concurrency;
 mod layer;
 mod meta;
 mod record;
+pub mod replica;
+mod seed;
 mod url;
 
 use std::collections::HashSet;
@@ -15,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use base64::Engine as _;
-use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension as _, Transaction, TransactionBehavior};
 
 pub use alias::{AliasPage, AliasRecord};
 pub use layer::{LayerPage, LayerVersionRecord};
@@ -57,6 +60,10 @@ pub enum RegistryError {
     UrlExists,
     #[error("the function URL configuration does not exist")]
     UrlNotFound,
+    /// The shared registry (`--etcd`) cannot be read or written now, or its settings
+    /// cannot work; see [`crate::shared::etcd::EtcdError::is_transient`].
+    #[error("shared registry: {0}")]
+    Shared(#[from] crate::shared::etcd::EtcdError),
 }
 
 const SCHEMA: &str = "
@@ -78,9 +85,25 @@ CREATE TABLE IF NOT EXISTS concurrency (
 ";
 
 pub struct Registry {
-    conn: Mutex<Connection>,
+    local: Mutex<Local>,
     /// Bumped after every committed change, so readers can cache safely.
     generation: AtomicU64,
+    /// `Some` when the registry is shared through etcd.
+    replica: Option<Box<dyn replica::SharedLog>>,
+}
+
+/// This process's database and, when shared, how far into the shared log it is.
+struct Local {
+    conn: Connection,
+    follower: replica::Follower,
+}
+
+/// Starts a write transaction on a connection the registry's lock guards.
+fn immediate(conn: &Connection) -> Result<Transaction<'_>, RegistryError> {
+    Ok(Transaction::new_unchecked(
+        conn,
+        TransactionBehavior::Immediate,
+    )?)
 }
 
 /// One page of a listing.
@@ -128,6 +151,13 @@ impl Registry {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        Self::with_connection(conn, None)
+    }
+
+    fn with_connection(
+        conn: Connection,
+        replica: Option<Box<dyn replica::SharedLog>>,
+    ) -> Result<Self, RegistryError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
@@ -136,8 +166,12 @@ impl Registry {
         conn.execute_batch(url::SCHEMA)?;
         conn.execute_batch(layer::SCHEMA)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            local: Mutex::new(Local {
+                conn,
+                follower: replica::Follower::new(),
+            }),
             generation: AtomicU64::new(0),
+            replica,
         })
     }
 
@@ -151,12 +185,33 @@ impl Registry {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a read.
     fn with<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, RegistryError>,
+        f: impl FnOnce(&Connection) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn)
+        f(&self.lock().conn)
+    }
+
+    /// Runs a change: one transaction, which `f` commits. When the registry is shared,
+    /// `f` may run again on a newer state (see `replica`).
+    fn write<T>(
+        &self,
+        f: impl FnMut(&Connection) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut local = self.lock();
+        let Local { conn, follower } = &mut *local;
+        match &self.replica {
+            Some(replica) => follower.write(conn, replica.as_ref(), f),
+            None => {
+                let mut f = f;
+                f(conn)
+            }
+        }
     }
 
     /// Inserts a new function's `$LATEST` (and optionally version 1) with its tags.
@@ -166,8 +221,8 @@ impl Registry {
         published: Option<&FunctionRecord>,
         tags: &Tags,
     ) -> Result<(), RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = immediate(conn)?;
             let exists: bool = tx
                 .query_row(
                     "SELECT 1 FROM functions WHERE name = ?1",
@@ -273,8 +328,8 @@ impl Registry {
         new: &FunctionRecord,
         expected_revision: &str,
     ) -> Result<(), RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = immediate(conn)?;
             check_revision(&tx, &new.name, expected_revision)?;
             tx.execute(
                 "UPDATE versions SET record = ?3 WHERE function = ?1 AND seq = ?2",
@@ -309,8 +364,8 @@ impl Registry {
         let seq = seq_of(&version.version)
             .filter(|s| *s > 0)
             .ok_or(RegistryError::Conflict)?;
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = immediate(conn)?;
             check_revision(&tx, &version.name, latest_revision)?;
             let next: i64 = tx.query_row(
                 "SELECT next_version FROM functions WHERE name = ?1",
@@ -333,8 +388,8 @@ impl Registry {
 
     /// Deletes a whole function; returns the code objects it referenced.
     pub fn delete_function(&self, name: &str) -> Result<Vec<String>, RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = immediate(conn)?;
             let objects = objects_of(&tx, name, None)?;
             let n = tx.execute("DELETE FROM functions WHERE name = ?1", [name])?;
             if n == 0 {
@@ -356,8 +411,8 @@ impl Registry {
         let seq = seq_of(version)
             .filter(|s| *s > 0)
             .ok_or_else(|| RegistryError::NotFound(version.to_owned()))?;
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = immediate(conn)?;
             let aliases = alias::aliases_routing_to(&tx, name, version)?;
             if !aliases.is_empty() {
                 return Err(RegistryError::VersionInUse {
@@ -494,3 +549,7 @@ fn objects_of(
 #[cfg(test)]
 #[path = "registry_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "replica_tests.rs"]
+mod replica_tests;

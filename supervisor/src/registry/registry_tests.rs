@@ -1,6 +1,6 @@
 use super::*;
 
-fn rec(name: &str, version: &str, rev: &str) -> FunctionRecord {
+pub(super) fn rec(name: &str, version: &str, rev: &str) -> FunctionRecord {
     FunctionRecord {
         snap_start: false,
         name: name.into(),

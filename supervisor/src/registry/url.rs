@@ -1,7 +1,7 @@
 //! Function URL configurations: one per function or alias, found by the URL's id when
 //! a request arrives. They go with the function, or the alias they belong to.
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use super::{decode_marker, encode_marker, Registry, RegistryError};
@@ -83,8 +83,8 @@ pub(super) fn drop_url(
 impl Registry {
     /// Stores a new URL configuration; the function (and alias, if any) must exist.
     pub fn create_url(&self, u: &UrlRecord) -> Result<(), RegistryError> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(|conn| {
+            let tx = super::immediate(conn)?;
             if !super::alias::version_exists(&tx, &u.function, super::LATEST)? {
                 return Err(RegistryError::NotFound(u.function.clone()));
             }
@@ -123,7 +123,7 @@ impl Registry {
     }
 
     pub fn update_url(&self, u: &UrlRecord) -> Result<(), RegistryError> {
-        self.with(|conn| {
+        self.write(|conn| {
             let n = conn.execute(
                 "UPDATE urls SET record = ?3 WHERE function = ?1 AND qualifier = ?2",
                 params![u.function, u.qualifier, serde_json::to_string(u)?],
@@ -137,7 +137,7 @@ impl Registry {
     }
 
     pub fn delete_url(&self, function: &str, qualifier: &str) -> Result<(), RegistryError> {
-        self.with(|conn| {
+        self.write(|conn| {
             let n = conn.execute(
                 "DELETE FROM urls WHERE function = ?1 AND qualifier = ?2",
                 params![function, qualifier],

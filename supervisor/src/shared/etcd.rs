@@ -1,0 +1,233 @@
+//! The etcd client, on a runtime thread of its own so the registry's synchronous code
+//! can wait for it from any thread (a blocking pool thread or, briefly, an async one)
+//! without nesting runtimes. Every request has a deadline: with etcd's quorum gone an
+//! API call fails in seconds with [`EtcdError::Unavailable`] instead of hanging.
+//!
+//! One client per member: a request that cannot reach a member (refused connection,
+//! or the member answers that it has no leader) goes to the next one, so a dead member
+//! costs nothing while a quorum lives. A request that timed out is not resent
+//! elsewhere: it may have been applied.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+
+/// How long one request may take before it counts as etcd being unavailable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Keys a frontend writes stay far below etcd's 1.5 MiB request cap.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// Transient: no quorum, or a deadline passed.
+    #[error("etcd is unavailable: {0}")]
+    Unavailable(String),
+    /// Transient: this member was not reached, or has no leader; the request was not
+    /// applied, so another member may take it.
+    #[error("etcd member unreachable: {0}")]
+    Unreachable(String),
+    /// Permanent: the operator's settings cannot work.
+    #[error("etcd settings: {0}")]
+    Settings(String),
+    #[error("a value of {0} bytes is over the {MAX_VALUE_BYTES}-byte limit of a shared record")]
+    TooLarge(usize),
+}
+
+impl EtcdError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Unreachable(_))
+    }
+}
+
+impl From<etcd_client::Error> for EtcdError {
+    fn from(e: etcd_client::Error) -> Self {
+        match &e {
+            etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Unavailable => {
+                Self::Unreachable(e.to_string())
+            }
+            etcd_client::Error::TransportError(_) => Self::Unreachable(e.to_string()),
+            _ => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Where the shared state lives: the endpoints and the key prefix every key starts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+}
+
+impl EtcdSettings {
+    /// `urls` is `--etcd`'s comma-separated list.
+    pub fn parse(urls: &str, prefix: &str) -> Result<Self, EtcdError> {
+        let mut endpoints = Vec::new();
+        for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            if url.starts_with("https://") {
+                return Err(EtcdError::Settings(format!(
+                    "{url}: TLS to etcd is not supported yet; use http:// on a private network"
+                )));
+            }
+            if !url.starts_with("http://") {
+                return Err(EtcdError::Settings(format!(
+                    "{url}: expected http://HOST:PORT"
+                )));
+            }
+            endpoints.push(url.to_owned());
+        }
+        if endpoints.is_empty() {
+            return Err(EtcdError::Settings("no etcd endpoint given".into()));
+        }
+        let prefix = prefix.trim_end_matches('/');
+        if !prefix.starts_with('/') {
+            return Err(EtcdError::Settings(format!(
+                "the key prefix {prefix:?} must start with '/'"
+            )));
+        }
+        Ok(Self {
+            endpoints,
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+/// A client per member and the runtime thread their requests run on.
+pub struct Etcd {
+    clients: Vec<Client>,
+    /// The member that answered last.
+    preferred: AtomicUsize,
+    runtime: tokio::runtime::Handle,
+    prefix: String,
+    /// Stops the runtime thread when the last handle goes.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Etcd {
+    /// Starts the runtime thread and connects (lazily: a member that is down now is
+    /// tried again at each request).
+    pub fn connect(settings: &EtcdSettings) -> Result<Self, EtcdError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("etcd-client")
+            .enable_all()
+            .build()
+            .map_err(|e| EtcdError::Settings(format!("etcd client runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("etcd-runtime".into())
+            .spawn(move || runtime.block_on(async move { drop(stopped.await) }))
+            .map_err(|e| EtcdError::Settings(format!("etcd client thread: {e}")))?;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        let mut clients = Vec::new();
+        for endpoint in &settings.endpoints {
+            let (endpoint, options) = (endpoint.clone(), options.clone());
+            clients.push(wait(&handle, REQUEST_TIMEOUT, async move {
+                Ok(Client::connect([endpoint], Some(options)).await?)
+            })?);
+        }
+        Ok(Self {
+            clients,
+            preferred: AtomicUsize::new(0),
+            runtime: handle,
+            prefix: settings.prefix.clone(),
+            _stop: stop,
+        })
+    }
+
+    /// `prefix/rest`.
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.prefix)
+    }
+
+    /// A client per member, the one that answered last first (for tasks of their own:
+    /// watches, lease keepalives, which move on to the next member when one fails).
+    pub fn clients(&self) -> Vec<Client> {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let n = self.clients.len();
+        (0..n)
+            .map(|i| self.clients[(first + i) % n].clone())
+            .collect()
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// Runs `f` with a member's client on the etcd runtime and waits for it, at most the
+    /// request deadline; a member that cannot be reached passes the request on.
+    pub fn call<T, F, Fut>(&self, f: F) -> Result<T, EtcdError>
+    where
+        T: Send + 'static,
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, EtcdError>> + Send + 'static,
+    {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let n = self.clients.len();
+        let mut last = None;
+        for i in 0..n {
+            let at = (first + i) % n;
+            match wait(&self.runtime, REQUEST_TIMEOUT, f(self.clients[at].clone())) {
+                Err(EtcdError::Unreachable(e)) => last = Some(EtcdError::Unreachable(e)),
+                done => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return done;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| EtcdError::Unavailable("no etcd member".into())))
+    }
+
+    /// Runs `fut` on the etcd runtime (requests to other frontends) and waits for it, at
+    /// most `deadline`.
+    pub fn run_for<T: Send + 'static>(
+        &self,
+        deadline: Duration,
+        fut: impl Future<Output = Result<T, EtcdError>> + Send + 'static,
+    ) -> Result<T, EtcdError> {
+        wait(&self.runtime, deadline, fut)
+    }
+}
+
+/// Runs `fut` on `runtime` and blocks this thread until it ends or the deadline passes.
+fn wait<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    deadline: Duration,
+    fut: impl Future<Output = Result<T, EtcdError>> + Send + 'static,
+) -> Result<T, EtcdError> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let out = tokio::time::timeout(deadline, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(EtcdError::Unavailable(format!(
+                    "no answer within {deadline:?}"
+                )))
+            });
+        let _ = tx.send(out);
+    });
+    rx.recv_timeout(deadline + Duration::from_secs(1))
+        .unwrap_or_else(|_| Err(EtcdError::Unavailable("the etcd client stopped".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_lists_and_refuse_what_cannot_work() {
+        let s = EtcdSettings::parse("http://10.0.0.1:2379, http://10.0.0.2:2379", "/lm/").unwrap();
+        assert_eq!(s.endpoints.len(), 2);
+        assert_eq!(s.prefix, "/lm");
+        for bad in ["", "10.0.0.1:2379", "https://10.0.0.1:2379"] {
+            assert!(EtcdSettings::parse(bad, "/lm").is_err(), "{bad}");
+        }
+        assert!(EtcdSettings::parse("http://a:1", "lm").is_err());
+    }
+}

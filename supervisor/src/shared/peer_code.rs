@@ -1,0 +1,199 @@
+//! Code objects copied between frontends (`--etcd`): a frontend that stores a sealed
+//! package pushes it to the other registered frontends and acknowledges the upload only
+//! once at least one of them holds it; a frontend asked for an object it lacks fetches
+//! it from one that has it.
+//!
+//! Objects travel sealed (AES-256-GCM under the shared master key, bound to their
+//! function and digest), so a copy reveals nothing and cannot be altered unnoticed. The
+//! requests themselves are authenticated with an HMAC key derived from the master key:
+//! only a frontend can store an object on another.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use hmac::{Hmac, Mac as _};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
+
+use super::etcd::{Etcd, EtcdError};
+use super::members::{members, Member};
+
+/// The route objects are pushed to and fetched from.
+pub const ROUTE: &str = "/_peer/code/{object_id}";
+/// The request header carrying `UNIX_SECONDS.HEX_HMAC`.
+pub const AUTH_HEADER: &str = "x-lm-peer-auth";
+/// How far a request's timestamp may be from the receiver's clock.
+const MAX_SKEW_SECS: u64 = 300;
+/// Largest object: a 50 MB zip and its envelope, with room to spare.
+pub const MAX_OBJECT_BYTES: usize = 80 << 20;
+const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Transient: other frontends are registered but none took the copy.
+    #[error("no other frontend took a copy of code object {object}: {reasons}")]
+    NotReplicated { object: String, reasons: String },
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub struct PeerCode {
+    etcd: Arc<Etcd>,
+    me: String,
+    key: Zeroizing<[u8; 32]>,
+    http: HttpClient,
+}
+
+/// `METHOD\nPATH\nTS\nSHA256(BODY)`, the string a request's HMAC covers.
+fn signed_text(method: &str, path: &str, ts: u64, body: &[u8]) -> String {
+    format!(
+        "{method}\n{path}\n{ts}\n{}",
+        hex::encode(Sha256::digest(body))
+    )
+}
+
+fn mac(key: &[u8; 32], text: &str) -> Hmac<Sha256> {
+    let mut m = <Hmac<Sha256>>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(text.as_bytes());
+    m
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The header value for a request.
+pub fn sign(key: &[u8; 32], method: &str, path: &str, body: &[u8]) -> String {
+    let ts = now_unix();
+    let tag = mac(key, &signed_text(method, path, ts, body))
+        .finalize()
+        .into_bytes();
+    format!("{ts}.{}", hex::encode(tag))
+}
+
+/// Whether `header` authenticates this request (constant-time comparison).
+pub fn verify(key: &[u8; 32], header: &str, method: &str, path: &str, body: &[u8]) -> bool {
+    let Some((ts, tag)) = header.split_once('.') else {
+        return false;
+    };
+    let (Ok(ts), Ok(tag)) = (ts.parse::<u64>(), hex::decode(tag)) else {
+        return false;
+    };
+    if now_unix().abs_diff(ts) > MAX_SKEW_SECS {
+        return false;
+    }
+    mac(key, &signed_text(method, path, ts, body))
+        .verify_slice(&tag)
+        .is_ok()
+}
+
+impl PeerCode {
+    pub fn new(etcd: Arc<Etcd>, me: String, key: Zeroizing<[u8; 32]>) -> Self {
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        Self {
+            etcd,
+            me,
+            key,
+            http,
+        }
+    }
+
+    pub fn key(&self) -> &[u8; 32] {
+        &self.key
+    }
+
+    fn others(&self) -> Result<Vec<Member>, EtcdError> {
+        Ok(members(&self.etcd)?
+            .into_iter()
+            .filter(|m| m.id != self.me)
+            .collect())
+    }
+
+    /// Copies `sealed` to every other registered frontend; succeeds when at least one
+    /// took it, or when no other frontend is registered (a cluster of one).
+    pub fn push(&self, object_id: &str, sealed: Vec<u8>) -> Result<usize, PeerError> {
+        let others = self.others()?;
+        if others.is_empty() {
+            return Ok(0);
+        }
+        let path = ROUTE.replace("{object_id}", object_id);
+        let auth = sign(&self.key, "PUT", &path, &sealed);
+        let body = Bytes::from(sealed);
+        let http = self.http.clone();
+        let results = self.etcd.run_for(PEER_TIMEOUT, async move {
+            // One task per peer: a slow or dead frontend does not hold up the others.
+            let sends: Vec<_> = others
+                .into_iter()
+                .map(|m| {
+                    let req = hyper::Request::put(format!("{}{path}", m.url))
+                        .header(AUTH_HEADER, &auth)
+                        .body(Full::new(body.clone()));
+                    let http = http.clone();
+                    tokio::spawn(async move {
+                        match http.request(req.map_err(|e| e.to_string())?).await {
+                            Ok(r) if r.status().is_success() => Ok(()),
+                            Ok(r) => Err(format!("{}: {}", m.id, r.status())),
+                            Err(e) => Err(format!("{}: {e}", m.id)),
+                        }
+                    })
+                })
+                .collect();
+            let mut out = Vec::with_capacity(sends.len());
+            for s in sends {
+                out.push(s.await.unwrap_or_else(|e| Err(e.to_string())));
+            }
+            Ok(out)
+        })?;
+        let took = results.iter().filter(|r| r.is_ok()).count();
+        if took == 0 {
+            let reasons = results
+                .into_iter()
+                .filter_map(Result::err)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(PeerError::NotReplicated {
+                object: object_id.to_owned(),
+                reasons,
+            });
+        }
+        Ok(took)
+    }
+
+    /// The sealed object from the first other frontend that has it.
+    pub fn fetch(&self, object_id: &str) -> Result<Option<Vec<u8>>, PeerError> {
+        let path = ROUTE.replace("{object_id}", object_id);
+        for m in self.others()? {
+            let auth = sign(&self.key, "GET", &path, b"");
+            let http = self.http.clone();
+            let url = format!("{}{path}", m.url);
+            let got = self.etcd.run_for(PEER_TIMEOUT, async move {
+                let req = hyper::Request::get(url)
+                    .header(AUTH_HEADER, auth)
+                    .body(Full::new(Bytes::new()))
+                    .map_err(|e| EtcdError::Settings(e.to_string()))?;
+                let Ok(resp) = http.request(req).await else {
+                    return Ok(None);
+                };
+                if !resp.status().is_success() {
+                    return Ok(None);
+                }
+                let limited = http_body_util::Limited::new(resp.into_body(), MAX_OBJECT_BYTES);
+                Ok(limited.collect().await.ok().map(|b| b.to_bytes().to_vec()))
+            });
+            if let Ok(Some(bytes)) = got {
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
+    }
+}

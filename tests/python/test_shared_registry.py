@@ -1,0 +1,194 @@
+"""Two frontends sharing their registry through a real three-member etcd cluster
+(`supervisor serve --etcd`), driven with boto3: what one acknowledges the other serves,
+a killed frontend loses nothing, and etcd's quorum decides availability."""
+
+import threading
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from etcd_harness import EtcdCluster, master_key_file
+from invoke_harness import deploy, invoke, start_supervisor
+
+SHELL = "function.handler"
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory):
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def frontends(etcd, tmp_path_factory):
+    work = tmp_path_factory.mktemp("frontends")
+    key = master_key_file(work / "master.key")
+    args = ("--etcd", etcd.urls, "--master-key-file", str(key), "--member-ttl-secs", "3")
+    a = start_supervisor(work / "a", *args)
+    b = start_supervisor(work / "b", *args)
+    yield a, b
+    for s in (a, b):
+        s.stop()
+
+
+def code_objects(sup):
+    return sorted(p.name for p in (sup.data_dir / "code").glob("*.code"))
+
+
+def error_code(exc):
+    return exc.value.response["Error"]["Code"], exc.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_a_function_created_on_one_frontend_is_served_by_the_other(frontends):
+    a, b = frontends
+    ca, cb = a.client(), b.client()
+    created = deploy(ca, "shared-echo", "shell", SHELL, Description="v1")
+    # The upload was acknowledged only once the other frontend held a copy.
+    assert set(code_objects(a)) & set(code_objects(b)), (code_objects(a), code_objects(b))
+    got = cb.get_function(FunctionName="shared-echo")["Configuration"]
+    assert got["CodeSha256"] == created["CodeSha256"]
+    assert got["RevisionId"] == created["RevisionId"]
+    assert "shared-echo" in [f["FunctionName"] for f in cb.list_functions()["Functions"]]
+
+    cb.update_function_configuration(FunctionName="shared-echo", Description="v2")
+    assert ca.get_function_configuration(FunctionName="shared-echo")["Description"] == "v2"
+    published = cb.publish_version(FunctionName="shared-echo")["Version"]
+    assert [v["Version"] for v in ca.list_versions_by_function(FunctionName="shared-echo")["Versions"]] \
+        == ["$LATEST", published]
+
+    for client in (cb, ca):
+        r, body, _ = invoke(client, "shared-echo", b'{"x":1}')
+        assert r["StatusCode"] == 200 and "FunctionError" not in r, body
+
+
+def test_the_same_name_created_on_both_frontends_at_once_exists_once(frontends):
+    a, b = frontends
+    outcomes = []
+
+    def create(sup, desc):
+        try:
+            deploy(sup.client(), "shared-race", "shell", SHELL, Description=desc)
+            outcomes.append(("created", desc))
+        except ClientError as e:
+            outcomes.append((e.response["Error"]["Code"], desc))
+
+    threads = [threading.Thread(target=create, args=(s, s.data_dir.name)) for s in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    kinds = sorted(k for k, _ in outcomes)
+    assert kinds == ["ResourceConflictException", "created"], outcomes
+    winner = next(d for k, d in outcomes if k == "created")
+    for sup in (a, b):
+        assert sup.client().get_function(FunctionName="shared-race")["Configuration"]["Description"] == winner
+
+
+def test_reserved_concurrency_set_on_one_frontend_throttles_on_the_other(frontends):
+    a, b = frontends
+    deploy(a.client(), "shared-reserved", "shell", SHELL)
+    a.client().put_function_concurrency(FunctionName="shared-reserved", ReservedConcurrentExecutions=0)
+    # The other frontend learns of it from etcd's watch, without being asked anything.
+    deadline = time.time() + 10
+    while True:
+        try:
+            invoke(b.client(), "shared-reserved")
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "TooManyRequestsException", e.response
+            break
+        assert time.time() < deadline, "the other frontend kept invoking a function reserved at 0"
+        time.sleep(0.2)
+
+
+def test_a_killed_frontend_loses_nothing_it_acknowledged(frontends):
+    a, b = frontends
+    deploy(a.client(), "shared-survivor", "shell", SHELL)
+    a.kill9()
+    try:
+        r, body, _ = invoke(b.client(), "shared-survivor", b'{"after":"kill"}')
+        assert r["StatusCode"] == 200 and "FunctionError" not in r, body
+    finally:
+        a.start()
+    # Restarted, it rebuilds its registry from etcd.
+    names = [f["FunctionName"] for f in a.client().list_functions()["Functions"]]
+    assert {"shared-echo", "shared-survivor"} <= set(names), names
+
+
+def test_etcd_quorum_decides_availability(frontends, etcd):
+    a, b = frontends
+    one, two = etcd.members[1], etcd.members[2]
+    one.kill()
+    try:
+        deploy(b.client(), "shared-one-down", "shell", SHELL)
+        assert a.client().get_function(FunctionName="shared-one-down")
+        two.kill()
+        started = time.time()
+        with pytest.raises(ClientError) as refused:
+            deploy(a.client(), "shared-no-quorum", "shell", SHELL)
+        assert error_code(refused) == ("ServiceException", 503), refused.value.response
+        assert time.time() - started < 30
+        with pytest.raises(ClientError) as unread:
+            b.client().get_function(FunctionName="shared-one-down")
+        assert error_code(unread) == ("ServiceException", 503), unread.value.response
+    finally:
+        for m in (one, two):
+            m.start()
+        etcd.wait_healthy(etcd.members)
+    # Service resumes by itself; nothing half-done was kept.
+    deadline = time.time() + 30
+    while True:
+        try:
+            names = [f["FunctionName"] for f in b.client().list_functions()["Functions"]]
+            break
+        except ClientError:
+            assert time.time() < deadline, "the frontends did not recover with the quorum"
+            time.sleep(0.5)
+    assert "shared-one-down" in names and "shared-no-quorum" not in names, names
+    deploy(b.client(), "shared-no-quorum", "shell", SHELL)
+    r, body, _ = invoke(a.client(), "shared-no-quorum")
+    assert r["StatusCode"] == 200 and "FunctionError" not in r, body
+
+
+def test_migrate_moves_a_single_host_into_the_cluster(etcd, tmp_path):
+    """`supervisor migrate --to-etcd`: a stopped single host's functions, versions and
+    settings become the shared registry of new frontends, code included."""
+    from supervisor_harness import supervisor_binary
+    import subprocess
+
+    single = start_supervisor(tmp_path / "single")
+    c = single.client()
+    deploy(c, "moved", "shell", SHELL, Description="from one host")
+    version = c.publish_version(FunctionName="moved")["Version"]
+    c.put_function_concurrency(FunctionName="moved", ReservedConcurrentExecutions=3)
+    c.create_alias(FunctionName="moved", Name="live", FunctionVersion=version)
+    c.tag_resource(Resource=c.get_function(FunctionName="moved")["Configuration"]["FunctionArn"],
+                   Tags={"team": "a"})
+    single.stop()
+
+    prefix = "/migrated"
+    argv = [str(supervisor_binary()), "migrate", "--data-dir", str(tmp_path / "single"),
+            "--to-etcd", etcd.urls, "--etcd-prefix", prefix]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert again.returncode != 0 and "already holds entries" in again.stderr, again.stderr
+
+    shared = ("--etcd", etcd.urls, "--etcd-prefix", prefix,
+              "--master-key-file", str(tmp_path / "single" / "master.key"))
+    first = start_supervisor(tmp_path / "single", *shared)
+    other = start_supervisor(tmp_path / "other", *shared)
+    try:
+        co = other.client()
+        conf = co.get_function(FunctionName="moved")
+        assert conf["Configuration"]["Description"] == "from one host"
+        assert conf["Concurrency"]["ReservedConcurrentExecutions"] == 3
+        assert conf["Tags"] == {"team": "a"}
+        assert co.get_alias(FunctionName="moved", Name="live")["FunctionVersion"] == version
+        # The new frontend fetches the code from the one holding it.
+        r, body, _ = invoke(co, "moved", Qualifier="live")
+        assert r["StatusCode"] == 200 and "FunctionError" not in r, body
+    finally:
+        first.stop()
+        other.stop()
