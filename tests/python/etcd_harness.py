@@ -64,6 +64,7 @@ class EtcdMember:
 class EtcdCluster:
     def __init__(self, workdir, size=3):
         require(shutil.which("etcd") is not None, "etcd not installed (apt-get install etcd-server)")
+        Path(workdir).mkdir(parents=True, exist_ok=True)
         self.members = [EtcdMember(self, f"m{i}", workdir) for i in range(size)]
 
     def initial_cluster(self):

@@ -192,3 +192,46 @@ def test_migrate_moves_a_single_host_into_the_cluster(etcd, tmp_path):
     finally:
         first.stop()
         other.stop()
+
+
+def test_reserved_concurrency_holds_across_frontends(frontends):
+    """Reserved at 5, 20 parallel invokes split over both frontends: at most 5 run at
+    once, as the functions themselves measure, and the others get Lambda's 429."""
+    import json
+
+    a, b = frontends
+    deploy(a.client(), "shared-five", "shell", "function.window", Timeout=30)
+    a.client().put_function_concurrency(FunctionName="shared-five", ReservedConcurrentExecutions=5)
+    assert b.client().get_function(FunctionName="shared-five")["Concurrency"] == \
+        {"ReservedConcurrentExecutions": 5}
+    time.sleep(1)  # the other frontend's caches follow etcd's watch
+    windows, throttled, other = [], [], []
+    lock = threading.Lock()
+
+    def call(sup):
+        try:
+            r, body, _ = invoke(sup.client(), "shared-five")
+            doc = json.loads(body)
+            with lock:
+                windows.append((doc["start"], doc["end"]))
+        except ClientError as e:
+            with lock:
+                (throttled if e.response["Error"]["Code"] == "TooManyRequestsException"
+                 else other).append(e.response)
+
+    threads = [threading.Thread(target=call, args=((a, b)[i % 2],)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not other, other
+    edges = sorted([(s, 1) for s, _ in windows] + [(e, -1) for _, e in windows],
+                   key=lambda x: (x[0], x[1]))
+    running = peak = 0
+    for _, d in edges:
+        running += d
+        peak = max(peak, running)
+    assert 1 <= peak <= 5, (peak, windows)
+    assert len(windows) + len(throttled) == 20
+    assert len(throttled) >= 10, (len(windows), len(throttled))
+    assert all(t["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded" for t in throttled), throttled[0]

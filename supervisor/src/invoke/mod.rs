@@ -369,6 +369,7 @@ impl InvokeService {
         req: InvokeRequest,
     ) -> Result<InvokeOutcome, RunError> {
         let spec = self.resolve(f).await?;
+        let _slot = self.cluster_slot(&spec).await?;
         if let Some(fe) = &self.remote {
             return self.run_remote(fe, &spec, req, None).await;
         }
@@ -379,6 +380,29 @@ impl InvokeService {
         let out = plane.worker.invoke(&spec, req).await;
         self.retire_if_superseded(plane, &spec);
         Ok(out?)
+    }
+
+    /// With `--etcd`, one of the function's reserved-concurrency slots across all the
+    /// frontends, held until the invoke ends; `None` when it has no reservation.
+    pub(super) async fn cluster_slot(
+        &self,
+        spec: &worker::FunctionVersionSpec,
+    ) -> Result<Option<crate::shared::slots::Slot>, RunError> {
+        let (Some(shared), Some(reserved)) = (self.sup.shared(), spec.reserved_concurrency) else {
+            return Ok(None);
+        };
+        let unavailable =
+            |m: String| RunError::Api(ApiError::new(crate::http::ErrorKind::ServiceUnavailable, m));
+        let lease = shared
+            .lease()
+            .ok_or_else(|| unavailable("this frontend has not joined the cluster yet".into()))?;
+        match shared.slots.acquire(&spec.name, reserved, lease).await {
+            Ok(Some(slot)) => Ok(Some(slot)),
+            Ok(None) => Err(RunError::Throttled(
+                ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded,
+            )),
+            Err(e) => Err(unavailable(e.to_string())),
+        }
     }
 
     /// After an invoke of `spec`, whose sandbox is idle again.

@@ -131,6 +131,7 @@ impl InvokeService {
         req: InvokeRequest,
         chunks: ChunkSink,
     ) -> Result<InvokeOutcome, RunError> {
+        let _slot = self.cluster_slot(&spec).await?;
         if let Some(fe) = &self.remote {
             let out = self.run_remote(fe, &spec, req, Some(chunks)).await?;
             if let InvokeResult::FunctionError { error_type, .. } = &out.result {

@@ -184,6 +184,37 @@ impl Etcd {
         Err(last.unwrap_or_else(|| EtcdError::Unavailable("no etcd member".into())))
     }
 
+    /// [`Self::call`] for async callers (the invoke path): awaits instead of blocking.
+    pub async fn request<T, F, Fut>(&self, f: F) -> Result<T, EtcdError>
+    where
+        T: Send + 'static,
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, EtcdError>> + Send + 'static,
+    {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let n = self.clients.len();
+        let mut last = None;
+        for i in 0..n {
+            let at = (first + i) % n;
+            let fut = tokio::time::timeout(REQUEST_TIMEOUT, f(self.clients[at].clone()));
+            let done = match self.runtime.spawn(fut).await {
+                Ok(Ok(done)) => done,
+                Ok(Err(_)) => Err(EtcdError::Unavailable(format!(
+                    "no answer within {REQUEST_TIMEOUT:?}"
+                ))),
+                Err(e) => Err(EtcdError::Unavailable(format!("etcd client task: {e}"))),
+            };
+            match done {
+                Err(EtcdError::Unreachable(e)) => last = Some(EtcdError::Unreachable(e)),
+                done => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return done;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| EtcdError::Unavailable("no etcd member".into())))
+    }
+
     /// Runs `fut` on the etcd runtime (requests to other frontends) and waits for it, at
     /// most `deadline`.
     pub fn run_for<T: Send + 'static>(

@@ -2,6 +2,7 @@
 //! alive while it runs, so a frontend that dies or freezes leaves the list within the
 //! lease's TTL. Other frontends read the list to find peers for code copies.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,11 +33,17 @@ fn dir(etcd: &Etcd) -> String {
 pub fn join(etcd: &Arc<Etcd>, me: Member, ttl_secs: i64) -> Result<Registration, EtcdError> {
     let key = format!("{}{}", dir(etcd), me.id);
     let value = serde_json::to_vec(&me).map_err(|e| EtcdError::Settings(e.to_string()))?;
-    let lease = etcd.call(|c| register(c, key.clone(), value.clone(), ttl_secs))?;
-    let task = etcd
-        .runtime()
-        .spawn(keep_alive(etcd.clients(), key, value, ttl_secs, lease));
-    Ok(Registration { task })
+    let lease = Arc::new(AtomicI64::new(
+        etcd.call(|c| register(c, key.clone(), value.clone(), ttl_secs))?,
+    ));
+    let task = etcd.runtime().spawn(keep_alive(
+        etcd.clients(),
+        key,
+        value,
+        ttl_secs,
+        lease.clone(),
+    ));
+    Ok(Registration { task, lease })
 }
 
 async fn register(
@@ -56,12 +63,14 @@ async fn keep_alive(
     key: String,
     value: Vec<u8>,
     ttl_secs: i64,
-    mut lease: i64,
+    lease: Arc<AtomicI64>,
 ) {
     let period = Duration::from_millis((ttl_secs.max(1) as u64) * 1000 / 3);
     // Each failure moves on to the next member.
     for mut c in clients.iter().cloned().cycle() {
-        if let Ok((mut keeper, mut stream)) = c.lease_keep_alive(lease).await {
+        if let Ok((mut keeper, mut stream)) =
+            c.lease_keep_alive(lease.load(Ordering::Relaxed)).await
+        {
             loop {
                 tokio::time::sleep(period).await;
                 if keeper.keep_alive().await.is_err() {
@@ -78,7 +87,7 @@ async fn keep_alive(
         match register(c.clone(), key.clone(), value.clone(), ttl_secs).await {
             Ok(l) => {
                 tracing::info!("etcd: registered {key} again under a new lease");
-                lease = l;
+                lease.store(l, Ordering::Relaxed);
             }
             Err(e) => tracing::warn!("etcd: cannot renew {key}: {e}"),
         }
@@ -89,6 +98,16 @@ async fn keep_alive(
 /// lapses within its TTL).
 pub struct Registration {
     task: tokio::task::JoinHandle<()>,
+    /// The lease now kept alive (replaced when it lapsed).
+    lease: Arc<AtomicI64>,
+}
+
+impl Registration {
+    /// The lease this frontend's registration, and the keys it holds while alive
+    /// (concurrency slots), are attached to.
+    pub fn lease(&self) -> i64 {
+        self.lease.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Registration {

@@ -6,6 +6,7 @@ pub mod etcd;
 pub mod members;
 pub mod peer_code;
 pub mod routes;
+pub mod slots;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ pub struct SharedSettings {
 pub struct Shared {
     pub etcd: Arc<Etcd>,
     pub peers: Arc<peer_code::PeerCode>,
+    pub slots: slots::Slots,
     settings: SharedSettings,
     registration: Mutex<Option<members::Registration>>,
 }
@@ -42,9 +44,11 @@ impl Shared {
             settings.id.clone(),
             master.derive(b"lambda frontend peer requests v1"),
         ));
+        let slots = slots::Slots::new(etcd.clone(), settings.id.clone());
         Ok(Self {
             etcd,
             peers,
+            slots,
             settings,
             registration: Mutex::new(None),
         })
@@ -73,6 +77,15 @@ impl Shared {
         let reg = members::join(&self.etcd, me, self.settings.member_ttl_secs)?;
         *self.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some(reg);
         Ok(())
+    }
+
+    /// The lease of this frontend's registration, once it has joined.
+    pub fn lease(&self) -> Option<i64> {
+        self.registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(members::Registration::lease)
     }
 
     /// Stops the keepalives; the registration lapses within its TTL.

@@ -81,6 +81,15 @@ pub fn sign(key: &[u8; 32], method: &str, path: &str, body: &[u8]) -> String {
     format!("{ts}.{}", hex::encode(tag))
 }
 
+/// Whether `header` is well formed and its timestamp within the allowed skew (checked
+/// before a body is read).
+pub fn is_fresh(header: &str) -> bool {
+    header
+        .split_once('.')
+        .and_then(|(ts, _)| ts.parse::<u64>().ok())
+        .is_some_and(|ts| now_unix().abs_diff(ts) <= MAX_SKEW_SECS)
+}
+
 /// Whether `header` authenticates this request (constant-time comparison).
 pub fn verify(key: &[u8; 32], header: &str, method: &str, path: &str, body: &[u8]) -> bool {
     let Some((ts, tag)) = header.split_once('.') else {
@@ -195,5 +204,27 @@ impl PeerCode {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_signature_covers_method_path_body_and_time() {
+        let key = [7u8; 32];
+        let h = sign(&key, "PUT", "/_peer/code/ab", b"sealed");
+        assert!(is_fresh(&h));
+        assert!(verify(&key, &h, "PUT", "/_peer/code/ab", b"sealed"));
+        assert!(!verify(&key, &h, "PUT", "/_peer/code/ab", b"sealeD"));
+        assert!(!verify(&key, &h, "GET", "/_peer/code/ab", b"sealed"));
+        assert!(!verify(&key, &h, "PUT", "/_peer/code/ac", b"sealed"));
+        assert!(!verify(&[8u8; 32], &h, "PUT", "/_peer/code/ab", b"sealed"));
+        let (_, tag) = h.split_once('.').unwrap();
+        let stale = format!("{}.{tag}", now_unix() - MAX_SKEW_SECS - 5);
+        assert!(!is_fresh(&stale));
+        assert!(!verify(&key, &stale, "PUT", "/_peer/code/ab", b"sealed"));
+        assert!(!is_fresh("garbage") && !verify(&key, "1.zz", "PUT", "/p", b""));
     }
 }

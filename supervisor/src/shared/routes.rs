@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::Router;
+use http_body_util::BodyExt as _;
 
-use super::peer_code::{verify, AUTH_HEADER, MAX_OBJECT_BYTES, ROUTE};
+use super::peer_code::{is_fresh, verify, AUTH_HEADER, MAX_OBJECT_BYTES, ROUTE};
 use crate::Supervisor;
 
 pub fn routes(sup: Arc<Supervisor>) -> Router {
@@ -41,8 +42,23 @@ async fn put_object(
     State(sup): State<Arc<Supervisor>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    // A request without a fresh signature is refused before its body is read.
+    let fresh = headers
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_fresh);
+    if !fresh {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let body: Bytes = match http_body_util::Limited::new(body, MAX_OBJECT_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    };
     if !authentic(&sup, &headers, &Method::PUT, &id, &body) {
         return StatusCode::FORBIDDEN.into_response();
     }
