@@ -235,3 +235,23 @@ def test_reserved_concurrency_holds_across_frontends(frontends):
     assert len(windows) + len(throttled) == 20
     assert len(throttled) >= 10, (len(windows), len(throttled))
     assert all(t["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded" for t in throttled), throttled[0]
+
+
+def test_an_event_accepted_by_a_frontend_that_dies_runs_on_another(frontends):
+    """The Event queue lives in etcd: the frontend that took an Event is killed while
+    the Event runs there; its claim lapses with its lease and the other frontend runs
+    the Event again, with the same request id (at least once, as on Lambda)."""
+    from invoke_harness import logged
+
+    a, b = frontends
+    deploy(a.client(), "shared-event", "shell", "function.linger", Timeout=30)
+    b.client().get_function(FunctionName="shared-event")
+    r = a.client().invoke(FunctionName="shared-event", InvocationType="Event", Payload=b'{"ev":1}')
+    assert r["StatusCode"] == 202
+    request_id = r["ResponseMetadata"]["RequestId"]
+    logged(a, "shared-event", f"START RequestId: {request_id}", timeout=20)
+    a.kill9()
+    try:
+        logged(b, "shared-event", f"END RequestId: {request_id}", timeout=60)
+    finally:
+        a.start()

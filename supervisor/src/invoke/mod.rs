@@ -171,10 +171,11 @@ impl InvokeService {
     ) -> Result<Arc<Self>, InvokeSetupError> {
         let specs = Arc::new(Specs::default());
         specs.load_reserved(sup.registry().all_reserved_concurrency()?);
-        let events = EventQueue::open(
-            &sup.config().data_dir.join("events.sqlite3"),
-            sup.config().data_plane.event_retry_base,
-        )?;
+        let retry_base = sup.config().data_plane.event_retry_base;
+        let events = match sup.shared() {
+            Some(shared) => EventQueue::with_backend(Arc::new(shared.events()), retry_base),
+            None => EventQueue::open(&sup.config().data_dir.join("events.sqlite3"), retry_base)?,
+        };
         if let Ok(p) = &plane {
             let worker = p.worker.clone();
             sup.on_deletion(Box::new(move |name, version| worker.forget(name, version)));

@@ -149,11 +149,7 @@ impl Etcd {
     /// A client per member, the one that answered last first (for tasks of their own:
     /// watches, lease keepalives, which move on to the next member when one fails).
     pub fn clients(&self) -> Vec<Client> {
-        let first = self.preferred.load(Ordering::Relaxed);
-        let n = self.clients.len();
-        (0..n)
-            .map(|i| self.clients[(first + i) % n].clone())
-            .collect()
+        self.members().into_iter().map(|(_, c)| c).collect()
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Handle {
@@ -168,20 +164,14 @@ impl Etcd {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, EtcdError>> + Send + 'static,
     {
-        let first = self.preferred.load(Ordering::Relaxed);
-        let n = self.clients.len();
         let mut last = None;
-        for i in 0..n {
-            let at = (first + i) % n;
-            match wait(&self.runtime, REQUEST_TIMEOUT, f(self.clients[at].clone())) {
-                Err(EtcdError::Unreachable(e)) => last = Some(EtcdError::Unreachable(e)),
-                done => {
-                    self.preferred.store(at, Ordering::Relaxed);
-                    return done;
-                }
+        for (at, client) in self.members() {
+            let done = wait(&self.runtime, REQUEST_TIMEOUT, f(client));
+            if let Some(done) = self.settle(at, done, &mut last) {
+                return done;
             }
         }
-        Err(last.unwrap_or_else(|| EtcdError::Unavailable("no etcd member".into())))
+        Err(exhausted(last))
     }
 
     /// [`Self::call`] for async callers (the invoke path): awaits instead of blocking.
@@ -191,28 +181,47 @@ impl Etcd {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, EtcdError>> + Send + 'static,
     {
-        let first = self.preferred.load(Ordering::Relaxed);
-        let n = self.clients.len();
         let mut last = None;
-        for i in 0..n {
-            let at = (first + i) % n;
-            let fut = tokio::time::timeout(REQUEST_TIMEOUT, f(self.clients[at].clone()));
-            let done = match self.runtime.spawn(fut).await {
-                Ok(Ok(done)) => done,
-                Ok(Err(_)) => Err(EtcdError::Unavailable(format!(
-                    "no answer within {REQUEST_TIMEOUT:?}"
-                ))),
-                Err(e) => Err(EtcdError::Unavailable(format!("etcd client task: {e}"))),
-            };
-            match done {
-                Err(EtcdError::Unreachable(e)) => last = Some(EtcdError::Unreachable(e)),
-                done => {
-                    self.preferred.store(at, Ordering::Relaxed);
-                    return done;
-                }
+        for (at, client) in self.members() {
+            let attempt = self
+                .runtime
+                .spawn(with_deadline(REQUEST_TIMEOUT, f(client)));
+            let done = attempt
+                .await
+                .unwrap_or_else(|e| Err(EtcdError::Unavailable(format!("etcd client task: {e}"))));
+            if let Some(done) = self.settle(at, done, &mut last) {
+                return done;
             }
         }
-        Err(last.unwrap_or_else(|| EtcdError::Unavailable("no etcd member".into())))
+        Err(exhausted(last))
+    }
+
+    /// (index, client) of each member, the one that answered last first.
+    fn members(&self) -> Vec<(usize, Client)> {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let n = self.clients.len();
+        (0..n)
+            .map(|i| ((first + i) % n, self.clients[(first + i) % n].clone()))
+            .collect()
+    }
+
+    /// The outcome of one attempt on member `at`: `None` to try the next member.
+    fn settle<T>(
+        &self,
+        at: usize,
+        done: Result<T, EtcdError>,
+        last: &mut Option<EtcdError>,
+    ) -> Option<Result<T, EtcdError>> {
+        match done {
+            Err(EtcdError::Unreachable(e)) => {
+                *last = Some(EtcdError::Unreachable(e));
+                None
+            }
+            done => {
+                self.preferred.store(at, Ordering::Relaxed);
+                Some(done)
+            }
+        }
     }
 
     /// Runs `fut` on the etcd runtime (requests to other frontends) and waits for it, at
@@ -226,6 +235,24 @@ impl Etcd {
     }
 }
 
+fn exhausted(last: Option<EtcdError>) -> EtcdError {
+    last.unwrap_or_else(|| EtcdError::Unavailable("no etcd member".into()))
+}
+
+/// `fut`'s outcome, or [`EtcdError::Unavailable`] once `deadline` has passed.
+async fn with_deadline<T>(
+    deadline: Duration,
+    fut: impl Future<Output = Result<T, EtcdError>>,
+) -> Result<T, EtcdError> {
+    tokio::time::timeout(deadline, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(EtcdError::Unavailable(format!(
+                "no answer within {deadline:?}"
+            )))
+        })
+}
+
 /// Runs `fut` on `runtime` and blocks this thread until it ends or the deadline passes.
 fn wait<T: Send + 'static>(
     runtime: &tokio::runtime::Handle,
@@ -234,14 +261,7 @@ fn wait<T: Send + 'static>(
 ) -> Result<T, EtcdError> {
     let (tx, rx) = mpsc::sync_channel(1);
     runtime.spawn(async move {
-        let out = tokio::time::timeout(deadline, fut)
-            .await
-            .unwrap_or_else(|_| {
-                Err(EtcdError::Unavailable(format!(
-                    "no answer within {deadline:?}"
-                )))
-            });
-        let _ = tx.send(out);
+        let _ = tx.send(with_deadline(deadline, fut).await);
     });
     rx.recv_timeout(deadline + Duration::from_secs(1))
         .unwrap_or_else(|_| Err(EtcdError::Unavailable("the etcd client stopped".into())))

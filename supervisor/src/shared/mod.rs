@@ -3,6 +3,7 @@
 //! between frontends ([`peer_code`]). Without `--etcd` none of this runs.
 
 pub mod etcd;
+pub mod events;
 pub mod members;
 pub mod peer_code;
 pub mod routes;
@@ -33,7 +34,8 @@ pub struct Shared {
     pub peers: Arc<peer_code::PeerCode>,
     pub slots: slots::Slots,
     settings: SharedSettings,
-    registration: Mutex<Option<members::Registration>>,
+    /// Shared with the event queue, whose claims live under the registration's lease.
+    registration: Arc<Mutex<Option<members::Registration>>>,
 }
 
 impl Shared {
@@ -50,7 +52,7 @@ impl Shared {
             peers,
             slots,
             settings,
-            registration: Mutex::new(None),
+            registration: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -81,11 +83,17 @@ impl Shared {
 
     /// The lease of this frontend's registration, once it has joined.
     pub fn lease(&self) -> Option<i64> {
-        self.registration
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(members::Registration::lease)
+        lease_of(&self.registration)
+    }
+
+    /// The Event queue the frontends share.
+    pub fn events(&self) -> events::SharedEvents {
+        let registration = self.registration.clone();
+        events::SharedEvents::new(
+            self.etcd.clone(),
+            self.settings.id.clone(),
+            Arc::new(move || lease_of(&registration)),
+        )
     }
 
     /// Stops the keepalives; the registration lapses within its TTL.
@@ -105,6 +113,14 @@ impl Shared {
             .spawn(watch_loop(self.etcd.clients(), prefix, tx));
         rx
     }
+}
+
+fn lease_of(registration: &Mutex<Option<members::Registration>>) -> Option<i64> {
+    registration
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(members::Registration::lease)
 }
 
 async fn watch_loop(

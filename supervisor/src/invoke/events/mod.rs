@@ -17,7 +17,7 @@ use super::{InvokeService, RunError};
 use crate::control::names::FunctionRef;
 use crate::http::ErrorKind;
 use policy::{Next, RunOutcome};
-use store::{Event, EventStore, EventStoreError};
+use store::{Event, EventBackend, EventStore, EventStoreError};
 
 /// Events running at once (each also takes a concurrency slot in the worker).
 const MAX_PARALLEL: usize = 32;
@@ -32,7 +32,7 @@ pub fn now_ms() -> i64 {
 }
 
 pub struct EventQueue {
-    store: Arc<EventStore>,
+    store: Arc<dyn EventBackend>,
     wake: Notify,
     runs: Mutex<Runs>,
     retry_base: Duration,
@@ -60,12 +60,20 @@ impl Runs {
 
 impl EventQueue {
     pub fn open(path: &Path, retry_base: Duration) -> Result<Self, EventStoreError> {
-        Ok(Self {
-            store: Arc::new(EventStore::open(path)?),
+        Ok(Self::with_backend(
+            Arc::new(EventStore::open(path)?),
+            retry_base,
+        ))
+    }
+
+    /// A queue in `store` (etcd when frontends share their events).
+    pub fn with_backend(store: Arc<dyn EventBackend>, retry_base: Duration) -> Self {
+        Self {
+            store,
             wake: Notify::new(),
             runs: Mutex::new(Runs::default()),
             retry_base,
-        })
+        }
     }
 
     /// Stores an event durably (blocking pool) and wakes the runner.

@@ -13,6 +13,32 @@ pub enum EventStoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("event store task failed: {0}")]
     Task(String),
+    /// The queue shared through etcd (`--etcd`).
+    #[error("shared event queue: {0}")]
+    Shared(#[from] crate::shared::etcd::EtcdError),
+    #[error("shared event queue: a stored event does not parse: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// Where events wait: this host's SQLite file ([`EventStore`]), or etcd when frontends
+/// share them (`crate::shared::events`).
+pub trait EventBackend: Send + Sync {
+    /// Stores (durably) a new event.
+    fn insert(&self, e: &Event) -> Result<(), EventStoreError>;
+    /// Events due at `now_ms`, oldest first.
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Event>, EventStoreError>;
+    /// When the next event becomes due, if any is stored.
+    fn next_due_ms(&self) -> Result<Option<i64>, EventStoreError>;
+    /// Records a failed run and when to try again.
+    fn reschedule(
+        &self,
+        id: &str,
+        attempts: u32,
+        system_retries: u32,
+        next_at_ms: i64,
+    ) -> Result<(), EventStoreError>;
+    fn remove(&self, id: &str) -> Result<(), EventStoreError>;
+    fn count(&self) -> Result<u64, EventStoreError>;
 }
 
 const SCHEMA: &str = "
@@ -70,9 +96,11 @@ impl EventStore {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&conn)?)
     }
+}
 
+impl EventBackend for EventStore {
     /// Stores (and fsyncs) a new event.
-    pub fn insert(&self, e: &Event) -> Result<(), EventStoreError> {
+    fn insert(&self, e: &Event) -> Result<(), EventStoreError> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO events (id, function, qualifier, payload, client_context, attempts,
@@ -94,7 +122,7 @@ impl EventStore {
     }
 
     /// Events due at `now_ms`, oldest first.
-    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Event>, EventStoreError> {
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Event>, EventStoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, function, qualifier, payload, client_context, attempts, system_retries,
@@ -119,7 +147,7 @@ impl EventStore {
     }
 
     /// When the next event becomes due, if any is stored.
-    pub fn next_due_ms(&self) -> Result<Option<i64>, EventStoreError> {
+    fn next_due_ms(&self) -> Result<Option<i64>, EventStoreError> {
         self.with(|c| {
             c.query_row("SELECT MIN(next_at_ms) FROM events", [], |r| {
                 r.get::<_, Option<i64>>(0)
@@ -130,7 +158,7 @@ impl EventStore {
     }
 
     /// Records a failed run and when to try again.
-    pub fn reschedule(
+    fn reschedule(
         &self,
         id: &str,
         attempts: u32,
@@ -146,14 +174,14 @@ impl EventStore {
         })
     }
 
-    pub fn remove(&self, id: &str) -> Result<(), EventStoreError> {
+    fn remove(&self, id: &str) -> Result<(), EventStoreError> {
         self.with(|c| {
             c.execute("DELETE FROM events WHERE id = ?1", [id])
                 .map(drop)
         })
     }
 
-    pub fn count(&self) -> Result<u64, EventStoreError> {
+    fn count(&self) -> Result<u64, EventStoreError> {
         self.with(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, u64>(0)))
     }
 }
