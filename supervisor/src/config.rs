@@ -127,9 +127,39 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     pub member_ttl_secs: Option<u32>,
     #[command(flatten)]
+    pub etcd_tls: EtcdTlsArgs,
+    #[command(flatten)]
     pub data_plane: DataPlaneArgs,
     #[command(flatten)]
     pub frontend: crate::cluster_cli::FrontendArgs,
+}
+
+/// PEM files for `https://` etcd endpoints (all three, or none).
+#[derive(Debug, Args, Default)]
+pub struct EtcdTlsArgs {
+    /// The CA that signed the etcd members' certificates.
+    #[arg(long, env = "SUPERVISOR_ETCD_CA", value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// This client's certificate, for etcd's --client-cert-auth.
+    #[arg(long, env = "SUPERVISOR_ETCD_CERT", value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// This client's private key.
+    #[arg(long, env = "SUPERVISOR_ETCD_KEY", value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    pub fn resolve(self) -> Result<Option<crate::shared::etcd::EtcdTls>, ConfigError> {
+        match (self.etcd_ca, self.etcd_cert, self.etcd_key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => {
+                Ok(Some(crate::shared::etcd::EtcdTls { ca, cert, key }))
+            }
+            _ => Err(ConfigError::Etcd(crate::shared::etcd::EtcdError::Settings(
+                "give --etcd-ca, --etcd-cert and --etcd-key together".into(),
+            ))),
+        }
+    }
 }
 
 /// The `--config` file: the same settings, kebab-case keys.
@@ -150,6 +180,9 @@ struct FileConfig {
     etcd_prefix: Option<String>,
     advertise_url: Option<String>,
     member_ttl_secs: Option<u32>,
+    etcd_ca: Option<PathBuf>,
+    etcd_cert: Option<PathBuf>,
+    etcd_key: Option<PathBuf>,
     #[serde(default)]
     data_plane: DataPlaneFile,
     /// `[[registries]]`: the registries container images may be pulled from.
@@ -361,8 +394,14 @@ impl ServeArgs {
                 .etcd_prefix
                 .or(file.etcd_prefix)
                 .unwrap_or_else(|| "/lambda-microvm".to_owned());
+            let tls = EtcdTlsArgs {
+                etcd_ca: self.etcd_tls.etcd_ca.or(file.etcd_ca),
+                etcd_cert: self.etcd_tls.etcd_cert.or(file.etcd_cert),
+                etcd_key: self.etcd_tls.etcd_key.or(file.etcd_key),
+            }
+            .resolve()?;
             cfg.shared = Some(crate::shared::SharedSettings {
-                etcd: crate::shared::etcd::EtcdSettings::parse(&urls, &prefix)?,
+                etcd: crate::shared::etcd::EtcdSettings::parse(&urls, &prefix, tls)?,
                 id: crate::ids::random_hex::<8>(),
                 advertise_url: self.advertise_url.or(file.advertise_url),
                 member_ttl_secs: i64::from(

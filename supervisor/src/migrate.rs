@@ -18,6 +18,12 @@ pub struct MigrateArgs {
     /// The key prefix the cluster's frontends use.
     #[arg(long, default_value = "/lambda-microvm", value_name = "PREFIX")]
     pub etcd_prefix: String,
+    /// The master key file the cluster's frontends share [default: DIR/master.key]: what
+    /// migrate writes to etcd is sealed under it.
+    #[arg(long, value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub etcd_tls: crate::config::EtcdTlsArgs,
 }
 
 pub fn run(args: MigrateArgs) -> Result<(), String> {
@@ -28,9 +34,16 @@ pub fn run(args: MigrateArgs) -> Result<(), String> {
     if !source.is_file() {
         return Err(format!("{} holds no registry", args.data_dir.display()));
     }
+    let tls = args.etcd_tls.resolve().map_err(|e| e.to_string())?;
     let settings =
-        EtcdSettings::parse(&args.to_etcd, &args.etcd_prefix).map_err(|e| e.to_string())?;
-    let etcd = Arc::new(Etcd::connect(&settings).map_err(|e| e.to_string())?);
+        EtcdSettings::parse(&args.to_etcd, &args.etcd_prefix, tls).map_err(|e| e.to_string())?;
+    let key_file = args
+        .master_key_file
+        .unwrap_or_else(|| args.data_dir.join("master.key"));
+    let master = crate::codestore::MasterKey::load(&key_file).map_err(|e| e.to_string())?;
+    let etcd = Arc::new(
+        Etcd::connect(&settings, crate::shared::sealer(&master)).map_err(|e| e.to_string())?,
+    );
     let (rows, entries) =
         Registry::migrate_to_shared(&source, etcd).map_err(|e| format!("migrating: {e}"))?;
     eprintln!(

@@ -37,6 +37,9 @@ pub enum SupervisorError {
     Chunks(#[from] chunkstore::StoreError),
     #[error("--etcd: {0}")]
     Shared(#[from] crate::shared::etcd::EtcdError),
+    /// The first read of the shared registry failed: etcd is down or refuses this client.
+    #[error("reading the shared registry from etcd: {0} (are the endpoints right and reachable, and with https://, do --etcd-ca and this client's certificate match the cluster's?)")]
+    SharedRegistry(RegistryError),
 }
 
 /// What happened while opening, for the operator.
@@ -127,7 +130,9 @@ impl Supervisor {
             None => None,
         };
         let registry = match &shared {
-            Some(s) => Registry::open_shared(s.etcd.clone())?,
+            Some(s) => {
+                Registry::open_shared(s.etcd.clone()).map_err(SupervisorError::SharedRegistry)?
+            }
             None => Registry::open(&dir.join("registry.sqlite3"))?,
         };
         // Earlier versions kept decrypted code under DATA_DIR/cache; plaintext is now

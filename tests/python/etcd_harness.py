@@ -20,6 +20,47 @@ def free_port():
         return s.getsockname()[1]
 
 
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_ca(dir, name):
+    """A CA (key, certificate) in `dir`, made with the openssl command."""
+    key, cert = dir / f"{name}-ca.key", dir / f"{name}-ca.pem"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name} test CA")
+    return key, cert
+
+
+def issue(dir, ca, name, usage):
+    """A certificate for 127.0.0.1 signed by `ca`; `usage` is serverAuth or clientAuth."""
+    key, csr, cert, ext = (dir / f"{name}.key", dir / f"{name}.csr", dir / f"{name}.pem",
+                           dir / f"{name}.ext")
+    ext.write_text(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[1]), "-CAkey", str(ca[0]),
+            "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return cert, key
+
+
+class EtcdTls:
+    """A CA, etcd's server certificate, a client certificate, and a client certificate
+    from another CA (which etcd must refuse)."""
+
+    def __init__(self, dir):
+        dir = Path(dir)
+        dir.mkdir(parents=True, exist_ok=True)
+        self.ca = make_ca(dir, "etcd")
+        self.server = issue(dir, self.ca, "server", "serverAuth")
+        self.client = issue(dir, self.ca, "client", "clientAuth")
+        self.rogue = issue(dir, make_ca(dir, "rogue"), "rogue", "clientAuth")
+
+    def frontend_args(self, client=None):
+        cert, key = client or self.client
+        return ("--etcd-ca", str(self.ca[1]), "--etcd-cert", str(cert), "--etcd-key", str(key))
+
+
 class EtcdMember:
     def __init__(self, cluster, name, workdir):
         self.cluster, self.name = cluster, name
@@ -30,7 +71,8 @@ class EtcdMember:
 
     @property
     def client_url(self):
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.cluster.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self):
@@ -44,13 +86,24 @@ class EtcdMember:
                 "--initial-cluster-token", "lambda-test", "--initial-cluster-state", "new",
                 # Loopback members: short timeouts so a lost quorum shows within seconds.
                 "--heartbeat-interval", "50", "--election-timeout", "500"]
+        if self.cluster.tls:
+            t = self.cluster.tls
+            argv += ["--cert-file", str(t.server[0]), "--key-file", str(t.server[1]),
+                     "--client-cert-auth", "--trusted-ca-file", str(t.ca[1])]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
 
     def healthy(self):
+        context = None
+        if self.cluster.tls:
+            import ssl
+            t = self.cluster.tls
+            context = ssl.create_default_context(cafile=str(t.ca[1]))
+            context.load_cert_chain(str(t.client[0]), str(t.client[1]))
         try:
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1) as r:
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1,
+                                        context=context) as r:
                 return json.load(r).get("health") == "true"
         except (OSError, ValueError):
             return False
@@ -62,8 +115,9 @@ class EtcdMember:
 
 
 class EtcdCluster:
-    def __init__(self, workdir, size=3):
+    def __init__(self, workdir, size=3, tls=None):
         require(shutil.which("etcd") is not None, "etcd not installed (apt-get install etcd-server)")
+        self.tls = tls
         Path(workdir).mkdir(parents=True, exist_ok=True)
         self.members = [EtcdMember(self, f"m{i}", workdir) for i in range(size)]
 
@@ -100,3 +154,16 @@ def master_key_file(path):
     path.write_text(os.urandom(32).hex() + "\n")
     path.chmod(0o600)
     return path
+
+
+def all_values(member, prefix="/"):
+    """Every key and value under `prefix`, through etcd's JSON gateway (plain http)."""
+    import base64
+
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
+                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
+    req = urllib.request.Request(f"{member.client_url}/v3/kv/range", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        kvs = json.load(r).get("kvs", [])
+    return {base64.b64decode(kv["key"]): base64.b64decode(kv.get("value", "")) for kv in kvs}

@@ -2,13 +2,14 @@
 (`supervisor serve --etcd`), driven with boto3: what one acknowledges the other serves,
 a killed frontend loses nothing, and etcd's quorum decides availability."""
 
+import json
 import threading
 import time
 
 import pytest
 from botocore.exceptions import ClientError
 
-from etcd_harness import EtcdCluster, master_key_file
+from etcd_harness import EtcdCluster, all_values, master_key_file
 from invoke_harness import deploy, invoke, start_supervisor
 
 SHELL = "function.handler"
@@ -249,9 +250,57 @@ def test_an_event_accepted_by_a_frontend_that_dies_runs_on_another(frontends):
     r = a.client().invoke(FunctionName="shared-event", InvocationType="Event", Payload=b'{"ev":1}')
     assert r["StatusCode"] == 202
     request_id = r["ResponseMetadata"]["RequestId"]
-    logged(a, "shared-event", f"START RequestId: {request_id}", timeout=20)
+    started = f"START RequestId: {request_id}"
+    assert started in logged(a, "shared-event", started, timeout=20)
     a.kill9()
     try:
-        logged(b, "shared-event", f"END RequestId: {request_id}", timeout=60)
+        ended = f"END RequestId: {request_id}"
+        assert ended in logged(b, "shared-event", ended, timeout=60)
     finally:
         a.start()
+
+
+def test_etcd_over_tls_with_client_certificates(tmp_path):
+    """`https://` endpoints: the frontend proves itself with a client certificate from
+    etcd's CA; one from another CA is refused at start with a clear error."""
+    from etcd_harness import EtcdTls
+    from supervisor_harness import Supervisor
+
+    tls = EtcdTls(tmp_path / "tls")
+    etcd = EtcdCluster(tmp_path / "etcd-tls", size=1, tls=tls).start()
+    key = master_key_file(tmp_path / "master.key")
+    try:
+        sup = start_supervisor(tmp_path / "tls-frontend", "--etcd", etcd.urls,
+                               "--master-key-file", str(key), *tls.frontend_args())
+        try:
+            deploy(sup.client(), "over-tls", "shell", SHELL)
+            r, body, _ = invoke(sup.client(), "over-tls")
+            assert r["StatusCode"] == 200 and "FunctionError" not in r, body
+        finally:
+            sup.stop()
+        rogue = Supervisor(tmp_path / "rogue-frontend", extra_args=[
+            "--isolation", "process", "--etcd", etcd.urls, "--master-key-file", str(key),
+            *tls.frontend_args(tls.rogue)])
+        with pytest.raises(RuntimeError) as refused:
+            rogue.start(timeout=30)
+        assert "reading the shared registry from etcd" in str(refused.value), \
+            str(refused.value)[-2000:]
+    finally:
+        etcd.stop()
+
+
+def test_etcd_holds_nothing_in_plaintext(frontends, etcd):
+    """Registry entries and Events are sealed before they reach etcd: neither a
+    function's environment nor an Event's payload can be read from etcd's data."""
+    a, _ = frontends
+    canary = "canary-7d41f0e2"
+    deploy(a.client(), "shared-sealed", "shell", "function.linger", Timeout=30,
+           Environment={"Variables": {"TOKEN": canary}})
+    r = a.client().invoke(FunctionName="shared-sealed", InvocationType="Event",
+                          Payload=json.dumps({"secret": canary}).encode())
+    assert r["StatusCode"] == 202
+    values = all_values(etcd.members[0], "/lambda-microvm/")
+    assert any(k.startswith(b"/lambda-microvm/registry/log/") for k in values), list(values)[:5]
+    assert any(k.startswith(b"/lambda-microvm/events/") for k in values), list(values)[:20]
+    leaked = [k for k, v in values.items() if canary.encode() in v or b"shared-sealed" in v]
+    assert not leaked, leaked

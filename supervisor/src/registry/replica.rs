@@ -83,13 +83,14 @@ impl SharedLog for Replica {
     }
 
     fn append(&self, index: u64, changeset: &[u8]) -> Result<bool, EtcdError> {
-        if changeset.len() + 1 > MAX_VALUE_BYTES {
-            return Err(EtcdError::TooLarge(changeset.len() + 1));
+        let size = changeset.len() + 1 + crate::shared::sealing::OVERHEAD;
+        if size > MAX_VALUE_BYTES {
+            return Err(EtcdError::TooLarge(size));
         }
         let key = log_key(&self.etcd, index);
-        let mut value = Vec::with_capacity(changeset.len() + 1);
+        let mut value = Vec::with_capacity(size);
         value.push(ENTRY_FORMAT);
-        value.extend_from_slice(changeset);
+        value.extend_from_slice(&self.etcd.sealer.seal(&key, changeset)?);
         self.etcd.call(|mut c| {
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -122,8 +123,11 @@ impl SharedLog for Replica {
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| corrupt(format!("log key {:?}", String::from_utf8_lossy(&key))))?;
+            let key = String::from_utf8_lossy(&key);
             match value.split_first() {
-                Some((&ENTRY_FORMAT, changeset)) => out.push((index, changeset.to_vec())),
+                Some((&ENTRY_FORMAT, sealed)) => {
+                    out.push((index, self.etcd.sealer.open(&key, sealed)?))
+                }
                 _ => return Err(corrupt(format!("entry {index} has an unknown format"))),
             }
         }

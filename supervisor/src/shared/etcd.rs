@@ -34,6 +34,9 @@ pub enum EtcdError {
     Settings(String),
     #[error("a value of {0} bytes is over the {MAX_VALUE_BYTES}-byte limit of a shared record")]
     TooLarge(usize),
+    /// Permanent: a value in etcd fails authentication (another master key, or altered).
+    #[error("etcd value refused: {0}")]
+    Sealed(String),
 }
 
 impl EtcdError {
@@ -59,22 +62,32 @@ impl From<etcd_client::Error> for EtcdError {
 pub struct EtcdSettings {
     pub endpoints: Vec<String>,
     pub prefix: String,
+    /// `Some` for `https://` endpoints.
+    pub tls: Option<EtcdTls>,
+}
+
+/// PEM files for `https://` endpoints: the CA that signed etcd's certificates, and this
+/// client's certificate and key (etcd's `--client-cert-auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl EtcdSettings {
-    /// `urls` is `--etcd`'s comma-separated list.
-    pub fn parse(urls: &str, prefix: &str) -> Result<Self, EtcdError> {
+    /// `urls` is `--etcd`'s comma-separated list: all `http://`, or all `https://` with
+    /// `tls`.
+    pub fn parse(urls: &str, prefix: &str, tls: Option<EtcdTls>) -> Result<Self, EtcdError> {
+        let scheme = if tls.is_some() { "https://" } else { "http://" };
         let mut endpoints = Vec::new();
         for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-            if url.starts_with("https://") {
-                return Err(EtcdError::Settings(format!(
-                    "{url}: TLS to etcd is not supported yet; use http:// on a private network"
-                )));
-            }
-            if !url.starts_with("http://") {
-                return Err(EtcdError::Settings(format!(
-                    "{url}: expected http://HOST:PORT"
-                )));
+            if !url.starts_with(scheme) {
+                return Err(EtcdError::Settings(if tls.is_some() {
+                    format!("{url}: with --etcd-ca, --etcd-cert and --etcd-key every endpoint is https://HOST:PORT")
+                } else {
+                    format!("{url}: expected http://HOST:PORT (https:// needs --etcd-ca, --etcd-cert and --etcd-key)")
+                }));
             }
             endpoints.push(url.to_owned());
         }
@@ -90,7 +103,22 @@ impl EtcdSettings {
         Ok(Self {
             endpoints,
             prefix: prefix.to_owned(),
+            tls,
         })
+    }
+}
+
+impl EtcdTls {
+    fn options(&self) -> Result<etcd_client::TlsOptions, EtcdError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| EtcdError::Settings(format!("{}: {e}", p.display())))
+        };
+        Ok(etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&self.ca)?))
+            .identity(etcd_client::Identity::from_pem(
+                read(&self.cert)?,
+                read(&self.key)?,
+            )))
     }
 }
 
@@ -101,6 +129,8 @@ pub struct Etcd {
     preferred: AtomicUsize,
     runtime: tokio::runtime::Handle,
     prefix: String,
+    /// Seals what frontends store (registry entries, Events).
+    pub sealer: super::sealing::Sealer,
     /// Stops the runtime thread when the last handle goes.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -108,7 +138,10 @@ pub struct Etcd {
 impl Etcd {
     /// Starts the runtime thread and connects (lazily: a member that is down now is
     /// tried again at each request).
-    pub fn connect(settings: &EtcdSettings) -> Result<Self, EtcdError> {
+    pub fn connect(
+        settings: &EtcdSettings,
+        sealer: super::sealing::Sealer,
+    ) -> Result<Self, EtcdError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("etcd-client")
@@ -121,10 +154,16 @@ impl Etcd {
             .name("etcd-runtime".into())
             .spawn(move || runtime.block_on(async move { drop(stopped.await) }))
             .map_err(|e| EtcdError::Settings(format!("etcd client thread: {e}")))?;
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(1))
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        if let Some(tls) = &settings.tls {
+            // With more than one rustls provider in the build, the process must name
+            // one; an earlier install (by another part of this process) is kept.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            options = options.with_tls(tls.options()?);
+        }
         let mut clients = Vec::new();
         for endpoint in &settings.endpoints {
             let (endpoint, options) = (endpoint.clone(), options.clone());
@@ -137,6 +176,7 @@ impl Etcd {
             preferred: AtomicUsize::new(0),
             runtime: handle,
             prefix: settings.prefix.clone(),
+            sealer,
             _stop: stop,
         })
     }
@@ -154,6 +194,26 @@ impl Etcd {
 
     pub fn runtime(&self) -> &tokio::runtime::Handle {
         &self.runtime
+    }
+
+    /// Every (key, value) under `dir`.
+    pub fn get_prefix(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>, EtcdError> {
+        self.call(|mut c| {
+            let dir = dir.to_owned();
+            async move {
+                let resp = c
+                    .get(dir, Some(etcd_client::GetOptions::new().with_prefix()))
+                    .await?;
+                Ok(resp
+                    .kvs()
+                    .iter()
+                    .map(|kv| {
+                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        (key, kv.value().to_vec())
+                    })
+                    .collect())
+            }
+        })
     }
 
     /// Runs `f` with a member's client on the etcd runtime and waits for it, at most the
@@ -273,12 +333,20 @@ mod tests {
 
     #[test]
     fn settings_parse_lists_and_refuse_what_cannot_work() {
-        let s = EtcdSettings::parse("http://10.0.0.1:2379, http://10.0.0.2:2379", "/lm/").unwrap();
+        let s = EtcdSettings::parse("http://10.0.0.1:2379, http://10.0.0.2:2379", "/lm/", None)
+            .unwrap();
         assert_eq!(s.endpoints.len(), 2);
         assert_eq!(s.prefix, "/lm");
         for bad in ["", "10.0.0.1:2379", "https://10.0.0.1:2379"] {
-            assert!(EtcdSettings::parse(bad, "/lm").is_err(), "{bad}");
+            assert!(EtcdSettings::parse(bad, "/lm", None).is_err(), "{bad}");
         }
-        assert!(EtcdSettings::parse("http://a:1", "lm").is_err());
+        assert!(EtcdSettings::parse("http://a:1", "lm", None).is_err());
+        let tls = EtcdTls {
+            ca: "ca.pem".into(),
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        };
+        assert!(EtcdSettings::parse("https://a:1", "/lm", Some(tls.clone())).is_ok());
+        assert!(EtcdSettings::parse("https://a:1,http://b:1", "/lm", Some(tls)).is_err());
     }
 }

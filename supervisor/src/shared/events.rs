@@ -8,7 +8,8 @@
 //! frontend holds it, under the frontend's membership lease. A finished event's keys
 //! go in one transaction; a retry rewrites its schedule and drops the claim. The claims
 //! of a frontend that dies lapse with its lease and another frontend runs the event
-//! again, with the same request id: delivery is at least once, as on Lambda.
+//! again, with the same request id: delivery is at least once, as on Lambda. Schedules
+//! and payloads are sealed (`super::sealing`).
 
 use std::sync::Arc;
 
@@ -55,48 +56,35 @@ impl SharedEvents {
         self.etcd.key(&format!("events/{kind}/{id}"))
     }
 
-    /// Every stored event's schedule.
+    /// Every stored event's schedule (one that does not open or parse is skipped, and
+    /// said so).
     fn metas(&self) -> Result<Vec<Meta>, EtcdError> {
-        let dir = self.key("q", "");
-        let values = self.etcd.call(|mut c| {
-            let dir = dir.clone();
-            async move {
-                let resp = c.get(dir, Some(GetOptions::new().with_prefix())).await?;
-                Ok(resp
-                    .kvs()
-                    .iter()
-                    .map(|kv| kv.value().to_vec())
-                    .collect::<Vec<_>>())
+        let mut metas = Vec::new();
+        for (key, sealed) in self.etcd.get_prefix(&self.key("q", ""))? {
+            let opened = self.etcd.sealer.open(&key, &sealed);
+            match opened.map(|v| serde_json::from_slice::<Meta>(&v)) {
+                Ok(Ok(meta)) => metas.push(meta),
+                Ok(Err(e)) => {
+                    tracing::warn!(key, error = %e, "skipping an event that does not parse")
+                }
+                Err(e) => tracing::warn!(key, error = %e, "skipping an event"),
             }
-        })?;
-        Ok(values
-            .iter()
-            .filter_map(|v| serde_json::from_slice(v).ok())
-            .collect())
+        }
+        Ok(metas)
     }
 
     /// Which frontend holds a claim on which event id.
     fn claims(&self) -> Result<std::collections::HashMap<String, String>, EtcdError> {
         let dir = self.key("c", "");
-        self.etcd.call(|mut c| {
-            let dir = dir.clone();
-            async move {
-                let resp = c
-                    .get(dir.clone(), Some(GetOptions::new().with_prefix()))
-                    .await?;
-                Ok(resp
-                    .kvs()
-                    .iter()
-                    .filter_map(|kv| {
-                        let id = std::str::from_utf8(&kv.key()[dir.len()..]).ok()?;
-                        Some((
-                            id.to_owned(),
-                            String::from_utf8_lossy(kv.value()).into_owned(),
-                        ))
-                    })
-                    .collect())
-            }
-        })
+        Ok(self
+            .etcd
+            .get_prefix(&dir)?
+            .into_iter()
+            .filter_map(|(key, holder)| {
+                let id = key.strip_prefix(&dir)?.to_owned();
+                Some((id, String::from_utf8_lossy(&holder).into_owned()))
+            })
+            .collect())
     }
 
     /// The payload of an event this frontend claimed already (its run was cut short
@@ -142,7 +130,13 @@ impl SharedEvents {
                 }))
             }
         })?;
-        Ok(got.map(|payload| with_payload(meta, payload)))
+        match got {
+            Some(sealed) => Ok(Some(with_payload(
+                meta,
+                self.etcd.sealer.open(&payload, &sealed)?,
+            ))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -177,7 +171,8 @@ impl EventBackend for SharedEvents {
             created_ms: e.created_ms,
         })?;
         let (q, p) = (self.key("q", &e.id), self.key("p", &e.id));
-        let payload = e.payload.clone();
+        let payload = self.etcd.sealer.seal(&p, &e.payload)?;
+        let meta = self.etcd.sealer.seal(&q, &meta)?;
         Ok(self.etcd.call(|mut c| {
             let txn = Txn::new().and_then([
                 TxnOp::put(p.clone(), payload.clone(), None),
@@ -237,11 +232,11 @@ impl EventBackend for SharedEvents {
         let Some(stored) = stored else {
             return Ok(());
         };
-        let mut meta: Meta = serde_json::from_slice(&stored)?;
+        let mut meta: Meta = serde_json::from_slice(&self.etcd.sealer.open(&q, &stored)?)?;
         meta.attempts = attempts;
         meta.system_retries = system_retries;
         meta.next_at_ms = next_at_ms;
-        let meta = serde_json::to_vec(&meta)?;
+        let meta = self.etcd.sealer.seal(&q, &serde_json::to_vec(&meta)?)?;
         let claim = self.key("c", id);
         Ok(self.etcd.call(|mut c| {
             let txn = Txn::new().and_then([

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{GetOptions, PutOptions};
+use etcd_client::PutOptions;
 use serde::{Deserialize, Serialize};
 
 use super::etcd::{Etcd, EtcdError};
@@ -118,20 +118,9 @@ impl Drop for Registration {
 
 /// The frontends registered now.
 pub fn members(etcd: &Etcd) -> Result<Vec<Member>, EtcdError> {
-    let dir = dir(etcd);
-    let values = etcd.call(|mut c| {
-        let dir = dir.clone();
-        async move {
-            let resp = c.get(dir, Some(GetOptions::new().with_prefix())).await?;
-            Ok(resp
-                .kvs()
-                .iter()
-                .map(|kv| kv.value().to_vec())
-                .collect::<Vec<_>>())
-        }
-    })?;
-    Ok(values
+    Ok(etcd
+        .get_prefix(&dir(etcd))?
         .iter()
-        .filter_map(|v| serde_json::from_slice(v).ok())
+        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
         .collect())
 }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod members;
 pub mod peer_code;
 pub mod routes;
+pub mod sealing;
 pub mod slots;
 
 use std::net::SocketAddr;
@@ -40,7 +41,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn connect(settings: SharedSettings, master: &MasterKey) -> Result<Self, EtcdError> {
-        let etcd = Arc::new(Etcd::connect(&settings.etcd)?);
+        let etcd = Arc::new(Etcd::connect(&settings.etcd, sealer(master))?);
         let peers = Arc::new(peer_code::PeerCode::new(
             etcd.clone(),
             settings.id.clone(),
@@ -113,6 +114,11 @@ impl Shared {
             .spawn(watch_loop(self.etcd.clients(), prefix, tx));
         rx
     }
+}
+
+/// The key of everything frontends seal into etcd, from the master key they share.
+pub fn sealer(master: &MasterKey) -> sealing::Sealer {
+    sealing::Sealer::new(master.derive(b"lambda shared state in etcd v1"))
 }
 
 fn lease_of(registration: &Mutex<Option<members::Registration>>) -> Option<i64> {
