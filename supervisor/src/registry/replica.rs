@@ -245,17 +245,30 @@ impl Follower {
             if batch.is_empty() {
                 return Ok(any);
             }
-            for (index, changeset) in batch {
-                if index != self.applied + 1 {
-                    return Err(corrupt(format!("entry {index} follows {}", self.applied)).into());
-                }
-                let summary = summarize(&changeset)?;
-                apply_changeset(conn, &changeset)?;
-                self.pending.absorb(summary);
-                self.applied = index;
-                any = true;
-            }
+            any |= self.apply(conn, batch)?;
         }
+    }
+
+    /// Applies the entries of `batch` this copy lacks (read from the log while the
+    /// registry was not locked, so a writer may have applied some meanwhile).
+    pub fn apply(
+        &mut self,
+        conn: &Connection,
+        batch: Vec<(u64, Vec<u8>)>,
+    ) -> Result<bool, RegistryError> {
+        let mut any = false;
+        let seen = self.applied;
+        for (index, changeset) in batch.into_iter().filter(|(i, _)| *i > seen) {
+            if index != self.applied + 1 {
+                return Err(corrupt(format!("entry {index} follows {}", self.applied)).into());
+            }
+            let summary = summarize(&changeset)?;
+            apply_changeset(conn, &changeset)?;
+            self.pending.absorb(summary);
+            self.applied = index;
+            any = true;
+        }
+        Ok(any)
     }
 
     /// Commits `f`'s change to the shared log, retrying on the newer state while other
@@ -326,9 +339,18 @@ impl super::Registry {
         let Some(replica) = &self.replica else {
             return Ok(());
         };
+        // Read without the lock: a slow etcd does not hold up this frontend's readers.
+        let applied = self.lock().follower.applied;
+        let batch = replica.entries_after(applied)?;
+        let full = batch.len() as i64 >= READ_BATCH;
         let mut local = self.lock();
         let super::Local { conn, follower } = &mut *local;
-        if follower.apply_new(conn, replica.as_ref())? {
+        let mut any = follower.apply(conn, batch)?;
+        if full {
+            // More than one batch behind (a frontend starting): the rest under the lock.
+            any |= follower.apply_new(conn, replica.as_ref())?;
+        }
+        if any {
             self.bump();
         }
         Ok(())
