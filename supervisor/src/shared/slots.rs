@@ -4,8 +4,15 @@
 //! key lives under this frontend's membership lease, so the slots of a frontend that
 //! dies free up within the lease's TTL. Whichever frontend takes each invoke, at most N
 //! run at once.
+//!
+//! A slot an invoke gives back is kept by its frontend for [`IDLE_HOLD`] and handed to
+//! the next invoke of the function there without asking etcd, then deleted. Under load
+//! an invoke then costs no etcd request, and the slots a frontend still holds never
+//! throttle its own next invokes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
@@ -13,39 +20,108 @@ use super::etcd::{Etcd, EtcdError};
 
 /// How many times a busy slot makes an invoke look again before it is throttled.
 const ATTEMPTS: usize = 3;
+/// How long a frontend keeps a slot no invoke uses, for the next one.
+const IDLE_HOLD: Duration = Duration::from_millis(100);
+
+/// A slot key this frontend holds: (function, slot number) and the lease it lives under.
+#[derive(Clone)]
+struct Held {
+    function: String,
+    slot: u32,
+    key: String,
+    lease: i64,
+}
+
+/// Slots held but unused, by function, with when they were given back.
+type Idle = Arc<Mutex<HashMap<String, Vec<(Held, Instant)>>>>;
 
 pub struct Slots {
     etcd: Arc<Etcd>,
     holder: String,
+    idle: Idle,
 }
 
-/// A slot held; released (in the background) when dropped.
+/// A slot held by an invoke; given back to its frontend's idle slots when dropped.
 pub struct Slot {
     etcd: Arc<Etcd>,
-    key: String,
+    idle: Idle,
+    held: Option<Held>,
+}
+
+fn lock(idle: &Idle) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(Held, Instant)>>> {
+    idle.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let key = std::mem::take(&mut self.key);
-        let etcd = self.etcd.clone();
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        lock(&self.idle)
+            .entry(held.function.clone())
+            .or_default()
+            .push((held, Instant::now()));
+        let (etcd, idle) = (self.etcd.clone(), self.idle.clone());
         self.etcd.runtime().spawn(async move {
-            let deleted = etcd
-                .request(|mut c| {
-                    let key = key.clone();
-                    async move { Ok(c.delete(key, None).await.map(drop)?) }
-                })
-                .await;
-            if let Err(e) = deleted {
-                tracing::warn!(error = %e, "cannot free a concurrency slot; its lease will");
+            tokio::time::sleep(IDLE_HOLD).await;
+            let stale: Vec<Held> = {
+                let mut idle = lock(&idle);
+                let mut out = Vec::new();
+                for held in idle.values_mut() {
+                    let (old, keep): (Vec<_>, Vec<_>) = held
+                        .drain(..)
+                        .partition(|(_, at)| at.elapsed() >= IDLE_HOLD);
+                    *held = keep;
+                    out.extend(old.into_iter().map(|(h, _)| h));
+                }
+                idle.retain(|_, v| !v.is_empty());
+                out
+            };
+            for held in stale {
+                delete(&etcd, held.key).await;
             }
         });
     }
 }
 
+async fn delete(etcd: &Etcd, key: String) {
+    let deleted = etcd
+        .request(|mut c| {
+            let key = key.clone();
+            async move { Ok(c.delete(key, None).await.map(drop)?) }
+        })
+        .await;
+    if let Err(e) = deleted {
+        tracing::warn!(error = %e, "cannot free a concurrency slot; its lease will");
+    }
+}
+
 impl Slots {
     pub fn new(etcd: Arc<Etcd>, holder: String) -> Self {
-        Self { etcd, holder }
+        Self {
+            etcd,
+            holder,
+            idle: Arc::default(),
+        }
+    }
+
+    /// An idle slot of `function` this frontend still holds under `lease`, within the
+    /// current reservation.
+    fn reuse(&self, function: &str, reserved: u32, lease: i64) -> Option<Held> {
+        let mut idle = lock(&self.idle);
+        let list = idle.get_mut(function)?;
+        let at = list
+            .iter()
+            .position(|(h, _)| h.slot < reserved && h.lease == lease)?;
+        Some(list.swap_remove(at).0)
+    }
+
+    fn slot(&self, held: Held) -> Slot {
+        Slot {
+            etcd: self.etcd.clone(),
+            idle: self.idle.clone(),
+            held: Some(held),
+        }
     }
 
     fn dir(&self, function: &str) -> String {
@@ -63,6 +139,9 @@ impl Slots {
         if reserved == 0 {
             return Ok(None);
         }
+        if let Some(held) = self.reuse(function, reserved, lease) {
+            return Ok(Some(self.slot(held)));
+        }
         let dir = self.dir(function);
         // First guess: a slot picked at random, free unless the function is busy.
         let mut candidate = Some(u32::from_le_bytes(crate::ids::random_bytes::<4>()) % reserved);
@@ -72,10 +151,12 @@ impl Slots {
             };
             let key = format!("{dir}{k}");
             if self.try_take(&key, lease).await? {
-                return Ok(Some(Slot {
-                    etcd: self.etcd.clone(),
+                return Ok(Some(self.slot(Held {
+                    function: function.to_owned(),
+                    slot: k,
                     key,
-                }));
+                    lease,
+                })));
             }
             candidate = self.free_slot(&dir, reserved).await?;
         }
