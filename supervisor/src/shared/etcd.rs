@@ -196,6 +196,18 @@ impl Etcd {
         &self.runtime
     }
 
+    /// The value at `key`, opened with [`Self::sealer`]; `None` if there is none.
+    pub fn get_sealed(&self, key: &str) -> Result<Option<Vec<u8>>, EtcdError> {
+        let sealed = self.call(|mut c| {
+            let key = key.to_owned();
+            async move {
+                let resp = c.get(key, None).await?;
+                Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+            }
+        })?;
+        sealed.map(|s| self.sealer.open(key, &s)).transpose()
+    }
+
     /// Every (key, value) under `dir`.
     pub fn get_prefix(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>, EtcdError> {
         self.call(|mut c| {

@@ -90,17 +90,7 @@ impl SharedEvents {
     /// The payload of an event this frontend claimed already (its run was cut short
     /// before its claim could be dropped, e.g. while etcd was unavailable).
     fn payload(&self, id: &str) -> Result<Option<Vec<u8>>, EtcdError> {
-        let key = self.key("p", id);
-        self.etcd.call(|mut c| {
-            let key = key.clone();
-            async move {
-                Ok(c.get(key, None)
-                    .await?
-                    .kvs()
-                    .first()
-                    .map(|kv| kv.value().to_vec()))
-            }
-        })
+        self.etcd.get_sealed(&self.key("p", id))
     }
 
     /// Claims `meta`'s event for this frontend and reads its payload; `None` if another
@@ -222,17 +212,10 @@ impl EventBackend for SharedEvents {
         next_at_ms: i64,
     ) -> Result<(), EventStoreError> {
         let q = self.key("q", id);
-        let stored = self.etcd.call(|mut c| {
-            let q = q.clone();
-            async move {
-                let resp = c.get(q, None).await?;
-                Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
-            }
-        })?;
-        let Some(stored) = stored else {
+        let Some(stored) = self.etcd.get_sealed(&q)? else {
             return Ok(());
         };
-        let mut meta: Meta = serde_json::from_slice(&self.etcd.sealer.open(&q, &stored)?)?;
+        let mut meta: Meta = serde_json::from_slice(&stored)?;
         meta.attempts = attempts;
         meta.system_retries = system_retries;
         meta.next_at_ms = next_at_ms;
