@@ -243,7 +243,7 @@ impl Supervisor {
         worker::sandbox::microvm::VaultSettings {
             dir: self.config.data_dir.join("snapshots"),
             key: self.snapshot_key.clone(),
-            max_bytes: worker::sandbox::microvm::DEFAULT_VAULT_BYTES,
+            bounds: worker::sandbox::microvm::VaultBounds::default(),
         }
     }
 

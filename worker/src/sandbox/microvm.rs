@@ -29,7 +29,7 @@ mod vm_sandbox;
 use kvm::{hold_a_vm, open_kvm};
 use launch::{files_dir, Launch, SandboxFiles};
 use snapshots::{Snapshot, SnapshotStore};
-pub use snapshots::{VaultSettings, DEFAULT_VAULT_BYTES};
+pub use snapshots::{VaultBounds, VaultSettings, DEFAULT_VAULT_BYTES};
 use vm_sandbox::VmSandbox;
 mod probe;
 

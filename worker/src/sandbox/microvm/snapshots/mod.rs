@@ -38,13 +38,32 @@ const TMPFS_SIZE: &str = "size=25%";
 /// The vault's bound when its settings give none.
 pub const DEFAULT_VAULT_BYTES: u64 = 32 << 30;
 
+/// How much of its file system the vault may use.
+#[derive(Clone, Copy, Debug)]
+pub struct VaultBounds {
+    /// Sealed bytes held at most (the least recently used go first past it).
+    pub max_bytes: u64,
+    /// A snapshot is sealed only if this share (percent) of the file system stays
+    /// free after it.
+    pub keep_free_percent: u64,
+}
+
+impl Default for VaultBounds {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_VAULT_BYTES,
+            keep_free_percent: 10,
+        }
+    }
+}
+
 /// Where sealed snapshots are kept and the key they are sealed under. A key that
 /// outlives the process lets snapshots survive a restart.
 #[derive(Clone)]
 pub struct VaultSettings {
     pub dir: PathBuf,
     pub key: zeroize::Zeroizing<[u8; 32]>,
-    pub max_bytes: u64,
+    pub bounds: VaultBounds,
 }
 
 impl std::fmt::Debug for VaultSettings {
@@ -52,7 +71,7 @@ impl std::fmt::Debug for VaultSettings {
         f.debug_struct("VaultSettings")
             .field("dir", &self.dir)
             .field("key", &"<redacted>")
-            .field("max_bytes", &self.max_bytes)
+            .field("bounds", &self.bounds)
             .finish()
     }
 }
@@ -214,7 +233,7 @@ impl SnapshotStore {
         };
         jail_readable_dir(&root).map_err(|e| vault_io(&root, e))?;
         let vault = match vault {
-            Some(v) => Some(Vault::open(&v.dir, VaultKey::new(&v.key), v.max_bytes)?),
+            Some(v) => Some(Vault::open(&v.dir, VaultKey::new(&v.key), v.bounds)?),
             None if crate::fsinfo::in_memory(run_root) => {
                 eprintln!(
                     "worker: {} is in memory: SnapStart snapshots are kept in memory only, \
@@ -226,7 +245,11 @@ impl SnapshotStore {
             None => {
                 let dir = run_root.join(format!("sb-{}-snapshot-vault", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
-                Some(Vault::open(&dir, VaultKey::random()?, DEFAULT_VAULT_BYTES)?)
+                Some(Vault::open(
+                    &dir,
+                    VaultKey::random()?,
+                    VaultBounds::default(),
+                )?)
             }
         };
         Ok(Self {

@@ -16,7 +16,11 @@ fn vault_settings(dir: &Path, key: u8) -> VaultSettings {
     VaultSettings {
         dir: dir.to_owned(),
         key: zeroize::Zeroizing::new([key; 32]),
-        max_bytes: DEFAULT_VAULT_BYTES,
+        // The host's free space is not under test (CI disks may be fuller).
+        bounds: VaultBounds {
+            max_bytes: DEFAULT_VAULT_BYTES,
+            keep_free_percent: 0,
+        },
     }
 }
 
@@ -207,6 +211,22 @@ fn the_vault_keeps_snapshots_across_a_restart_under_the_same_key_only() {
 
     // Another key cannot open it: the vault removes what it cannot read.
     let store = SnapshotStore::new(run.path(), Some(&vault_settings(&vault_dir, 2))).unwrap();
+    assert_eq!(store.vault_held(), Some((0, 0)));
+    assert_eq!(std::fs::read_dir(&vault_dir).unwrap().count(), 0);
+}
+
+#[test]
+fn sealing_that_would_eat_the_kept_free_share_is_refused_and_files_nothing() {
+    let run = tempfile::tempdir().unwrap();
+    let vault_dir = run.path().join("vault");
+    let mut settings = vault_settings(&vault_dir, 1);
+    // No file system keeps all of itself free: every sealing must be refused.
+    settings.bounds.keep_free_percent = 100;
+    let k = key("f", "1", "rev-a");
+    let store = SnapshotStore::new(run.path(), Some(&settings)).unwrap();
+    let snap = store_taken(&store, &k, "sb-1", None);
+    let err = store.seal(&k, &snap).unwrap_err();
+    assert!(matches!(err, VaultError::NoRoom { .. }), "{err:?}");
     assert_eq!(store.vault_held(), Some((0, 0)));
     assert_eq!(std::fs::read_dir(&vault_dir).unwrap().count(), 0);
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::sealed_file::{self, open_bytes, seal_bytes, SealError, VaultKey};
-use super::SnapshotKey;
+use super::{SnapshotKey, VaultBounds};
 
 /// The files a snapshot may hold; `code.ext4` and `opt.ext4` only when the guest had
 /// them attached.
@@ -25,8 +25,6 @@ const MAX_ENTRIES: usize = 256;
 /// The vault takes at most this share of its file system (which it may share with the
 /// registry and the code store: a full disk must not stop them).
 const MAX_SHARE_OF_FS: u64 = 4;
-/// A snapshot is sealed only if this share of the file system stays free after it.
-const KEEP_FREE_OF_FS: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -102,6 +100,7 @@ pub struct Vault {
     dir: PathBuf,
     key: VaultKey,
     max_bytes: u64,
+    keep_free_percent: u64,
     index: Mutex<Index>,
 }
 
@@ -148,7 +147,7 @@ impl Vault {
     /// Opens (creating, mode 0700) `dir`, indexing the snapshots it holds that open
     /// under `key` and removing everything else (what a crash left half-written or
     /// half-removed, another key's snapshots).
-    pub fn open(dir: &Path, key: VaultKey, max_bytes: u64) -> Result<Self, VaultError> {
+    pub fn open(dir: &Path, key: VaultKey, bounds: VaultBounds) -> Result<Self, VaultError> {
         use std::os::unix::fs::DirBuilderExt as _;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -159,7 +158,8 @@ impl Vault {
         let vault = Self {
             dir: dir.to_owned(),
             key,
-            max_bytes: max_bytes.min(fs_total / MAX_SHARE_OF_FS),
+            max_bytes: bounds.max_bytes.min(fs_total / MAX_SHARE_OF_FS),
+            keep_free_percent: bounds.keep_free_percent.min(100),
             index: Mutex::new(Index::default()),
         };
         for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
@@ -218,7 +218,9 @@ impl Vault {
     pub fn seal(&self, key: &SnapshotKey, from: &Path) -> Result<Sealed, VaultError> {
         let needed = allocated(from);
         let (total, free) = crate::fsinfo::space(&self.dir).map_err(io(&self.dir))?;
-        if needed > self.max_bytes || free < needed.saturating_add(total / KEEP_FREE_OF_FS) {
+        if needed > self.max_bytes
+            || free < needed.saturating_add(total / 100 * self.keep_free_percent)
+        {
             return Err(VaultError::NoRoom { needed });
         }
         let folder = key.folder_name();
