@@ -158,14 +158,11 @@ fn drive_json(d: &DriveDoc) -> Value {
     v
 }
 
-/// A readable regular file every path is pointed at before `validate`.
+/// A readable regular file every path is pointed at before `validate`: the fuzz
+/// binary itself (a scratch file would outlive the run, which ends by being killed).
 fn readable() -> &'static Path {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let p = std::env::temp_dir().join(format!("fc-config-fuzz-{}", std::process::id()));
-        std::fs::write(&p, b"kernel").expect("scratch file");
-        p
-    })
+    FILE.get_or_init(|| std::env::current_exe().expect("the fuzz binary's path"))
 }
 
 /// `validate` with the paths made readable must agree with the documented limits.

@@ -118,8 +118,8 @@ mod tests {
 
     #[test]
     fn maps_whole_pages_copies_the_tail_and_leaves_bss_zero() {
-        let dir = tempfile_dir();
-        let path = dir.join("k.elf");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.elf");
         std::fs::write(&path, paged_elf(3, 100, 5000)).unwrap();
         let mem = crate::vstate::memory::create_guest_memory(8).unwrap();
         let k = load_kernel(&mem, &path).unwrap();
@@ -133,11 +133,5 @@ mod tests {
         // Guest writes stay private: the file is untouched.
         mem.write_obj(0xffu8, GuestAddress(0x20_0000)).unwrap();
         assert_eq!(std::fs::read(&path).unwrap()[0x1000], 1);
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("vmm-elfmap-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
     }
 }

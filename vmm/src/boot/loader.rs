@@ -283,12 +283,11 @@ mod tests {
     use super::*;
     use crate::testing::tiny_guest::{elf_image, TinyProgram};
 
-    fn write_tmp(name: &str, bytes: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vmm-loader-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
+    /// A file holding `bytes`, removed when the test drops it.
+    fn write_tmp(name: &str, bytes: &[u8]) -> tempfile::TempPath {
+        let mut f = tempfile::Builder::new().prefix(name).tempfile().unwrap();
+        std::io::Write::write_all(&mut f, bytes).unwrap();
+        f.into_temp_path()
     }
 
     fn mem(mib: usize) -> GuestMemory {

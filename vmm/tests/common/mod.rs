@@ -33,10 +33,23 @@ pub fn kvm_usable() -> Result<(), String> {
         .map_err(|e| format!("/dev/kvm not usable: {e}"))
 }
 
-pub fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vmm-it-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory removed when the test drops it.
+pub struct TmpDir(tempfile::TempDir);
+
+impl std::ops::Deref for TmpDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+pub fn tmpdir(tag: &str) -> TmpDir {
+    TmpDir(
+        tempfile::Builder::new()
+            .prefix(&format!("vmm-it-{tag}-"))
+            .tempdir()
+            .unwrap(),
+    )
 }
 
 pub struct Output {

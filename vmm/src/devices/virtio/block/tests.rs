@@ -31,36 +31,26 @@ impl VirtioInterrupt for CountingInterrupt {
 
 struct Harness {
     mem: GuestMemory,
-    disk_path: PathBuf,
+    disk_path: Option<tempfile::TempPath>,
 }
 
-fn disk_file(tag: &str) -> (File, PathBuf) {
-    let path = std::env::temp_dir().join(format!(
-        "vmm-blk-{}-{}-{}",
-        std::process::id(),
-        tag,
-        std::thread::current()
-            .name()
-            .unwrap_or("t")
-            .replace("::", "_")
-    ));
-    let mut f = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
+/// A disk of numbered sectors, removed when the test drops its path.
+fn disk_file() -> (File, tempfile::TempPath) {
+    let mut f = tempfile::Builder::new()
+        .prefix("vmm-blk-")
+        .tempfile()
         .unwrap();
     let content: Vec<u8> = (0..SECTORS * 512).map(|i| (i / 512) as u8).collect();
     f.write_all(&content).unwrap();
-    (f, path)
+    let (file, path) = f.into_parts();
+    (file, path)
 }
 
 impl Harness {
     fn new() -> Self {
         Harness {
             mem: GuestMemory::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap(),
-            disk_path: PathBuf::new(),
+            disk_path: None,
         }
     }
 }
@@ -95,9 +85,9 @@ struct Outcome {
 
 fn run(read_only: bool, header: Option<(u32, u64)>, descs: Vec<RawDescriptor>) -> Outcome {
     let mut h = Harness::new();
-    let (file, path) = disk_file(&format!("{:p}", &descs));
-    h.disk_path = path.clone();
+    let (file, path) = disk_file();
     let block = Block::from_file(file, &path, read_only).unwrap();
+    h.disk_path = Some(path);
     run_on(block, h, header, descs)
 }
 
@@ -160,7 +150,7 @@ fn std_chain(data_len: u32, data_write: bool) -> Vec<RawDescriptor> {
 }
 
 fn disk_bytes(o: &Outcome) -> Vec<u8> {
-    let mut f = File::open(&o.h.disk_path).unwrap();
+    let mut f = File::open(o.h.disk_path.as_ref().expect("a disk")).unwrap();
     let mut v = Vec::new();
     f.seek(SeekFrom::Start(0)).unwrap();
     f.read_to_end(&mut v).unwrap();
@@ -370,7 +360,7 @@ fn dropped_loop() {
 
 #[test]
 fn config_space_reports_capacity() {
-    let (file, path) = disk_file("cfg");
+    let (file, path) = disk_file();
     let b = Block::from_file(file, &path, false).unwrap();
     let mut cap = [0u8; 8];
     b.read_config(0, &mut cap);
