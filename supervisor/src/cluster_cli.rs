@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -10,6 +11,7 @@ use cluster::frontend::FrontendSettings;
 use cluster::tls::{self, Role, TlsFiles};
 
 use crate::dataplane::{DataPlaneArgs, DataPlaneFile};
+use crate::shared::etcd::{Etcd, EtcdSettings};
 
 /// `supervisor serve` flags for the frontend role.
 #[derive(Debug, Args, Default, Clone)]
@@ -25,8 +27,9 @@ pub struct FrontendArgs {
     /// This node's identity (the id in its certificate).
     #[arg(long, env = "SUPERVISOR_NODE_ID", value_name = "ID")]
     pub node_id: Option<String>,
-    /// A worker's link address (repeatable).
-    #[arg(long = "worker", value_name = "HOST:PORT")]
+    /// A worker's link address (repeatable); with `--etcd`, the workers registered
+    /// there are placed invokes too.
+    #[arg(long = "worker", value_name = "[ID@]HOST:PORT")]
     pub workers: Vec<String>,
     /// Where workers fetch code from this frontend.
     #[arg(long, env = "SUPERVISOR_LINK_LISTEN", value_name = "ADDR:PORT")]
@@ -37,8 +40,8 @@ pub struct FrontendArgs {
 }
 
 impl FrontendArgs {
-    /// `None` for the embedded role.
-    pub fn resolve(self) -> Result<Option<FrontendSettings>, String> {
+    /// `None` for the embedded role. With `etcd`, workers may come from there only.
+    pub fn resolve(self, etcd: bool) -> Result<Option<FrontendSettings>, String> {
         match self.role.as_deref().unwrap_or("embedded") {
             "embedded" => return Ok(None),
             "frontend" => {}
@@ -48,8 +51,8 @@ impl FrontendArgs {
             .cluster_dir
             .ok_or("--role frontend needs --cluster-dir")?;
         let id = self.node_id.ok_or("--role frontend needs --node-id")?;
-        if self.workers.is_empty() {
-            return Err("--role frontend needs at least one --worker".into());
+        if self.workers.is_empty() && !etcd {
+            return Err("--role frontend needs --etcd or at least one --worker".into());
         }
         let link_listen = self
             .link_listen
@@ -109,7 +112,59 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
+    pub membership: WorkerEtcdArgs,
+    #[command(flatten)]
     pub data_plane: DataPlaneArgs,
+}
+
+/// `supervisor worker` flags for registering in etcd.
+#[derive(Debug, Args)]
+pub struct WorkerEtcdArgs {
+    /// etcd endpoints (`http://HOST:PORT`, comma-separated): register this worker there
+    /// under a lease kept alive while it runs; frontends given the same endpoints
+    /// place invokes on it while it is registered.
+    #[arg(long, env = "SUPERVISOR_ETCD", value_name = "URL[,URL...]")]
+    pub etcd: Option<String>,
+    /// The cluster's key prefix in etcd.
+    #[arg(long, default_value = "/lambda-microvm", value_name = "PREFIX")]
+    pub etcd_prefix: String,
+    /// Seconds this worker stays registered after its last keepalive [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub member_ttl_secs: Option<u32>,
+    /// The link address frontends dial [default: --listen, which must then not be a
+    /// wildcard].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub link_advertise: Option<String>,
+    #[command(flatten)]
+    pub etcd_tls: crate::config::EtcdTlsArgs,
+}
+
+impl WorkerEtcdArgs {
+    /// Connects to etcd (`None` without `--etcd`); workers hold no sealing key.
+    fn connect(self, listen: SocketAddr) -> Result<Option<(Arc<Etcd>, String, i64)>, String> {
+        let Some(urls) = self.etcd else {
+            return Ok(None);
+        };
+        let link = match self.link_advertise {
+            Some(a) => a,
+            None if listen.ip().is_unspecified() => {
+                return Err(format!(
+                    "--listen {listen} needs --link-advertise HOST:PORT: frontends dial that \
+                     address"
+                ))
+            }
+            None => listen.to_string(),
+        };
+        let tls = self.etcd_tls.resolve().map_err(|e| e.to_string())?;
+        let settings = EtcdSettings::parse(&urls, &self.etcd_prefix, tls)
+            .map_err(|e| format!("--etcd: {e}"))?;
+        let etcd = Etcd::connect(&settings, None).map_err(|e| format!("--etcd: {e}"))?;
+        let ttl = self
+            .member_ttl_secs
+            .map_or(crate::shared::members::DEFAULT_TTL_SECS, i64::from)
+            .max(2);
+        Ok(Some((Arc::new(etcd), link, ttl)))
+    }
 }
 
 /// Runs the worker daemon until SIGTERM/SIGINT (or the end of its lease without
@@ -142,14 +197,35 @@ pub async fn run_worker(
         capacity_mib: args.capacity_mib,
         metrics_listen: args.metrics_listen,
     };
+    let membership = args.membership.connect(args.listen)?;
     let (daemon, listener) = cluster::daemon::Daemon::start(settings)
         .await
         .map_err(|e| e.to_string())?;
+    let registration = match membership {
+        Some((etcd, link, ttl)) => {
+            let reg = crate::shared::workers::register(etcd, &daemon, link.clone(), ttl)
+                .await
+                .map_err(|e| format!("registering in etcd: {e}"))?;
+            eprintln!("worker {}: registered in etcd as {link}", args.id);
+            Some(reg)
+        }
+        None => None,
+    };
     eprintln!("worker {}: listening on {}", args.id, args.listen);
-    daemon
+    let served = daemon
         .serve(listener, &tls, args.rejoin, shutdown)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string());
+    if let Some(reg) = registration {
+        // Frontends stop placing here now rather than when the lease lapses.
+        if let Err(e) = reg.leave().await {
+            eprintln!(
+                "worker {}: leaving etcd: {e} (the entry lapses with its lease)",
+                args.id
+            );
+        }
+    }
+    served?;
     eprintln!("worker {}: stopped", args.id);
     Ok(())
 }

@@ -388,8 +388,12 @@ impl ServeArgs {
             .data_plane
             .resolve(file.data_plane)
             .map_err(ConfigError::Host)?;
-        cfg.cluster = self.frontend.resolve().map_err(ConfigError::Host)?;
-        if let Some(urls) = self.etcd.or(file.etcd) {
+        let etcd = self.etcd.or(file.etcd);
+        cfg.cluster = self
+            .frontend
+            .resolve(etcd.is_some())
+            .map_err(ConfigError::Host)?;
+        if let Some(urls) = etcd {
             let prefix = self
                 .etcd_prefix
                 .or(file.etcd_prefix)

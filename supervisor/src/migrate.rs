@@ -42,7 +42,8 @@ pub fn run(args: MigrateArgs) -> Result<(), String> {
         .unwrap_or_else(|| args.data_dir.join("master.key"));
     let master = crate::codestore::MasterKey::load(&key_file).map_err(|e| e.to_string())?;
     let etcd = Arc::new(
-        Etcd::connect(&settings, crate::shared::sealer(&master)).map_err(|e| e.to_string())?,
+        Etcd::connect(&settings, Some(crate::shared::sealer(&master)))
+            .map_err(|e| e.to_string())?,
     );
     let (rows, entries) =
         Registry::migrate_to_shared(&source, etcd).map_err(|e| format!("migrating: {e}"))?;

@@ -92,8 +92,15 @@ async fn start_frontend(
     let fe = cluster::frontend::Frontend::start(settings, codes.clone())
         .await
         .map_err(|e| format!("frontend role: {e}"))?;
+    let from_etcd = match sup.shared() {
+        Some(shared) => {
+            crate::shared::workers::follow(shared.etcd.clone(), &fe);
+            " and those registered in etcd"
+        }
+        None => "",
+    };
     eprintln!(
-        "supervisor: frontend {} with {workers} worker(s); code served on {}",
+        "supervisor: frontend {} with {workers} worker(s){from_etcd}; code served on {}",
         fe.id,
         fe.code_source()
     );

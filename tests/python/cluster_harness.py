@@ -165,22 +165,23 @@ class WorkerDaemon:
 class Frontend(Supervisor):
     """`supervisor serve --role frontend` inside the frontend's namespace."""
 
-    def __init__(self, ns, data_dir, cluster_dir, workers, extra_args=()):
+    def __init__(self, ns, data_dir, cluster_dir, workers, extra_args=(), addr=FRONTEND_ADDR,
+                 node_id="fe1"):
         super().__init__(data_dir, extra_args=extra_args)
-        self.ns = ns
+        self.ns, self.addr, self.node_id = ns, addr, node_id
         self.cluster_dir = cluster_dir
         self.workers = workers
 
     @property
     def endpoint(self):
-        return f"http://{FRONTEND_ADDR}:{API_PORT}"
+        return f"http://{self.addr}:{API_PORT}"
 
     def argv(self):
         argv = [*in_ns(self.ns), str(supervisor_binary()), "serve",
-                "--listen", f"{FRONTEND_ADDR}:{API_PORT}", "--data-dir", str(self.data_dir),
+                "--listen", f"{self.addr}:{API_PORT}", "--data-dir", str(self.data_dir),
                 "--region", REGION, "--access-key-id", ACCESS_KEY,
-                "--role", "frontend", "--cluster-dir", str(self.cluster_dir), "--node-id", "fe1",
-                "--link-listen", f"{FRONTEND_ADDR}:{LINK_PORT}"]
+                "--role", "frontend", "--cluster-dir", str(self.cluster_dir),
+                "--node-id", self.node_id, "--link-listen", f"{self.addr}:{LINK_PORT}"]
         for w in self.workers:
             argv += ["--worker", w]
         return argv + self.extra_args
@@ -206,7 +207,8 @@ class Frontend(Supervisor):
         status = None
         while time.time() < deadline:
             status = self.cluster_status()
-            if sum(1 for w in status["workers"] if w["up"] and not w["draining"]) >= n:
+            if sum(1 for w in status["workers"]
+                   if w.get("listed", True) and w["up"] and not w["draining"]) >= n:
                 return status
             time.sleep(0.2)
         raise AssertionError(f"{n} workers not up: {status}")

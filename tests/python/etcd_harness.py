@@ -1,5 +1,5 @@
-"""A real etcd cluster for the tests: Debian's `etcd` members on loopback, on ports
-picked at start, each with its own data dir."""
+"""A real etcd cluster for the tests: Debian's `etcd` members on loopback (ports picked
+at start) or each in a host's network namespace, each with its own data dir."""
 
 import json
 import os
@@ -62,24 +62,31 @@ class EtcdTls:
 
 
 class EtcdMember:
-    def __init__(self, cluster, name, workdir):
+    def __init__(self, cluster, name, workdir, host=None):
+        """`host`: (namespace, address) to run in, else loopback on free ports."""
         self.cluster, self.name = cluster, name
         self.data_dir = Path(workdir) / f"{name}.etcd"
         self.log_path = Path(workdir) / f"{name}.log"
-        self.client_port, self.peer_port = free_port(), free_port()
+        if host:
+            (self.ns, self.addr), (self.client_port, self.peer_port) = host, (2379, 2380)
+        else:
+            self.ns, self.addr = None, "127.0.0.1"
+            self.client_port, self.peer_port = free_port(), free_port()
         self.proc = None
 
     @property
     def client_url(self):
         scheme = "https" if self.cluster.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.client_port}"
+        return f"{scheme}://{self.addr}:{self.client_port}"
 
     @property
     def peer_url(self):
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.addr}:{self.peer_port}"
 
     def start(self):
-        argv = [shutil.which("etcd"), "--name", self.name, "--data-dir", str(self.data_dir),
+        # Only the network namespace: see cluster_harness.in_ns.
+        ns = ["nsenter", f"--net=/run/netns/{self.ns}"] if self.ns else []
+        argv = [*ns, shutil.which("etcd"), "--name", self.name, "--data-dir", str(self.data_dir),
                 "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
                 "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
                 "--initial-cluster", self.cluster.initial_cluster(),
@@ -115,11 +122,13 @@ class EtcdMember:
 
 
 class EtcdCluster:
-    def __init__(self, workdir, size=3, tls=None):
+    def __init__(self, workdir, size=3, tls=None, hosts=None):
+        """`hosts`: one (namespace, address) per member; loopback without."""
         require(shutil.which("etcd") is not None, "etcd not installed (apt-get install etcd-server)")
         self.tls = tls
         Path(workdir).mkdir(parents=True, exist_ok=True)
-        self.members = [EtcdMember(self, f"m{i}", workdir) for i in range(size)]
+        hosts = hosts or [None] * size
+        self.members = [EtcdMember(self, f"m{i}", workdir, h) for i, h in enumerate(hosts)]
 
     def initial_cluster(self):
         return ",".join(f"{m.name}={m.peer_url}" for m in self.members)

@@ -28,7 +28,7 @@ pub(super) async fn run(d: Arc<Daemon>, rejoin: bool) {
         }
         let inc = new_incarnation(d.lease);
         eprintln!("worker {}: rejoining as incarnation {}", d.id, inc.id);
-        *d.incarnation() = inc;
+        d.incarnation.send_replace(inc);
         d.draining.store(false, Ordering::SeqCst);
     }
 }

@@ -15,7 +15,7 @@ use crate::link::transport;
 use crate::tls::{self, LinkStats, Role, TlsFiles};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use worker::host::{CodeSettings, Host, HostSettings};
 
@@ -55,7 +55,7 @@ pub struct DaemonSettings {
 pub struct Daemon {
     pub id: String,
     host: Host,
-    incarnation: Mutex<Incarnation>,
+    incarnation: tokio::sync::watch::Sender<Incarnation>,
     draining: AtomicBool,
     in_flight: AtomicU64,
     pub stats: Arc<LinkStats>,
@@ -65,9 +65,11 @@ pub struct Daemon {
     bodies: budget::BodyBudget,
 }
 
-struct Incarnation {
-    id: String,
-    lease_end: Instant,
+/// One run of the worker between joining and the end of its lease.
+#[derive(Debug, Clone)]
+pub struct Incarnation {
+    pub id: String,
+    pub lease_end: Instant,
 }
 
 fn new_incarnation(lease: Duration) -> Incarnation {
@@ -147,7 +149,7 @@ impl Daemon {
         let daemon = Arc::new(Self {
             id: s.id,
             host,
-            incarnation: Mutex::new(new_incarnation(s.lease)),
+            incarnation: tokio::sync::watch::Sender::new(new_incarnation(s.lease)),
             draining: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             stats,
@@ -176,8 +178,13 @@ impl Daemon {
         })
     }
 
-    fn incarnation(&self) -> std::sync::MutexGuard<'_, Incarnation> {
-        self.incarnation.lock().unwrap_or_else(|p| p.into_inner())
+    fn incarnation(&self) -> tokio::sync::watch::Ref<'_, Incarnation> {
+        self.incarnation.borrow()
+    }
+
+    /// The current incarnation, and each new one as the worker rejoins.
+    pub fn incarnations(&self) -> tokio::sync::watch::Receiver<Incarnation> {
+        self.incarnation.subscribe()
     }
 
     /// Accepts frontends until `shutdown` resolves or the lease ends without `rejoin`.

@@ -135,8 +135,9 @@ impl Frontend {
                 let why = views
                     .info
                     .iter()
+                    .filter(|v| v.listed)
                     .find_map(|v| v.down_reason.clone())
-                    .unwrap_or_default();
+                    .unwrap_or_else(|| "no worker is listed".into());
                 return Err(RemoteError::NoWorker(why));
             }
             Choice::Full => {
@@ -203,12 +204,15 @@ impl Frontend {
                 Err(e) => return Err(last_failure.unwrap_or(e)),
             };
             tried.push(placed.index);
-            let worker = &self.workers[placed.index];
+            let Some(worker) = self.worker(placed.index) else {
+                self.finish(&placed, spec, &key, placed.warm);
+                continue;
+            };
             let Some(send) = worker.sender() else {
                 self.finish(&placed, spec, &key, placed.warm);
                 continue;
             };
-            self.sent[placed.index].fetch_add(1, Ordering::Relaxed);
+            worker.sent.fetch_add(1, Ordering::Relaxed);
             match exchange(send, body.clone(), chunks.as_ref()).await {
                 Exchange::Outcome(o) => {
                     // A sandbox that ended abnormally is gone; any other is idle again.

@@ -4,21 +4,23 @@
 
 pub mod code_server;
 mod dispatch;
+mod membership;
 mod remote;
 mod report;
 mod views;
 
 pub use code_server::{CodeLookup, LookupError};
 pub use dispatch::RemoteError;
+pub use membership::ListedWorker;
 pub use report::WorkerSummary;
 
 use crate::placement::Policy;
 use crate::tls::{self, LinkStats, Role, TlsFiles};
-use remote::{Event, RemoteWorker};
+use remote::{Event, Links, RemoteWorker};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use views::Views;
 
@@ -31,8 +33,6 @@ pub enum FrontendError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("no workers configured")]
-    NoWorkers,
 }
 
 /// Settings of `supervisor serve --role frontend`.
@@ -40,7 +40,8 @@ pub enum FrontendError {
 pub struct FrontendSettings {
     pub id: String,
     pub tls: TlsFiles,
-    /// Worker link addresses (`host:port`).
+    /// Worker link addresses (`host:port` or `id@host:port`); more may be listed
+    /// later ([`Frontend::set_discovered`]).
     pub workers: Vec<String>,
     /// Where workers fetch code from this frontend.
     pub link_listen: SocketAddr,
@@ -51,8 +52,13 @@ pub struct FrontendSettings {
 pub struct Frontend {
     pub id: String,
     advertise: String,
-    workers: Vec<Arc<RemoteWorker>>,
+    /// Index `i` is the worker of view `i`. Slots are only added: a worker that leaves
+    /// the list keeps its slot (not placed anything) and gets it back if it returns.
+    workers: RwLock<Vec<Arc<RemoteWorker>>>,
     views: Mutex<Views>,
+    links: Links,
+    /// Where link tasks run (membership changes may arrive from another runtime).
+    runtime: tokio::runtime::Handle,
     /// Memory size per version key, from dispatches (status reports only counts).
     memory: Mutex<HashMap<String, u64>>,
     /// Invokes in flight per function with reserved concurrency: the reservation holds
@@ -61,7 +67,6 @@ pub struct Frontend {
     policy: Policy,
     pub stats: Arc<LinkStats>,
     epoch: Instant,
-    sent: Vec<AtomicU64>,
     lost: AtomicU64,
 }
 
@@ -71,9 +76,6 @@ impl Frontend {
         s: FrontendSettings,
         lookup: Arc<dyn CodeLookup>,
     ) -> Result<Arc<Self>, FrontendError> {
-        if s.workers.is_empty() {
-            return Err(FrontendError::NoWorkers);
-        }
         let stats = Arc::new(LinkStats::default());
         let client = tls::client_config(&s.tls, Role::Worker, stats.clone())?;
         let server = tls::server_config(&s.tls, Role::Worker, stats.clone())?;
@@ -83,43 +85,36 @@ impl Frontend {
                 addr: s.link_listen,
                 source,
             })?;
-        let n = s.workers.len();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let fe = Arc::new(Self {
             id: s.id.clone(),
             advertise: s
                 .advertise
                 .clone()
                 .unwrap_or_else(|| s.link_listen.to_string()),
-            workers: s
-                .workers
-                .iter()
-                .map(|w| Arc::new(RemoteWorker::new(w)))
-                .collect(),
-            views: Mutex::new(Views::new(n)),
+            workers: RwLock::new(Vec::new()),
+            views: Mutex::new(Views::new(0)),
+            links: Links {
+                connector: tokio_rustls::TlsConnector::from(client),
+                stats: stats.clone(),
+                events: tx,
+            },
+            runtime: tokio::runtime::Handle::current(),
             memory: Mutex::new(HashMap::new()),
             reserved: Mutex::new(HashMap::new()),
             policy: Policy::default(),
             stats: stats.clone(),
             epoch: Instant::now(),
-            sent: (0..n).map(|_| AtomicU64::new(0)).collect(),
             lost: AtomicU64::new(0),
         });
         tokio::spawn(code_server::serve(
             listener,
             tokio_rustls::TlsAcceptor::from(server),
             lookup,
-            stats.clone(),
+            stats,
         ));
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let connector = tokio_rustls::TlsConnector::from(client);
-        for (i, w) in fe.workers.iter().enumerate() {
-            tokio::spawn(remote::run(
-                i,
-                w.clone(),
-                connector.clone(),
-                stats.clone(),
-                tx.clone(),
-            ));
+        for w in &s.workers {
+            fe.add_worker(RemoteWorker::new(w, false));
         }
         tokio::spawn(apply_events(Arc::downgrade(&fe), rx));
         Ok(fe)
@@ -146,10 +141,27 @@ impl Frontend {
         self.views.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The worker of slot `index`.
+    fn worker(&self, index: usize) -> Option<Arc<RemoteWorker>> {
+        self.workers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(index)
+            .cloned()
+    }
+
+    /// Every worker slot, in index order.
+    fn all_workers(&self) -> Vec<Arc<RemoteWorker>> {
+        self.workers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// One status round trip to worker `index` over its link (the link's own latency,
     /// for benchmarks); `false` when it is not connected or the request failed.
     pub async fn status_round_trip(&self, index: usize) -> bool {
-        let Some(send) = self.workers.get(index).and_then(|w| w.sender()) else {
+        let Some(send) = self.worker(index).and_then(|w| w.sender()) else {
             return false;
         };
         remote::poll(&send).await.is_ok()
@@ -182,7 +194,8 @@ async fn apply_events(
             Event::Down(i, why) => {
                 if let Some(mut w) = views.at(i) {
                     if w.view.up {
-                        tracing::warn!(worker = %fe.workers[i].addr, reason = %why, "worker down");
+                        let addr = fe.worker(i).map(|w| w.addr.clone()).unwrap_or_default();
+                        tracing::warn!(worker = %addr, reason = %why, "worker down");
                     }
                     w.down(why);
                 }

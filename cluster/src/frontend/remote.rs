@@ -5,6 +5,7 @@ use crate::link::client::LinkClient;
 use crate::link::status::WorkerStatus;
 use crate::link::STATUS_PATH;
 use crate::tls::{self, LinkStats};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,15 @@ pub struct RemoteWorker {
     /// any cluster worker may answer at this address.
     pub expected_id: Option<String>,
     conn: Mutex<Option<LinkClient>>,
+    /// Invokes this frontend sent there.
+    pub(crate) sent: AtomicU64,
+    /// Known from etcd membership rather than `--worker` (only those leave the list).
+    pub(crate) discovered: bool,
+    /// On the list (always, for `--worker` ones): its link task keeps it connected.
+    /// Once off the list, the task ends when the link is down.
+    listed: AtomicBool,
+    /// A link task is running for it.
+    linked: AtomicBool,
 }
 
 /// What the connection task reports to the frontend.
@@ -31,7 +41,7 @@ pub(crate) enum Event {
 
 impl RemoteWorker {
     /// From `HOST:PORT` or `ID@HOST:PORT`.
-    pub fn new(spec: &str) -> Self {
+    pub fn new(spec: &str, discovered: bool) -> Self {
         let (expected_id, addr) = match spec.split_once('@') {
             Some((id, addr)) => (Some(id.to_owned()), addr.to_owned()),
             None => (None, spec.to_owned()),
@@ -40,7 +50,32 @@ impl RemoteWorker {
             addr,
             expected_id,
             conn: Mutex::new(None),
+            sent: AtomicU64::new(0),
+            discovered,
+            listed: AtomicBool::new(true),
+            linked: AtomicBool::new(false),
         }
+    }
+
+    pub fn is_listed(&self) -> bool {
+        self.listed.load(Ordering::SeqCst)
+    }
+
+    /// Puts it on or off the list; `true` when the caller must start its link task
+    /// (it is listed and none runs).
+    pub(crate) fn set_listed(&self, listed: bool) -> bool {
+        self.listed.store(listed, Ordering::SeqCst);
+        listed && !self.linked.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether a link task that found it off the list ends. Racing with
+    /// [`Self::set_listed`], exactly one task stays when it is listed again.
+    fn task_ends(&self) -> bool {
+        if self.is_listed() {
+            return false;
+        }
+        self.linked.store(false, Ordering::SeqCst);
+        !self.is_listed() || self.linked.swap(true, Ordering::SeqCst)
     }
 
     /// A sender on the live connection, if there is one.
@@ -102,16 +137,27 @@ pub(crate) async fn poll(send: &LinkClient) -> Result<WorkerStatus, String> {
     serde_json::from_slice(&body).map_err(|e| format!("status: {e}"))
 }
 
-/// Keeps worker `index` connected and polled until `events` is closed.
-pub(crate) async fn run(
-    index: usize,
-    w: Arc<RemoteWorker>,
-    connector: tokio_rustls::TlsConnector,
-    stats: Arc<LinkStats>,
-    events: tokio::sync::mpsc::UnboundedSender<Event>,
-) {
+/// What a link task needs besides its worker.
+#[derive(Clone)]
+pub(crate) struct Links {
+    pub connector: tokio_rustls::TlsConnector,
+    pub stats: Arc<LinkStats>,
+    pub events: tokio::sync::mpsc::UnboundedSender<Event>,
+}
+
+/// Keeps worker `index` connected and polled until `events` is closed, or until it is
+/// off the list with its link down.
+pub(crate) async fn run(index: usize, w: Arc<RemoteWorker>, links: Links) {
+    let Links {
+        connector,
+        stats,
+        events,
+    } = links;
     let mut backoff = BACKOFF_MIN;
     loop {
+        if w.task_ends() {
+            return;
+        }
         let why = match w.connect(&connector, &stats).await {
             Ok(send) => {
                 w.set(Some(send.clone()));
@@ -136,5 +182,32 @@ pub(crate) async fn run(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RemoteWorker;
+
+    #[test]
+    fn one_link_task_runs_while_listed_and_a_relisting_restarts_an_ended_one() {
+        let w = RemoteWorker::new("w1@10.0.0.1:7100", true);
+        assert_eq!(w.expected_id.as_deref(), Some("w1"));
+        assert!(w.set_listed(true), "the first listing starts a task");
+        assert!(
+            !w.set_listed(true),
+            "a second listing does not start another"
+        );
+        assert!(!w.task_ends(), "listed: the task goes on");
+        assert!(!w.set_listed(false));
+        assert!(w.task_ends(), "off the list: the task ends");
+        assert!(
+            w.set_listed(true),
+            "listed again after it ended: a new task"
+        );
+        // Off the list, then back before the task noticed: the running task stays.
+        assert!(!w.set_listed(false));
+        assert!(!w.set_listed(true));
+        assert!(!w.task_ends());
     }
 }

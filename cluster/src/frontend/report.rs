@@ -14,6 +14,9 @@ pub struct WorkerSummary {
     pub id: Option<String>,
     pub address: String,
     pub role: &'static str,
+    /// Given by `--worker`, or registered in etcd now: only listed workers are placed
+    /// invokes (one off the list shows here while its link is still up).
+    pub listed: bool,
     pub up: bool,
     pub draining: bool,
     pub incarnation: Option<String>,
@@ -31,17 +34,20 @@ impl Frontend {
     pub fn summary(&self) -> Vec<WorkerSummary> {
         let mut views = self.views();
         views.refresh_all(Instant::now());
+        let workers = self.all_workers();
         views
             .loads
             .iter()
             .zip(&views.info)
-            .enumerate()
-            .map(|(i, (l, v))| {
+            .zip(&workers)
+            .filter(|((_, v), _)| v.listed || v.up)
+            .map(|((l, v), w)| {
                 let s = v.status.as_ref();
                 WorkerSummary {
-                    id: s.map(|s| s.id.clone()),
-                    address: self.workers[i].addr.clone(),
+                    id: s.map(|s| s.id.clone()).or_else(|| w.expected_id.clone()),
+                    address: w.addr.clone(),
                     role: "worker",
+                    listed: v.listed,
                     up: v.up,
                     draining: v.draining,
                     incarnation: s.map(|s| s.incarnation.clone()),
@@ -51,7 +57,7 @@ impl Frontend {
                     idle: v.idle_count.values().sum(),
                     capacity_mib: l.capacity_mib,
                     used_mib: l.used_mib,
-                    invokes_sent: self.sent[i].load(Ordering::Relaxed),
+                    invokes_sent: w.sent.load(Ordering::Relaxed),
                     down_reason: v.down_reason.clone(),
                 }
             })
@@ -77,7 +83,7 @@ impl Frontend {
             let _ = writeln!(t, "# TYPE {name} {kind}");
             for r in &rows {
                 let v = match name {
-                    "frontend_worker_up" => f64::from(u8::from(r.up && !r.draining)),
+                    "frontend_worker_up" => f64::from(u8::from(r.listed && r.up && !r.draining)),
                     "frontend_worker_sandboxes" => f64::from(r.sandboxes),
                     "frontend_worker_lease_remaining_seconds" => r.lease_remaining_secs,
                     _ => r.invokes_sent as f64,
@@ -97,7 +103,7 @@ impl Frontend {
             "current_revision": current_revision,
         })
         .to_string();
-        for w in &self.workers {
+        for w in self.all_workers() {
             let Some(send) = w.sender() else { continue };
             let body = Bytes::from(body.clone());
             tokio::spawn(async move {

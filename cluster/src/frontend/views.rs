@@ -20,6 +20,13 @@ impl Views {
         }
     }
 
+    /// A slot for one more worker; its index.
+    pub fn push(&mut self) -> usize {
+        self.loads.push(blank_load());
+        self.info.push(View::new());
+        self.loads.len() - 1
+    }
+
     /// Worker `i` with its load, to update both.
     pub fn at(&mut self, i: usize) -> Option<Worker<'_>> {
         Some(Worker {
@@ -56,6 +63,9 @@ pub(crate) struct Worker<'a> {
 }
 
 pub(crate) struct View {
+    /// On the frontend's list (`--worker`, or registered in etcd now): only listed
+    /// workers are placed invokes.
+    pub listed: bool,
     pub up: bool,
     pub draining: bool,
     pub lease_end: Instant,
@@ -91,6 +101,7 @@ fn bump(map: &mut HashMap<String, u32>, key: &str, up: bool) {
 impl View {
     fn new() -> Self {
         Self {
+            listed: true,
             up: false,
             draining: false,
             lease_end: Instant::now(),
@@ -190,7 +201,7 @@ impl Worker<'_> {
     /// Brings the time-dependent parts of the load up to `now`.
     pub fn refresh(&mut self, now: Instant) {
         self.load.lease_remaining = self.view.lease_end.saturating_duration_since(now);
-        self.load.available = self.view.up && !self.view.draining;
+        self.load.available = self.view.listed && self.view.up && !self.view.draining;
     }
 
     /// A warm sandbox of `key` was taken for an invoke.

@@ -144,3 +144,22 @@ fn a_status_taken_before_the_worker_saw_a_dispatch_does_not_erase_it() {
     );
     assert!(w.load.busy >= 2);
 }
+
+#[test]
+fn a_worker_off_the_list_is_not_available_however_its_link_reports() {
+    let mut views = Views::new(0);
+    let i = views.push();
+    assert_eq!((i, views.loads.len(), views.info.len()), (0, 1, 1));
+    let mut w = views.at(i).expect("pushed worker");
+    w.update(status("a", vec![]), &HashMap::new(), 0);
+    assert!(w.load.available, "listed and up");
+    w.view.listed = false;
+    w.refresh(Instant::now());
+    assert!(!w.load.available, "up, but off the list");
+    // A fresh status (its link still answers) does not put it back.
+    w.update(status("a", vec![]), &HashMap::new(), 0);
+    assert!(!w.load.available);
+    w.view.listed = true;
+    w.refresh(Instant::now());
+    assert!(w.load.available);
+}

@@ -45,10 +45,11 @@ impl AliasRoutes {
             Some(a) => a,
             None => {
                 let (s, name, wanted) = (sup.clone(), f.name.clone(), alias.to_owned());
-                let found =
-                    tokio::task::spawn_blocking(move || s.registry().get_alias(&name, &wanted))
-                        .await
-                        .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
+                let found = tokio::task::spawn_blocking(move || {
+                    s.registry().find_or_sync(|r| r.get_alias(&name, &wanted))
+                })
+                .await
+                .map_err(|e| ApiError::service(format!("internal task failed: {e}")))??;
                 let a = Arc::new(found.ok_or_else(|| {
                     ApiError::not_found(format!(
                         "Function not found: {}",

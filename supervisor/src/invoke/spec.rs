@@ -69,7 +69,7 @@ impl Specs {
     pub fn record(sup: &Supervisor, f: &FunctionRef) -> Result<FunctionRecord, ApiError> {
         let version = f.qualifier.as_deref().unwrap_or(LATEST);
         sup.registry()
-            .get(&f.name, version)?
+            .find_or_sync(|r| r.get(&f.name, version))?
             .ok_or_else(|| not_found(sup, f))
     }
 

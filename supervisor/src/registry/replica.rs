@@ -90,7 +90,7 @@ impl SharedLog for Replica {
         let key = log_key(&self.etcd, index);
         let mut value = Vec::with_capacity(size);
         value.push(ENTRY_FORMAT);
-        value.extend_from_slice(&self.etcd.sealer.seal(&key, changeset)?);
+        value.extend_from_slice(&self.etcd.sealer()?.seal(&key, changeset)?);
         self.etcd.call(|mut c| {
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -126,7 +126,7 @@ impl SharedLog for Replica {
             let key = String::from_utf8_lossy(&key);
             match value.split_first() {
                 Some((&ENTRY_FORMAT, sealed)) => {
-                    out.push((index, self.etcd.sealer.open(&key, sealed)?))
+                    out.push((index, self.etcd.sealer()?.open(&key, sealed)?))
                 }
                 _ => return Err(corrupt(format!("entry {index} has an unknown format"))),
             }
@@ -354,6 +354,22 @@ impl super::Registry {
             self.bump();
         }
         Ok(())
+    }
+
+    /// `read`, and if it finds nothing in a shared registry, `read` again after a
+    /// [`Self::sync`]: the invoke path follows other frontends' changes by watching, so
+    /// a function created through another frontend a moment ago may not be here yet.
+    pub fn find_or_sync<T>(
+        &self,
+        read: impl Fn(&Self) -> Result<Option<T>, RegistryError>,
+    ) -> Result<Option<T>, RegistryError> {
+        match read(self)? {
+            None if self.replica.is_some() => {
+                self.sync()?;
+                read(self)
+            }
+            found => Ok(found),
+        }
     }
 
     /// [`Self::sync`], then what other frontends changed since the last call, for this

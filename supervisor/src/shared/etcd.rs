@@ -129,8 +129,8 @@ pub struct Etcd {
     preferred: AtomicUsize,
     runtime: tokio::runtime::Handle,
     prefix: String,
-    /// Seals what frontends store (registry entries, Events).
-    pub sealer: super::sealing::Sealer,
+    /// Seals what frontends store (registry entries, Events); workers hold none.
+    sealer: Option<super::sealing::Sealer>,
     /// Stops the runtime thread when the last handle goes.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -140,7 +140,7 @@ impl Etcd {
     /// tried again at each request).
     pub fn connect(
         settings: &EtcdSettings,
-        sealer: super::sealing::Sealer,
+        sealer: Option<super::sealing::Sealer>,
     ) -> Result<Self, EtcdError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -196,6 +196,13 @@ impl Etcd {
         &self.runtime
     }
 
+    /// What seals shared values; a process without the master key (a worker) has none.
+    pub fn sealer(&self) -> Result<&super::sealing::Sealer, EtcdError> {
+        self.sealer.as_ref().ok_or_else(|| {
+            EtcdError::Settings("this process holds no key for sealed values".into())
+        })
+    }
+
     /// The value at `key`, opened with [`Self::sealer`]; `None` if there is none.
     pub fn get_sealed(&self, key: &str) -> Result<Option<Vec<u8>>, EtcdError> {
         let sealed = self.call(|mut c| {
@@ -205,7 +212,7 @@ impl Etcd {
                 Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
             }
         })?;
-        sealed.map(|s| self.sealer.open(key, &s)).transpose()
+        sealed.map(|s| self.sealer()?.open(key, &s)).transpose()
     }
 
     /// Every (key, value) under `dir`.

@@ -61,7 +61,7 @@ impl SharedEvents {
     fn metas(&self) -> Result<Vec<Meta>, EtcdError> {
         let mut metas = Vec::new();
         for (key, sealed) in self.etcd.get_prefix(&self.key("q", ""))? {
-            let opened = self.etcd.sealer.open(&key, &sealed);
+            let opened = self.etcd.sealer()?.open(&key, &sealed);
             match opened.map(|v| serde_json::from_slice::<Meta>(&v)) {
                 Ok(Ok(meta)) => metas.push(meta),
                 Ok(Err(e)) => {
@@ -123,7 +123,7 @@ impl SharedEvents {
         match got {
             Some(sealed) => Ok(Some(with_payload(
                 meta,
-                self.etcd.sealer.open(&payload, &sealed)?,
+                self.etcd.sealer()?.open(&payload, &sealed)?,
             ))),
             None => Ok(None),
         }
@@ -161,8 +161,8 @@ impl EventBackend for SharedEvents {
             created_ms: e.created_ms,
         })?;
         let (q, p) = (self.key("q", &e.id), self.key("p", &e.id));
-        let payload = self.etcd.sealer.seal(&p, &e.payload)?;
-        let meta = self.etcd.sealer.seal(&q, &meta)?;
+        let payload = self.etcd.sealer()?.seal(&p, &e.payload)?;
+        let meta = self.etcd.sealer()?.seal(&q, &meta)?;
         Ok(self.etcd.call(|mut c| {
             let txn = Txn::new().and_then([
                 TxnOp::put(p.clone(), payload.clone(), None),
@@ -219,7 +219,7 @@ impl EventBackend for SharedEvents {
         meta.attempts = attempts;
         meta.system_retries = system_retries;
         meta.next_at_ms = next_at_ms;
-        let meta = self.etcd.sealer.seal(&q, &serde_json::to_vec(&meta)?)?;
+        let meta = self.etcd.sealer()?.seal(&q, &serde_json::to_vec(&meta)?)?;
         let claim = self.key("c", id);
         Ok(self.etcd.call(|mut c| {
             let txn = Txn::new().and_then([

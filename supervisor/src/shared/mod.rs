@@ -9,6 +9,7 @@ pub mod peer_code;
 pub mod routes;
 pub mod sealing;
 pub mod slots;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -41,7 +42,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn connect(settings: SharedSettings, master: &MasterKey) -> Result<Self, EtcdError> {
-        let etcd = Arc::new(Etcd::connect(&settings.etcd, sealer(master))?);
+        let etcd = Arc::new(Etcd::connect(&settings.etcd, Some(sealer(master)))?);
         let peers = Arc::new(peer_code::PeerCode::new(
             etcd.clone(),
             settings.id.clone(),
@@ -77,7 +78,13 @@ impl Shared {
             url,
             started_unix: crate::timefmt::now().unix_timestamp().max(0) as u64,
         };
-        let reg = members::join(&self.etcd, me, self.settings.member_ttl_secs)?;
+        let reg = members::join(
+            &self.etcd,
+            members::Role::Frontend,
+            &me.id,
+            &me,
+            self.settings.member_ttl_secs,
+        )?;
         *self.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some(reg);
         Ok(())
     }
@@ -108,12 +115,15 @@ impl Shared {
     /// A counter bumped whenever a key under `prefix` changes (and once after each
     /// (re)connection of the watch, since changes may have been missed meanwhile).
     pub fn watch(&self, prefix: String) -> tokio::sync::watch::Receiver<u64> {
-        let (tx, rx) = tokio::sync::watch::channel(0u64);
-        self.etcd
-            .runtime()
-            .spawn(watch_loop(self.etcd.clients(), prefix, tx));
-        rx
+        watch(&self.etcd, prefix)
     }
+}
+
+/// [`Shared::watch`] for any etcd connection (a worker's has no [`Shared`]).
+pub fn watch(etcd: &Etcd, prefix: String) -> tokio::sync::watch::Receiver<u64> {
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    etcd.runtime().spawn(watch_loop(etcd.clients(), prefix, tx));
+    rx
 }
 
 /// The key of everything frontends seal into etcd, from the master key they share.
