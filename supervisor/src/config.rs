@@ -126,6 +126,11 @@ pub struct ServeArgs {
     /// Seconds this frontend stays listed in etcd after its last keepalive [default: 10].
     #[arg(long, value_name = "SECS")]
     pub member_ttl_secs: Option<u32>,
+    /// The account's concurrent executions (Lambda's ConcurrentExecutions quota), which
+    /// reservations are carved from; with `--etcd` it holds across the frontends (give
+    /// each the same value) [default: --host-concurrency].
+    #[arg(long, env = "SUPERVISOR_ACCOUNT_CONCURRENCY", value_name = "N")]
+    pub account_concurrency: Option<u32>,
     #[command(flatten)]
     pub etcd_tls: EtcdTlsArgs,
     #[command(flatten)]
@@ -180,6 +185,7 @@ struct FileConfig {
     etcd_prefix: Option<String>,
     advertise_url: Option<String>,
     member_ttl_secs: Option<u32>,
+    account_concurrency: Option<u32>,
     etcd_ca: Option<PathBuf>,
     etcd_cert: Option<PathBuf>,
     etcd_key: Option<PathBuf>,
@@ -274,6 +280,8 @@ pub struct Config {
     pub chunk_gc_delay: std::time::Duration,
     /// `Some` with `--etcd`: the registry and code are shared with other frontends.
     pub shared: Option<crate::shared::SharedSettings>,
+    /// `--account-concurrency`; `None`: the host's limit.
+    pub account_concurrency: Option<u32>,
 }
 
 impl Config {
@@ -296,7 +304,14 @@ impl Config {
             registries: Vec::new(),
             chunk_gc_delay: std::time::Duration::from_secs(DEFAULT_CHUNK_GC_DELAY_SECS),
             shared: None,
+            account_concurrency: None,
         }
+    }
+
+    /// The account's concurrency limit (`--account-concurrency`, else the host's).
+    pub fn account_concurrency(&self) -> u32 {
+        self.account_concurrency
+            .unwrap_or(self.data_plane.host.host_concurrency)
     }
 }
 
@@ -388,6 +403,14 @@ impl ServeArgs {
             .data_plane
             .resolve(file.data_plane)
             .map_err(ConfigError::Host)?;
+        cfg.account_concurrency = match self.account_concurrency.or(file.account_concurrency) {
+            Some(0) => {
+                return Err(ConfigError::Host(
+                    "--account-concurrency must be at least 1".into(),
+                ))
+            }
+            n => n,
+        };
         let etcd = self.etcd.or(file.etcd);
         cfg.cluster = self
             .frontend
@@ -415,6 +438,12 @@ impl ServeArgs {
                         .max(2),
                 ),
             });
+        }
+        if cfg.shared.is_none() && cfg.cluster.is_none() {
+            // One host is the whole account: its worker runs no more than the account.
+            let account = cfg.account_concurrency();
+            let host = &mut cfg.data_plane.host.host_concurrency;
+            *host = (*host).min(account);
         }
         cfg.registries = file
             .registries
@@ -448,6 +477,34 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.listen.port(), 1234);
         assert_eq!(c.account_id, DEFAULT_ACCOUNT);
+    }
+
+    #[test]
+    fn the_account_limit_caps_a_single_host_and_spans_a_cluster() {
+        let args = |etcd: Option<&str>| ServeArgs {
+            data_dir: Some("/tmp".into()),
+            account_concurrency: Some(6),
+            etcd: etcd.map(str::to_owned),
+            ..Default::default()
+        };
+        let single = args(None).resolve().expect("resolve");
+        assert_eq!(single.account_concurrency(), 6);
+        assert_eq!(single.data_plane.host.host_concurrency, 6);
+        let shared = args(Some("http://127.0.0.1:2379"))
+            .resolve()
+            .expect("resolve");
+        assert_eq!(shared.account_concurrency(), 6);
+        assert_eq!(shared.data_plane.host.host_concurrency, 1000, "per host");
+        let zero = ServeArgs {
+            account_concurrency: Some(0),
+            ..args(None)
+        };
+        assert!(matches!(zero.resolve(), Err(ConfigError::Host(_))));
+        let default = ServeArgs {
+            account_concurrency: None,
+            ..args(None)
+        };
+        assert_eq!(default.resolve().unwrap().account_concurrency(), 1000);
     }
 
     #[test]

@@ -195,23 +195,17 @@ def test_migrate_moves_a_single_host_into_the_cluster(etcd, tmp_path):
         other.stop()
 
 
-def test_reserved_concurrency_holds_across_frontends(frontends):
-    """Reserved at 5, 20 parallel invokes split over both frontends: at most 5 run at
-    once, as the functions themselves measure, and the others get Lambda's 429."""
+def burst(frontends, name, n=20):
+    """`n` parallel invokes of `name`, alternating between `frontends`: the windows the
+    function measured itself, the 429 error bodies, and any other error."""
     import json
 
-    a, b = frontends
-    deploy(a.client(), "shared-five", "shell", "function.window", Timeout=30)
-    a.client().put_function_concurrency(FunctionName="shared-five", ReservedConcurrentExecutions=5)
-    assert b.client().get_function(FunctionName="shared-five")["Concurrency"] == \
-        {"ReservedConcurrentExecutions": 5}
-    time.sleep(1)  # the other frontend's caches follow etcd's watch
     windows, throttled, other = [], [], []
     lock = threading.Lock()
 
     def call(sup):
         try:
-            r, body, _ = invoke(sup.client(), "shared-five")
+            r, body, _ = invoke(sup.client(), name)
             doc = json.loads(body)
             with lock:
                 windows.append((doc["start"], doc["end"]))
@@ -220,22 +214,72 @@ def test_reserved_concurrency_holds_across_frontends(frontends):
                 (throttled if e.response["Error"]["Code"] == "TooManyRequestsException"
                  else other).append(e.response)
 
-    threads = [threading.Thread(target=call, args=((a, b)[i % 2],)) for i in range(20)]
+    threads = [threading.Thread(target=call, args=(frontends[i % len(frontends)],))
+               for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not other, other
+    assert len(windows) + len(throttled) == n
+    return windows, throttled
+
+
+def peak(windows):
+    """The most windows open at once."""
     edges = sorted([(s, 1) for s, _ in windows] + [(e, -1) for _, e in windows],
                    key=lambda x: (x[0], x[1]))
-    running = peak = 0
+    running = top = 0
     for _, d in edges:
         running += d
-        peak = max(peak, running)
-    assert 1 <= peak <= 5, (peak, windows)
-    assert len(windows) + len(throttled) == 20
+        top = max(top, running)
+    return top
+
+
+def test_reserved_concurrency_holds_across_frontends(frontends):
+    """Reserved at 5, 20 parallel invokes split over both frontends: at most 5 run at
+    once, as the functions themselves measure, and the others get Lambda's 429."""
+    a, b = frontends
+    deploy(a.client(), "shared-five", "shell", "function.window", Timeout=30)
+    a.client().put_function_concurrency(FunctionName="shared-five", ReservedConcurrentExecutions=5)
+    assert b.client().get_function(FunctionName="shared-five")["Concurrency"] == \
+        {"ReservedConcurrentExecutions": 5}
+    time.sleep(1)  # the other frontend's caches follow etcd's watch
+    windows, throttled = burst(frontends, "shared-five")
+    assert 1 <= peak(windows) <= 5, (peak(windows), windows)
     assert len(throttled) >= 10, (len(windows), len(throttled))
     assert all(t["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded" for t in throttled), throttled[0]
+
+
+def test_the_account_limit_holds_across_frontends(etcd, tmp_path):
+    """An account limit of 6 (`--account-concurrency`) on frontends whose hosts each run
+    20: 20 parallel invokes of a function without a reservation, split over both, never
+    run more than 6 at once; the others get Lambda's account-limit 429. Reservations
+    are carved from the same limit, checked against every frontend's."""
+    key = master_key_file(tmp_path / "master.key")
+    args = ("--etcd", etcd.urls, "--etcd-prefix", "/account-limit", "--master-key-file", str(key),
+            "--member-ttl-secs", "3", "--host-concurrency", "20", "--account-concurrency", "6")
+    pair = [start_supervisor(tmp_path / n, *args) for n in ("a", "b")]
+    try:
+        a, b = pair
+        deploy(a.client(), "account-six", "shell", "function.window", Timeout=30)
+        windows, throttled = burst(pair, "account-six")
+        assert 1 <= peak(windows) <= 6, (peak(windows), windows)
+        assert len(throttled) >= 8, (len(windows), len(throttled))
+        assert all(t["Reason"] == "ConcurrentInvocationLimitExceeded" for t in throttled), throttled[0]
+        assert b.client().get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 6
+        # All 6 may be reserved (Lambda keeps a tenth unreserved: none of 6): 4 through
+        # one frontend, then 3 through the other is one too many.
+        deploy(a.client(), "account-other", "shell", SHELL)
+        a.client().put_function_concurrency(FunctionName="account-six", ReservedConcurrentExecutions=4)
+        with pytest.raises(ClientError) as over:
+            b.client().put_function_concurrency(FunctionName="account-other",
+                                                ReservedConcurrentExecutions=3)
+        assert error_code(over) == ("InvalidParameterValueException", 400)
+        b.client().put_function_concurrency(FunctionName="account-other", ReservedConcurrentExecutions=2)
+    finally:
+        for s in pair:
+            s.stop()
 
 
 def test_an_event_accepted_by_a_frontend_that_dies_runs_on_another(frontends):

@@ -43,7 +43,7 @@ pub async fn get_account_settings(
     State(sup): State<Arc<Supervisor>>,
 ) -> Result<Response, ApiError> {
     let out = blocking(sup, |s| {
-        let limit = s.config().data_plane.host.host_concurrency;
+        let limit = s.config().account_concurrency();
         let reserved: u64 = s
             .registry()
             .all_reserved_concurrency()?

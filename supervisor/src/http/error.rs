@@ -179,6 +179,9 @@ impl From<RegistryError> for ApiError {
                 "Unable to delete version because the following aliases reference it: [{}]",
                 aliases.join(", ")
             )),
+            RegistryError::OverReserved { unreserved_minimum } => Self::invalid(format!(
+                "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{unreserved_minimum}]."
+            )),
             RegistryError::Shared(e) if e.is_transient() => {
                 Self::new(ErrorKind::ServiceUnavailable, e.to_string())
             }

@@ -30,8 +30,8 @@ struct Reserved {
 }
 
 /// Lambda keeps at least this much of the account limit unreserved (100 of 1000).
-fn unreserved_minimum(host_limit: u32) -> u32 {
-    (host_limit / 10).min(100)
+fn unreserved_minimum(account_limit: u32) -> u32 {
+    (account_limit / 10).min(100)
 }
 
 fn function(svc: &InvokeService, raw: &str) -> Result<FunctionRef, ApiError> {
@@ -74,25 +74,17 @@ pub async fn put(
     let n = u32::try_from(n).map_err(|_| {
         ApiError::invalid(format!("1 validation error detected: Value '{n}' at 'reservedConcurrentExecutions' failed to satisfy constraint: Member must have value greater than or equal to 0"))
     })?;
-    let host = svc.sup.config().data_plane.host.host_concurrency;
+    let account = svc.sup.config().account_concurrency();
+    let min = unreserved_minimum(account);
+    let bound = crate::registry::ReservationBound {
+        max_total: account.saturating_sub(min),
+        unreserved_minimum: min,
+    };
     let name = f.name.clone();
     blocking(svc.sup.clone(), move |s| {
         let _guard = s.write_guard();
-        let others: u64 = s
-            .registry()
-            .all_reserved_concurrency()?
-            .into_iter()
-            .filter(|(k, _)| *k != name)
-            .map(|(_, v)| u64::from(v))
-            .sum();
-        let min = unreserved_minimum(host);
-        if others + u64::from(n) > u64::from(host.saturating_sub(min)) {
-            return Err(ApiError::invalid(format!(
-                "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{min}]."
-            )));
-        }
         s.registry()
-            .set_reserved_concurrency(&name, n)
+            .set_reserved_concurrency(&name, n, bound)
             .map_err(|e| match e {
                 crate::registry::RegistryError::NotFound(_) => not_found(s, &name),
                 other => other.into(),

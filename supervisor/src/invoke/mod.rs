@@ -383,25 +383,41 @@ impl InvokeService {
         Ok(out?)
     }
 
-    /// With `--etcd`, one of the function's reserved-concurrency slots across all the
-    /// frontends, held until the invoke ends; `None` when it has no reservation.
+    /// With `--etcd`, a concurrency slot across all the frontends, held until the invoke
+    /// ends: one of the function's reserved slots, or, for a function without a
+    /// reservation, one of the account's unreserved ones (the account limit less all
+    /// reservations). `None` without `--etcd`: each host counts its own.
     pub(super) async fn cluster_slot(
         &self,
         spec: &worker::FunctionVersionSpec,
     ) -> Result<Option<crate::shared::slots::Slot>, RunError> {
-        let (Some(shared), Some(reserved)) = (self.sup.shared(), spec.reserved_concurrency) else {
+        let Some(shared) = self.sup.shared() else {
             return Ok(None);
+        };
+        let (pool, size, reason) = match spec.reserved_concurrency {
+            Some(n) => (
+                spec.name.as_str(),
+                n,
+                ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded,
+            ),
+            None => {
+                let account = self.sup.config().account_concurrency();
+                let unreserved = u64::from(account).saturating_sub(self.specs.reserved_total());
+                (
+                    crate::shared::slots::ACCOUNT_POOL,
+                    u32::try_from(unreserved).unwrap_or(u32::MAX),
+                    ThrottleReason::ConcurrentInvocationLimitExceeded,
+                )
+            }
         };
         let unavailable =
             |m: String| RunError::Api(ApiError::new(crate::http::ErrorKind::ServiceUnavailable, m));
         let lease = shared
             .lease()
             .ok_or_else(|| unavailable("this frontend has not joined the cluster yet".into()))?;
-        match shared.slots.acquire(&spec.name, reserved, lease).await {
+        match shared.slots.acquire(pool, size, lease).await {
             Ok(Some(slot)) => Ok(Some(slot)),
-            Ok(None) => Err(RunError::Throttled(
-                ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded,
-            )),
+            Ok(None) => Err(RunError::Throttled(reason)),
             Err(e) => Err(unavailable(e.to_string())),
         }
     }

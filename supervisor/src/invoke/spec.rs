@@ -57,6 +57,16 @@ impl Specs {
         };
     }
 
+    /// All functions' reservations together.
+    pub fn reserved_total(&self) -> u64 {
+        self.reserved
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|v| u64::from(*v))
+            .sum()
+    }
+
     pub fn reserved(&self, function: &str) -> Option<u32> {
         self.reserved
             .read()

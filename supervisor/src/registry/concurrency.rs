@@ -7,9 +7,33 @@ use rusqlite::{params, OptionalExtension as _};
 
 use super::{Registry, RegistryError};
 
+/// How much of the account's concurrency all reservations together may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservationBound {
+    /// The account limit less what stays unreserved.
+    pub max_total: u32,
+    /// What stays unreserved (for the error message).
+    pub unreserved_minimum: u32,
+}
+
+impl ReservationBound {
+    pub const NONE: Self = Self {
+        max_total: u32::MAX,
+        unreserved_minimum: 0,
+    };
+}
+
 impl Registry {
-    /// Sets `name`'s reserved concurrency; the function must exist.
-    pub fn set_reserved_concurrency(&self, name: &str, reserved: u32) -> Result<(), RegistryError> {
+    /// Sets `name`'s reserved concurrency; the function must exist, and all
+    /// reservations together stay within `bound`. The check runs in the write's own
+    /// transaction: in a shared registry, a write that lost the race to another
+    /// frontend's runs again on the newer state, check included.
+    pub fn set_reserved_concurrency(
+        &self,
+        name: &str,
+        reserved: u32,
+        bound: ReservationBound,
+    ) -> Result<(), RegistryError> {
         self.write(|conn| {
             let tx = super::immediate(conn)?;
             let exists = tx
@@ -22,6 +46,16 @@ impl Registry {
                 .is_some();
             if !exists {
                 return Err(RegistryError::NotFound(name.to_owned()));
+            }
+            let others: i64 = tx.query_row(
+                "SELECT COALESCE(SUM(reserved), 0) FROM concurrency WHERE function != ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            if others.saturating_add(i64::from(reserved)) > i64::from(bound.max_total) {
+                return Err(RegistryError::OverReserved {
+                    unreserved_minimum: bound.unreserved_minimum,
+                });
             }
             tx.execute(
                 "INSERT INTO concurrency (function, reserved) VALUES (?1, ?2)

@@ -21,6 +21,7 @@ use base64::Engine as _;
 use rusqlite::{params, Connection, OptionalExtension as _, Transaction, TransactionBehavior};
 
 pub use alias::{AliasPage, AliasRecord};
+pub use concurrency::ReservationBound;
 pub use layer::{LayerPage, LayerVersionRecord};
 pub use meta::{PolicyRecord, Tags, MAX_TAGS};
 pub use record::{FunctionRecord, ImageRecord, LayerRef, LATEST};
@@ -50,6 +51,9 @@ pub enum RegistryError {
         version: String,
         aliases: Vec<String>,
     },
+    /// All reservations together would leave less than this unreserved.
+    #[error("reservations would leave less than {unreserved_minimum} unreserved")]
+    OverReserved { unreserved_minimum: u32 },
     #[error("a resource holds at most {} tags", meta::MAX_TAGS)]
     TooManyTags,
     #[error("statement {0} already exists")]

@@ -141,13 +141,15 @@ fn reserved_concurrency_persists_and_dies_with_the_function() {
     {
         let r = Registry::open(&path).expect("open");
         assert!(matches!(
-            r.set_reserved_concurrency("nope", 3),
+            r.set_reserved_concurrency("nope", 3, ReservationBound::NONE),
             Err(RegistryError::NotFound(_))
         ));
         r.create(&rec("a", LATEST, "r1"), None, &Tags::new())
             .expect("create");
-        r.set_reserved_concurrency("a", 3).expect("set");
-        r.set_reserved_concurrency("a", 5).expect("overwrite");
+        r.set_reserved_concurrency("a", 3, ReservationBound::NONE)
+            .expect("set");
+        r.set_reserved_concurrency("a", 5, ReservationBound::NONE)
+            .expect("overwrite");
     }
     let r = Registry::open(&path).expect("reopen");
     assert_eq!(r.reserved_concurrency("a").expect("get"), Some(5));
@@ -157,7 +159,8 @@ fn reserved_concurrency_persists_and_dies_with_the_function() {
     );
     r.delete_reserved_concurrency("a").expect("delete");
     assert_eq!(r.reserved_concurrency("a").expect("get"), None);
-    r.set_reserved_concurrency("a", 1).expect("set");
+    r.set_reserved_concurrency("a", 1, ReservationBound::NONE)
+        .expect("set");
     r.delete_function("a").expect("delete fn");
     assert_eq!(r.reserved_concurrency("a").expect("get"), None);
 }

@@ -65,7 +65,8 @@ fn what_one_commits_the_others_apply_and_a_new_one_replays() {
     b.sync().unwrap();
     assert_eq!(b.get("f", "1").unwrap(), Some(rec("f", "1", "v1")));
     b.update_latest(&rec("f", LATEST, "r2"), "r1").unwrap();
-    b.set_reserved_concurrency("f", 4).unwrap();
+    b.set_reserved_concurrency("f", 4, ReservationBound::NONE)
+        .unwrap();
     let seen = a.catch_up().unwrap();
     assert!(seen.reserved_changed && seen.deleted.is_empty(), "{seen:?}");
     assert_eq!(a.get("f", LATEST).unwrap().unwrap().revision_id, "r2");
@@ -98,6 +99,41 @@ fn the_loser_of_a_race_runs_again_on_the_winners_state() {
 }
 
 #[test]
+fn reservations_made_on_two_frontends_at_once_stay_within_the_bound_together() {
+    let log = Arc::new(MemLog::default());
+    let (a, b) = (on(&log), on(&log));
+    for name in ["f", "g"] {
+        a.create(&rec(name, LATEST, "r"), None, &Tags::new())
+            .unwrap();
+    }
+    b.sync().unwrap();
+    let bound = ReservationBound {
+        max_total: 10,
+        unreserved_minimum: 5,
+    };
+    a.set_reserved_concurrency("f", 6, bound).unwrap();
+    // B has not seen A's reservation; alone, 6 more would fit. Its write loses the
+    // log entry, runs again on A's state, and its check refuses it there.
+    let over = b.set_reserved_concurrency("g", 6, bound);
+    assert!(
+        matches!(
+            over,
+            Err(RegistryError::OverReserved {
+                unreserved_minimum: 5
+            })
+        ),
+        "{over:?}"
+    );
+    assert_eq!(b.reserved_concurrency("g").unwrap(), None);
+    b.set_reserved_concurrency("g", 4, bound).unwrap();
+    a.sync().unwrap();
+    assert_eq!(
+        a.all_reserved_concurrency().unwrap().values().sum::<u32>(),
+        10
+    );
+}
+
+#[test]
 fn deletions_by_others_are_reported_with_cascaded_rows_applied_once() {
     let log = Arc::new(MemLog::default());
     let (a, b) = (on(&log), on(&log));
@@ -113,7 +149,8 @@ fn deletions_by_others_are_reported_with_cascaded_rows_applied_once() {
         &Tags::new(),
     )
     .unwrap();
-    a.set_reserved_concurrency("f", 2).unwrap();
+    a.set_reserved_concurrency("f", 2, ReservationBound::NONE)
+        .unwrap();
     b.sync().unwrap();
     a.delete_version("g", "1").unwrap();
     a.delete_function("f").unwrap();
@@ -163,7 +200,9 @@ fn a_single_hosts_file_seeds_an_empty_log_once() {
             .create(&rec(&name, LATEST, "r1"), None, &Tags::new())
             .unwrap();
     }
-    single.set_reserved_concurrency("f7", 3).unwrap();
+    single
+        .set_reserved_concurrency("f7", 3, ReservationBound::NONE)
+        .unwrap();
     drop(single);
     let log = Arc::new(MemLog::default());
     let (rows, entries) = seed::seed(&Handle(log.clone()), &path).unwrap();

@@ -1,9 +1,10 @@
-//! Reserved concurrency across frontends (`--etcd`): a function reserved at N has N
-//! slot keys, `PREFIX/slots/FUNCTION/0..N`. An invoke runs only while it holds one: it
-//! creates the key in a transaction that succeeds only if the key does not exist. The
-//! key lives under this frontend's membership lease, so the slots of a frontend that
-//! dies free up within the lease's TTL. Whichever frontend takes each invoke, at most N
-//! run at once.
+//! Concurrency limits across frontends (`--etcd`): a function reserved at N has N
+//! slot keys, `PREFIX/slots/FUNCTION/0..N`, and the functions without a reservation
+//! share the account's unreserved slots, `PREFIX/slots/~account/0..U` (U: the account
+//! limit less all reservations). An invoke runs only while it holds one: it creates
+//! the key in a transaction that succeeds only if the key does not exist. The key lives
+//! under this frontend's membership lease, so the slots of a frontend that dies free up
+//! within the lease's TTL. Whichever frontend takes each invoke, at most N run at once.
 //!
 //! A slot an invoke gives back is kept by its frontend for [`IDLE_HOLD`] and handed to
 //! the next invoke of the function there without asking etcd, then deleted. Under load
@@ -18,6 +19,8 @@ use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
 use super::etcd::{Etcd, EtcdError};
 
+/// The pool of the functions without a reservation (no function name holds a `~`).
+pub const ACCOUNT_POOL: &str = "~account";
 /// How many times a busy slot makes an invoke look again before it is throttled.
 const ATTEMPTS: usize = 3;
 /// How long a frontend keeps a slot no invoke uses, for the next one.
@@ -128,8 +131,8 @@ impl Slots {
         self.etcd.key(&format!("slots/{function}/"))
     }
 
-    /// One of `function`'s `reserved` slots, held under `lease`; `Ok(None)` when all are
-    /// taken (the invoke is throttled).
+    /// One of pool `function`'s `reserved` slots (a function's, or [`ACCOUNT_POOL`]),
+    /// held under `lease`; `Ok(None)` when all are taken (the invoke is throttled).
     pub async fn acquire(
         &self,
         function: &str,
