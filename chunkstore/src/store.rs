@@ -210,17 +210,26 @@ impl ChunkStore {
         Ok(out)
     }
 
-    /// Deletes every chunk not in `referenced`, and temporary files a crashed write
-    /// left behind.
-    pub fn gc(&self, referenced: &HashSet<ChunkId>) -> Result<GcStats, StoreError> {
+    /// Deletes every chunk not in `referenced` written at least `min_age` ago (a chunk
+    /// another store just copied here may be referenced by nothing this store knows
+    /// of yet), and temporary files a crashed write left behind.
+    pub fn gc(
+        &self,
+        referenced: &HashSet<ChunkId>,
+        min_age: std::time::Duration,
+    ) -> Result<GcStats, StoreError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut stats = GcStats::default();
         for (id, len) in self.list()? {
-            if referenced.contains(&id) {
+            let path = self.path(&id);
+            let young = !min_age.is_zero()
+                && fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().map_or(true, |age| age < min_age));
+            if referenced.contains(&id) || young {
                 stats.kept_chunks += 1;
                 continue;
             }
-            let path = self.path(&id);
             fs::remove_file(&path).map_err(io_at(&path))?;
             self.with_bound(|lru| lru.forget(&id));
             stats.removed_chunks += 1;

@@ -76,7 +76,9 @@ fn an_image_over_the_limit_is_refused() {
     );
     assert!(!err.is_transient());
     // What it stored before noticing is collected by the next GC, as no manifest names it.
-    let gc = store.gc(&Default::default()).unwrap();
+    let gc = store
+        .gc(&Default::default(), std::time::Duration::ZERO)
+        .unwrap();
     assert_eq!(gc.removed_chunks, 1);
 }
 

@@ -22,7 +22,7 @@ fn deleting_an_image_frees_only_the_chunks_no_other_image_holds() {
 
     // Image a is deleted: b's references are what remains.
     let referenced: HashSet<_> = mb.stored_ids().collect();
-    let gc = store.gc(&referenced).unwrap();
+    let gc = store.gc(&referenced, std::time::Duration::ZERO).unwrap();
     assert_eq!((gc.removed_chunks, gc.kept_chunks), (1, 3));
     assert!(gc.removed_bytes > 0);
     assert!(!shard.join(".tmp-1-1").exists());
@@ -31,7 +31,9 @@ fn deleting_an_image_frees_only_the_chunks_no_other_image_holds() {
     assert!(!store.contains(&gone));
 
     // Nothing referenced: the store is empty.
-    let gc = store.gc(&HashSet::new()).unwrap();
+    let gc = store
+        .gc(&HashSet::new(), std::time::Duration::ZERO)
+        .unwrap();
     assert_eq!((gc.removed_chunks, gc.kept_chunks), (3, 0));
     assert!(store.list().unwrap().is_empty());
 }

@@ -173,7 +173,12 @@ impl Images {
     /// Removes the chunks no package in `packages` references. The caller makes sure
     /// no import is in flight (at startup, or under [`Images::exclusive`]), so none of
     /// its chunks can be taken for garbage.
-    pub fn collect_garbage(&self, packages: &[Vec<u8>]) -> Result<chunkstore::GcStats, StoreError> {
+    /// Chunks written less than `min_age` ago are kept too.
+    pub fn collect_garbage(
+        &self,
+        packages: &[Vec<u8>],
+        min_age: std::time::Duration,
+    ) -> Result<chunkstore::GcStats, StoreError> {
         let mut live = HashSet::new();
         for p in packages {
             match ImagePackage::decode(p) {
@@ -182,6 +187,6 @@ impl Images {
                 Err(_) => return Ok(chunkstore::GcStats::default()),
             }
         }
-        self.chunks.gc(&live)
+        self.chunks.gc(&live, min_age)
     }
 }

@@ -122,7 +122,11 @@ fn start_embedded(
         source: Arc::new(LocalCode(codes.clone())),
         cache_max_bytes: None,
         chunks: Some(sup.images().chunks()),
-        chunk_fetch: None,
+        // With `--etcd`, chunks this frontend lacks come from another frontend.
+        chunk_fetch: sup.shared().map(|s| {
+            Arc::new(crate::shared::peer_chunks::PeerChunkFetch(s.peers.clone()))
+                as Arc<dyn worker::code::image::ChunkFetch>
+        }),
         // Only a worker host keeps copies; this host reads its own store.
         chunk_copies_max_bytes: 0,
     });

@@ -281,6 +281,9 @@ fn has_code_objects(dir: &std::path::Path) -> bool {
 /// Removes the chunks of images no version uses any more (deleted or updated ones).
 /// Runs before the API serves, or under [`crate::images::Images::exclusive`], so no
 /// import can be writing chunks meanwhile.
+/// How long a collection spares chunks (from another frontend) no known version uses.
+const PUSHED_CHUNK_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub(crate) fn collect_chunks(
     registry: &Registry,
     store: &CodeStore,
@@ -290,5 +293,11 @@ pub(crate) fn collect_chunks(
     for r in registry.image_versions()? {
         packages.push(store.read(&r.code_object, &crate::control::ops::aad(&r))?);
     }
-    Ok(images.collect_garbage(&packages)?.removed_chunks)
+    // With a shared registry, another frontend may have just pushed chunks of a
+    // version whose registry entry has not reached this one yet.
+    let min_age = match registry.shared_log_prefix() {
+        Some(_) => PUSHED_CHUNK_GRACE,
+        None => std::time::Duration::ZERO,
+    };
+    Ok(images.collect_garbage(&packages, min_age)?.removed_chunks)
 }

@@ -98,6 +98,9 @@ pub fn from_image(sup: &Supervisor, uri: &str, config: ImageConfig) -> Result<Ne
         new_chunks = imported.stats.new_chunks,
         "container image stored"
     );
+    if let Some(shared) = sup.shared() {
+        copy_chunks_to_peers(sup, &shared.peers, &imported.package)?;
+    }
     Ok(NewCode {
         sha256: code_sha256(&imported.package),
         size: 0,
@@ -110,6 +113,22 @@ pub fn from_image(sup: &Supervisor, uri: &str, config: ImageConfig) -> Result<Ne
         }),
         chunk_hold: Some(imported.hold),
     })
+}
+
+/// With `--etcd`: the image's chunks go to another frontend before the upload is
+/// acknowledged, as its package does (`crate::shared::peer_chunks`).
+fn copy_chunks_to_peers(
+    sup: &Supervisor,
+    peers: &crate::shared::peer_code::PeerCode,
+    package: &[u8],
+) -> Result<(), ApiError> {
+    let package = worker::code::image::ImagePackage::decode(package)
+        .map_err(|e| ApiError::service(format!("the image's own package: {e}")))?;
+    let ids: Vec<chunkstore::ChunkId> = package.manifest.stored_ids().collect();
+    peers
+        .push_chunks(&sup.images().chunks(), &ids)
+        .map(drop)
+        .map_err(|e| ApiError::new(crate::http::ErrorKind::ServiceUnavailable, e.to_string()))
 }
 
 /// Lambda's shapes: the client's image is at fault (InvalidParameterValueException),

@@ -82,9 +82,20 @@ impl CodeLookup for CodeIndex {
             .sup
             .upgrade()
             .ok_or("the supervisor is shutting down")?;
-        match sup.images().chunks().get(&id) {
+        let chunks = sup.images().chunks();
+        match chunks.get(&id) {
             Ok(bytes) => Ok(Some(bytes)),
-            Err(chunkstore::StoreError::Missing(_)) => Ok(None),
+            Err(chunkstore::StoreError::Missing(_)) => {
+                // With `--etcd`, another frontend may hold it (this one lost its copy).
+                let Some(shared) = sup.shared() else {
+                    return Ok(None);
+                };
+                let Some(bytes) = shared.peers.fetch_chunk(&id)? else {
+                    return Ok(None);
+                };
+                chunks.put_copy(&id, &bytes)?;
+                Ok(Some(bytes))
+            }
             Err(e) => Err(Box::new(e)),
         }
     }

@@ -5,6 +5,7 @@
 pub mod etcd;
 pub mod events;
 pub mod members;
+pub mod peer_chunks;
 pub mod peer_code;
 pub mod routes;
 pub mod sealing;

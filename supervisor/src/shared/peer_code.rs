@@ -32,6 +32,8 @@ const MAX_SKEW_SECS: u64 = 300;
 /// Largest object: a 50 MB zip and its envelope, with room to spare.
 pub const MAX_OBJECT_BYTES: usize = 80 << 20;
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest reply to a push: a list of missing chunks.
+const MAX_REPLY_BYTES: usize = super::peer_chunks::MAX_LISTING_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -47,8 +49,7 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 pub struct PeerCode {
     etcd: Arc<Etcd>,
     me: String,
-    key: Zeroizing<[u8; 32]>,
-    http: HttpClient,
+    client: PeerClient,
 }
 
 /// `METHOD\nPATH\nTS\nSHA256(BODY)`, the string a request's HMAC covers.
@@ -112,16 +113,26 @@ impl PeerCode {
         Self {
             etcd,
             me,
-            key,
-            http,
+            client: PeerClient {
+                key: Arc::new(key),
+                http,
+            },
         }
     }
 
     pub fn key(&self) -> &[u8; 32] {
-        &self.key
+        &self.client.key
     }
 
-    fn others(&self) -> Result<Vec<Member>, EtcdError> {
+    pub(super) fn etcd(&self) -> &Etcd {
+        &self.etcd
+    }
+
+    pub(super) fn client(&self) -> PeerClient {
+        self.client.clone()
+    }
+
+    pub(super) fn others(&self) -> Result<Vec<Member>, EtcdError> {
         Ok(members(&self.etcd)?
             .into_iter()
             .filter(|m| m.id != self.me)
@@ -136,24 +147,19 @@ impl PeerCode {
             return Ok(0);
         }
         let path = ROUTE.replace("{object_id}", object_id);
-        let auth = sign(&self.key, "PUT", &path, &sealed);
-        let body = Bytes::from(sealed);
-        let http = self.http.clone();
+        let (peer, sealed) = (self.client(), Bytes::from(sealed));
         let results = self.etcd.run_for(PEER_TIMEOUT, async move {
             // One task per peer: a slow or dead frontend does not hold up the others.
             let sends: Vec<_> = others
                 .into_iter()
                 .map(|m| {
-                    let req = hyper::Request::put(format!("{}{path}", m.url))
-                        .header(AUTH_HEADER, &auth)
-                        .body(Full::new(body.clone()));
-                    let http = http.clone();
+                    let (peer, url, body) =
+                        (peer.clone(), format!("{}{path}", m.url), sealed.clone());
                     tokio::spawn(async move {
-                        match http.request(req.map_err(|e| e.to_string())?).await {
-                            Ok(r) if r.status().is_success() => Ok(()),
-                            Ok(r) => Err(format!("{}: {}", m.id, r.status())),
-                            Err(e) => Err(format!("{}: {e}", m.id)),
-                        }
+                        peer.send("PUT", &url, body)
+                            .await
+                            .map(drop)
+                            .map_err(|e| format!("{}: {e}", m.id))
                     })
                 })
                 .collect();
@@ -182,22 +188,9 @@ impl PeerCode {
     pub fn fetch(&self, object_id: &str) -> Result<Option<Vec<u8>>, PeerError> {
         let path = ROUTE.replace("{object_id}", object_id);
         for m in self.others()? {
-            let auth = sign(&self.key, "GET", &path, b"");
-            let http = self.http.clone();
-            let url = format!("{}{path}", m.url);
+            let (peer, url) = (self.client(), format!("{}{path}", m.url));
             let got = self.etcd.run_for(PEER_TIMEOUT, async move {
-                let req = hyper::Request::get(url)
-                    .header(AUTH_HEADER, auth)
-                    .body(Full::new(Bytes::new()))
-                    .map_err(|e| EtcdError::Settings(e.to_string()))?;
-                let Ok(resp) = http.request(req).await else {
-                    return Ok(None);
-                };
-                if !resp.status().is_success() {
-                    return Ok(None);
-                }
-                let limited = http_body_util::Limited::new(resp.into_body(), MAX_OBJECT_BYTES);
-                Ok(limited.collect().await.ok().map(|b| b.to_bytes().to_vec()))
+                Ok(peer.get(&url, MAX_OBJECT_BYTES).await.ok())
             });
             if let Ok(Some(bytes)) = got {
                 return Ok(Some(bytes));
@@ -205,6 +198,65 @@ impl PeerCode {
         }
         Ok(None)
     }
+}
+
+/// Signed requests to other frontends.
+#[derive(Clone)]
+pub struct PeerClient {
+    key: Arc<Zeroizing<[u8; 32]>>,
+    http: HttpClient,
+}
+
+impl PeerClient {
+    /// `method` `url` with `body`, signed; the reply's body (at most a listing) on 2xx.
+    pub async fn send(&self, method: &str, url: &str, body: Bytes) -> Result<Vec<u8>, String> {
+        let path = path_of(url);
+        let auth = sign(&self.key, method, path, &body);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(url)
+            .header(AUTH_HEADER, auth)
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("{method} {path}: {}", resp.status()));
+        }
+        let limited = http_body_util::Limited::new(resp.into_body(), MAX_REPLY_BYTES);
+        Ok(limited
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes()
+            .to_vec())
+    }
+
+    /// GET `url`, signed; its body if 2xx and at most `limit` bytes.
+    pub async fn get(&self, url: &str, limit: usize) -> Result<Vec<u8>, String> {
+        let path = path_of(url);
+        let req = hyper::Request::get(url)
+            .header(AUTH_HEADER, sign(&self.key, "GET", path, b""))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {path}: {}", resp.status()));
+        }
+        let limited = http_body_util::Limited::new(resp.into_body(), limit);
+        Ok(limited
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes()
+            .to_vec())
+    }
+}
+
+/// The path of `http://host:port/path`.
+fn path_of(url: &str) -> &str {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|at| &rest[at..]))
+        .unwrap_or("/")
 }
 
 #[cfg(test)]
