@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// each the same value) [default: --host-concurrency].
     #[arg(long, env = "SUPERVISOR_ACCOUNT_CONCURRENCY", value_name = "N")]
     pub account_concurrency: Option<u32>,
+    /// With `--etcd`: registry log entries between snapshots; the log keeps that many
+    /// entries behind the latest one [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub registry_snapshot_every: Option<u64>,
     #[command(flatten)]
     pub etcd_tls: EtcdTlsArgs,
     #[command(flatten)]
@@ -186,6 +190,7 @@ struct FileConfig {
     advertise_url: Option<String>,
     member_ttl_secs: Option<u32>,
     account_concurrency: Option<u32>,
+    registry_snapshot_every: Option<u64>,
     etcd_ca: Option<PathBuf>,
     etcd_cert: Option<PathBuf>,
     etcd_key: Option<PathBuf>,
@@ -437,6 +442,11 @@ impl ServeArgs {
                         .unwrap_or(crate::shared::members::DEFAULT_TTL_SECS as u32)
                         .max(2),
                 ),
+                snapshot_every: self
+                    .registry_snapshot_every
+                    .or(file.registry_snapshot_every)
+                    .unwrap_or(crate::registry::DEFAULT_SNAPSHOT_EVERY)
+                    .max(2),
             });
         }
         if cfg.shared.is_none() && cfg.cluster.is_none() {

@@ -130,9 +130,8 @@ impl Supervisor {
             None => None,
         };
         let registry = match &shared {
-            Some(s) => {
-                Registry::open_shared(s.etcd.clone()).map_err(SupervisorError::SharedRegistry)?
-            }
+            Some(s) => Registry::open_shared(s.etcd.clone(), s.snapshot_every())
+                .map_err(SupervisorError::SharedRegistry)?,
             None => Registry::open(&dir.join("registry.sqlite3"))?,
         };
         // Earlier versions kept decrypted code under DATA_DIR/cache; plaintext is now

@@ -282,6 +282,41 @@ def test_the_account_limit_holds_across_frontends(etcd, tmp_path):
             s.stop()
 
 
+def test_snapshots_compact_the_log_and_a_new_frontend_starts_from_one(etcd, tmp_path):
+    """With a snapshot every 5 entries, 12 changes leave a snapshot and at most 5 log
+    entries behind it in etcd; a frontend started afterwards has every function, and
+    so does one that followed all along."""
+    key = master_key_file(tmp_path / "master.key")
+    prefix = "/compacted"
+    args = ("--etcd", etcd.urls, "--etcd-prefix", prefix, "--master-key-file", str(key),
+            "--member-ttl-secs", "3", "--registry-snapshot-every", "5")
+    started = [start_supervisor(tmp_path / n, *args) for n in ("a", "b")]
+    try:
+        a, b = started
+        for i in range(12):
+            deploy(a.client(), f"compact-{i}", "shell", SHELL)
+        a.client().delete_function(FunctionName="compact-0")
+        keys = [k.decode() for k in all_values(etcd.members[0], prefix + "/registry/")]
+        log = sorted(int(k.rsplit("/", 1)[1]) for k in keys if "/registry/log/" in k)
+        snapshots = {k.split("/registry/snapshot/")[1].split("/")[0]
+                     for k in keys if "/registry/snapshot/" in k}
+        assert len(snapshots) == 1, keys
+        (at,) = snapshots
+        assert int(at) % 5 == 0 and int(at) >= 10, at
+        assert log and log[0] > int(at) - 5 and len(log) <= 9, log
+        c = start_supervisor(tmp_path / "c", *args)
+        started.append(c)
+        want = {f"compact-{i}" for i in range(1, 12)}
+        for sup in (c, b):
+            names = {f["FunctionName"] for f in sup.client().list_functions()["Functions"]}
+            assert names == want, (sup.data_dir.name, sorted(names ^ want))
+        r, body, _ = invoke(c.client(), "compact-11")
+        assert r["StatusCode"] == 200 and "FunctionError" not in r, body
+    finally:
+        for s in started:
+            s.stop()
+
+
 def test_an_event_accepted_by_a_frontend_that_dies_runs_on_another(frontends):
     """The Event queue lives in etcd: the frontend that took an Event is killed while
     the Event runs there; its claim lapses with its lease and the other frontend runs

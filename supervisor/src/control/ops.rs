@@ -58,6 +58,24 @@ fn check_revision(cur: &FunctionRecord, wanted: Option<&str>) -> Result<(), ApiE
     }
 }
 
+/// An update of `$LATEST` that lost to another made at the same moment (through
+/// another frontend): with the client's RevisionId, Lambda's PreconditionFailed; without
+/// one, Lambda's answer to an update while another is in progress.
+fn lost_update(
+    sup: &Supervisor,
+    f: &FunctionRef,
+    client_revision: Option<&str>,
+    e: RegistryError,
+) -> ApiError {
+    match (e, client_revision) {
+        (RegistryError::Conflict, None) => ApiError::conflict(format!(
+            "The operation cannot be performed at this time. An update is in progress for resource: {}",
+            sup.function_arn(&f.name, None)
+        )),
+        (e, _) => e.into(),
+    }
+}
+
 fn unqualified(sup: &Supervisor, f: &FunctionRef) -> Result<(), ApiError> {
     match f.qualifier.as_deref() {
         None | Some(LATEST) => Ok(()),
@@ -329,7 +347,7 @@ pub fn update_code(
     new.code_object = sup.store().put(&aad(&new), zip)?;
     if let Err(e) = sup.registry().update_latest(&new, &cur.revision_id) {
         discard(sup, &[new.code_object]);
-        return Err(e.into());
+        return Err(lost_update(sup, f, req.revision_id.as_deref(), e));
     }
     discard(sup, &[cur.code_object]);
     if req.publish.unwrap_or(false) {
@@ -406,7 +424,10 @@ pub fn update_configuration(
     }
     new.last_modified = lambda_timestamp(now());
     new.revision_id = uuid_v4();
-    sup.registry().update_latest(&new, &cur.revision_id)?;
+    let client_revision = req.revision_id.as_deref();
+    sup.registry()
+        .update_latest(&new, &cur.revision_id)
+        .map_err(|e| lost_update(sup, f, client_revision, e))?;
     Ok(configuration(sup, &new, false))
 }
 

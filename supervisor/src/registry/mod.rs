@@ -10,6 +10,8 @@ mod meta;
 mod record;
 pub mod replica;
 mod seed;
+mod snapshot;
+mod snapshot_etcd;
 mod url;
 
 use std::collections::HashSet;
@@ -25,6 +27,7 @@ pub use concurrency::ReservationBound;
 pub use layer::{LayerPage, LayerVersionRecord};
 pub use meta::{PolicyRecord, Tags, MAX_TAGS};
 pub use record::{FunctionRecord, ImageRecord, LayerRef, LATEST};
+pub use snapshot::DEFAULT_SNAPSHOT_EVERY;
 pub use url::{Cors, UrlPage, UrlRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,18 @@ pub enum RegistryError {
     /// cannot work; see [`crate::shared::etcd::EtcdError::is_transient`].
     #[error("shared registry: {0}")]
     Shared(#[from] crate::shared::etcd::EtcdError),
+}
+
+/// Turns on what the registry relies on and creates its tables.
+fn init_schema(conn: &Connection) -> Result<(), RegistryError> {
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(alias::SCHEMA)?;
+    conn.execute_batch(meta::SCHEMA)?;
+    conn.execute_batch(url::SCHEMA)?;
+    conn.execute_batch(layer::SCHEMA)?;
+    Ok(())
 }
 
 const SCHEMA: &str = "
@@ -162,13 +177,7 @@ impl Registry {
         conn: Connection,
         replica: Option<Box<dyn replica::SharedLog>>,
     ) -> Result<Self, RegistryError> {
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(alias::SCHEMA)?;
-        conn.execute_batch(meta::SCHEMA)?;
-        conn.execute_batch(url::SCHEMA)?;
-        conn.execute_batch(layer::SCHEMA)?;
+        init_schema(&conn)?;
         Ok(Self {
             local: Mutex::new(Local {
                 conn,

@@ -56,30 +56,71 @@ pub trait SharedLog: Send + Sync {
     fn entries_after(&self, applied: u64) -> Result<Vec<(u64, Vec<u8>)>, EtcdError>;
     /// The key prefix to watch for new entries.
     fn watch_prefix(&self) -> Option<String>;
+    /// Entries between snapshots; 0: none are taken.
+    fn snapshot_every(&self) -> u64 {
+        0
+    }
+    /// Stores `parts` as the snapshot of the registry at entry `index`, makes it the
+    /// one to start from, and drops what it makes unneeded (older snapshots, entries
+    /// more than [`Self::snapshot_every`] before it).
+    fn save_snapshot(&self, _index: u64, _parts: &[Vec<u8>]) -> Result<(), EtcdError> {
+        Ok(())
+    }
+    /// The latest snapshot.
+    fn snapshot(&self) -> Result<Option<Snapshot>, EtcdError> {
+        Ok(None)
+    }
+}
+
+/// The registry as of log entry `index`, as changesets to apply to an empty registry.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub index: u64,
+    pub parts: Vec<Vec<u8>>,
 }
 
 /// The log in etcd: entry `n` is the key `PREFIX/registry/log/n` (20 digits).
 pub struct Replica {
     etcd: std::sync::Arc<Etcd>,
+    snapshot_every: u64,
 }
 
 fn log_dir(etcd: &Etcd) -> String {
     etcd.key("registry/log/")
 }
 
-fn log_key(etcd: &Etcd, index: u64) -> String {
+pub(super) fn log_key(etcd: &Etcd, index: u64) -> String {
     format!("{}{index:020}", log_dir(etcd))
 }
 
 impl Replica {
-    pub fn new(etcd: std::sync::Arc<Etcd>) -> Self {
-        Self { etcd }
+    pub fn new(etcd: std::sync::Arc<Etcd>, snapshot_every: u64) -> Self {
+        Self {
+            etcd,
+            snapshot_every,
+        }
+    }
+
+    pub(super) fn etcd(&self) -> &Etcd {
+        &self.etcd
     }
 }
 
 impl SharedLog for Replica {
     fn watch_prefix(&self) -> Option<String> {
         Some(log_dir(&self.etcd))
+    }
+
+    fn snapshot_every(&self) -> u64 {
+        self.snapshot_every
+    }
+
+    fn save_snapshot(&self, index: u64, parts: &[Vec<u8>]) -> Result<(), EtcdError> {
+        super::snapshot_etcd::save(self, index, parts)
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot>, EtcdError> {
+        super::snapshot_etcd::latest(self)
     }
 
     fn append(&self, index: u64, changeset: &[u8]) -> Result<bool, EtcdError> {
@@ -135,7 +176,7 @@ impl SharedLog for Replica {
     }
 }
 
-fn corrupt(what: String) -> EtcdError {
+pub(super) fn corrupt(what: String) -> EtcdError {
     EtcdError::Settings(format!("the shared registry log is corrupt: {what}"))
 }
 
@@ -170,7 +211,7 @@ pub(super) fn undo(conn: &Connection, changeset: &[u8]) -> Result<(), RegistryEr
 
 /// Applies one changeset. Rows a cascade already deleted are skipped; a row that is
 /// there already is replaced (the log is the truth).
-fn apply_changeset(conn: &Connection, changeset: &[u8]) -> Result<(), RegistryError> {
+pub(super) fn apply_changeset(conn: &Connection, changeset: &[u8]) -> Result<(), RegistryError> {
     conn.apply_strm(
         &mut &changeset[..],
         None::<fn(&str) -> bool>,
@@ -245,7 +286,7 @@ impl Follower {
             if batch.is_empty() {
                 return Ok(any);
             }
-            any |= self.apply(conn, batch)?;
+            any |= self.apply(conn, replica, batch)?;
         }
     }
 
@@ -254,11 +295,20 @@ impl Follower {
     pub fn apply(
         &mut self,
         conn: &Connection,
+        replica: &dyn SharedLog,
         batch: Vec<(u64, Vec<u8>)>,
     ) -> Result<bool, RegistryError> {
         let mut any = false;
         let seen = self.applied;
-        for (index, changeset) in batch.into_iter().filter(|(i, _)| *i > seen) {
+        let mut batch: Vec<_> = batch.into_iter().filter(|(i, _)| *i > seen).collect();
+        if batch.first().is_some_and(|(i, _)| *i != seen + 1) {
+            // The entries this copy lacks were compacted away: start from the snapshot.
+            self.load_snapshot(conn, replica)?;
+            let now = self.applied;
+            batch.retain(|(i, _)| *i > now);
+            any = true;
+        }
+        for (index, changeset) in batch {
             if index != self.applied + 1 {
                 return Err(corrupt(format!("entry {index} follows {}", self.applied)).into());
             }
@@ -287,6 +337,7 @@ impl Follower {
             match replica.append(self.applied + 1, &changeset) {
                 Ok(true) => {
                     self.applied += 1;
+                    self.snapshot_if_due(conn, replica);
                     return Ok(out);
                 }
                 Ok(false) => {
@@ -302,13 +353,60 @@ impl Follower {
     }
 }
 
+impl Follower {
+    /// Replaces this copy with the latest snapshot (the entries after it follow).
+    fn load_snapshot(
+        &mut self,
+        conn: &Connection,
+        replica: &dyn SharedLog,
+    ) -> Result<(), RegistryError> {
+        let Some(Snapshot { index, parts }) = replica.snapshot()? else {
+            return Err(corrupt(format!(
+                "entries after {} are missing and no snapshot covers them",
+                self.applied
+            ))
+            .into());
+        };
+        if index <= self.applied {
+            return Err(corrupt(format!(
+                "entries after {} are missing; the latest snapshot is at {index}",
+                self.applied
+            ))
+            .into());
+        }
+        let changed = super::snapshot::load(conn, &parts)?;
+        self.pending.absorb(changed);
+        self.applied = index;
+        Ok(())
+    }
+
+    /// After this frontend wrote entry `applied`: when it is a snapshot's turn, saves
+    /// one. A failure costs nothing but a longer log (the next turn tries again).
+    fn snapshot_if_due(&self, conn: &Connection, replica: &dyn SharedLog) {
+        let every = replica.snapshot_every();
+        if every == 0 || self.applied % every != 0 {
+            return;
+        }
+        let saved = super::snapshot::parts(conn)
+            .and_then(|parts| Ok(replica.save_snapshot(self.applied, &parts)?));
+        match saved {
+            Ok(()) => tracing::info!(
+                index = self.applied,
+                "shared registry: snapshot saved, log compacted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "shared registry: no snapshot this time"),
+        }
+    }
+}
+
 /// The registry's side of sharing.
 impl super::Registry {
     /// A registry shared through etcd: an in-memory copy rebuilt from the shared log.
     pub fn open_shared(
         etcd: std::sync::Arc<crate::shared::etcd::Etcd>,
+        snapshot_every: u64,
     ) -> Result<Self, RegistryError> {
-        Self::open_on_log(Box::new(Replica::new(etcd)))
+        Self::open_on_log(Box::new(Replica::new(etcd, snapshot_every)))
     }
 
     /// An in-memory copy of the registry `log` holds.
@@ -324,7 +422,7 @@ impl super::Registry {
         source: &std::path::Path,
         etcd: std::sync::Arc<crate::shared::etcd::Etcd>,
     ) -> Result<(u64, u64), RegistryError> {
-        super::seed::seed(&Replica::new(etcd), source)
+        super::seed::seed(&Replica::new(etcd, 0), source)
     }
 
     /// The shared log's key prefix, when the registry is shared (for a watch).
@@ -345,7 +443,7 @@ impl super::Registry {
         let full = batch.len() as i64 >= READ_BATCH;
         let mut local = self.lock();
         let super::Local { conn, follower } = &mut *local;
-        let mut any = follower.apply(conn, batch)?;
+        let mut any = follower.apply(conn, replica.as_ref(), batch)?;
         if full {
             // More than one batch behind (a frontend starting): the rest under the lock.
             any |= follower.apply_new(conn, replica.as_ref())?;

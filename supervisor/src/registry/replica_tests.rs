@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::replica::SharedLog;
+use super::replica::{SharedLog, Snapshot};
 use super::tests::rec;
 use super::*;
 use crate::shared::etcd::EtcdError;
@@ -14,6 +14,9 @@ use crate::shared::etcd::EtcdError;
 struct MemLog {
     entries: Mutex<BTreeMap<u64, Vec<u8>>>,
     down: AtomicBool,
+    /// Entries between snapshots (0: none), and the latest snapshot.
+    every: u64,
+    snapshot: Mutex<Option<Snapshot>>,
 }
 
 /// A handle on a shared [`MemLog`].
@@ -44,6 +47,24 @@ impl SharedLog for Handle {
 
     fn watch_prefix(&self) -> Option<String> {
         None
+    }
+
+    fn snapshot_every(&self) -> u64 {
+        self.0.every
+    }
+
+    fn save_snapshot(&self, index: u64, parts: &[Vec<u8>]) -> Result<(), EtcdError> {
+        *self.0.snapshot.lock().unwrap() = Some(Snapshot {
+            index,
+            parts: parts.to_vec(),
+        });
+        let keep = index.saturating_sub(self.0.every) + 1;
+        self.0.entries.lock().unwrap().retain(|i, _| *i >= keep);
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot>, EtcdError> {
+        Ok(self.0.snapshot.lock().unwrap().clone())
     }
 }
 
@@ -215,4 +236,66 @@ fn a_single_hosts_file_seeds_an_empty_log_once() {
         seed::seed(&Handle(log), &path).is_err(),
         "the log is no longer empty"
     );
+}
+
+#[test]
+fn snapshots_compact_the_log_and_a_copy_far_behind_or_new_starts_from_one() {
+    let log = Arc::new(MemLog {
+        every: 4,
+        ..MemLog::default()
+    });
+    let (a, behind) = (on(&log), on(&log));
+    behind
+        .create(
+            &rec("gone", LATEST, "r"),
+            Some(&rec("gone", "1", "v")),
+            &Tags::new(),
+        )
+        .unwrap();
+    for i in 0..9 {
+        a.create(&rec(&format!("f{i}"), LATEST, "r1"), None, &Tags::new())
+            .unwrap();
+    }
+    a.set_reserved_concurrency("f3", 2, ReservationBound::NONE)
+        .unwrap();
+    a.delete_function("gone").unwrap();
+    // 12 entries: snapshots at 4, 8 and 12; the log keeps 9..=12.
+    let at = log
+        .snapshot
+        .lock()
+        .unwrap()
+        .as_ref()
+        .expect("a snapshot")
+        .index;
+    assert_eq!(at, 12);
+    assert_eq!(
+        log.entries
+            .lock()
+            .unwrap()
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![9, 10, 11, 12]
+    );
+    // A new copy starts from the snapshot alone.
+    let fresh = on(&log);
+    assert!(fresh.get("f8", LATEST).unwrap().is_some());
+    assert_eq!(fresh.get("gone", LATEST).unwrap(), None);
+    assert_eq!(fresh.reserved_concurrency("f3").unwrap(), Some(2));
+    // `behind` stopped at entry 1: the entries it lacks are gone, so it loads the
+    // snapshot, and learns that "gone" was deleted.
+    let seen = behind.catch_up().unwrap();
+    assert!(
+        seen.deleted.contains(&("gone".to_owned(), None)),
+        "{seen:?}"
+    );
+    assert!(seen.reserved_changed);
+    assert!(behind.get("f0", LATEST).unwrap().is_some());
+    assert_eq!(behind.get("gone", "1").unwrap(), None);
+    // And it writes on from there.
+    behind
+        .create(&rec("after", LATEST, "r"), None, &Tags::new())
+        .unwrap();
+    a.sync().unwrap();
+    assert!(a.get("after", LATEST).unwrap().is_some());
 }

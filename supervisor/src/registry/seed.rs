@@ -10,7 +10,7 @@ use super::{Registry, RegistryError};
 use crate::shared::etcd::EtcdError;
 
 /// Every table, parents before the tables that refer to them.
-const TABLES: [&str; 9] = [
+pub(super) const TABLES: [&str; 9] = [
     "functions",
     "versions",
     "concurrency",

@@ -30,6 +30,8 @@ pub struct SharedSettings {
     /// Where other frontends reach this one; default `http://LISTEN-ADDRESS`.
     pub advertise_url: Option<String>,
     pub member_ttl_secs: i64,
+    /// Registry log entries between snapshots (`--registry-snapshot-every`).
+    pub snapshot_every: u64,
 }
 
 pub struct Shared {
@@ -61,6 +63,11 @@ impl Shared {
 
     pub fn id(&self) -> &str {
         &self.settings.id
+    }
+
+    /// Registry log entries between snapshots.
+    pub fn snapshot_every(&self) -> u64 {
+        self.settings.snapshot_every
     }
 
     /// Registers this frontend, reachable at its advertised URL or `listening`.
