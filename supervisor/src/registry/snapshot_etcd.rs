@@ -11,6 +11,8 @@ use crate::shared::etcd::{Etcd, EtcdError};
 
 /// The first byte of every part: the format of what follows (a changeset).
 const PART_FORMAT: u8 = 1;
+/// More parts than this (48 GiB of registry) is a corrupt pointer, not a snapshot.
+const MAX_PARTS: usize = 1 << 16;
 
 fn dir(etcd: &Etcd) -> String {
     etcd.key("registry/snapshot/")
@@ -62,7 +64,7 @@ pub(super) fn save(replica: &Replica, index: u64, parts: &[Vec<u8>]) -> Result<(
         return Ok(());
     }
     // Followers further behind than one interval load the snapshot instead.
-    let keep = replica_keep(replica, index);
+    let keep = first_kept(replica, index);
     let (log_from, log_to) = (log_key(etcd, 0), log_key(etcd, keep));
     let (snap_from, snap_to) = (dir(etcd), format!("{}{index:020}/", dir(etcd)));
     etcd.call(|mut c| {
@@ -83,7 +85,7 @@ pub(super) fn save(replica: &Replica, index: u64, parts: &[Vec<u8>]) -> Result<(
 }
 
 /// The first log entry kept behind a snapshot at `index`.
-fn replica_keep(replica: &Replica, index: u64) -> u64 {
+fn first_kept(replica: &Replica, index: u64) -> u64 {
     use super::replica::SharedLog as _;
     index.saturating_sub(replica.snapshot_every()) + 1
 }
@@ -91,38 +93,20 @@ fn replica_keep(replica: &Replica, index: u64) -> u64 {
 /// See [`super::replica::SharedLog::snapshot`].
 pub(super) fn latest(replica: &Replica) -> Result<Option<Snapshot>, EtcdError> {
     let etcd = replica.etcd();
-    let Some(pointer) = etcd.call(|mut c| {
-        let key = latest_key(etcd);
-        async move {
-            Ok(c.get(key, None)
-                .await?
-                .kvs()
-                .first()
-                .map(|kv| kv.value().to_vec()))
-        }
-    })?
-    else {
+    let Some(pointer) = etcd.get(&latest_key(etcd))? else {
         return Ok(None);
     };
     let pointer = String::from_utf8_lossy(&pointer).into_owned();
     let (index, count) = pointer
         .split_once('/')
         .and_then(|(i, n)| Some((i.parse::<u64>().ok()?, n.parse::<usize>().ok()?)))
+        .filter(|(_, n)| *n <= MAX_PARTS)
         .ok_or_else(|| corrupt(format!("snapshot pointer {pointer:?}")))?;
     // One part per request: a range of them could pass the client's message bound.
-    let mut parts = Vec::with_capacity(count);
+    let mut parts = Vec::new();
     for p in 0..count {
         let key = part_key(etcd, index, p);
-        let value = etcd.call(|mut c| {
-            let key = key.clone();
-            async move {
-                Ok(c.get(key, None)
-                    .await?
-                    .kvs()
-                    .first()
-                    .map(|kv| kv.value().to_vec()))
-            }
-        })?;
+        let value = etcd.get(&key)?;
         match value.as_deref().and_then(<[u8]>::split_first) {
             Some((&PART_FORMAT, sealed)) => parts.push(etcd.sealer()?.open(&key, sealed)?),
             Some(_) => {

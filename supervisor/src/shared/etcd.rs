@@ -203,16 +203,22 @@ impl Etcd {
         })
     }
 
-    /// The value at `key`, opened with [`Self::sealer`]; `None` if there is none.
-    pub fn get_sealed(&self, key: &str) -> Result<Option<Vec<u8>>, EtcdError> {
-        let sealed = self.call(|mut c| {
+    /// The value at `key` as stored; `None` if there is none.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, EtcdError> {
+        self.call(|mut c| {
             let key = key.to_owned();
             async move {
                 let resp = c.get(key, None).await?;
                 Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
             }
-        })?;
-        sealed.map(|s| self.sealer()?.open(key, &s)).transpose()
+        })
+    }
+
+    /// The value at `key`, opened with [`Self::sealer`]; `None` if there is none.
+    pub fn get_sealed(&self, key: &str) -> Result<Option<Vec<u8>>, EtcdError> {
+        self.get(key)?
+            .map(|s| self.sealer()?.open(key, &s))
+            .transpose()
     }
 
     /// Every (key, value) under `dir`.

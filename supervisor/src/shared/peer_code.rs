@@ -210,6 +210,21 @@ pub struct PeerClient {
 impl PeerClient {
     /// `method` `url` with `body`, signed; the reply's body (at most a listing) on 2xx.
     pub async fn send(&self, method: &str, url: &str, body: Bytes) -> Result<Vec<u8>, String> {
+        self.exchange(method, url, body, MAX_REPLY_BYTES).await
+    }
+
+    /// GET `url`, signed; its body if 2xx and at most `limit` bytes.
+    pub async fn get(&self, url: &str, limit: usize) -> Result<Vec<u8>, String> {
+        self.exchange("GET", url, Bytes::new(), limit).await
+    }
+
+    async fn exchange(
+        &self,
+        method: &str,
+        url: &str,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<Vec<u8>, String> {
         let path = path_of(url);
         let auth = sign(&self.key, method, path, &body);
         let req = hyper::Request::builder()
@@ -221,26 +236,6 @@ impl PeerClient {
         let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("{method} {path}: {}", resp.status()));
-        }
-        let limited = http_body_util::Limited::new(resp.into_body(), MAX_REPLY_BYTES);
-        Ok(limited
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes()
-            .to_vec())
-    }
-
-    /// GET `url`, signed; its body if 2xx and at most `limit` bytes.
-    pub async fn get(&self, url: &str, limit: usize) -> Result<Vec<u8>, String> {
-        let path = path_of(url);
-        let req = hyper::Request::get(url)
-            .header(AUTH_HEADER, sign(&self.key, "GET", path, b""))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {path}: {}", resp.status()));
         }
         let limited = http_body_util::Limited::new(resp.into_body(), limit);
         Ok(limited

@@ -223,7 +223,18 @@ mod tests {
         }
         assert!(std::fs::symlink_metadata(&link).is_ok(), "symlink kept");
         drop(held);
-        assert_eq!(sweep_stale_run_dirs(tmp.path()).removed, vec![locked]);
+        // A child another test forks while the lock's descriptor is open shares it until
+        // it execs (the descriptor is close-on-exec), and with it the flock: give that
+        // moment time to pass.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let removed = loop {
+            let removed = sweep_stale_run_dirs(tmp.path()).removed;
+            if !removed.is_empty() || std::time::Instant::now() > deadline {
+                break removed;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(removed, vec![locked]);
     }
 
     fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong) -> bool {
