@@ -68,7 +68,8 @@ class EtcdMember:
         self.data_dir = Path(workdir) / f"{name}.etcd"
         self.log_path = Path(workdir) / f"{name}.log"
         if host:
-            (self.ns, self.addr), (self.client_port, self.peer_port) = host, (2379, 2380)
+            # Not etcd's default ports, even in a namespace of its own.
+            (self.ns, self.addr), (self.client_port, self.peer_port) = host, (12379, 12380)
         else:
             self.ns, self.addr = None, "127.0.0.1"
             self.client_port, self.peer_port = free_port(), free_port()
