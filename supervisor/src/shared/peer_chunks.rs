@@ -102,8 +102,19 @@ impl PeerCode {
     /// The sealed bytes of chunk `id` from the first other frontend that has it,
     /// checked against the id.
     pub fn fetch_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, PeerError> {
+        Ok(self.fetch_chunks(std::slice::from_ref(id))?.pop().flatten())
+    }
+
+    /// [`Self::fetch_chunk`] for each of `ids`, in order, reading the frontend list
+    /// from etcd once for all of them.
+    pub fn fetch_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Option<Vec<u8>>>, PeerError> {
+        let others = self.others()?;
+        Ok(ids.iter().map(|id| self.fetch_from(&others, id)).collect())
+    }
+
+    fn fetch_from(&self, others: &[super::members::Member], id: &ChunkId) -> Option<Vec<u8>> {
         let path = CHUNK_ROUTE.replace("{chunk_id}", &id.to_hex());
-        for m in self.others()? {
+        for m in others {
             let (peer, url) = (self.client(), format!("{}{path}", m.url));
             let got = self.etcd().run_for(PUSH_BASE, async move {
                 Ok(peer
@@ -113,12 +124,12 @@ impl PeerCode {
             });
             if let Ok(Some(bytes)) = got {
                 if ChunkId::of_sealed(&bytes) == *id {
-                    return Ok(Some(bytes));
+                    return Some(bytes);
                 }
                 tracing::warn!(peer = %m.id, "a frontend sent a chunk that is not the one asked for");
             }
         }
-        Ok(None)
+        None
     }
 }
 
@@ -168,14 +179,18 @@ impl worker::code::image::ChunkFetch for PeerChunkFetch {
         Box::pin(async move {
             let (peers, ids) = (self.0.clone(), ids.to_vec());
             tokio::task::spawn_blocking(move || {
+                let fetched = peers
+                    .fetch_chunks(&ids)
+                    .map_err(|e| worker::code::CodeError::Unreachable(e.to_string()))?;
                 ids.iter()
-                    .map(|id| match peers.fetch_chunk(id) {
-                        Ok(Some(bytes)) => Ok(bytes),
-                        Ok(None) => Err(worker::code::CodeError::Unreachable(format!(
-                            "no frontend holds image chunk {}",
-                            id.to_hex()
-                        ))),
-                        Err(e) => Err(worker::code::CodeError::Unreachable(e.to_string())),
+                    .zip(fetched)
+                    .map(|(id, got)| {
+                        got.ok_or_else(|| {
+                            worker::code::CodeError::Unreachable(format!(
+                                "no frontend holds image chunk {}",
+                                id.to_hex()
+                            ))
+                        })
                     })
                     .collect()
             })
