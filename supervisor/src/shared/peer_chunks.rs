@@ -65,38 +65,13 @@ impl PeerCode {
         };
         let deadline =
             PUSH_BASE + Duration::from_secs(((unique.len() * chunkstore::CHUNK_SIZE) >> 23) as u64);
-        let peer = self.client();
-        let store = store.clone();
-        let results = self.etcd().run_for(deadline, async move {
-            let pushes: Vec<_> = others
-                .into_iter()
-                .map(|m| {
-                    let (peer, store, ids) = (peer.clone(), store.clone(), unique.clone());
-                    tokio::spawn(async move {
-                        push_to(&peer, &m.url, &store, &ids)
-                            .await
-                            .map_err(|e| format!("{}: {e}", m.id))
-                    })
-                })
-                .collect();
-            let mut out = Vec::with_capacity(pushes.len());
-            for p in pushes {
-                out.push(p.await.unwrap_or_else(|e| Err(e.to_string())));
-            }
-            Ok(out)
-        })?;
-        let took = results.iter().filter(|r| r.is_ok()).count();
-        if took == 0 {
-            return Err(PeerError::NotReplicated {
-                object: format!("{} image chunks", ids.len()),
-                reasons: results
-                    .into_iter()
-                    .filter_map(Result::err)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            });
-        }
-        Ok(took)
+        let (peer, store) = (self.client(), store.clone());
+        let object = format!("{} image chunks", ids.len());
+        self.to_each(others, deadline, object, move |m| {
+            let (peer, store, ids, url) =
+                (peer.clone(), store.clone(), unique.clone(), m.url.clone());
+            async move { push_to(&peer, &url, &store, &ids).await.map(drop) }
+        })
     }
 
     /// The sealed bytes of chunk `id` from the first other frontend that has it,

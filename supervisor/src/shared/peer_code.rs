@@ -148,24 +148,37 @@ impl PeerCode {
         }
         let path = ROUTE.replace("{object_id}", object_id);
         let (peer, sealed) = (self.client(), Bytes::from(sealed));
-        let results = self.etcd.run_for(PEER_TIMEOUT, async move {
-            // One task per peer: a slow or dead frontend does not hold up the others.
-            let sends: Vec<_> = others
+        self.to_each(others, PEER_TIMEOUT, object_id.to_owned(), move |m| {
+            let (peer, url, body) = (peer.clone(), format!("{}{path}", m.url), sealed.clone());
+            async move { peer.send("PUT", &url, body).await.map(drop) }
+        })
+    }
+
+    /// Runs `each` for every member of `others`, one task per member so that a slow or
+    /// dead frontend does not hold up the others, all within `deadline`. Succeeds with
+    /// how many succeeded, unless none did (then `object` was not replicated).
+    pub(super) fn to_each<F, Fut>(
+        &self,
+        others: Vec<Member>,
+        deadline: Duration,
+        object: String,
+        each: F,
+    ) -> Result<usize, PeerError>
+    where
+        F: Fn(&Member) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let results = self.etcd.run_for(deadline, async move {
+            let tasks: Vec<_> = others
                 .into_iter()
                 .map(|m| {
-                    let (peer, url, body) =
-                        (peer.clone(), format!("{}{path}", m.url), sealed.clone());
-                    tokio::spawn(async move {
-                        peer.send("PUT", &url, body)
-                            .await
-                            .map(drop)
-                            .map_err(|e| format!("{}: {e}", m.id))
-                    })
+                    let work = each(&m);
+                    tokio::spawn(async move { work.await.map_err(|e| format!("{}: {e}", m.id)) })
                 })
                 .collect();
-            let mut out = Vec::with_capacity(sends.len());
-            for s in sends {
-                out.push(s.await.unwrap_or_else(|e| Err(e.to_string())));
+            let mut out = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                out.push(t.await.unwrap_or_else(|e| Err(e.to_string())));
             }
             Ok(out)
         })?;
@@ -176,10 +189,7 @@ impl PeerCode {
                 .filter_map(Result::err)
                 .collect::<Vec<_>>()
                 .join("; ");
-            return Err(PeerError::NotReplicated {
-                object: object_id.to_owned(),
-                reasons,
-            });
+            return Err(PeerError::NotReplicated { object, reasons });
         }
         Ok(took)
     }
