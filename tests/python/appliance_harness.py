@@ -43,11 +43,13 @@ def data_disk(path, files):
     return path
 
 
-def node_data_disk(path, ca, role, node_id):
-    """A data disk holding, under cluster/, what a cluster node of `role` ("worker" or
-    "frontend") reads: the CA certificate, its own certificate and key, and the CRL,
-    never the CA's key."""
-    files = [ca / n for n in ("ca.pem", f"{role}-{node_id}.pem", f"{role}-{node_id}.key")]
+def node_data_disk(path, ca, role, node_ids):
+    """A data disk holding, under cluster/, what cluster nodes of `role` ("worker" or
+    "frontend") read: the CA certificate, each node's own certificate and key (`node_ids`:
+    one id or a list, for several daemons in one appliance), and the CRL, never the CA's
+    key."""
+    ids = [node_ids] if isinstance(node_ids, str) else list(node_ids)
+    files = [ca / "ca.pem"] + [ca / f"{role}-{i}.{ext}" for i in ids for ext in ("pem", "key")]
     files += [ca / "crl.pem"] if (ca / "crl.pem").exists() else []
     return data_disk(path, {f"cluster/{f.name}": (f.read_bytes(), f.stat().st_mode & 0o777)
                             for f in files})

@@ -70,9 +70,10 @@ def rust_zip():
     return make_zip({"bootstrap": (FN_RUST.read_bytes(), 0o755)})
 
 
-def shell_zip():
+def shell_zip(extra=""):
+    """The shell function, with `extra` handlers appended."""
     boot = (FUNCTIONS / "shell" / "bootstrap").read_bytes()
-    fn = (FUNCTIONS / "shell" / "function.sh").read_text() + SHELL_EXTRA
+    fn = (FUNCTIONS / "shell" / "function.sh").read_text() + SHELL_EXTRA + extra
     return make_zip({"bootstrap": (boot, 0o755), "function.sh": fn.encode()})
 
 
