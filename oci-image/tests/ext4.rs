@@ -8,17 +8,40 @@ use std::process::Command;
 use common::*;
 use oci_image::{FlattenLimits, Flattener};
 
+/// Names a directory of `many/` holds: enough that two file systems list them in
+/// different orders, with upper case, `_` and digits, which sort differently by locale.
+fn many_names() -> Vec<String> {
+    (0..40)
+        .map(|i| match i % 4 {
+            0 => format!("f{i}"),
+            1 => format!("F{i}"),
+            2 => format!("_{i}"),
+            _ => format!("{i}x"),
+        })
+        .collect()
+}
+
 fn layer() -> Vec<u8> {
     // Directories implied by their entries (`deep/`, `deep/er/`) as well as listed
     // ones, a symbolic link, a hard link and an empty file.
-    Layer::new()
+    let mut layer = Layer::new()
         .dir("etc/")
         .file("etc/hostname", b"image\n")
         .file("deep/er/still/file.txt", b"x".repeat(70_000).as_slice())
         .symlink("etc/link", "hostname")
         .hard_link("etc/again", "etc/hostname")
-        .file("empty", b"")
-        .bytes()
+        .file("empty", b"");
+    for name in many_names() {
+        layer = layer.file(&format!("many/{name}"), name.as_bytes());
+    }
+    layer.bytes()
+}
+
+fn listing(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect()
 }
 
 fn image_of(dir: &std::path::Path, name: &str) -> Vec<u8> {
@@ -31,15 +54,7 @@ fn image_of(dir: &std::path::Path, name: &str) -> Vec<u8> {
     std::fs::read(&image).unwrap()
 }
 
-#[test]
-fn same_layers_same_image_bytes() {
-    common::registry::require_tool("mke2fs");
-    common::registry::require_tool("debugfs");
-    let dir = tempfile::tempdir().unwrap();
-    let first = image_of(dir.path(), "a");
-    // A second later: any time taken from the clock would show.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let second = image_of(dir.path(), "b");
+fn assert_same_blocks(first: &[u8], second: &[u8]) {
     assert_eq!(first.len(), second.len());
     let differing = first
         .chunks(4096)
@@ -49,10 +64,47 @@ fn same_layers_same_image_bytes() {
         .map(|(i, _)| i)
         .collect::<Vec<_>>();
     assert!(differing.is_empty(), "blocks differ: {differing:?}");
+}
+
+#[test]
+fn same_layers_same_image_bytes() {
+    common::registry::require_tool("mke2fs");
+    common::registry::require_tool("debugfs");
+    let dir = tempfile::tempdir().unwrap();
+    let first = image_of(dir.path(), "a");
+    // A second later: any time taken from the clock would show.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = image_of(dir.path(), "b");
+    assert_same_blocks(&first, &second);
     let listing = Command::new("debugfs")
         .args(["-R", "ls -l /deep/er/still"])
         .arg(dir.path().join("a.ext4"))
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&listing.stdout).contains("file.txt"));
+}
+
+/// Another host flattens on another file system, which lists directories in another
+/// order (ext4 by name hash, tmpfs newest first): the image is still the same.
+#[test]
+fn same_layers_on_another_file_system_same_image_bytes() {
+    common::registry::require_tool("mke2fs");
+    common::registry::require_tool("debugfs");
+    let shm = std::path::Path::new("/dev/shm");
+    assert!(shm.is_dir(), "this test needs a tmpfs at /dev/shm");
+    let on_disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let in_memory = tempfile::tempdir_in(shm).unwrap();
+    let first = image_of(on_disk.path(), "a");
+    let second = image_of(in_memory.path(), "a");
+    // The premise: the two trees list `many/` in different orders.
+    let (a, b) = (
+        listing(&on_disk.path().join("a/many")),
+        listing(&in_memory.path().join("a/many")),
+    );
+    assert_eq!(a.len(), many_names().len());
+    assert_ne!(
+        a, b,
+        "both file systems list the directory in the same order"
+    );
+    assert_same_blocks(&first, &second);
 }

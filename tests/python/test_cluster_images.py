@@ -5,6 +5,9 @@ checks each chunk against its id, keeps them sealed, and runs the image."""
 
 import json
 import os
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +38,8 @@ def cluster(tmp_path_factory):
         registry = Registry(root / "registry", addr=CLIENT_ADDR)
         layout = OciLayout(root / "layout")
         uris = {}
-        for tag, extra in (("v1", {}), ("v2", {"var/task/noise.bin": (os.urandom(2 << 20), 0o644)})):
+        for tag, extra in (("v1", {}), ("v2", {"var/task/noise.bin": (os.urandom(2 << 20), 0o644)}),
+                           ("v3", {"var/task/noise.bin": (os.urandom(6 << 20), 0o644)})):
             files = {"var/task/bootstrap": (FN_RUST.read_bytes(), 0o755), **extra}
             layout.image(tag, [files_layer(layout, files)], RUN)
             uris[tag] = registry.push(layout, tag, "rust")
@@ -90,3 +94,33 @@ def test_a_chunk_that_is_not_its_id_is_refused_by_the_worker(cluster):
     # The undamaged image still runs.
     _, body, _ = invoke(c, "img", b'{"again": 1}')
     assert json.loads(body)["payload"] == {"again": 1}
+
+
+def test_an_image_larger_than_the_workers_chunk_store_still_runs(cluster):
+    """The worker copies the chunks it lacks as it writes the image, so an image larger
+    than its `--chunk-cache-mib` runs even though its early chunks are evicted before
+    the write ends."""
+    fe, worker, uris = cluster
+    old = fe.cluster_status()["workers"][0]["incarnation"]
+    worker.stop()
+    worker.extra += ["--chunk-cache-mib", "1"]
+    worker.start()
+    deadline = time.monotonic() + 30
+    while True:
+        (w,) = fe.cluster_status()["workers"]
+        if w["up"] and w["incarnation"] != old:
+            break
+        assert time.monotonic() < deadline, w
+        time.sleep(0.2)
+    c = fe.client()
+    create(c, "img-big", uris["v3"])
+    r, body, _ = invoke(c, "img-big", b'{"big": true}')
+    assert "FunctionError" not in r, body
+    assert json.loads(body)["payload"] == {"big": True}
+    # The image's 6 MiB of noise alone is a dozen chunks; the store kept about two.
+    # The worker's default run dir (nsenter execs it: the same pid).
+    run_dir = Path(tempfile.gettempdir()) / f"lambda-supervisor-{worker.proc.pid}"
+    assert run_dir.is_dir(), run_dir
+    kept = [p for p in (run_dir / "chunk-copies").rglob("*")
+            if p.is_file() and not p.name.startswith(".")]
+    assert 0 < sum(p.stat().st_size for p in kept) <= (1 << 20) + (600 << 10), kept

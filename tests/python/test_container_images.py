@@ -107,6 +107,14 @@ def test_python_image_runs_its_entrypoint_with_awslambdaric(client, images, regi
     assert g["Code"]["RepositoryType"] == "ECR"
     assert g["Code"]["ImageUri"] == images["py:v1"]
     assert g["Code"]["ResolvedImageUri"].startswith(f"{registry.host}/py@sha256:")
+    # CodeSha256 is the image's manifest digest, as Lambda reports it, and is what
+    # PublishVersion's CodeSha256 precondition compares.
+    digest = g["Code"]["ResolvedImageUri"].rsplit("@sha256:", 1)[1]
+    assert c["CodeSha256"] == g["Configuration"]["CodeSha256"] == digest
+    with pytest.raises(ClientError) as e:
+        client.publish_version(FunctionName="py-image", CodeSha256="0" * 64)
+    assert e.value.response["Error"]["Code"] == "InvalidParameterValueException"
+    assert client.publish_version(FunctionName="py-image", CodeSha256=digest)["CodeSha256"] == digest
     r, body, logs = invoke(client, "py-image", b'{"n": 1}', LogType="Tail")
     assert "FunctionError" not in r, (body, logs)
     out = json.loads(body)

@@ -187,7 +187,7 @@ impl FunctionConfiguration {
             timeout: r.timeout,
             memory_size: r.memory_size,
             last_modified: r.last_modified.clone(),
-            code_sha256: r.code_sha256.clone(),
+            code_sha256: r.reported_code_sha256().to_owned(),
             version: r.version.clone(),
             environment: (!r.environment.is_empty()).then(|| Environment {
                 variables: Some(r.environment.clone()),

@@ -446,10 +446,10 @@ pub fn publish_version(
         .get(&f.name, LATEST)?
         .ok_or_else(|| not_found(sup, &f.name, None))?;
     check_revision(&cur, req.revision_id.as_deref())?;
-    if let Some(sha) = req.code_sha256.as_deref().filter(|s| *s != cur.code_sha256) {
+    let current = cur.reported_code_sha256();
+    if let Some(sha) = req.code_sha256.as_deref().filter(|s| *s != current) {
         return Err(ApiError::invalid(format!(
-            "CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST ({}). Please try again",
-            cur.code_sha256
+            "CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST ({current}). Please try again"
         )));
     }
     let v = publish_locked(sup, &cur, req.description)?;

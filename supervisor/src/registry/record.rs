@@ -67,6 +67,16 @@ pub struct LayerRef {
 }
 
 impl FunctionRecord {
+    /// `CodeSha256` as Lambda reports it: for a container image, the image manifest's
+    /// digest (hex, as in `ResolvedImageUri`); for a .zip, the package's SHA-256.
+    /// `code_sha256` itself stays the stored package's digest, which names its object.
+    pub fn reported_code_sha256(&self) -> &str {
+        self.image
+            .as_ref()
+            .and_then(|i| i.resolved_uri.rsplit_once("@sha256:"))
+            .map_or(&self.code_sha256, |(_, hex)| hex)
+    }
+
     /// Whether publishing `self` ($LATEST) would duplicate `published`:
     /// Lambda returns the existing version instead of minting a new one.
     pub fn same_content_as(&self, published: &FunctionRecord) -> bool {

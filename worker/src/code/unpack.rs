@@ -7,7 +7,7 @@
 //! directory is removed when the sandbox is ([`WithCode`]).
 
 use super::image::mount::MountedImage;
-use super::image::ImagePackage;
+use super::image::{CopyingSource, ImagePackage, RemoteChunks};
 use super::package::zipcheck::DataCheck;
 use super::package::{self, ZipLimits};
 use super::template::{link_tree, Template, Templates};
@@ -92,6 +92,7 @@ impl Unpacker {
         &self,
         digest_hex: &str,
         chunks: Arc<chunkstore::ChunkStore>,
+        remote: Option<RemoteChunks>,
         fetch: impl Future<Output = Result<Vec<u8>, CodeError>>,
     ) -> Result<CodeDir, CodeError> {
         let slot = self.images.slot(digest_hex);
@@ -103,8 +104,14 @@ impl Unpacker {
         self.prepare_root()?;
         let n = NEXT_TEMPLATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.root.join(format!("img-{digest_hex}-{n}"));
+        let source = CopyingSource::new(
+            chunks,
+            remote,
+            tokio::runtime::Handle::current(),
+            package.manifest.stored_ids(),
+        );
         let image =
-            tokio::task::spawn_blocking(move || MountedImage::create(&dir, chunks, package))
+            tokio::task::spawn_blocking(move || MountedImage::create(&dir, source, package))
                 .await
                 .map_err(|e| CodeError::Unreachable(format!("image task: {e}")))??;
         let image = Arc::new(image);

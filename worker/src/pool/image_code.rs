@@ -1,10 +1,11 @@
 //! The code of a container-image function for one more sandbox: the image package
-//! fetched like any package, the chunks a worker host lacks copied from the frontend,
-//! and the image mounted (or the mount its other sandboxes use); or, for a microVM,
-//! the package alone, whose chunks the sandbox's monitor reads lazily.
+//! fetched like any package, and the image written and mounted (or the mount its other
+//! sandboxes use), a worker host copying the chunks it lacks from the frontend as it
+//! writes; or, for a microVM, the package alone, whose chunks the sandbox's monitor
+//! reads lazily.
 
 use super::CodeSupply;
-use crate::code::image::{copy_missing, ImagePackage, LazyImage, RemoteChunks};
+use crate::code::image::{ImagePackage, LazyImage, RemoteChunks};
 use crate::code::unpack::CodeDir;
 use crate::code::{digest_hex, CodeError, CodeRef};
 use crate::spec::{FunctionVersionSpec, ImageSpec};
@@ -16,6 +17,15 @@ impl CodeSupply {
         })
     }
 
+    /// Where this host copies the chunks of `code` it lacks from (a worker host's
+    /// frontend); `None` where the store holds every chunk.
+    fn remote_chunks(&self, code: &CodeRef) -> Option<RemoteChunks> {
+        self.chunk_fetch.clone().map(|fetch| RemoteChunks {
+            fetch,
+            source: code.source.clone(),
+        })
+    }
+
     pub(super) async fn mount_image(
         &self,
         spec: &FunctionVersionSpec,
@@ -24,17 +34,9 @@ impl CodeSupply {
     ) -> Result<(FunctionVersionSpec, CodeDir), CodeError> {
         let chunks = self.chunk_store()?;
         let digest = digest_hex(&code.sha256)?;
-        let local = chunks.clone();
-        let fetch = async move {
-            let package = self.fetch(code).await?;
-            if let Some(remote) = &self.chunk_fetch {
-                copy_missing(remote.as_ref(), &code.source, &local, &package).await?;
-            }
-            Ok(package)
-        };
         let dir = self
             .unpacker
-            .image_for_sandbox(&digest, chunks, fetch)
+            .image_for_sandbox(&digest, chunks, self.remote_chunks(code), self.fetch(code))
             .await?;
         let mut mounted = spec.clone();
         mounted.image = Some(image.mounted_at(&dir));
@@ -51,11 +53,7 @@ impl CodeSupply {
     ) -> Result<FunctionVersionSpec, CodeError> {
         let chunks = self.chunk_store()?;
         let package = ImagePackage::decode(&self.fetch(code).await?)?;
-        let remote = self.chunk_fetch.clone().map(|fetch| RemoteChunks {
-            fetch,
-            source: code.source.clone(),
-        });
-        let lazy = std::sync::Arc::new(LazyImage::new(package, chunks, remote));
+        let lazy = std::sync::Arc::new(LazyImage::new(package, chunks, self.remote_chunks(code)));
         let mut ready = spec.clone();
         ready.image = Some(image.served_from(lazy));
         Ok(ready)

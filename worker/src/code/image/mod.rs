@@ -1,16 +1,17 @@
 //! Container-image functions on the worker. The frontend hands out an image as one
 //! [`ImagePackage`] (its chunk manifest and what the image says to run), fetched and
-//! digest-checked like a .zip package; a worker host first copies the chunks it lacks
-//! ([`copy_missing`]); the worker mounts the image read-only ([`mount::MountedImage`])
-//! as the root of the image's process sandboxes, or serves its chunks to a microVM's
-//! monitor, which reads the image lazily ([`lazy::LazyImage`]).
+//! digest-checked like a .zip package; the worker writes the image from its chunks,
+//! a worker host copying those it lacks as it goes ([`CopyingSource`]), and mounts it
+//! read-only ([`mount::MountedImage`]) as the root of the image's process sandboxes, or
+//! serves its chunks to a microVM's monitor, which reads the image lazily
+//! ([`lazy::LazyImage`]).
 
 mod copy;
 pub mod lazy;
 pub mod loopdev;
 pub mod mount;
 
-pub use copy::{copy_missing, ChunkFetch};
+pub use copy::{ChunkFetch, CopyingSource};
 pub use lazy::{LazyImage, RemoteChunks};
 
 use chunkstore::{ImageManifest, ManifestError, ReadError};

@@ -6,12 +6,11 @@
 
 use super::loopdev;
 use super::{ImageError, ImagePackage};
-use chunkstore::{ChunkRef, ChunkStore, ImageReader};
+use chunkstore::{ChunkRef, ChunkSource, ImageReader};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Decrypted chunks kept while writing: the image is read once, in order.
 const WRITE_CACHE_CHUNKS: usize = 2;
@@ -23,11 +22,12 @@ pub struct MountedImage {
 }
 
 impl MountedImage {
-    /// Writes `package`'s image under `dir` (a new directory) and mounts it at
-    /// `dir/root`. Blocking. Nothing is left at `dir` on failure.
+    /// Writes `package`'s image from the chunks `source` gives under `dir` (a new
+    /// directory) and mounts it at `dir/root`. Blocking. Nothing is left at `dir` on
+    /// failure.
     pub fn create(
         dir: &Path,
-        store: Arc<ChunkStore>,
+        source: impl ChunkSource,
         package: ImagePackage,
     ) -> Result<Self, ImageError> {
         std::fs::DirBuilder::new()
@@ -41,18 +41,18 @@ impl MountedImage {
             package,
         };
         // On error `mounted` drops, unmounting (if it got that far) and removing `dir`.
-        mounted.materialise(store)?;
+        mounted.materialise(source)?;
         Ok(mounted)
     }
 
-    fn materialise(&self, store: Arc<ChunkStore>) -> Result<(), ImageError> {
+    fn materialise(&self, source: impl ChunkSource) -> Result<(), ImageError> {
         let file_path = self.dir.join("image.ext4");
         let file = std::fs::File::create_new(&file_path)
             .map_err(ImageError::io(format!("file {}", file_path.display())))?;
         let manifest = self.package.manifest.clone();
         file.set_len(manifest.size())
             .map_err(ImageError::io("file size"))?;
-        let mut reader = ImageReader::new(store, manifest.clone(), WRITE_CACHE_CHUNKS);
+        let mut reader = ImageReader::new(source, manifest.clone(), WRITE_CACHE_CHUNKS);
         let mut buf = vec![0u8; chunkstore::CHUNK_SIZE];
         let mut offset = 0u64;
         for chunk in manifest.chunks() {
