@@ -24,6 +24,15 @@ pub enum ReadError {
     },
     #[error(transparent)]
     Fetch(#[from] crate::wire::FetchError),
+    /// A source that copies chunks from elsewhere (a worker host's, from its frontend)
+    /// could not get them.
+    #[error("copying image chunks from {from}: {error}")]
+    Copy {
+        from: String,
+        transient: bool,
+        #[source]
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("chunk {index} of the image opened to {got} bytes, its manifest says {want}")]
     Length {
         index: usize,
@@ -37,6 +46,7 @@ impl ReadError {
         match self {
             Self::Store(e) => e.is_transient(),
             Self::Fetch(e) => e.is_transient(),
+            Self::Copy { transient, .. } => *transient,
             Self::Open { .. } | Self::Length { .. } => false,
         }
     }

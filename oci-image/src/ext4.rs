@@ -45,7 +45,10 @@ pub struct TreeSize {
     pub entries: u64,
 }
 
-/// Walks `root` without following symbolic links.
+/// Walks `root` without following symbolic links. A directory counts by its entries as
+/// ext4 stores them, never by the size the host's file system reports for it (tmpfs,
+/// ext4 and xfs each report another), so the image's size, and with it its layout,
+/// is the same on every host.
 pub fn tree_size(root: &Path) -> Result<TreeSize, Ext4Error> {
     let mut size = TreeSize::default();
     let mut pending = vec![root.to_path_buf()];
@@ -54,15 +57,20 @@ pub fn tree_size(root: &Path) -> Result<TreeSize, Ext4Error> {
             path: dir.clone(),
             source,
         };
+        // `.` and `..`, then one record per entry: 8 bytes and the name, 4-aligned.
+        let mut dir_bytes = 24u64;
         for entry in std::fs::read_dir(&dir).map_err(err)? {
             let entry = entry.map_err(err)?;
             let meta = entry.path().symlink_metadata().map_err(err)?;
             size.entries += 1;
-            size.blocks += meta.size().div_ceil(BLOCK);
+            dir_bytes += (8 + entry.file_name().len() as u64).next_multiple_of(4);
             if meta.is_dir() {
                 pending.push(entry.path());
+            } else {
+                size.blocks += meta.size().div_ceil(BLOCK);
             }
         }
+        size.blocks += dir_bytes.div_ceil(BLOCK);
     }
     Ok(size)
 }

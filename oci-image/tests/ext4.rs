@@ -9,9 +9,10 @@ use common::*;
 use oci_image::{FlattenLimits, Flattener};
 
 /// Names a directory of `many/` holds: enough that two file systems list them in
-/// different orders, with upper case, `_` and digits, which sort differently by locale.
+/// different orders and report different directory sizes (ext4 in whole blocks, tmpfs
+/// by entry), with upper case, `_` and digits, which sort differently by locale.
 fn many_names() -> Vec<String> {
-    (0..40)
+    (0..400)
         .map(|i| match i % 4 {
             0 => format!("f{i}"),
             1 => format!("F{i}"),
@@ -96,7 +97,8 @@ fn same_layers_on_another_file_system_same_image_bytes() {
     let in_memory = tempfile::tempdir_in(shm).unwrap();
     let first = image_of(on_disk.path(), "a");
     let second = image_of(in_memory.path(), "a");
-    // The premise: the two trees list `many/` in different orders.
+    // The premises: the two trees list `many/` in different orders, and report
+    // different sizes for it.
     let (a, b) = (
         listing(&on_disk.path().join("a/many")),
         listing(&in_memory.path().join("a/many")),
@@ -105,6 +107,12 @@ fn same_layers_on_another_file_system_same_image_bytes() {
     assert_ne!(
         a, b,
         "both file systems list the directory in the same order"
+    );
+    let dir_size = |d: &tempfile::TempDir| d.path().join("a/many").metadata().unwrap().len();
+    assert_ne!(
+        dir_size(&on_disk),
+        dir_size(&in_memory),
+        "same directory sizes"
     );
     assert_same_blocks(&first, &second);
 }

@@ -1,7 +1,9 @@
 //! A worker host writes an image from chunks it copies from the frontend as it goes:
 //! an image larger than the host's bounded chunk store still reads back whole, in a
-//! few batched fetches, and a fetched chunk that is not its id fails the read.
+//! few batched fetches (also when the image holds a chunk several times), and a fetched
+//! chunk that is not its id fails the read.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -13,12 +15,24 @@ use worker::sandbox::BoxFuture;
 
 const CHUNKS: usize = 20;
 
-/// The frontend: its own store, counting requests; `corrupt` flips a byte of every
-/// chunk it sends.
+/// The frontend: its own store, counting requests and chunks sent; `corrupt` flips a
+/// byte of every chunk it sends.
 struct Frontend {
     store: Arc<ChunkStore>,
     requests: AtomicUsize,
+    sent: AtomicUsize,
     corrupt: bool,
+}
+
+impl Frontend {
+    fn new(store: Arc<ChunkStore>, corrupt: bool) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            requests: AtomicUsize::new(0),
+            sent: AtomicUsize::new(0),
+            corrupt,
+        })
+    }
 }
 
 impl ChunkFetch for Frontend {
@@ -28,6 +42,7 @@ impl ChunkFetch for Frontend {
         ids: &'a [ChunkId],
     ) -> BoxFuture<'a, Result<Vec<Vec<u8>>, CodeError>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.sent.fetch_add(ids.len(), Ordering::Relaxed);
         Box::pin(async move {
             ids.iter()
                 .map(|id| {
@@ -45,11 +60,12 @@ impl ChunkFetch for Frontend {
     }
 }
 
-fn image(dir: &std::path::Path) -> (Arc<ChunkStore>, ImageManifest, Vec<u8>) {
+/// An image of [`CHUNKS`] chunks, none of them zeros, of which `distinct` differ: chunk
+/// k is the same as chunk k + `distinct`.
+fn image(dir: &std::path::Path, distinct: usize) -> (Arc<ChunkStore>, ImageManifest, Vec<u8>) {
     let store = Arc::new(ChunkStore::open(dir.join("frontend")).unwrap());
-    // Distinct chunks (no zeros, no repeats): each is stored and fetched.
     let bytes: Vec<u8> = (0..CHUNKS * CHUNK_SIZE)
-        .map(|i| (i / CHUNK_SIZE * 7 + i % 251) as u8 | 1)
+        .map(|i| ((i / CHUNK_SIZE) % distinct * 7 + i % CHUNK_SIZE % 251) as u8 | 1)
         .collect();
     let (manifest, _) = write_image(
         &store,
@@ -78,20 +94,17 @@ fn source(
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_image_larger_than_the_hosts_store_is_copied_and_read_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, manifest, want) = image(dir.path());
-    let frontend = Arc::new(Frontend {
-        store,
-        requests: AtomicUsize::new(0),
-        corrupt: false,
-    });
-    // Room for two chunks of the image's twenty.
-    let local = Arc::new(
-        ChunkStore::open_bounded(dir.path().join("host"), 2 * CHUNK_SIZE as u64 + 4096).unwrap(),
-    );
-    let source = source(&local, &frontend, &manifest);
+/// Reads the whole image through a copying source over a host store with room for two
+/// of its chunks, as the worker writes an image for a mount; returns the host's store.
+async fn read_whole(
+    dir: &std::path::Path,
+    frontend: &Arc<Frontend>,
+    manifest: ImageManifest,
+    want: Vec<u8>,
+) -> Arc<ChunkStore> {
+    let room = 2 * CHUNK_SIZE as u64 + 4096;
+    let local = Arc::new(ChunkStore::open_bounded(dir.join("host"), room).unwrap());
+    let source = source(&local, frontend, &manifest);
     let (got, loaded) = tokio::task::spawn_blocking(move || {
         let mut reader = ImageReader::new(source, manifest, 2);
         let mut got = vec![0u8; CHUNKS * CHUNK_SIZE];
@@ -102,24 +115,41 @@ async fn an_image_larger_than_the_hosts_store_is_copied_and_read_whole() {
     .unwrap();
     assert!(got == want, "the image read back differs");
     assert_eq!(loaded, CHUNKS as u64);
-    // Batches of up to 16: two requests, not twenty.
+    local
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_larger_than_the_hosts_store_is_copied_and_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, manifest, want) = image(dir.path(), CHUNKS);
+    let frontend = Frontend::new(store, false);
+    let local = read_whole(dir.path(), &frontend, manifest, want).await;
+    // Batches of up to 16: two requests, not twenty, and each chunk sent once.
     assert_eq!(frontend.requests.load(Ordering::Relaxed), 2);
-    assert!(
-        local.evicted() >= (CHUNKS - 3) as u64,
-        "evicted {}",
-        local.evicted()
-    );
+    assert_eq!(frontend.sent.load(Ordering::Relaxed), CHUNKS);
+    let evicted = local.evicted();
+    assert!(evicted >= (CHUNKS - 3) as u64, "evicted {evicted}");
+}
+
+/// Five chunks, each four times over, farther apart than the store and the reader's
+/// cache reach: every read copies at most its own chunk again, and nothing already read
+/// is fetched ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_holding_a_chunk_several_times_is_read_whole_past_evictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, manifest, want) = image(dir.path(), 5);
+    assert_eq!(manifest.stored_ids().collect::<HashSet<_>>().len(), 5);
+    let frontend = Frontend::new(store, false);
+    read_whole(dir.path(), &frontend, manifest, want).await;
+    let sent = frontend.sent.load(Ordering::Relaxed);
+    assert!((5..=CHUNKS).contains(&sent), "sent {sent}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copied_chunk_that_is_not_its_id_fails_the_read() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, manifest, _) = image(dir.path());
-    let frontend = Arc::new(Frontend {
-        store,
-        requests: AtomicUsize::new(0),
-        corrupt: true,
-    });
+    let (store, manifest, _) = image(dir.path(), CHUNKS);
+    let frontend = Frontend::new(store, true);
     let local = Arc::new(ChunkStore::open(dir.path().join("host")).unwrap());
     let source = source(&local, &frontend, &manifest);
     let err = tokio::task::spawn_blocking(move || {

@@ -7,9 +7,8 @@
 use super::RemoteChunks;
 use crate::code::CodeError;
 use crate::sandbox::BoxFuture;
-use chunkstore::wire::FetchError;
 use chunkstore::{ChunkId, ChunkSource, ChunkStore, ReadError, StoreError};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Chunks fetched per request batch (each up to 512 KiB), and so the most held in
@@ -28,103 +27,105 @@ pub trait ChunkFetch: Send + Sync {
 }
 
 /// One image's chunks for a reader on a blocking thread (it waits for fetches on
-/// `runtime`).
+/// `runtime`). At most [`BATCH`] fetched chunks are held in memory.
 pub struct CopyingSource {
     local: Arc<ChunkStore>,
     remote: Option<RemoteChunks>,
     runtime: tokio::runtime::Handle,
-    /// The image's distinct stored chunks in the order it is read, and each one's place.
-    order: Vec<ChunkId>,
-    place: HashMap<ChunkId, usize>,
-    /// Fetched and kept, not yet read.
-    fetched: HashMap<ChunkId, Vec<u8>>,
-    copied: usize,
+    /// The image's stored chunks in the order they are read (a chunk the image holds
+    /// twice is here twice), and the place of the next read.
+    reads: Vec<ChunkId>,
+    next: usize,
+    /// Fetched and kept, not yet read: each with the place of the read it is for.
+    fetched: HashMap<ChunkId, (usize, Vec<u8>)>,
 }
 
 impl CopyingSource {
-    /// `ids`: the image's stored chunks in the order the reader will ask for them.
+    /// `reads`: the image's stored chunks in the order the reader will ask for them.
     pub fn new(
         local: Arc<ChunkStore>,
         remote: Option<RemoteChunks>,
         runtime: tokio::runtime::Handle,
-        ids: impl Iterator<Item = ChunkId>,
+        reads: impl Iterator<Item = ChunkId>,
     ) -> Self {
-        let mut seen = HashSet::new();
-        let order: Vec<ChunkId> = ids.filter(|id| seen.insert(*id)).collect();
-        let place = order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         Self {
             local,
             remote,
             runtime,
-            order,
-            place,
+            reads: reads.collect(),
+            next: 0,
             fetched: HashMap::new(),
-            copied: 0,
         }
     }
 
-    /// How many chunks were copied from the frontend.
-    pub fn copied(&self) -> usize {
-        self.copied
+    /// Moves past the read of `id` (the reader skips chunks its cache still holds) and
+    /// drops fetched copies whose reads were skipped.
+    fn advance_to(&mut self, id: &ChunkId) {
+        if let Some(i) = self.reads[self.next..].iter().position(|c| c == id) {
+            let at = self.next + i;
+            self.next = at + 1;
+            self.fetched.retain(|_, (place, _)| *place >= at);
+        }
     }
 
-    /// Fetches `id` and the missing chunks after it (up to a batch), keeps each in the
-    /// local store (which checks it against its id) and in memory.
-    fn fetch_from(&mut self, id: &ChunkId) -> Result<(), ReadError> {
-        let Some(remote) = &self.remote else {
-            return Err(ReadError::Store(StoreError::Missing(*id)));
-        };
-        let after = self.place.get(id).map_or(self.order.len(), |p| p + 1);
-        let batch: Vec<ChunkId> = std::iter::once(*id)
-            .chain(
-                self.order[after..]
-                    .iter()
-                    .filter(|c| !self.fetched.contains_key(*c) && !self.local.contains(c))
-                    .copied(),
-            )
-            .take(BATCH)
-            .collect();
-        let refused = |message: String, transient: bool| {
-            ReadError::Fetch(FetchError::Refused {
-                id: *id,
-                message,
-                transient,
-            })
+    /// Fetches `id` and the next chunks to be read that are neither here nor in memory
+    /// (up to a batch), keeps each in the local store, which checks it against its id,
+    /// and returns `id`'s bytes.
+    fn fetch_from(&mut self, remote: &RemoteChunks, id: &ChunkId) -> Result<Vec<u8>, ReadError> {
+        let room = BATCH.saturating_sub(self.fetched.len()).max(1);
+        // `id` first, then the reads ahead, each with its place.
+        let mut batch = vec![*id];
+        let mut places = vec![];
+        for (place, c) in self.reads.iter().enumerate().skip(self.next) {
+            if batch.len() >= room {
+                break;
+            }
+            if !batch.contains(c) && !self.fetched.contains_key(c) && !self.local.contains(c) {
+                batch.push(*c);
+                places.push(place);
+            }
+        }
+        let copy_error = |transient, error: CodeError| ReadError::Copy {
+            from: remote.source.clone(),
+            transient,
+            error: Box::new(error),
         };
         let sealed = self
             .runtime
             .block_on(remote.fetch.fetch_chunks(&remote.source, &batch))
-            .map_err(|e| refused(e.to_string(), e.is_transient()))?;
+            .map_err(|e| copy_error(e.is_transient(), e))?;
         if sealed.len() != batch.len() {
-            let message = format!(
-                "{} sent {} chunks for {}",
-                remote.source,
-                sealed.len(),
-                batch.len()
-            );
-            return Err(refused(message, true));
+            let why = format!("sent {} chunks for {}", sealed.len(), batch.len());
+            return Err(copy_error(false, CodeError::Unreachable(why)));
         }
-        for (id, bytes) in batch.into_iter().zip(sealed) {
-            self.local.put_copy(&id, &bytes)?;
-            self.copied += 1;
-            self.fetched.insert(id, bytes);
+        for (c, bytes) in batch.iter().zip(&sealed) {
+            self.local.put_copy(c, bytes)?;
         }
-        Ok(())
+        let mut replies = sealed.into_iter();
+        // The reply has as many chunks as the batch, which starts with `id`.
+        let wanted = replies
+            .next()
+            .ok_or(ReadError::Store(StoreError::Missing(*id)))?;
+        for ((c, place), bytes) in batch[1..].iter().zip(places).zip(replies) {
+            self.fetched.insert(*c, (place, bytes));
+        }
+        Ok(wanted)
     }
 }
 
 impl ChunkSource for CopyingSource {
     fn sealed(&mut self, id: &ChunkId) -> Result<Vec<u8>, ReadError> {
-        if let Some(bytes) = self.fetched.remove(id) {
+        self.advance_to(id);
+        if let Some((_, bytes)) = self.fetched.remove(id) {
             return Ok(bytes);
         }
         match self.local.get(id) {
-            Err(StoreError::Missing(_)) if self.remote.is_some() => self.fetch_from(id)?,
+            Err(StoreError::Missing(_)) => {}
             res => return Ok(res?),
         }
-        // `fetch_from` fetched `id` first, or failed.
-        self.fetched
-            .remove(id)
-            .ok_or(ReadError::Store(StoreError::Missing(*id)))
+        match self.remote.clone() {
+            Some(remote) => self.fetch_from(&remote, id),
+            None => Err(ReadError::Store(StoreError::Missing(*id))),
+        }
     }
 }

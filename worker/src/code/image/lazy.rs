@@ -15,6 +15,7 @@ use tokio::net::UnixStream;
 use super::{ChunkFetch, ImagePackage};
 
 /// Where this host's missing chunks come from: the frontend at `source`.
+#[derive(Clone)]
 pub struct RemoteChunks {
     pub fetch: Arc<dyn ChunkFetch>,
     pub source: String,

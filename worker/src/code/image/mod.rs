@@ -95,9 +95,6 @@ pub enum ImageError {
     /// A chunk missing, unreadable, or failing authentication: never wrong bytes.
     #[error("image chunk: {0}")]
     Read(#[from] ReadError),
-    /// A chunk copied from the frontend could not be kept (or was not that chunk).
-    #[error("copying image chunks: {0}")]
-    Copy(chunkstore::StoreError),
     #[error("image {what}: {source}")]
     Io {
         what: String,
@@ -109,7 +106,6 @@ impl ImageError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Read(e) => e.is_transient(),
-            Self::Copy(e) => e.is_transient(),
             Self::Io { .. } => true,
             Self::Package(_) | Self::Run(_) | Self::Manifest(_) => false,
         }
