@@ -27,7 +27,15 @@ struct Cached {
 pub struct Specs {
     /// Keyed by (function, qualifier as requested or `$LATEST`).
     cache: Mutex<HashMap<(String, String), Cached>>,
-    reserved: RwLock<HashMap<String, u32>>,
+    reserved: RwLock<Reserved>,
+}
+
+/// Each function's reservation, and their sum (read by every unreserved invoke of a
+/// frontend with `--etcd`, so kept rather than summed each time).
+#[derive(Default)]
+struct Reserved {
+    by_function: HashMap<String, u32>,
+    total: u64,
 }
 
 /// What [`Specs::resolve`] found.
@@ -46,15 +54,20 @@ fn not_found(sup: &Supervisor, f: &FunctionRef) -> ApiError {
 
 impl Specs {
     pub fn load_reserved(&self, all: HashMap<String, u32>) {
-        *self.reserved.write().unwrap_or_else(|p| p.into_inner()) = all;
+        let total = all.values().map(|v| u64::from(*v)).sum();
+        *self.reserved.write().unwrap_or_else(|p| p.into_inner()) = Reserved {
+            by_function: all,
+            total,
+        };
     }
 
     pub fn set_reserved(&self, function: &str, value: Option<u32>) {
         let mut r = self.reserved.write().unwrap_or_else(|p| p.into_inner());
-        match value {
-            Some(v) => r.insert(function.to_owned(), v),
-            None => r.remove(function),
+        let old = match value {
+            Some(v) => r.by_function.insert(function.to_owned(), v),
+            None => r.by_function.remove(function),
         };
+        r.total = r.total.saturating_sub(old.map_or(0, u64::from)) + value.map_or(0, u64::from);
     }
 
     /// All functions' reservations together.
@@ -62,15 +75,14 @@ impl Specs {
         self.reserved
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|v| u64::from(*v))
-            .sum()
+            .total
     }
 
     pub fn reserved(&self, function: &str) -> Option<u32> {
         self.reserved
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .by_function
             .get(function)
             .copied()
     }
@@ -190,5 +202,26 @@ impl Specs {
             },
         );
         Ok(Resolved { spec, revised })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Specs;
+
+    #[test]
+    fn the_reserved_total_follows_loads_sets_replacements_and_removals() {
+        let specs = Specs::default();
+        assert_eq!(specs.reserved_total(), 0);
+        specs.load_reserved([("a".to_owned(), 5), ("b".to_owned(), 7)].into());
+        assert_eq!(specs.reserved_total(), 12);
+        specs.set_reserved("c", Some(3));
+        specs.set_reserved("a", Some(1));
+        assert_eq!((specs.reserved_total(), specs.reserved("a")), (11, Some(1)));
+        specs.set_reserved("b", None);
+        specs.set_reserved("missing", None);
+        assert_eq!((specs.reserved_total(), specs.reserved("b")), (4, None));
+        specs.load_reserved([("z".to_owned(), 2)].into());
+        assert_eq!(specs.reserved_total(), 2);
     }
 }
