@@ -1,11 +1,18 @@
 //! `supervisor migrate --to-etcd`: moves a single host's registry into a cluster's
-//! shared registry.
+//! shared registry, and the Events still queued on it into the shared Event queue.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::invoke::events::store::{EventBackend, EventStore, EventStoreError};
 use crate::registry::Registry;
 use crate::shared::etcd::{Etcd, EtcdSettings};
+use crate::shared::events::SharedEvents;
+
+/// The single host's Event queue, in its data dir.
+const EVENTS_FILE: &str = "events.sqlite3";
+/// Events read from it at a time.
+const EVENT_BATCH: usize = 256;
 
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
@@ -45,14 +52,41 @@ pub fn run(args: MigrateArgs) -> Result<(), String> {
         Etcd::connect(&settings, Some(crate::shared::sealer(&master)))
             .map_err(|e| e.to_string())?,
     );
-    let (rows, entries) =
-        Registry::migrate_to_shared(&source, etcd).map_err(|e| format!("migrating: {e}"))?;
+    let (rows, entries) = Registry::migrate_to_shared(&source, etcd.clone())
+        .map_err(|e| format!("migrating: {e}"))?;
+    let events = move_events(&args.data_dir.join(EVENTS_FILE), etcd)
+        .map_err(|e| format!("moving queued Events: {e}"))?;
     eprintln!(
-        "supervisor: moved {rows} registry rows into {entries} entries under {}. Start the \
-         frontends with --etcd, the master key of {} and the same credentials; the first one \
-         on this data dir serves its code objects to the others.",
+        "supervisor: moved {rows} registry rows into {entries} entries and {events} queued \
+         Events under {}. Start the frontends with --etcd, the master key of {} and the same \
+         credentials; the first one on this data dir serves its code objects to the others.",
         settings.prefix,
         args.data_dir.display()
     );
     Ok(())
+}
+
+/// Moves every Event queued in the single host's file into the shared queue, keeping its
+/// id (the request id), attempts and schedule. Each leaves the file only once etcd holds
+/// it, so none is lost: one moved twice (a failure between the two steps) is the same
+/// keys written again. Returns how many moved.
+fn move_events(file: &std::path::Path, etcd: Arc<Etcd>) -> Result<u64, EventStoreError> {
+    if !file.is_file() {
+        return Ok(0);
+    }
+    let local = EventStore::open(file)?;
+    // Inserting needs no claim, so no membership lease.
+    let shared = SharedEvents::new(etcd, "migrate".to_owned(), Arc::new(|| None));
+    let mut moved = 0;
+    loop {
+        let batch = local.due(i64::MAX, EVENT_BATCH)?;
+        if batch.is_empty() {
+            return Ok(moved);
+        }
+        for event in batch {
+            shared.insert(&event)?;
+            local.remove(&event.id)?;
+            moved += 1;
+        }
+    }
 }

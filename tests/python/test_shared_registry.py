@@ -154,7 +154,9 @@ def test_etcd_quorum_decides_availability(frontends, etcd):
 
 def test_migrate_moves_a_single_host_into_the_cluster(etcd, tmp_path):
     """`supervisor migrate --to-etcd`: a stopped single host's functions, versions and
-    settings become the shared registry of new frontends, code included."""
+    settings become the shared registry of new frontends, code included, and an Event
+    still queued on it runs on one of them, with its request id."""
+    from invoke_harness import logged
     from supervisor_harness import supervisor_binary
     import subprocess
 
@@ -166,13 +168,20 @@ def test_migrate_moves_a_single_host_into_the_cluster(etcd, tmp_path):
     c.create_alias(FunctionName="moved", Name="live", FunctionVersion=version)
     c.tag_resource(Resource=c.get_function(FunctionName="moved")["Configuration"]["FunctionArn"],
                    Tags={"team": "a"})
-    single.stop()
+    # An Event accepted, then the host killed before it could finish (a 1 s function).
+    deploy(c, "moved-event", "shell", "function.slow")
+    r = c.invoke(FunctionName="moved-event", InvocationType="Event", Payload=b'{"ev": 1}')
+    assert r["StatusCode"] == 202
+    ended = f"END RequestId: {r['ResponseMetadata']['RequestId']}"
+    single.kill9()
+    assert ended not in logged(single, "moved-event", ended, timeout=0.1)
 
     prefix = "/migrated"
     argv = [str(supervisor_binary()), "migrate", "--data-dir", str(tmp_path / "single"),
             "--to-etcd", etcd.urls, "--etcd-prefix", prefix]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    assert "and 1 queued Events" in done.stderr, done.stderr
     again = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert again.returncode != 0 and "already holds entries" in again.stderr, again.stderr
 
@@ -190,6 +199,10 @@ def test_migrate_moves_a_single_host_into_the_cluster(etcd, tmp_path):
         # The new frontend fetches the code from the one holding it.
         r, body, _ = invoke(co, "moved", Qualifier="live")
         assert r["StatusCode"] == 200 and "FunctionError" not in r, body
+        deadline = time.monotonic() + 30
+        while not any(ended in logged(s, "moved-event", ended, timeout=0.1) for s in (first, other)):
+            assert time.monotonic() < deadline, "the migrated Event did not run"
+            time.sleep(0.5)
     finally:
         first.stop()
         other.stop()
