@@ -56,9 +56,11 @@ async fn collect(sup: &Arc<Supervisor>) {
     let _one_at_a_time = sup.chunk_gc().running.lock().await;
     let _no_import = sup.images().exclusive().await;
     let s = sup.clone();
-    let collected =
-        tokio::task::spawn_blocking(move || collect_chunks(s.registry(), s.store(), s.images()))
-            .await;
+    let collected = tokio::task::spawn_blocking(move || {
+        let delay = s.config().chunk_gc_delay;
+        collect_chunks(s.registry(), s.store(), s.images(), delay)
+    })
+    .await;
     match collected {
         Ok(Ok(0)) => {}
         Ok(Ok(n)) => eprintln!("supervisor: removed {n} image chunks no version uses"),

@@ -158,7 +158,7 @@ impl Supervisor {
                 report.orphans_removed += 1;
             }
         }
-        report.chunks_removed = collect_chunks(&registry, &store, &images)?;
+        report.chunks_removed = collect_chunks(&registry, &store, &images, config.chunk_gc_delay)?;
         let verifier = Verifier::new(
             &config.region,
             "lambda",
@@ -277,25 +277,28 @@ fn has_code_objects(dir: &std::path::Path) -> bool {
     })
 }
 
+/// The longest a collection spares chunks (from another frontend) no known version
+/// uses; `--chunk-gc-delay-secs` shortens it.
+const PUSHED_CHUNK_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Removes the chunks of images no version uses any more (deleted or updated ones).
 /// Runs before the API serves, or under [`crate::images::Images::exclusive`], so no
 /// import can be writing chunks meanwhile.
-/// How long a collection spares chunks (from another frontend) no known version uses.
-const PUSHED_CHUNK_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
-
 pub(crate) fn collect_chunks(
     registry: &Registry,
     store: &CodeStore,
     images: &crate::images::Images,
+    gc_delay: std::time::Duration,
 ) -> Result<u64, SupervisorError> {
     let mut packages = Vec::new();
     for r in registry.image_versions()? {
         packages.push(store.read(&r.code_object, &crate::control::ops::aad(&r))?);
     }
     // With a shared registry, another frontend may have just pushed chunks of a
-    // version whose registry entry has not reached this one yet.
+    // version whose registry entry has not reached this one yet (it follows the push
+    // within moments).
     let min_age = match registry.shared_log_prefix() {
-        Some(_) => PUSHED_CHUNK_GRACE,
+        Some(_) => PUSHED_CHUNK_GRACE.min(gc_delay),
         None => std::time::Duration::ZERO,
     };
     Ok(images.collect_garbage(&packages, min_age)?.removed_chunks)

@@ -1,7 +1,8 @@
 """Container-image functions on two frontends sharing their state through etcd: an
 image's chunks reach the other frontend before CreateFunction is acknowledged, so the
-function runs there with its first frontend dead, and a frontend that lost chunks
-fetches them back from the other."""
+function runs there with its first frontend dead; a frontend that lost chunks fetches
+them back from the other; a delete through one frontend frees the image's chunks on
+both."""
 
 import os
 
@@ -30,7 +31,7 @@ def pair(registry, tmp_path_factory):  # noqa: F811 (the fixture imported above)
     cfg = config_file(work / "supervisor.toml", registry)
     key = master_key_file(work / "master.key")
     args = ("--config", str(cfg), "--etcd", etcd.urls, "--master-key-file", str(key),
-            "--member-ttl-secs", "3")
+            "--member-ttl-secs", "3", "--chunk-gc-delay-secs", "2")
     a = start_supervisor(work / "a", *args)
     b = start_supervisor(work / "b", *args)
     uri = rust_image_with_ballast(OciLayout(work / "layout"), registry, FN_RUST, ballast_mib=4)
@@ -73,3 +74,26 @@ def test_a_frontend_that_lost_chunks_fetches_them_from_the_other(pair):
     r, body, _ = invoke(a.client(), "shared-image-lost", b'{"via":"a"}')
     assert r["StatusCode"] == 200 and "FunctionError" not in r, body
     assert all(p.exists() for p in lost), [p.name for p in lost if not p.exists()]
+
+
+def test_a_delete_through_one_frontend_collects_the_chunks_on_the_other(pair, registry,  # noqa: F811
+                                                                         tmp_path):
+    import time
+
+    a, b, _ = pair
+    before = names(chunk_files(b.data_dir))
+    # Fresh random ballast: chunks no other function of this module uses.
+    uri = rust_image_with_ballast(OciLayout(tmp_path / "layout"), registry, FN_RUST,
+                                  ballast_mib=2)
+    create_image_function(a.client(), "shared-gc", uri)
+    own = names(chunk_files(b.data_dir)) - before
+    assert len(own) >= 4, own  # 2 MiB of ballast is 4 chunks
+    a.client().delete_function(FunctionName="shared-gc")
+    # b learns of the delete from the registry log and collects after --chunk-gc-delay-secs.
+    deadline = time.monotonic() + 30
+    while own & names(chunk_files(b.data_dir)):
+        assert time.monotonic() < deadline, "b kept the deleted image's chunks"
+        time.sleep(0.2)
+    assert not own & names(chunk_files(a.data_dir))
+    r, body, _ = invoke(b.client(), "shared-image", b'{"still":"here"}')
+    assert r["StatusCode"] == 200 and "FunctionError" not in r, body

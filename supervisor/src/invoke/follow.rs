@@ -34,6 +34,11 @@ fn apply(svc: &InvokeService, remote: RemoteChanges) {
     for (function, version) in &remote.deleted {
         svc.sup.deleted(function, version.as_deref());
     }
+    // Another frontend's delete or code update may have left chunks this one holds
+    // unused: collect them after the same delay it waits.
+    if remote.versions_changed {
+        crate::chunk_gc::schedule(&svc.sup);
+    }
     if remote.reserved_changed {
         match svc.sup.registry().all_reserved_concurrency() {
             Ok(all) => svc.specs.load_reserved(all),

@@ -36,6 +36,9 @@ const READ_BATCH: i64 = 512;
 pub struct RemoteChanges {
     pub deleted: BTreeSet<(String, Option<String>)>,
     pub reserved_changed: bool,
+    /// A version was deleted or updated (its code may have been replaced): image chunks
+    /// may have lost their last user.
+    pub versions_changed: bool,
     pub entries: u64,
 }
 
@@ -43,6 +46,7 @@ impl RemoteChanges {
     fn absorb(&mut self, other: RemoteChanges) {
         self.deleted.extend(other.deleted);
         self.reserved_changed |= other.reserved_changed;
+        self.versions_changed |= other.versions_changed;
         self.entries += other.entries;
     }
 }
@@ -247,10 +251,15 @@ fn summarize(changeset: &[u8]) -> Result<RemoteChanges, RegistryError> {
         };
         match table.as_str() {
             "functions" if deleted => {
+                out.versions_changed = true;
                 out.deleted.insert((text(0)?, None));
             }
             "versions" if deleted => {
+                out.versions_changed = true;
                 out.deleted.insert((text(0)?, Some(text(2)?)));
+            }
+            "versions" if matches!(op.code(), rusqlite::hooks::Action::SQLITE_UPDATE) => {
+                out.versions_changed = true;
             }
             "concurrency" => out.reserved_changed = true,
             _ => {}

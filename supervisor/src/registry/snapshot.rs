@@ -104,6 +104,7 @@ pub(super) fn load(conn: &Connection, parts: &[Vec<u8>]) -> Result<RemoteChanges
     Ok(RemoteChanges {
         deleted: before.difference(&after).cloned().collect(),
         reserved_changed: true,
+        versions_changed: true,
         entries: 0,
     })
 }
