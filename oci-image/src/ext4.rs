@@ -2,11 +2,11 @@
 //! chunk store cuts into chunks. Built by `mke2fs -d` with its UUID, directory hash seed
 //! and clock fixed, then every inode's ctime and atime set to one value (`debugfs`):
 //! mke2fs copies each source file's ctime, which no program can choose, and its atime,
-//! which its own reading moves. mke2fs (1.47) adds each directory's entries in name
-//! order (`scandir` with `alphasort`, byte order in the C locale it is run in), so inode
-//! numbers and directory blocks do not depend on the order the host's file system lists
-//! a directory in. The same tree then gives the same bytes on any host, and an image
-//! that changes one file changes few chunks.
+//! which its own reading moves. mke2fs (1.47.0 checked) adds each directory's entries
+//! in name order (`scandir` with `alphasort`, byte order in the C locale it is run in),
+//! so inode numbers and directory blocks do not depend on the order the host's file
+//! system lists a directory in. The same tree then gives the same bytes on any host
+//! with that e2fsprogs, and an image that changes one file changes few chunks.
 
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
