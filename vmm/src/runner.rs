@@ -57,7 +57,13 @@ fn snapshot_if_requested(vmm: &Vmm, threads: &[RawPthread]) -> Option<ExitReason
 
 /// Runs until an exit reason is reported. Threads are left running: the caller exits the
 /// process right away, which is what stops them.
-pub fn run(mut vmm: Vmm, use_seccomp: bool) -> Result<ExitReason, RunError> {
+pub fn run(vmm: Vmm, use_seccomp: bool) -> Result<ExitReason, RunError> {
+    // Never dropped: the process exits once this returns. A vCPU thread on its way out
+    // may still hold references to the devices; if the main thread dropped its own
+    // first, the device drop (the vsock socket file's unlink, outside a vCPU's seccomp
+    // filter) would run on that vCPU thread and the kernel would kill the process with
+    // SIGSYS instead of letting it exit with its reason (seen under nested KVM).
+    let mut vmm = std::mem::ManuallyDrop::new(vmm);
     let opts = FilterOptions {
         pvm: vmm.pvm,
         snapshots: vmm.snapshot.is_some(),
