@@ -430,11 +430,26 @@ def test_a_failing_after_restore_hook_is_a_snapstart_exception(appliance, client
     client.create_function(FunctionName="vm-snap-hook", Runtime="python3.11", Role=ROLE,
                            Handler="app.handler", Code={"ZipFile": make_zip({"app.py": HOOK_FN.encode()})},
                            Timeout=30, SnapStart={"ApplyOn": "PublishedVersions"}, Publish=True)
-    with pytest.raises(client.exceptions.SnapStartException) as failed:
-        client.invoke(FunctionName="vm-snap-hook", Qualifier="1", Payload=b"{}")
-    assert failed.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    assert "after-restore hook broke" in str(failed.value), failed.value
-    rc, out = appliance.shell("cat /data/supervisor/logs/vm-snap-hook/1.log")
+    version = "1"
+    try:
+        client.invoke(FunctionName="vm-snap-hook", Qualifier=version, Payload=b"{}")
+        failed = None
+    except client.exceptions.SnapStartException as e:
+        failed = e
+    if failed is None:
+        # No snapshot was taken, so the cold start booted (the worker's fallback, tested
+        # in the SnapStart test). Seen once in CI: the nested guest taking the snapshot
+        # crashed (a triple fault under QEMU TCG). Once more, on a new version.
+        console = appliance.console_text()
+        assert "SnapStart: no snapshot of vm-snap-hook:1" in console, console[-3000:]
+        client.update_function_configuration(FunctionName="vm-snap-hook", Description="again")
+        version = client.publish_version(FunctionName="vm-snap-hook")["Version"]
+        with pytest.raises(client.exceptions.SnapStartException) as info:
+            client.invoke(FunctionName="vm-snap-hook", Qualifier=version, Payload=b"{}")
+        failed = info.value
+    assert failed.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "after-restore hook broke" in str(failed), failed
+    rc, out = appliance.shell(f"cat /data/supervisor/logs/vm-snap-hook/{version}.log")
     assert rc == 0 and "INIT_REPORT Init Duration: " in out, out
     assert "after-restore hook broke" in out, "the hook's traceback is in the function's log"
     assert out.count("Init Duration") == 1, f"no second Init ran: {out}"

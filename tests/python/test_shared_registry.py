@@ -152,6 +152,50 @@ def test_etcd_quorum_decides_availability(frontends, etcd):
     assert r["StatusCode"] == 200 and "FunctionError" not in r, body
 
 
+def frontend_leases(member):
+    """The etcd leases the frontends' registrations are attached to (JSON gateway)."""
+    import base64
+    import urllib.request
+
+    prefix = "/lambda-microvm/members/frontend/"
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
+                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
+    req = urllib.request.Request(f"{member.client_url}/v3/kv/range", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return {kv["lease"] for kv in json.load(r).get("kvs", [])}
+
+
+def revoke(member, lease):
+    import urllib.request
+
+    req = urllib.request.Request(f"{member.client_url}/v3/lease/revoke",
+                                 data=json.dumps({"ID": lease}).encode(), method="POST")
+    urllib.request.urlopen(req, timeout=5).read()
+
+
+def test_an_invoke_that_finds_its_frontends_lease_gone_waits_for_the_new_one(frontends, etcd):
+    """A frontend's lease gone (as after etcd was away longer than the TTL): an invoke
+    needing a concurrency slot under it waits for the frontend to register anew instead
+    of failing with 503."""
+    a, _ = frontends
+    deploy(a.client(), "lease-gone", "shell", SHELL)
+    invoke(a.client(), "lease-gone")
+    time.sleep(0.5)  # past the slot's reuse window: the next invoke asks etcd
+    # Every frontend's (this module may have started more than these two).
+    leases = frontend_leases(etcd.members[0])
+    assert len(leases) >= 2, leases
+    for lease in leases:
+        revoke(etcd.members[0], lease)
+    r, body, _ = invoke(a.client(), "lease-gone")
+    assert r["StatusCode"] == 200 and "FunctionError" not in r, body
+    # Both live frontends are registered again, under new leases.
+    deadline = time.monotonic() + 10
+    while len(frontend_leases(etcd.members[0]) - leases) < 2:
+        assert time.monotonic() < deadline, "the frontends did not register anew"
+        time.sleep(0.2)
+
+
 def test_migrate_moves_a_single_host_into_the_cluster(etcd, tmp_path):
     """`supervisor migrate --to-etcd`: a stopped single host's functions, versions and
     settings become the shared registry of new frontends, code included, and an Event

@@ -30,6 +30,7 @@ use worker::{InvokeOutcome, InvokeRequest, ThrottleReason, WorkerError};
 use crate::control::names::FunctionRef;
 use crate::dataplane::Host;
 use crate::http::ApiError;
+use crate::shared::etcd::EtcdError;
 use crate::Supervisor;
 use events::EventQueue;
 use metrics::FrontMetrics;
@@ -128,6 +129,8 @@ impl std::fmt::Display for RunError {
 
 /// Where the embedded worker's code comes from: this process's own store.
 const LOCAL_CODE_SOURCE: &str = "local";
+/// How long an invoke that found this frontend's etcd lease lapsed waits for the new one.
+const LEASE_RENEW_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Who stops the sandboxes of a replaced revision.
 enum Retire<'a> {
@@ -415,7 +418,15 @@ impl InvokeService {
         let lease = shared
             .lease()
             .ok_or_else(|| unavailable("this frontend has not joined the cluster yet".into()))?;
-        match shared.slots.acquire(pool, size, lease).await {
+        let mut acquired = shared.slots.acquire(pool, size, lease).await;
+        if let Err(EtcdError::LeaseLost(_)) = &acquired {
+            // etcd was away longer than the lease's TTL and is back: wait for this
+            // frontend's new registration rather than failing the invoke.
+            if let Some(renewed) = shared.renewed_lease(lease, LEASE_RENEW_WAIT).await {
+                acquired = shared.slots.acquire(pool, size, renewed).await;
+            }
+        }
+        match acquired {
             Ok(Some(slot)) => Ok(Some(slot)),
             Ok(None) => Err(RunError::Throttled(reason)),
             Err(e) => Err(unavailable(e.to_string())),

@@ -29,6 +29,10 @@ pub enum EtcdError {
     /// applied, so another member may take it.
     #[error("etcd member unreachable: {0}")]
     Unreachable(String),
+    /// Transient: the lease a key was to be attached to has lapsed (etcd was away longer
+    /// than its TTL); the registration renews it.
+    #[error("etcd lease lapsed: {0}")]
+    LeaseLost(String),
     /// Permanent: the operator's settings cannot work.
     #[error("etcd settings: {0}")]
     Settings(String),
@@ -41,7 +45,10 @@ pub enum EtcdError {
 
 impl EtcdError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Unreachable(_))
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::Unreachable(_) | Self::LeaseLost(_)
+        )
     }
 }
 
@@ -52,6 +59,11 @@ impl From<etcd_client::Error> for EtcdError {
                 Self::Unreachable(e.to_string())
             }
             etcd_client::Error::TransportError(_) => Self::Unreachable(e.to_string()),
+            etcd_client::Error::GRpcStatus(s)
+                if s.code() == tonic::Code::NotFound && s.message().contains("lease not found") =>
+            {
+                Self::LeaseLost(e.to_string())
+            }
             _ => Self::Unavailable(e.to_string()),
         }
     }

@@ -73,6 +73,7 @@ pub fn join(
         key,
         value: Mutex::new(value),
         lease: AtomicI64::new(lease),
+        lost: tokio::sync::Notify::new(),
     });
     let task = etcd
         .runtime()
@@ -101,10 +102,13 @@ async fn register(
 }
 
 /// A registration's key, its latest value, and the lease that holds it now.
-struct Held {
+pub(crate) struct Held {
     key: String,
     value: Mutex<Vec<u8>>,
     lease: AtomicI64,
+    /// Told when a request found the lease gone: the keepalive task checks the lease at
+    /// once, and registers anew if it is gone, instead of at its next round.
+    lost: tokio::sync::Notify,
 }
 
 impl Held {
@@ -121,7 +125,11 @@ async fn keep_alive(clients: Vec<etcd_client::Client>, held: Arc<Held>, ttl_secs
             c.lease_keep_alive(held.lease.load(Ordering::Relaxed)).await
         {
             loop {
-                tokio::time::sleep(period).await;
+                // Told the lease is gone: check now rather than at the next round.
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = held.lost.notified() => {}
+                }
                 if keeper.keep_alive().await.is_err() {
                     break;
                 }
@@ -132,7 +140,10 @@ async fn keep_alive(clients: Vec<etcd_client::Client>, held: Arc<Held>, ttl_secs
                 }
             }
         }
-        tokio::time::sleep(period).await;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = held.lost.notified() => {}
+        }
         match register(c.clone(), held.key.clone(), held.value(), ttl_secs).await {
             Ok(l) => {
                 tracing::info!("etcd: registered {} again under a new lease", held.key);
@@ -156,6 +167,12 @@ impl Registration {
     /// concurrency slots and Event claims), are attached to.
     pub fn lease(&self) -> i64 {
         self.held.lease.load(Ordering::Relaxed)
+    }
+
+    /// What the keepalive task holds, for [`renewed`] (which must not keep the
+    /// registration's owner locked while it waits).
+    pub(crate) fn held(&self) -> Arc<Held> {
+        self.held.clone()
     }
 
     /// Replaces the registered value (kept across lease renewals).
@@ -192,6 +209,23 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A lease other than `lost` once the keepalive task has registered anew (told to at
+/// once), or `None` if it has not within `wait` (etcd still away).
+pub(crate) async fn renewed(held: Arc<Held>, lost: i64, wait: Duration) -> Option<i64> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let now = held.lease.load(Ordering::Relaxed);
+        if now != lost {
+            return Some(now);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        held.lost.notify_one();
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -102,6 +102,18 @@ impl Shared {
         lease_of(&self.registration)
     }
 
+    /// After a request found lease `lost` gone: the registration's new lease, once it
+    /// has one (at most `wait`).
+    pub async fn renewed_lease(&self, lost: i64, wait: std::time::Duration) -> Option<i64> {
+        let held = self
+            .registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(members::Registration::held)?;
+        members::renewed(held, lost, wait).await
+    }
+
     /// The Event queue the frontends share.
     pub fn events(&self) -> events::SharedEvents {
         let registration = self.registration.clone();
