@@ -166,14 +166,28 @@ def master_key_file(path):
     return path
 
 
-def all_values(member, prefix="/"):
-    """Every key and value under `prefix`, through etcd's JSON gateway (plain http)."""
+def gateway(member, path, request):
+    """A POST to etcd's JSON gateway (plain http) on `member`; its decoded answer."""
+    req = urllib.request.Request(f"{member.client_url}{path}", data=json.dumps(request).encode(),
+                                 method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
+def key_values(member, prefix="/"):
+    """Every key-value record under `prefix` as the gateway gives it (key and value in
+    base64, lease id as a decimal string)."""
     import base64
 
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
-                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
-    req = urllib.request.Request(f"{member.client_url}/v3/kv/range", data=body, method="POST")
-    with urllib.request.urlopen(req, timeout=5) as r:
-        kvs = json.load(r).get("kvs", [])
-    return {base64.b64decode(kv["key"]): base64.b64decode(kv.get("value", "")) for kv in kvs}
+    return gateway(member, "/v3/kv/range", {
+        "key": base64.b64encode(prefix.encode()).decode(),
+        "range_end": base64.b64encode(end.encode()).decode()}).get("kvs", [])
+
+
+def all_values(member, prefix="/"):
+    """Every key and value under `prefix`."""
+    import base64
+
+    return {base64.b64decode(kv["key"]): base64.b64decode(kv.get("value", ""))
+            for kv in key_values(member, prefix)}

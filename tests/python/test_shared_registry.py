@@ -9,7 +9,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from etcd_harness import EtcdCluster, all_values, master_key_file
+from etcd_harness import EtcdCluster, all_values, gateway, key_values, master_key_file
 from invoke_harness import deploy, invoke, start_supervisor
 
 SHELL = "function.handler"
@@ -153,25 +153,12 @@ def test_etcd_quorum_decides_availability(frontends, etcd):
 
 
 def frontend_leases(member):
-    """The etcd leases the frontends' registrations are attached to (JSON gateway)."""
-    import base64
-    import urllib.request
-
-    prefix = "/lambda-microvm/members/frontend/"
-    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
-                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
-    req = urllib.request.Request(f"{member.client_url}/v3/kv/range", data=body, method="POST")
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return {kv["lease"] for kv in json.load(r).get("kvs", [])}
+    """The etcd leases the frontends' registrations are attached to."""
+    return {kv["lease"] for kv in key_values(member, "/lambda-microvm/members/frontend/")}
 
 
 def revoke(member, lease):
-    import urllib.request
-
-    req = urllib.request.Request(f"{member.client_url}/v3/lease/revoke",
-                                 data=json.dumps({"ID": lease}).encode(), method="POST")
-    urllib.request.urlopen(req, timeout=5).read()
+    gateway(member, "/v3/lease/revoke", {"ID": lease})
 
 
 def test_an_invoke_that_finds_its_frontends_lease_gone_waits_for_the_new_one(frontends, etcd):
